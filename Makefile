@@ -1,0 +1,56 @@
+# LivingWorld: `make demo` runs the main job, `make test` the default test suite.
+# Both create whatever environment is missing first, and are safe to run again.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PY311 ?= $(shell command -v python3.11 2>/dev/null || ls $$HOME/.pyenv/versions/3.11*/bin/python3 2>/dev/null | tail -n 1)
+PY313 ?= $(shell command -v python3.13 2>/dev/null || ls $$HOME/.pyenv/versions/3.13*/bin/python3 2>/dev/null | tail -n 1)
+VENV := .venv
+BVENV := .venv-blender
+BPY_VERSION := 5.2.3
+
+help:
+	@echo "make demo   - create environments if missing, run the image -> living world demo into out/"
+	@echo "make test   - create environments if missing, run the default test suite (CPU, no GPU)"
+	@echo "make test-slow, make bench-cpu, make zip, make clean-env"
+
+$(VENV)/.installed: pyproject.toml
+	@test -n "$(PY311)" || { echo "error: Python 3.11 not found; set PY311=/path/to/python3.11"; exit 1; }
+	@echo "==> backend environment $(VENV)/ (Python 3.11 from $(PY311), torch==2.13.0 CPU build)"
+	@test -x $(VENV)/bin/python || $(PY311) -m venv $(VENV)
+	@$(VENV)/bin/python -m pip install -q --upgrade pip
+	@$(VENV)/bin/python -m pip install -q -e '.[test]'
+	@touch $@
+
+$(BVENV)/.installed:
+	@test -n "$(PY313)" || { echo "error: Python 3.13 not found (bpy $(BPY_VERSION) needs it); set PY313=..."; exit 1; }
+	@echo "==> Blender environment $(BVENV)/ (bpy==$(BPY_VERSION) on Python 3.13 from $(PY313))"
+	@test -x $(BVENV)/bin/python || $(PY313) -m venv $(BVENV)
+	@$(BVENV)/bin/python -m pip install -q --upgrade pip
+	@$(BVENV)/bin/python -m pip install -q bpy==$(BPY_VERSION) pytest
+	@touch $@
+
+envs: $(VENV)/.installed $(BVENV)/.installed
+	@echo "==> environments ready"
+
+demo: envs
+	@echo "==> demo: headless Blender drives the backend; results go to out/"
+	@$(BVENV)/bin/python scripts/demo.py --backend-python $(VENV)/bin/python --out out
+
+test: envs
+	@echo "==> backend tests (CPU)"
+	@$(VENV)/bin/python -m pytest -q tests/backend
+	@echo "==> Blender add-on tests (bpy $(BPY_VERSION), installed extension zip, real backend)"
+	@$(BVENV)/bin/python -m pytest -q tests/blender -p no:cacheprovider
+
+test-slow: envs
+	@$(VENV)/bin/python -m pytest -q tests/backend -m slow
+
+zip: $(BVENV)/.installed
+	@mkdir -p dist
+	@$(BVENV)/bin/python scripts/build_extension.py --out dist
+
+clean-env:
+	rm -rf $(VENV) $(BVENV)
+
+.PHONY: help envs demo test test-slow zip clean-env

@@ -1,0 +1,1 @@
+"""Rendering core: one ``rasterize`` API (gsplat on CUDA, pure-torch reference on CPU) and camera conventions."""
