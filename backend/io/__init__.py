@@ -1,0 +1,12 @@
+"""File formats every part of LivingWorld reads and writes.
+
+- ``ply``:     the INRIA 3DGS binary PLY (``read_ply`` / ``write_ply``), SH degree 0..3.
+- ``lw4d``:    ``.lw4d/`` 4D sequences (``read_sequence`` / ``write_sequence`` / ``SequenceWriter`` /
+               ``frame_gaussians``).
+- ``decoded``: the decoded Gaussians folder handed to the Blender add-on (``write_decoded`` / ``read_decoded``).
+- ``jobs``:    the ``import_gaussians`` and ``export_gaussians`` job kinds; ``cli``: ``lw io ...``.
+"""
+
+from .ply import read_ply, set_sh_degree, write_ply
+
+__all__ = ["read_ply", "write_ply", "set_sh_degree"]
