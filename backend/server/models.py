@@ -1,0 +1,80 @@
+"""Schema models of the HTTP API: everything that crosses the wire is one of these (they make the OpenAPI schema).
+
+The request body of ``POST /jobs`` is built per server from the registered job kinds (``submit_body``), so the
+schema names every kind with its exact parameters and a wrong kind or parameter is refused at submit time.
+"""
+
+from datetime import datetime
+from typing import Annotated, Any, Literal, Union
+
+from fastapi import Body
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from ..jobs import JobKind
+
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
+FINISHED_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(description="Error class, e.g. `NotFound`, `Unauthorized`, `ValidationError`.")
+    message: str = Field(description="What was wrong, in words a user can act on.")
+
+
+class ErrorBody(BaseModel):
+    """Body of every non-2xx response."""
+
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+    pid: int = Field(description="Process id of the backend (lets a client check it talks to its own process).")
+
+
+class JobKindInfo(BaseModel):
+    name: str
+    doc: str = Field(description="The job function's docstring.")
+    params_schema: dict[str, Any] = Field(description="JSON schema of the `params` object this kind takes.")
+
+
+class JobError(BaseModel):
+    type: str = Field(description="Exception class name, e.g. `InvalidInput`.")
+    message: str
+    traceback: str | None = Field(
+        None, description="Last frames of the traceback (unexpected errors only; `LWError`s carry none).")
+
+
+class JobRecord(BaseModel):
+    """One job as the server knows it."""
+
+    id: str
+    kind: str
+    state: JobState
+    progress: float = Field(ge=0.0, le=1.0)
+    message: str = Field(description="Latest progress message (or why the job was interrupted).")
+    error: JobError | None = Field(None, description="Set when `state` is `failed`.")
+    artifacts: list[str] = Field(description="Files the job wrote, relative to the workspace; GET /artifacts/{name}.")
+    params: dict[str, Any]
+    cancel_requested: bool = Field(description="Cancel was asked for while the job ran; it stops at its next step.")
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+def submit_body(kinds: dict[str, JobKind]) -> Any:
+    """The ``POST /jobs`` body type: a union of ``{"kind": <name>, "params": <that kind's Params>}``, one per
+    registered kind, discriminated by ``kind``."""
+    variants = []
+    for name, spec in sorted(kinds.items()):
+        title = "Submit" + "".join(part.capitalize() for part in name.split("_"))
+        variants.append(create_model(
+            title,
+            __config__=ConfigDict(extra="forbid"),
+            kind=(Literal[name], Field(description="Job kind (see GET /kinds).")),
+            params=(spec.params, Field(description=f"Parameters of `{name}`.")),
+        ))
+    if len(variants) == 1:
+        return Annotated[variants[0], Body()]
+    return Annotated[Union[tuple(variants)], Body(discriminator="kind")]  # noqa: UP007 (runtime-built union)

@@ -1,0 +1,129 @@
+"""The job store: one SQLite file (``<workspace>/jobs.sqlite3``, WAL) that outlives the backend process.
+
+A backend that starts on a workspace marks every job a previous process left ``queued`` or ``running`` as
+``interrupted``, so a crash or a kill never leaves a job that looks alive. State changes that race (a cancel
+arriving while the worker picks a job up) are single conditional UPDATEs, so exactly one of them wins.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .models import JobError, JobRecord
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    progress REAL NOT NULL DEFAULT 0,
+    message TEXT NOT NULL DEFAULT '',
+    error TEXT,
+    artifacts TEXT NOT NULL DEFAULT '[]',
+    params TEXT NOT NULL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL
+)
+"""
+
+INTERRUPTED_MESSAGE = "the backend stopped before this job finished; submit it again"
+
+
+def _time(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
+
+
+class JobStore:
+    """Thread-safe access to the jobs table (one connection, serialised by a lock)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _execute(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._db.execute(sql, args)
+
+    def _fetch(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    @staticmethod
+    def _record(row: sqlite3.Row) -> JobRecord:
+        return JobRecord(
+            id=row["id"], kind=row["kind"], state=row["state"], progress=row["progress"], message=row["message"],
+            error=None if row["error"] is None else JobError.model_validate_json(row["error"]),
+            artifacts=json.loads(row["artifacts"]), params=json.loads(row["params"]),
+            cancel_requested=bool(row["cancel_requested"]), created_at=_time(row["created_at"]),
+            started_at=_time(row["started_at"]), finished_at=_time(row["finished_at"]),
+        )
+
+    def create(self, kind: str, params: dict[str, Any]) -> JobRecord:
+        """A new ``queued`` job."""
+        job_id = uuid.uuid4().hex
+        self._execute("INSERT INTO jobs (id, kind, state, params, created_at) VALUES (?, ?, 'queued', ?, ?)",
+                      (job_id, kind, json.dumps(params), time.time()))
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> JobRecord | None:
+        rows = self._fetch("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return self._record(rows[0]) if rows else None
+
+    def recent(self, limit: int) -> list[JobRecord]:
+        """The ``limit`` most recent jobs, newest first."""
+        return [self._record(r) for r in self._fetch("SELECT * FROM jobs ORDER BY seq DESC LIMIT ?", (limit,))]
+
+    def interrupt_unfinished(self) -> int:
+        """Mark every ``queued``/``running`` job ``interrupted``; returns how many."""
+        cur = self._execute(
+            "UPDATE jobs SET state = 'interrupted', message = ?, finished_at = ? "
+            "WHERE state IN ('queued', 'running')", (INTERRUPTED_MESSAGE, time.time()))
+        return cur.rowcount
+
+    def start(self, job_id: str) -> bool:
+        """``queued`` -> ``running``; False when the job is no longer queued (it was cancelled)."""
+        cur = self._execute("UPDATE jobs SET state = 'running', started_at = ? WHERE id = ? AND state = 'queued'",
+                            (time.time(), job_id))
+        return cur.rowcount == 1
+
+    def cancel_queued(self, job_id: str) -> bool:
+        """``queued`` -> ``cancelled``; False when the job is not queued."""
+        cur = self._execute(
+            "UPDATE jobs SET state = 'cancelled', message = 'cancelled before it started', finished_at = ? "
+            "WHERE id = ? AND state = 'queued'", (time.time(), job_id))
+        return cur.rowcount == 1
+
+    def request_cancel(self, job_id: str) -> None:
+        self._execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = 'running'", (job_id,))
+
+    def set_progress(self, job_id: str, progress: float, message: str) -> None:
+        self._execute("UPDATE jobs SET progress = ?, message = ? WHERE id = ? AND state = 'running'",
+                      (progress, message, job_id))
+
+    def finish(self, job_id: str, state: str, *, message: str, progress: float | None = None,
+               error: JobError | None = None, artifacts: list[str] | None = None) -> None:
+        """``running`` -> a finished state (``succeeded|failed|cancelled|interrupted``)."""
+        self._execute(
+            "UPDATE jobs SET state = ?, message = ?, progress = COALESCE(?, progress), error = ?, "
+            "artifacts = ?, finished_at = ? WHERE id = ? AND state = 'running'",
+            (state, message, progress, None if error is None else error.model_dump_json(),
+             json.dumps(artifacts or []), time.time(), job_id))
