@@ -1,0 +1,380 @@
+"""Running backend jobs from Blender: THE API that operators and other lw_blender modules use.
+
+    from . import jobs                       # inside lw_blender/;  operators: from ..lw_blender import jobs
+
+    jobs.ensure_backend(context) -> client.Client
+        Connect to the remote backend (preferences ``backend_url``/``backend_token``) or start the local one
+        (``backend_python``, ``workspace``); idempotent: a live connection is reused, a dead local backend is
+        started again. Raises ``BackendError`` (``BackendStartError`` / ``BackendUnavailable``) with a message
+        a user can act on; it is also written to ``wm.lw_runtime.last_error``.
+
+    jobs.run_job_blocking(context, kind, params: dict, timeout=None) -> JobResult
+        Submit and poll until the job ends (background mode, tests, scripts). Updates ``wm.lw_runtime`` as it
+        goes. Raises ``JobFailed`` (with ``.result``) when the job ends ``failed|cancelled|interrupted`` or the
+        backend dies; its message is the backend's reason and is also in ``wm.lw_runtime.last_error``.
+
+    jobs.submit_job(context, kind, params: dict, on_done=None) -> job id
+        UI mode: returns at once. A worker thread polls ``GET /jobs/{id}`` and puts records into a queue;
+        the timer function ``drain_updates()`` applies them on the main thread (``wm.lw_runtime``, sidebar
+        redraw) and finally calls ``on_done(result: JobResult)`` on the main thread for EVERY ending (check
+        ``result.ok``; ``result.state`` is ``"interrupted"`` with ``error_type == "BackendUnavailable"`` when
+        the backend died). Nothing touches bpy off the main thread. Timers never fire in background mode:
+        there, call ``drain_updates()`` yourself until it returns None (tests do), or use run_job_blocking.
+
+    jobs.run_job(context, kind, params, on_done=None) -> JobResult | None
+        ``bpy.app.background``: run_job_blocking, then ``on_done(result)`` if given, returns the result.
+        Otherwise submit_job and return None (``on_done`` runs later on the main thread).
+
+    jobs.cancel_current(context) -> None        request cancel of the job shown in ``wm.lw_runtime``.
+
+    JobResult (frozen): id, kind, state, artifacts: list[str] (names relative to the backend workspace),
+        message, error_type, error_message, workspace: Path (local folder mirroring the backend workspace).
+        ``result.path(name) -> Path``: local path of an artifact; the shared workspace for a local backend,
+        downloaded once into the extension cache for a remote one. ``result.ok`` is ``state == "succeeded"``.
+
+Errors: everything raised here derives from ``client.BackendError`` (``.type``, ``.message``).
+"""
+
+from __future__ import annotations
+
+import queue
+import traceback
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import bpy
+from bpy.app.handlers import persistent
+
+from . import backend_process, preferences, state
+from .client import BackendError, BackendUnavailable, Client, JobRecord
+
+POLL_INTERVAL = 0.1  # s between GET /jobs/{id} polls (worker thread and blocking loop)
+TIMER_INTERVAL = 0.1  # s between drain_updates() calls while jobs are in flight
+BACKEND_STOPPED = "backend stopped unexpectedly"
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """How a job ended, and where its files are (see the module docstring)."""
+
+    id: str
+    kind: str
+    state: str
+    artifacts: list[str]
+    message: str
+    error_type: str
+    error_message: str
+    workspace: Path
+    _client: Client | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "succeeded"
+
+    def path(self, name: str) -> Path:
+        """Local path of artifact ``name`` (downloaded and cached when the backend is remote)."""
+        if self._client is None:
+            raise BackendError("NoBackend", f"job {self.id} has no backend to fetch {name!r} from")
+        return self._client.artifact_path(name)
+
+    @classmethod
+    def from_record(cls, rec: JobRecord, client: Client) -> "JobResult":
+        return cls(id=rec.id, kind=rec.kind, state=rec.state, artifacts=list(rec.artifacts), message=rec.message,
+                   error_type=rec.error.type if rec.error else "", error_message=rec.error.message if rec.error else "",
+                   workspace=client.artifact_root(), _client=client)
+
+
+class JobFailed(BackendError):
+    """A job ended in ``failed``, ``cancelled`` or ``interrupted`` (or its backend died); ``.result`` says how."""
+
+    def __init__(self, result: JobResult):
+        reason = result.error_message or result.message or result.state
+        super().__init__(result.error_type or result.state, f"job {result.kind} {result.id} {result.state}: {reason}")
+        self.result = result
+
+
+# --- connection ----------------------------------------------------------------------------------------------
+
+_client: Client | None = None
+
+
+def _interrupted(job_id: str, kind: str, client: Client, reason: str) -> JobResult:
+    return JobResult(id=job_id, kind=kind, state="interrupted", artifacts=[], message=reason,
+                     error_type="BackendUnavailable", error_message=f"{BACKEND_STOPPED}: {reason}",
+                     workspace=client.artifact_root(), _client=client)
+
+
+def _set_connection(rt, client: Client | None, error: str = "") -> None:
+    rt.connection = "CONNECTED" if client is not None else ("ERROR" if error else "DISCONNECTED")
+    rt.url = client.url if client is not None else ""
+    rt.remote = client is not None and client.local_workspace is None
+    proc = backend_process.current()
+    rt.backend_pid = proc.info.pid if client is not None and proc is not None and not rt.remote else 0
+    if error:
+        rt.last_error = error
+
+
+def _connect(context) -> Client:
+    prefs = preferences.get(context)
+    if prefs.backend_url:
+        backend_process.stop()  # switched to a remote backend: do not leave a local one behind
+        client = Client(prefs.backend_url, prefs.backend_token, cache_dir=preferences.cache_dir())
+        client.kinds()  # an authenticated route: a wrong token fails here, not at the first job
+        return client
+    info = backend_process.start(prefs.backend_python, preferences.workspace_dir(prefs))
+    client = Client(info.url, info.token, local_workspace=info.workspace)
+    client.health()
+    return client
+
+
+def _matches_preferences(client: Client, prefs) -> bool:
+    if prefs.backend_url:
+        return client.local_workspace is None and (client.url, client.token) == (prefs.backend_url.rstrip("/"),
+                                                                                 prefs.backend_token)
+    return client.local_workspace is not None and backend_process.is_alive()
+
+
+def ensure_backend(context=None) -> Client:
+    """Connect to (remote) or start (local) the backend per the preferences; idempotent. See module docstring."""
+    global _client
+    context = context or bpy.context
+    rt = state.runtime(context)
+    if _client is not None and _matches_preferences(_client, preferences.get(context)):
+        try:
+            _client.health(timeout=2.0)
+            _set_connection(rt, _client)
+            return _client
+        except BackendUnavailable:
+            pass
+    _client = None
+    try:
+        _client = _connect(context)
+    except BackendError as exc:
+        _set_connection(rt, None, str(exc))
+        raise
+    _set_connection(rt, _client)
+    if rt.job_id and rt.job_state not in ("succeeded", "failed", "cancelled"):
+        _refresh_current(rt, _client)
+    return _client
+
+
+def _refresh_current(rt, client: Client) -> None:
+    """After (re)connecting, show what the backend now says about the job that was current (e.g. interrupted)."""
+    try:
+        _apply_record(rt, client.job(rt.job_id))
+    except BackendError as exc:
+        if exc.status != 404:
+            raise
+        rt.message = f"job {rt.job_id} is unknown to this backend"
+
+
+def stop_backend(context=None) -> None:
+    """Stop the local backend this Blender started, or forget the remote connection."""
+    global _client
+    backend_process.stop()
+    _client = None
+    _set_connection(state.runtime(context), None)
+
+
+def restart_backend(context=None) -> Client:
+    """Stop, then start/connect again."""
+    stop_backend(context)
+    return ensure_backend(context)
+
+
+# --- runtime state ---------------------------------------------------------------------------------------------
+
+def _apply_record(rt, rec: JobRecord) -> None:
+    rt.job_id, rt.job_kind, rt.job_state = rec.id, rec.kind, rec.state
+    rt.progress, rt.message = rec.progress, rec.message
+    if rec.state in ("failed", "cancelled", "interrupted"):
+        rt.last_error = f"{rec.kind} {rec.state}: " + (f"{rec.error.type}: {rec.error.message}" if rec.error
+                                                       else rec.message or rec.state)
+
+
+def _redraw(context) -> None:
+    wm = context.window_manager
+    for window in wm.windows:
+        for area in window.screen.areas:
+            if area.type in ("VIEW_3D", "PREFERENCES"):
+                area.tag_redraw()
+
+
+def _submit(context, kind: str, params: dict) -> tuple[Client, JobRecord]:
+    client = ensure_backend(context)
+    rt = state.runtime(context)
+    rec = client.submit(kind, params)
+    rt.last_error = ""
+    _apply_record(rt, rec)
+    return client, rec
+
+
+# --- blocking -----------------------------------------------------------------------------------------------------
+
+def run_job_blocking(context, kind: str, params: dict, timeout: float | None = None) -> JobResult:
+    """Submit ``kind`` with ``params`` and wait for it (see module docstring). ``timeout`` cancels the job."""
+    context = context or bpy.context
+    client, rec = _submit(context, kind, params)
+    rt = state.runtime(context)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not rec.done:
+        if deadline is not None and time.monotonic() > deadline:
+            client.cancel(rec.id)
+            raise JobFailed(JobResult(id=rec.id, kind=kind, state="cancelled", artifacts=[],
+                                      message=f"timed out after {timeout} s", error_type="Timeout",
+                                      error_message=f"timed out after {timeout} s; cancel requested",
+                                      workspace=client.artifact_root(), _client=client))
+        time.sleep(POLL_INTERVAL)
+        try:
+            rec = client.job(rec.id)
+        except BackendUnavailable as exc:
+            result = _interrupted(rec.id, kind, client, exc.message)
+            _set_connection(rt, None, f"{kind} {rec.id}: {result.error_message}")
+            rt.job_state = "interrupted"
+            raise JobFailed(result) from None
+        _apply_record(rt, rec)
+    result = JobResult.from_record(rec, client)
+    if not result.ok:
+        raise JobFailed(result)
+    return result
+
+
+# --- UI mode: worker thread + main-thread timer ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Update:
+    job_id: str
+    kind: str
+    record: JobRecord | None  # None with ``lost`` set: the backend stopped answering
+    lost: str = ""
+
+
+_updates: "queue.Queue[_Update]" = queue.Queue()
+_pending: dict[str, tuple[Client, Callable[[JobResult], None] | None]] = {}
+_stop_polling = threading.Event()
+
+
+def _poll(client: Client, job_id: str, kind: str) -> None:
+    """Worker thread: poll one job until it ends or the backend is gone; never touches bpy."""
+    last = None
+    while not _stop_polling.is_set():
+        try:
+            rec = client.job(job_id)
+        except BackendUnavailable as exc:
+            _updates.put(_Update(job_id, kind, None, exc.message))
+            return
+        except BackendError as exc:
+            _updates.put(_Update(job_id, kind, JobRecord(job_id, kind, "failed", message=str(exc))))
+            return
+        if rec != last:
+            _updates.put(_Update(job_id, kind, rec))
+            last = rec
+        if rec.done:
+            return
+        _stop_polling.wait(POLL_INTERVAL)
+
+
+def submit_job(context, kind: str, params: dict, on_done: Callable[[JobResult], None] | None = None) -> str:
+    """Submit without blocking; progress and ``on_done`` arrive via ``drain_updates`` (see module docstring)."""
+    context = context or bpy.context
+    client, rec = _submit(context, kind, params)
+    _stop_polling.clear()
+    _pending[rec.id] = (client, on_done)
+    threading.Thread(target=_poll, args=(client, rec.id, kind), name=f"lw-poll-{rec.id}", daemon=True).start()
+    if not bpy.app.timers.is_registered(drain_updates):
+        bpy.app.timers.register(drain_updates, first_interval=TIMER_INTERVAL)
+    return rec.id
+
+
+def pending_jobs() -> list[str]:
+    """Ids of submitted jobs whose ``on_done`` has not run yet."""
+    return list(_pending)
+
+
+def drain_updates() -> float | None:
+    """Main thread (timer body): apply queued job updates to ``wm.lw_runtime``, redraw, call ``on_done``.
+
+    Returns the next timer interval while jobs are pending, else None (which also unregisters the timer).
+    """
+    context = bpy.context
+    rt = state.runtime(context)
+    finished: list[tuple[Callable | None, JobResult]] = []
+    while True:
+        try:
+            up = _updates.get_nowait()
+        except queue.Empty:
+            break
+        if up.job_id not in _pending:
+            continue
+        client, on_done = _pending[up.job_id]
+        current = rt.job_id == up.job_id
+        if up.record is None:
+            result = _interrupted(up.job_id, up.kind, client, up.lost)
+            _set_connection(rt, None, f"{up.kind} {up.job_id}: {result.error_message}")
+            if current:
+                rt.job_state = "interrupted"
+        else:
+            if current:
+                _apply_record(rt, up.record)
+            if not up.record.done:
+                continue
+            result = JobResult.from_record(up.record, client)
+        del _pending[up.job_id]
+        finished.append((on_done, result))
+    _redraw(context)
+    for on_done, result in finished:
+        if on_done is None:
+            continue
+        try:
+            on_done(result)
+        except Exception as exc:  # shown to the user; a raising timer would be unregistered by Blender
+            traceback.print_exc()
+            rt.last_error = f"{result.kind} {result.id}: applying the result failed: {type(exc).__name__}: {exc}"
+    return TIMER_INTERVAL if _pending else None
+
+
+def run_job(context, kind: str, params: dict, on_done: Callable[[JobResult], None] | None = None) -> JobResult | None:
+    """Blocking in background mode (returns the result, after ``on_done``), else ``submit_job`` (returns None)."""
+    if bpy.app.background:
+        result = run_job_blocking(context, kind, params)
+        if on_done is not None:
+            on_done(result)
+        return result
+    submit_job(context, kind, params, on_done)
+    return None
+
+
+def cancel_current(context=None) -> None:
+    """Request cancel of the job shown in ``wm.lw_runtime`` (it ends ``cancelled`` at its next progress step)."""
+    context = context or bpy.context
+    rt = state.runtime(context)
+    if not rt.job_id:
+        raise BackendError("NoJob", "there is no current job to cancel")
+    rec = ensure_backend(context).cancel(rt.job_id)
+    _apply_record(rt, rec)
+
+
+@persistent
+def _on_load_post(*_args) -> None:
+    """A newly loaded file brings a fresh WindowManager: show the live connection there again."""
+    rt = state.runtime()
+    _set_connection(rt, _client)
+
+
+def register():
+    _stop_polling.clear()
+    bpy.app.handlers.load_post.append(_on_load_post)
+
+
+def unregister():
+    global _client
+    _stop_polling.set()
+    if bpy.app.timers.is_registered(drain_updates):
+        bpy.app.timers.unregister(drain_updates)
+    if _on_load_post in bpy.app.handlers.load_post:
+        bpy.app.handlers.load_post.remove(_on_load_post)
+    _pending.clear()
+    _client = None
