@@ -1,0 +1,357 @@
+"""``.lw4d/`` 4D Gaussian sequences: the one format every animated result is delivered in.
+
+A folder (docs/ARCHITECTURE.md, "``.lw4d/`` sequence"):
+
+    manifest.json      {"format": "lw4d", "version": 1, "frame_count": T, "fps": f, "loop": bool,
+                        "coordinate_frame": "blender_z_up_m", "count": N, "dynamic_count": M,
+                        "channels": {"position": "float32", ...}}
+    base.ply           all N Gaussians at rest (INRIA 3DGS PLY)
+    dynamic_index.npy  (M,) int64, indices into base of the Gaussians that change
+    position.npy       (T, M, 3) float32                  required
+    opacity.npy        (T, M)    float32 in 0..1          optional
+    rotation.npy       (T, M, 4) float32 unit (w,x,y,z)   optional
+    scale.npy          (T, M, 3) float32 linear, >= 0     optional
+    color.npy          (T, M, 3) float32 RGB              optional
+
+Channels hold DECODED values so the Blender add-on writes them with ``foreach_set`` straight from a memory map.
+Static Gaussians cost nothing per frame. Writers fill ``<name>.tmp-XXXX/`` and rename it into place, so a
+reader never sees a half-written sequence; ``SequenceWriter`` streams frames into preallocated
+``np.lib.format.open_memmap`` arrays so T x M never has to sit in RAM.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+
+from ..errors import InvalidInput, NotFound
+from ..gaussians import Gaussians, rgb_to_sh_dc
+from .atomic import commit_dir, temp_dir_for
+from .decoded import encode_opacity, encode_scale, normalize_quats
+from .ply import read_ply, write_ply
+
+FORMAT = "lw4d"
+VERSION = 1
+COORDINATE_FRAME = "blender_z_up_m"
+# channel name -> trailing shape of one Gaussian's value (the array is (T, M) + trailing)
+CHANNELS: dict[str, tuple[int, ...]] = {"position": (3,), "opacity": (), "rotation": (4,), "scale": (3,),
+                                        "color": (3,)}
+REQUIRED_CHANNELS = ("position",)
+
+
+@dataclass
+class Sequence:
+    """A 4D sequence. ``channels[name]`` is (T, M, ...) float32, memory-mapped when read with ``mmap=True``."""
+
+    path: Path
+    frame_count: int
+    fps: float
+    loop: bool
+    base: Gaussians
+    dynamic_index: np.ndarray  # (M,) int64
+    channels: dict[str, np.ndarray]
+    coordinate_frame: str = COORDINATE_FRAME
+    version: int = VERSION
+
+    @property
+    def count(self) -> int:
+        return len(self.base)
+
+    @property
+    def dynamic_count(self) -> int:
+        return int(self.dynamic_index.shape[0])
+
+    @property
+    def duration(self) -> float:
+        """Seconds: T / fps."""
+        return self.frame_count / self.fps
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Decoded values of the M dynamic Gaussians at one time; a channel the sequence lacks is None."""
+
+    position: np.ndarray  # (M, 3)
+    opacity: np.ndarray | None = None  # (M,)
+    rotation: np.ndarray | None = None  # (M, 4) unit wxyz
+    scale: np.ndarray | None = None  # (M, 3)
+    color: np.ndarray | None = None  # (M, 3)
+
+
+def _check_index(dynamic_index, count: int, where: str) -> np.ndarray:
+    idx = np.asarray(dynamic_index)
+    if idx.ndim != 1:
+        raise InvalidInput(f"{where}: dynamic_index has shape {idx.shape}, expected (M,)")
+    if idx.dtype.kind not in "iu":
+        raise InvalidInput(f"{where}: dynamic_index dtype {idx.dtype}, expected int64")
+    if idx.size and (idx.min() < 0 or idx.max() >= count):
+        bad = int(((idx < 0) | (idx >= count)).sum())
+        raise InvalidInput(f"{where}: {bad} dynamic_index values out of range 0..{count - 1} "
+                           f"(min {int(idx.min())}, max {int(idx.max())})")
+    if np.unique(idx).size != idx.size:
+        raise InvalidInput(f"{where}: dynamic_index lists {idx.size - np.unique(idx).size} Gaussians twice")
+    return idx.astype(np.int64, copy=False)
+
+
+def _check_values(name: str, values: np.ndarray, where: str) -> None:
+    """Finite everywhere; opacity in 0..1; scale >= 0."""
+    finite = np.isfinite(values)
+    if not finite.all():
+        raise InvalidInput(f"{where}: channel {name} holds {int((~finite).sum())} NaN or infinite values")
+    if name == "opacity" and values.size and (values.min() < 0 or values.max() > 1):
+        raise InvalidInput(f"{where}: channel opacity holds values outside 0..1 "
+                           f"(min {float(values.min())}, max {float(values.max())})")
+    if name == "scale" and values.size and values.min() < 0:
+        raise InvalidInput(f"{where}: channel scale holds {int((values < 0).sum())} negative values")
+
+
+class SequenceWriter:
+    """Stream a sequence to disk one frame at a time.
+
+        with SequenceWriter(path, base, dynamic_index, frame_count=300, channels=("position", "opacity")) as w:
+            for t in range(300):
+                w.append(position=p_t, opacity=a_t)      # (M, 3), (M,)
+
+    Arrays are preallocated with ``open_memmap`` in ``<path>.tmp-XXXX/``; leaving the ``with`` block normally
+    checks that every frame was written, writes the manifest and renames the folder to ``path`` (replacing an
+    older sequence); an exception deletes the temporary folder and leaves ``path`` as it was.
+    Rotations are normalised on write; values must be finite, opacity in 0..1, scale >= 0.
+    """
+
+    def __init__(self, path: str | os.PathLike, base: Gaussians, dynamic_index, frame_count: int,
+                 channels: Iterable[str] = ("position",), fps: float = 24.0, loop: bool = False,
+                 coordinate_frame: str = COORDINATE_FRAME):
+        self.path = Path(path)
+        self.channels = tuple(channels)
+        unknown = [c for c in self.channels if c not in CHANNELS]
+        if unknown:
+            raise InvalidInput(f"unknown .lw4d channels {unknown}; known: {list(CHANNELS)}")
+        if "position" not in self.channels:
+            raise InvalidInput("a .lw4d sequence needs the position channel")
+        if int(frame_count) != frame_count or frame_count < 1:
+            raise InvalidInput(f"frame_count must be a positive integer, got {frame_count}")
+        if not (math.isfinite(fps) and fps > 0):
+            raise InvalidInput(f"fps must be positive, got {fps}")
+        self.base = base.to_numpy()
+        self.dynamic_index = _check_index(dynamic_index, len(self.base), str(self.path))
+        self.frame_count, self.fps, self.loop = int(frame_count), float(fps), bool(loop)
+        self.coordinate_frame = coordinate_frame
+        self.frames_written = 0
+        m = self.dynamic_count = int(self.dynamic_index.shape[0])
+        self._tmp = temp_dir_for(self.path)
+        try:
+            write_ply(self._tmp / "base.ply", self.base)
+            np.save(self._tmp / "dynamic_index.npy", self.dynamic_index)
+            self._arrays = {
+                name: np.lib.format.open_memmap(self._tmp / f"{name}.npy", mode="w+", dtype="<f4",
+                                                shape=(self.frame_count, m) + CHANNELS[name])
+                for name in self.channels
+            }
+        except BaseException:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            raise
+
+    def append(self, **values: np.ndarray) -> None:
+        """Write the next frame: one (M, ...) array per channel of this writer, as keyword arguments."""
+        if self.frames_written >= self.frame_count:
+            raise InvalidInput(f"{self.path}: all {self.frame_count} frames are already written")
+        if set(values) != set(self.channels):
+            raise InvalidInput(f"{self.path}: frame {self.frames_written} has channels {sorted(values)}, "
+                               f"this sequence has {sorted(self.channels)}")
+        where = f"{self.path} frame {self.frames_written}"
+        for name, v in values.items():
+            v = np.asarray(v, dtype=np.float32)
+            expect = (self.dynamic_count,) + CHANNELS[name]
+            if v.shape != expect:
+                raise InvalidInput(f"{where}: channel {name} has shape {v.shape}, expected {expect} (M, ...)")
+            _check_values(name, v, where)
+            self._arrays[name][self.frames_written] = normalize_quats(v) if name == "rotation" else v
+        self.frames_written += 1
+
+    def close(self) -> Path:
+        """Finish: every frame written -> manifest, rename into place. Returns the sequence path.
+
+        On failure (frames missing, disk full) the temporary folder is deleted and ``path`` is left as it was.
+        """
+        try:
+            if self.frames_written != self.frame_count:
+                raise InvalidInput(f"{self.path}: {self.frames_written} of {self.frame_count} frames written")
+            for a in self._arrays.values():
+                a.flush()
+            self._arrays = {}
+            manifest = {"format": FORMAT, "version": VERSION, "frame_count": self.frame_count, "fps": self.fps,
+                        "loop": self.loop, "coordinate_frame": self.coordinate_frame, "count": len(self.base),
+                        "dynamic_count": self.dynamic_count, "channels": {c: "float32" for c in self.channels}}
+            (self._tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+            commit_dir(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        """Drop everything written so far; ``path`` stays as it was."""
+        self._arrays = {}
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_sequence(path: str | os.PathLike, base: Gaussians, dynamic_index, channels: dict[str, np.ndarray],
+                   fps: float = 24.0, loop: bool = False, coordinate_frame: str = COORDINATE_FRAME) -> Path:
+    """Write a whole sequence held in arrays: ``channels[name]`` is (T, M, ...) (see the module docstring)."""
+    if "position" not in channels:
+        raise InvalidInput("a .lw4d sequence needs the position channel")
+    frame_count = int(np.shape(channels["position"])[0])
+    for name, a in channels.items():
+        if name in CHANNELS and np.shape(a)[:1] != (frame_count,):
+            raise InvalidInput(f"channel {name} has {np.shape(a)[0]} frames, position has {frame_count}")
+    with SequenceWriter(path, base, dynamic_index, frame_count, channels=list(channels), fps=fps, loop=loop,
+                        coordinate_frame=coordinate_frame) as w:
+        for t in range(frame_count):
+            w.append(**{name: a[t] for name, a in channels.items()})
+    return Path(path)
+
+
+def read_sequence(path: str | os.PathLike, mmap: bool = True, check_values: bool = False) -> Sequence:
+    """Open a ``.lw4d`` folder, checking its manifest, files, dtypes, shapes and index.
+
+    ``mmap=True`` memory-maps the channel arrays (read-only). ``check_values=True`` also scans every frame for
+    NaN/inf and out-of-range values (reads the whole sequence once, frame by frame).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise NotFound(f"{path} does not exist")
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        raise InvalidInput(f"{path} is not a .lw4d sequence: no manifest.json")
+    try:
+        m = json.loads(manifest_path.read_text())
+    except ValueError as exc:
+        raise InvalidInput(f"{manifest_path}: not valid JSON ({exc})") from None
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        got = m.get("format") if isinstance(m, dict) else m
+        raise InvalidInput(f"{manifest_path}: not a .lw4d manifest (format is {got!r}, expected 'lw4d')")
+    if m.get("version") != VERSION:
+        raise InvalidInput(f"{manifest_path}: .lw4d version {m.get('version')!r} is not supported (this LivingWorld "
+                           f"reads version {VERSION}); update LivingWorld or re-export the sequence")
+    missing_keys = [k for k in ("frame_count", "fps", "loop", "count", "dynamic_count", "channels") if k not in m]
+    if missing_keys:
+        raise InvalidInput(f"{manifest_path}: missing fields {', '.join(missing_keys)}")
+    channels = m["channels"]
+    unknown = [c for c in channels if c not in CHANNELS]
+    if unknown or "position" not in channels:
+        raise InvalidInput(f"{manifest_path}: channels {list(channels)}; known channels are {list(CHANNELS)} and "
+                           "position is required")
+    wrong_dtype = {c: d for c, d in channels.items() if d != "float32"}
+    if wrong_dtype:
+        raise InvalidInput(f"{manifest_path}: channel dtypes {wrong_dtype}; .lw4d channels are float32")
+    files = ["base.ply", "dynamic_index.npy"] + [f"{c}.npy" for c in channels]
+    missing = [f for f in files if not (path / f).is_file()]
+    if missing:
+        raise InvalidInput(f"{path}: missing files {', '.join(missing)}")
+    t, n, mdyn = int(m["frame_count"]), int(m["count"]), int(m["dynamic_count"])
+    if t < 1 or not float(m["fps"]) > 0:
+        raise InvalidInput(f"{manifest_path}: frame_count {t} and fps {m['fps']} must be positive")
+
+    base = read_ply(path / "base.ply")
+    if len(base) != n:
+        raise InvalidInput(f"{path / 'base.ply'} has {len(base)} Gaussians, the manifest says {n}")
+    index = np.load(path / "dynamic_index.npy")
+    if index.dtype != np.int64:
+        raise InvalidInput(f"{path / 'dynamic_index.npy'}: dtype {index.dtype}, expected int64")
+    if index.shape != (mdyn,):
+        raise InvalidInput(f"{path / 'dynamic_index.npy'}: shape {index.shape}, expected ({mdyn},) (dynamic_count)")
+    index = _check_index(index, n, str(path / "dynamic_index.npy"))
+
+    arrays = {}
+    for name in channels:
+        file = path / f"{name}.npy"
+        try:
+            a = np.load(file, mmap_mode="r" if mmap else None)
+        except ValueError as exc:
+            raise InvalidInput(f"{file}: not a numpy array file ({exc})") from None
+        if a.dtype != np.float32:
+            raise InvalidInput(f"{file}: dtype {a.dtype}, expected float32")
+        expect = (t, mdyn) + CHANNELS[name]
+        if a.shape != expect:
+            raise InvalidInput(f"{file}: shape {a.shape}, expected {expect} (T, M, ...) from the manifest")
+        if check_values:
+            for frame in range(t):
+                _check_values(name, np.asarray(a[frame]), f"{file} frame {frame}")
+        arrays[name] = a
+    return Sequence(path=path, frame_count=t, fps=float(m["fps"]), loop=bool(m["loop"]), base=base,
+                    dynamic_index=index, channels=arrays, coordinate_frame=m.get("coordinate_frame", COORDINATE_FRAME),
+                    version=VERSION)
+
+
+def frame_weights(seq: Sequence, t: float) -> tuple[int, int, float]:
+    """Frames (a, b) and weight w with value(t) = (1 - w) value[a] + w value[b], t in frames (0 = first).
+
+    Looping sequences wrap (t mod T, and the last frame blends into the first); others clamp to [0, T-1].
+    """
+    n = seq.frame_count
+    if seq.loop:
+        t = float(t) % n
+        a = math.floor(t)
+        return a, (a + 1) % n, t - a
+    t = min(max(float(t), 0.0), n - 1.0)
+    a = math.floor(t)
+    return a, min(a + 1, n - 1), t - a
+
+
+def frame_gaussians(seq: Sequence, t: float) -> Frame:
+    """Decoded values of the dynamic Gaussians at time ``t`` (in frames, fractional allowed).
+
+    Linear interpolation x(t) = (1 - w) x[a] + w x[b] for position, opacity, scale and colour; rotation by
+    nlerp: q = normalize((1 - w) q[a] + w s q[b]) with s = sign(q[a] . q[b]) (the shorter arc).
+    """
+    a, b, w = frame_weights(seq, t)
+    out = {}
+    for name, arr in seq.channels.items():
+        xa = np.asarray(arr[a], dtype=np.float32)
+        if w == 0.0:
+            out[name] = np.array(xa)
+            continue
+        xb = np.asarray(arr[b], dtype=np.float32)
+        if name == "rotation":
+            xb = xb * np.where(np.sum(xa * xb, axis=-1, keepdims=True) < 0, -1.0, 1.0).astype(np.float32)
+            out[name] = normalize_quats((1.0 - w) * xa + w * xb)
+        else:
+            out[name] = ((1.0 - w) * xa + w * xb).astype(np.float32)
+    return Frame(**out)
+
+
+def gaussians_at(seq: Sequence, t: float) -> Gaussians:
+    """All N Gaussians at time ``t`` as raw (INRIA) numpy ``Gaussians``: the base with the dynamic subset
+    replaced (scale -> log, opacity -> logit, colour -> SH DC = (rgb - 0.5) / SH_C0, higher SH bands kept)."""
+    f = frame_gaussians(seq, t)
+    base, idx = seq.base, seq.dynamic_index
+    means, quats = base.means.copy(), base.quats.copy()
+    log_scales, logits, sh = base.log_scales.copy(), base.opacity_logits.copy(), base.sh.copy()
+    means[idx] = f.position
+    if f.rotation is not None:
+        quats[idx] = f.rotation
+    if f.scale is not None:
+        log_scales[idx] = encode_scale(f.scale)
+    if f.opacity is not None:
+        logits[idx] = encode_opacity(f.opacity)
+    if f.color is not None:
+        sh[idx, 0] = rgb_to_sh_dc(f.color)
+    return Gaussians(means=means, quats=quats, log_scales=log_scales, opacity_logits=logits, sh=sh,
+                     extra=dict(base.extra))
