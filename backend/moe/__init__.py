@@ -1,0 +1,1 @@
+"""MoE-GS: multi-view video datasets, dynamic Gaussian experts, training, evaluation and export."""
