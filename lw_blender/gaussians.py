@@ -1,0 +1,285 @@
+"""Gaussians as a Blender object: decoded arrays <-> one carrier object (vertex-only mesh + splat display).
+
+A carrier is a mesh with one vertex per Gaussian and point attributes named like Blender 5.3's native splats:
+
+    position (native)  (N, 3)  world metres, Blender Z-up
+    scale     FLOAT_VECTOR  (N, 3)  linear sigmas (exp of the PLY log-scale)
+    rotation  QUATERNION    (N, 4)  unit (w, x, y, z)
+    opacity   FLOAT         (N,)    0..1 (sigmoid of the PLY logit)
+    sh_k      FLOAT_VECTOR  (N, 3)  raw SH coefficient k = 0..K-1 (sh_0 is the DC term), K = (degree+1)^2
+    gs_color  FLOAT_COLOR   (N, 4)  colour the material shows: the DC colour, or SH evaluated for the camera
+
+Arrays cross into Blender only through ``attributes[name].data.foreach_set`` / ``foreach_get`` with flat
+C-contiguous float32 buffers (no per-vertex Python). Custom properties ``lw_source`` and ``lw_sh_degree``
+record where the Gaussians came from; an attached ``.lw4d`` sequence lives in ``Object.lw_seq`` (playback).
+"""
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import splat_material
+
+SOURCE_PROPERTY = "lw_source"
+DEGREE_PROPERTY = "lw_sh_degree"
+# (attribute name, Blender type, foreach key, values per Gaussian)
+CORE_ATTRIBUTES = (
+    ("position", "FLOAT_VECTOR", "vector", 3),
+    ("scale", "FLOAT_VECTOR", "vector", 3),
+    ("rotation", "QUATERNION", "value", 4),
+    ("opacity", "FLOAT", "value", 1),
+)
+_KEYS = {name: (kind, key, width) for name, kind, key, width in CORE_ATTRIBUTES}
+_KEYS[splat_material.COLOR_ATTRIBUTE] = ("FLOAT_COLOR", "color", 4)
+
+
+class GaussianDataError(Exception):
+    """A decoded folder, a carrier object or a sequence is missing data or has inconsistent shapes."""
+
+
+@dataclass(frozen=True)
+class DecodedGaussians:
+    """Decoded arrays of ARCHITECTURE.md, all float32 C-contiguous.
+
+    position (N, 3), scale (N, 3), rotation (N, 4) wxyz, opacity (N,), color (N, 3) 0..1, sh (N, K, 3).
+    """
+
+    position: np.ndarray
+    scale: np.ndarray
+    rotation: np.ndarray
+    opacity: np.ndarray
+    color: np.ndarray
+    sh: np.ndarray
+    source: str = ""
+    sequence: str | None = None
+
+    @property
+    def count(self) -> int:
+        return int(self.position.shape[0])
+
+    @property
+    def sh_degree(self) -> int:
+        return int(round(np.sqrt(self.sh.shape[1]))) - 1
+
+
+def _load_array(folder: Path, name: str, shape_tail: tuple, count: int) -> np.ndarray:
+    path = folder / f"{name}.npy"
+    if not path.is_file():
+        raise GaussianDataError(f"decoded folder {folder} has no {name}.npy")
+    array = np.load(path)
+    if array.shape != (count, *shape_tail):
+        raise GaussianDataError(f"{path} has shape {array.shape}, expected {(count, *shape_tail)}")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def read_decoded(folder: str | os.PathLike) -> DecodedGaussians:
+    """Read a decoded folder (manifest.json + .npy files) written by the backend's import_gaussians job."""
+    folder = Path(folder)
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        raise GaussianDataError(f"{folder} is not a decoded Gaussians folder (no manifest.json)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        count = int(manifest["count"])
+        degree = int(manifest["sh_degree"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise GaussianDataError(f"{manifest_path} is not a valid decoded manifest: {exc}") from exc
+    k = (degree + 1) ** 2
+    return DecodedGaussians(
+        position=_load_array(folder, "position", (3,), count),
+        scale=_load_array(folder, "scale", (3,), count),
+        rotation=_load_array(folder, "rotation", (4,), count),
+        opacity=_load_array(folder, "opacity", (), count),
+        color=_load_array(folder, "color", (3,), count),
+        sh=_load_array(folder, "sh", (k, 3), count),
+        source=str(manifest.get("source") or ""),
+        sequence=manifest.get("sequence"),
+    )
+
+
+def write_decoded(gaussians: DecodedGaussians, folder: str | os.PathLike) -> Path:
+    """Write ``gaussians`` as a decoded folder (the input of the backend's export_gaussians job)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("position", "scale", "rotation", "opacity", "color", "sh"):
+        np.save(folder / f"{name}.npy", np.ascontiguousarray(getattr(gaussians, name), dtype="<f4"))
+    manifest = {
+        "version": 1,
+        "count": gaussians.count,
+        "sh_degree": gaussians.sh_degree,
+        "source": gaussians.source,
+        "sequence": gaussians.sequence,
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return folder
+
+
+def _set(mesh, name: str, values: np.ndarray, kind: str | None = None, key: str | None = None):
+    """foreach_set a float32 array into a point attribute (created when missing)."""
+    if kind is None:
+        kind, key, _ = _KEYS[name]
+    attr = mesh.attributes.get(name)
+    if attr is None:
+        attr = mesh.attributes.new(name, kind, "POINT")
+    attr.data.foreach_set(key, np.ascontiguousarray(values, dtype=np.float32).reshape(-1))
+
+
+def _get(mesh, name: str, width: int, key: str) -> np.ndarray:
+    attr = mesh.attributes.get(name)
+    if attr is None:
+        raise GaussianDataError(f"mesh {mesh.name!r} has no attribute {name!r}; is it a LivingWorld carrier?")
+    out = np.empty(len(mesh.vertices) * width, dtype=np.float32)
+    attr.data.foreach_get(key, out)
+    return out.reshape(-1, width) if width > 1 else out
+
+
+def rgba(rgb: np.ndarray) -> np.ndarray:
+    """(N, 3) -> (N, 4) float32 with alpha 1, the layout of a FLOAT_COLOR attribute."""
+    out = np.ones((rgb.shape[0], 4), dtype=np.float32)
+    out[:, :3] = rgb
+    return out
+
+
+def set_color(mesh, rgb: np.ndarray):
+    """Write the displayed colour (N, 3) 0..1."""
+    _set(mesh, splat_material.COLOR_ATTRIBUTE, rgba(rgb))
+
+
+def fill_mesh(mesh, gaussians: DecodedGaussians):
+    """Make ``mesh`` a carrier of ``gaussians`` (it must be empty)."""
+    mesh.vertices.add(gaussians.count)
+    for name, kind, key, _ in CORE_ATTRIBUTES:
+        _set(mesh, name, getattr(gaussians, name), kind, key)
+    for k in range(gaussians.sh.shape[1]):
+        _set(mesh, splat_material.sh_attribute(k), np.ascontiguousarray(gaussians.sh[:, k]), "FLOAT_VECTOR", "vector")
+    set_color(mesh, gaussians.color)
+
+
+def read_carrier(obj) -> DecodedGaussians:
+    """The carrier's current attributes (the current frame of a sequence) as decoded arrays."""
+    mesh = obj.data
+    degree = int(obj.get(DEGREE_PROPERTY, 0))
+    arrays = {name: _get(mesh, name, width, key) for name, _, key, width in CORE_ATTRIBUTES}
+    sh = np.stack(
+        [_get(mesh, splat_material.sh_attribute(k), 3, "vector") for k in range((degree + 1) ** 2)], axis=1
+    )
+    return DecodedGaussians(
+        color=splat_material.dc_to_rgb(sh[:, 0]),
+        sh=np.ascontiguousarray(sh),
+        source=str(obj.get(SOURCE_PROPERTY, "")),
+        sequence=None,
+        **arrays,
+    )
+
+
+def is_carrier(obj) -> bool:
+    return obj is not None and obj.type == "MESH" and SOURCE_PROPERTY in obj
+
+
+def load_decoded(context, folder: str | os.PathLike, name: str):
+    """Create a carrier object from a decoded folder, linked to the active collection; returns the object.
+
+    The object gets the splat display (Geometry Nodes modifier + material). When the folder's manifest names
+    a ``.lw4d`` sequence, it is attached for playback and the current frame is shown.
+    """
+    import bpy
+
+    from . import playback, splat_nodes
+
+    gaussians = read_decoded(folder)
+    if gaussians.sequence:
+        playback.check_sequence(gaussians.sequence, gaussians.count)
+    mesh = bpy.data.meshes.new(name)
+    fill_mesh(mesh, gaussians)
+    obj = bpy.data.objects.new(name, mesh)
+    obj[SOURCE_PROPERTY] = gaussians.source
+    obj[DEGREE_PROPERTY] = gaussians.sh_degree
+    material = bpy.data.materials.get(splat_material.MATERIAL_NAME) or splat_material.build_material()
+    mesh.materials.append(material)
+    splat_nodes.add_modifier(obj, material)
+    context.collection.objects.link(obj)
+    if gaussians.sequence:
+        playback.attach_sequence(context.scene, obj, gaussians.sequence)
+    elif gaussians.sh_degree > 0:
+        playback.update_view_colors(context.scene, obj)
+    return obj
+
+
+def _decoded_folder(result) -> Path:
+    for name in result.artifacts:
+        if name.endswith("manifest.json") and "decoded" in name:
+            return result.path(name).parent
+    for name in result.artifacts:
+        path = result.path(name)
+        if path.is_dir() and (path / "manifest.json").is_file():
+            return path
+    raise GaussianDataError(f"the import job returned no decoded folder (artifacts: {list(result.artifacts)})")
+
+
+def check_import_path(filepath: str) -> str:
+    """Validate a user's import path: a .ply file, a .lw4d folder or its manifest.json; returns the path to send."""
+    path = Path(bpy_abspath(filepath))
+    if path.name == "manifest.json" and path.parent.suffix == ".lw4d":
+        path = path.parent
+    if not path.exists():
+        raise GaussianDataError(f"{path} does not exist")
+    if path.suffix.lower() == ".ply" and path.is_file():
+        return str(path)
+    if path.suffix == ".lw4d" and path.is_dir():
+        if not (path / "manifest.json").is_file():
+            raise GaussianDataError(f"{path} has no manifest.json; it is not a .lw4d sequence")
+        return str(path)
+    raise GaussianDataError(f"{path} is neither a .ply file nor a .lw4d sequence folder")
+
+
+def bpy_abspath(filepath: str) -> str:
+    import bpy
+
+    return bpy.path.abspath(filepath)
+
+
+def import_gaussians(context, filepath: str, on_done=None):
+    """Import a 3DGS PLY or a ``.lw4d`` sequence through the backend's ``import_gaussians`` job.
+
+    In background mode (or with ``on_done=None`` there) the job runs blocking and the new object is returned;
+    with a UI the job runs in the background and ``on_done(obj_or_exception)`` is called on the main thread.
+    """
+    import bpy
+
+    from . import jobs
+
+    path = check_import_path(filepath)
+    name = Path(path).stem or "Gaussians"
+    if bpy.app.background or on_done is None:
+        result = jobs.run_job_blocking(context, "import_gaussians", {"path": path})
+        return load_decoded(context, _decoded_folder(result), name)
+
+    def finished(result):
+        try:
+            obj = load_decoded(bpy.context, _decoded_folder(result), name)
+        except Exception as exc:  # handed to the caller, who reports it
+            on_done(exc)
+            return
+        on_done(obj)
+
+    jobs.run_job(context, "import_gaussians", {"path": path}, finished)
+    return None
+
+
+def export_gaussians(context, obj, filepath: str):
+    """Write the carrier's current frame to a 3DGS PLY through the backend's ``export_gaussians`` job."""
+    from . import jobs
+
+    if not is_carrier(obj):
+        raise GaussianDataError("select a LivingWorld Gaussians object to export")
+    out = Path(bpy_abspath(filepath))
+    if out.suffix.lower() != ".ply":
+        out = out.with_suffix(".ply")
+    folder = Path(tempfile.mkdtemp(prefix="lw_export_")) / "decoded"
+    write_decoded(read_carrier(obj), folder)
+    jobs.run_job_blocking(context, "export_gaussians", {"decoded": str(folder), "path": str(out)})
+    return out

@@ -1,0 +1,384 @@
+"""Play ``.lw4d`` sequences on the timeline: a persistent frame handler writes the changing Gaussians.
+
+Time. Every carrier with a sequence has ``Object.lw_seq`` (LWSequenceSettings). Its ``time`` (in sequence
+frames) comes from, in order of precedence:
+  1. keyframes on ``lw_seq.time`` (the F-curve is evaluated at the scene frame: keyframes win);
+  2. with ``use_scene_time`` on (default): time = (frame - scene.frame_start) * speed + offset;
+  3. otherwise the value the user typed.
+``loop_mode`` maps time t onto frames 0..T-1: ONCE clamps, LOOP wraps (t mod T, frame T-1 blends into
+frame 0, so seamless loops stay seamless), PING_PONG reflects (period 2(T-1)).
+
+Values. For t between frames i0 and i1 = i0 + 1 with w = t - i0, every channel is linearly interpolated,
+v = (1 - w) v_i0 + w v_i1; rotations are blended on the same hemisphere and renormalised (nlerp).
+Only the M dynamic Gaussians (``dynamic_index``) are read, two frame rows per channel, from the memory-mapped
+arrays; they are scattered into a cached full (N, C) array per object and written with one foreach_set.
+"""
+
+import json
+import mmap
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import gaussians, splat_material
+
+TIME_PATH = "lw_seq.time"
+LOOP_MODES = ("ONCE", "LOOP", "PING_PONG")
+# channel -> (carrier attribute, values per Gaussian)
+CHANNELS = {"position": 3, "opacity": 1, "rotation": 4, "scale": 3, "color": 3}
+
+
+def frame_pair(t: float, frame_count: int, loop_mode: str) -> tuple[int, int, float]:
+    """Sequence time t -> (i0, i1, w): show (1 - w) * frame i0 + w * frame i1."""
+    last = frame_count - 1
+    if frame_count <= 1:
+        return 0, 0, 0.0
+    if loop_mode == "LOOP":
+        u = float(np.mod(t, frame_count))
+        i0 = min(int(np.floor(u)), last)
+        return i0, (i0 + 1) % frame_count, u - i0
+    if loop_mode == "PING_PONG":
+        period = 2 * last
+        u = float(np.mod(t, period))
+        t = period - u if u > last else u
+    elif loop_mode != "ONCE":
+        raise ValueError(f"unknown loop mode {loop_mode!r}; use one of {LOOP_MODES}")
+    u = min(max(float(t), 0.0), float(last))
+    i0 = min(int(np.floor(u)), last - 1)
+    return i0, i0 + 1, u - i0
+
+
+class SequenceReader:
+    """Memory-mapped channels of one ``.lw4d`` folder (see ARCHITECTURE.md); bpy-free.
+
+    ``frame(channel, i0, i1, w)`` returns the interpolated (M, C) values of the dynamic Gaussians.
+    After a frame is read its pages are released (MADV_DONTNEED), so resident memory stays at a few frames
+    however long the sequence is.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        manifest_path = self.path / "manifest.json"
+        if not manifest_path.is_file():
+            raise gaussians.GaussianDataError(f"{self.path} has no manifest.json; it is not a .lw4d sequence")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            if manifest.get("format") != "lw4d":
+                raise ValueError(f"format is {manifest.get('format')!r}, not 'lw4d'")
+            if manifest.get("version") != 1:
+                raise ValueError(f"version {manifest.get('version')!r} is not supported (expected 1)")
+            self.frame_count = int(manifest["frame_count"])
+            self.count = int(manifest["count"])
+            self.dynamic_count = int(manifest["dynamic_count"])
+            self.fps = float(manifest.get("fps", 24.0))
+            self.loop = bool(manifest.get("loop", False))
+            names = list(manifest["channels"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise gaussians.GaussianDataError(f"{manifest_path} is not a valid .lw4d manifest: {exc}") from exc
+        if self.frame_count < 1:
+            raise gaussians.GaussianDataError(f"{manifest_path}: frame_count must be >= 1")
+        unknown = set(names) - set(CHANNELS)
+        if unknown:
+            raise gaussians.GaussianDataError(f"{manifest_path}: unknown channels {sorted(unknown)}")
+        index = np.load(self.path / "dynamic_index.npy") if (self.path / "dynamic_index.npy").is_file() else None
+        if index is None or index.shape != (self.dynamic_count,):
+            raise gaussians.GaussianDataError(f"{self.path}: dynamic_index.npy missing or not ({self.dynamic_count},)")
+        if self.dynamic_count and (index.min() < 0 or index.max() >= self.count):
+            raise gaussians.GaussianDataError(f"{self.path}: dynamic_index has indices outside 0..{self.count - 1}")
+        self.dynamic_index = index.astype(np.int64)
+        self.is_identity = self.dynamic_count == self.count and bool(np.all(index == np.arange(self.count)))
+        self.channels = {}
+        self._maps = {}
+        for name in names:
+            self.channels[name] = self._map(name)
+
+    def _map(self, name: str) -> np.ndarray:
+        path = self.path / f"{name}.npy"
+        width = CHANNELS[name]
+        expected = (self.frame_count, self.dynamic_count) + ((width,) if width > 1 else ())
+        if not path.is_file():
+            raise gaussians.GaussianDataError(f"{self.path}: channel {name} listed in the manifest but {path.name} is missing")
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            offset = f.tell()
+            if shape != expected or fortran or dtype != np.dtype("<f4"):
+                raise gaussians.GaussianDataError(
+                    f"{path} is {dtype} {shape}, expected little-endian float32 {expected} in C order"
+                )
+            size = os.fstat(f.fileno()).st_size
+            if size < offset + 4 * int(np.prod(expected)):
+                raise gaussians.GaussianDataError(f"{path} is truncated")
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self._maps[name] = (mapped, offset)
+        return np.frombuffer(mapped, dtype="<f4", count=int(np.prod(expected)), offset=offset).reshape(expected)
+
+    def _release(self, name: str, i: int):
+        """Drop the resident pages of frame i of a channel (they are re-read from the page cache if needed)."""
+        if not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        mapped, offset = self._maps[name]
+        row = self.channels[name][0].nbytes
+        start = offset + i * row
+        page = mmap.PAGESIZE
+        lo = (start + page - 1) // page * page
+        hi = (start + row) // page * page
+        if hi > lo:
+            mapped.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+    def frame(self, name: str, i0: int, i1: int, w: float, out: np.ndarray | None = None) -> np.ndarray:
+        """Interpolated values of channel ``name`` for the dynamic Gaussians: (M, C) float32 (opacity (M,))."""
+        data = self.channels[name]
+        a = data[i0]
+        if out is None:
+            out = np.empty(a.shape, dtype=np.float32)
+        if w == 0.0 or i0 == i1:
+            np.copyto(out, a)
+        else:
+            b = data[i1]
+            if name == "rotation":
+                # nlerp on the hemisphere of a: q = normalize(a + w (s b - a)), s = sign(a . b)
+                sign = np.where(np.einsum("mc,mc->m", a, b) < 0.0, -1.0, 1.0).astype(np.float32)
+                np.multiply(b, sign[:, None], out=out)
+                out -= a
+                out *= w
+                out += a
+                out /= np.linalg.norm(out, axis=1, keepdims=True)
+            else:
+                np.subtract(b, a, out=out)
+                out *= w
+                out += a
+            self._release(name, i1)
+        self._release(name, i0)
+        return out
+
+    def close(self):
+        self.channels.clear()
+        for mapped, _ in self._maps.values():
+            mapped.close()
+        self._maps.clear()
+
+
+class SequencePlayer:
+    """A sequence bound to one carrier: full per-Gaussian arrays to scatter the dynamic subset into."""
+
+    def __init__(self, obj, path: str):
+        self.reader = SequenceReader(path)
+        self.path = path
+        mesh = obj.data
+        if len(mesh.vertices) != self.reader.count:
+            raise gaussians.GaussianDataError(
+                f"{path} animates {self.reader.count} Gaussians but {obj.name!r} has {len(mesh.vertices)}"
+            )
+        self.full = {}
+        for name in self.reader.channels:
+            attr = "sh_0" if name == "color" else name
+            key = "value" if name in ("opacity", "rotation") else "vector"
+            self.full[name] = gaussians._get(mesh, attr, CHANNELS[name], key)
+        self.scratch = {name: np.empty(arr.shape[1:], np.float32) for name, arr in self.reader.channels.items()}
+        self.time = None
+
+    def apply(self, obj, t: float, loop_mode: str):
+        """Write the sequence state at time t into the carrier's attributes."""
+        i0, i1, w = frame_pair(t, self.reader.frame_count, loop_mode)
+        mesh = obj.data
+        index = self.reader.dynamic_index
+        for name, full in self.full.items():
+            if self.reader.is_identity:
+                values = self.reader.frame(name, i0, i1, w, out=full)
+            else:
+                values = self.reader.frame(name, i0, i1, w, out=self.scratch[name])
+                full[index] = values
+            if name == "color":
+                full[index] = splat_material.rgb_to_dc(values)
+                gaussians._set(mesh, "sh_0", full, "FLOAT_VECTOR", "vector")
+                if int(obj.get(gaussians.DEGREE_PROPERTY, 0)) == 0:
+                    gaussians.set_color(mesh, splat_material.dc_to_rgb(full))
+            else:
+                gaussians._set(mesh, name, full)
+        mesh.update()
+        self.time = t
+
+
+_PLAYERS: dict[int, SequencePlayer] = {}
+_VIEW: dict[int, tuple] = {}
+
+
+def player(obj) -> SequencePlayer:
+    """The cached player of ``obj``'s sequence, (re)opened lazily when missing or when the path changed."""
+    import bpy
+
+    path = bpy.path.abspath(obj.lw_seq.path)
+    found = _PLAYERS.get(obj.session_uid)
+    if found is None or found.path != path:
+        if found is not None:
+            found.reader.close()
+        found = _PLAYERS[obj.session_uid] = SequencePlayer(obj, path)
+    return found
+
+
+def drop_players():
+    for found in _PLAYERS.values():
+        found.reader.close()
+    _PLAYERS.clear()
+    _VIEW.clear()
+
+
+def time_fcurve(obj):
+    """The F-curve keyframing ``lw_seq.time`` on ``obj``, or None."""
+    from bpy_extras import anim_utils
+
+    bag = anim_utils.animdata_get_channelbag_for_assigned_slot(obj.animation_data)
+    return bag.fcurves.find(TIME_PATH) if bag is not None else None
+
+
+def sequence_time(scene, obj, frame: float) -> float:
+    """Sequence time of ``obj`` at scene ``frame`` (keyframes > scene mapping > typed value)."""
+    settings = obj.lw_seq
+    fcurve = time_fcurve(obj)
+    if fcurve is not None:
+        return float(fcurve.evaluate(frame))
+    if settings.use_scene_time:
+        t = (frame - scene.frame_start) * settings.speed + settings.offset
+        if settings.time != t:
+            settings.time = t
+        return t
+    return float(settings.time)
+
+
+def update_view_colors(scene, obj, force: bool = False):
+    """Evaluate SH (degree > 0) for the scene camera and write the displayed colour; no-op for degree 0."""
+    degree = int(obj.get(gaussians.DEGREE_PROPERTY, 0))
+    camera = scene.camera
+    if degree == 0 or camera is None:
+        return
+    found = _PLAYERS.get(obj.session_uid)
+    key = (tuple(camera.matrix_world.translation), None if found is None else found.time)
+    if not force and _VIEW.get(obj.session_uid, (None,))[0] == key:
+        return
+    mesh = obj.data
+    k = (degree + 1) ** 2
+    sh = np.stack([gaussians._get(mesh, splat_material.sh_attribute(i), 3, "vector") for i in range(k)], axis=1)
+    positions = gaussians._get(mesh, "position", 3, "vector")
+    eye = np.array(camera.matrix_world.translation, dtype=np.float32)
+    gaussians.set_color(mesh, splat_material.sh_to_rgb(sh, positions, eye))
+    mesh.update()
+    _VIEW[obj.session_uid] = (key,)
+
+
+def sequence_objects(scene):
+    return [obj for obj in scene.objects if obj.type == "MESH" and obj.lw_seq.path]
+
+
+def show_frame(scene, obj, frame: float):
+    """Bring ``obj`` to the sequence state of scene ``frame``."""
+    found = player(obj)
+    found.apply(obj, sequence_time(scene, obj, frame), obj.lw_seq.loop_mode)
+    update_view_colors(scene, obj)
+
+
+def check_sequence(path: str, count: int) -> SequenceReader:
+    """Validate the ``.lw4d`` folder ``path`` for a carrier of ``count`` Gaussians; returns a closed reader."""
+    reader = SequenceReader(path)
+    reader.close()
+    if reader.count != count:
+        raise gaussians.GaussianDataError(f"{path} animates {reader.count} Gaussians but the object has {count}")
+    return reader
+
+
+def attach_sequence(scene, obj, path: str):
+    """Attach the ``.lw4d`` folder ``path`` to carrier ``obj`` and show the current frame."""
+    reader = check_sequence(path, len(obj.data.vertices))
+    settings = obj.lw_seq
+    settings.path = str(path)
+    settings.frame_count = reader.frame_count
+    settings.loop_mode = "LOOP" if reader.loop else "ONCE"
+    # Frame handlers run on the render thread during renders: keep the UI from touching the mesh meanwhile.
+    scene.render.use_lock_interface = True
+    show_frame(scene, obj, scene.frame_current + scene.frame_subframe)
+
+
+def on_frame_change(scene, depsgraph=None):
+    frame = scene.frame_current + scene.frame_subframe
+    for obj in sequence_objects(scene):
+        show_frame(scene, obj, frame)
+
+
+def on_load(_filepath=None, *_args):
+    drop_players()
+
+
+def on_depsgraph_update(scene, depsgraph=None):
+    for obj in scene.objects:
+        if obj.type == "MESH" and int(obj.get(gaussians.DEGREE_PROPERTY, 0)) > 0:
+            update_view_colors(scene, obj)
+
+
+def _settings_class():
+    import bpy
+    from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
+
+    class LWSequenceSettings(bpy.types.PropertyGroup):
+        """Playback settings of an animated Gaussians carrier (Object.lw_seq)."""
+
+        path: StringProperty(name="Sequence", description="The .lw4d sequence folder played on this object",
+                             subtype="DIR_PATH")
+        time: FloatProperty(name="Time", description="Sequence time in sequence frames; keyframe it to take "
+                            "over from the scene frame", default=0.0)
+        use_scene_time: BoolProperty(name="Follow Scene Frame", default=True,
+                                     description="Time = (frame - start frame) * speed + offset, "
+                                     "unless the time is keyframed")
+        speed: FloatProperty(name="Speed", description="Sequence frames per scene frame", default=1.0)
+        offset: FloatProperty(name="Offset", description="Sequence time at the scene's start frame", default=0.0)
+        loop_mode: EnumProperty(
+            name="Loop",
+            items=(
+                ("ONCE", "Once", "Hold the first and last frames outside the sequence"),
+                ("LOOP", "Loop", "Repeat; the last frame blends into the first"),
+                ("PING_PONG", "Ping-Pong", "Play forwards then backwards"),
+            ),
+            default="LOOP",
+        )
+        frame_count: IntProperty(name="Frames", description="Frames in the sequence", min=0)
+
+    return LWSequenceSettings
+
+
+_CLASSES = []
+
+
+def register():
+    import bpy
+    from bpy.app.handlers import persistent
+
+    cls = _settings_class()
+    bpy.utils.register_class(cls)
+    _CLASSES.append(cls)
+    bpy.types.Object.lw_seq = bpy.props.PointerProperty(type=cls)
+    for handlers, fn in _handlers():
+        persistent(fn)
+        if fn not in handlers:
+            handlers.append(fn)
+
+
+def unregister():
+    import bpy
+
+    for handlers, fn in _handlers():
+        if fn in handlers:
+            handlers.remove(fn)
+    drop_players()
+    del bpy.types.Object.lw_seq
+    while _CLASSES:
+        bpy.utils.unregister_class(_CLASSES.pop())
+
+
+def _handlers():
+    import bpy
+
+    h = bpy.app.handlers
+    return ((h.frame_change_pre, on_frame_change), (h.load_post, on_load), (h.depsgraph_update_post, on_depsgraph_update))

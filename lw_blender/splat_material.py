@@ -1,0 +1,135 @@
+"""The splat material (Gaussian falloff alpha, emission colour) and view-dependent SH colour in numpy.
+
+Material, per shading point of a splat quad (``lw_uv`` = position in sigma units, see splat_nodes):
+
+    alpha = opacity * exp(-|lw_uv|^2 / 2)
+    surface = mix(Transparent, Emission(colour), alpha)
+
+``opacity`` and the colour attribute are per-point values read through Attribute nodes of type INSTANCER.
+Emission-only shading makes a splat show its stored colour whatever the lights are (use the Standard view
+transform for exact colours). EEVEE uses blended transparency (splats are sorted back to front).
+
+SH colour (3DGS convention, view direction d = normalize(mu - camera), coefficients c_k of degree <= 3):
+
+    rgb = clamp(sum_k c_k Y_k(d) + 0.5, 0, 1)
+"""
+
+import numpy as np
+
+MATERIAL_NAME = "LW Splat"
+COLOR_ATTRIBUTE = "gs_color"
+DC_ATTRIBUTE = "sh_0"
+SH_C0 = 0.28209479177387814
+SH_C1 = 0.4886025119029199
+SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
+SH_C3 = (
+    -0.5900435899266435,
+    2.890611442640554,
+    -0.4570457994644658,
+    0.3731763325901154,
+    -0.4570457994644658,
+    1.445305721320277,
+    -0.5900435899266435,
+)
+
+
+def sh_attribute(k: int) -> str:
+    """Name of the carrier attribute holding SH coefficient k (k = 0 is the DC term)."""
+    return f"sh_{k}"
+
+
+def sh_basis(dirs: np.ndarray, degree: int) -> np.ndarray:
+    """Real SH basis Y_k(d) of the 3DGS reference, dirs (N, 3) unit -> (N, (degree+1)^2) float32."""
+    x, y, z = dirs[:, 0], dirs[:, 1], dirs[:, 2]
+    cols = [np.full_like(x, SH_C0)]
+    if degree >= 1:
+        cols += [-SH_C1 * y, SH_C1 * z, -SH_C1 * x]
+    if degree >= 2:
+        xx, yy, zz, xy, yz, xz = x * x, y * y, z * z, x * y, y * z, x * z
+        cols += [
+            SH_C2[0] * xy,
+            SH_C2[1] * yz,
+            SH_C2[2] * (2.0 * zz - xx - yy),
+            SH_C2[3] * xz,
+            SH_C2[4] * (xx - yy),
+        ]
+    if degree >= 3:
+        cols += [
+            SH_C3[0] * y * (3 * xx - yy),
+            SH_C3[1] * xy * z,
+            SH_C3[2] * y * (4 * zz - xx - yy),
+            SH_C3[3] * z * (2 * zz - 3 * xx - 3 * yy),
+            SH_C3[4] * x * (4 * zz - xx - yy),
+            SH_C3[5] * z * (xx - yy),
+            SH_C3[6] * x * (xx - 3 * yy),
+        ]
+    return np.stack(cols, axis=1).astype(np.float32, copy=False)
+
+
+def sh_to_rgb(sh: np.ndarray, positions: np.ndarray, camera_location: np.ndarray) -> np.ndarray:
+    """View-dependent colour: sh (N, K, 3), positions (N, 3), camera_location (3,) -> rgb (N, 3) float32 0..1."""
+    degree = int(round(np.sqrt(sh.shape[1]))) - 1
+    dirs = positions - np.asarray(camera_location, dtype=np.float32)
+    dirs /= np.maximum(np.linalg.norm(dirs, axis=1, keepdims=True), 1e-12)
+    basis = sh_basis(dirs, degree)
+    rgb = np.einsum("nk,nkc->nc", basis, sh) + 0.5
+    return np.clip(rgb, 0.0, 1.0, out=rgb).astype(np.float32, copy=False)
+
+
+def rgb_to_dc(rgb: np.ndarray) -> np.ndarray:
+    """Inverse of the degree-0 colour: c_0 = (rgb - 0.5) / C0."""
+    return ((rgb - 0.5) / SH_C0).astype(np.float32)
+
+
+def dc_to_rgb(dc: np.ndarray) -> np.ndarray:
+    """Degree-0 colour clamp(C0 c_0 + 0.5, 0, 1) as float32."""
+    return np.clip(dc * SH_C0 + 0.5, 0.0, 1.0).astype(np.float32)
+
+
+def build_material():
+    """Create (or rebuild in place) the "LW Splat" material and return it."""
+    import bpy
+
+    mat = bpy.data.materials.get(MATERIAL_NAME) or bpy.data.materials.new(MATERIAL_NAME)
+    mat.use_nodes = True
+    if hasattr(mat, "surface_render_method"):
+        mat.surface_render_method = "BLENDED"
+    else:
+        mat.blend_method = "BLEND"
+    mat.use_backface_culling = False
+    tree = mat.node_tree
+    tree.nodes.clear()
+
+    def node(type_name, location, **props):
+        n = tree.nodes.new(type_name)
+        n.location = location
+        for key, value in props.items():
+            setattr(n, key, value)
+        return n
+
+    uv = node("ShaderNodeAttribute", (-900, 200), attribute_type="GEOMETRY", attribute_name="lw_uv")
+    r2 = node("ShaderNodeVectorMath", (-700, 200), operation="DOT_PRODUCT")
+    tree.links.new(uv.outputs["Vector"], r2.inputs[0])
+    tree.links.new(uv.outputs["Vector"], r2.inputs[1])
+    half = node("ShaderNodeMath", (-500, 200), operation="MULTIPLY")
+    tree.links.new(r2.outputs["Value"], half.inputs[0])
+    half.inputs[1].default_value = -0.5
+    falloff = node("ShaderNodeMath", (-300, 200), operation="EXPONENT")
+    tree.links.new(half.outputs[0], falloff.inputs[0])
+    opacity = node("ShaderNodeAttribute", (-500, 400), attribute_type="INSTANCER", attribute_name="opacity")
+    alpha = node("ShaderNodeMath", (-100, 300), operation="MULTIPLY", use_clamp=True)
+    tree.links.new(falloff.outputs[0], alpha.inputs[0])
+    tree.links.new(opacity.outputs["Fac"], alpha.inputs[1])
+
+    color = node("ShaderNodeAttribute", (-300, -100), attribute_type="INSTANCER", attribute_name=COLOR_ATTRIBUTE)
+    emission = node("ShaderNodeEmission", (-100, -100))
+    tree.links.new(color.outputs["Color"], emission.inputs["Color"])
+    emission.inputs["Strength"].default_value = 1.0
+    transparent = node("ShaderNodeBsdfTransparent", (-100, 100))
+    mix = node("ShaderNodeMixShader", (150, 100))
+    tree.links.new(alpha.outputs[0], mix.inputs["Fac"])
+    tree.links.new(transparent.outputs[0], mix.inputs[1])
+    tree.links.new(emission.outputs[0], mix.inputs[2])
+    out = node("ShaderNodeOutputMaterial", (350, 100))
+    tree.links.new(mix.outputs[0], out.inputs["Surface"])
+    return mat
