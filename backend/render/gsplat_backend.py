@@ -1,0 +1,46 @@
+"""The CUDA path: gsplat 1.5.3's kernels, composed like ``gsplat.rasterization`` (unpacked, one camera).
+
+We call the stages (projection, SH, tile intersection, rasterization) ourselves instead of
+``gsplat.rasterization`` so that the projected means are one (N, 2) tensor of the graph (``meta["means2d"]``,
+which densification reads with ``retain_grad``) and so that colour, depth and extra channels go through one
+rasterization call with the same weights. gsplat is imported lazily: CPU machines never need it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .reference import Projection
+
+
+def render(means, quats, scales, opacities, sh, sh_degree: int, extra, viewmat, K, width: int, height: int, *,
+           eps2d: float, near: float, far: float, radius_clip: float, antialiased: bool, tile_size: int):
+    """Project, shade and composite on the GPU.
+
+    Returns (features (H, W, 4 + C) = [rgb, z, extra] weighted sums, alpha (H, W), Projection).
+    """
+    from gsplat import fully_fused_projection, isect_offset_encode, isect_tiles, rasterize_to_pixels
+    from gsplat import spherical_harmonics
+
+    radii, means2d, depths, conics, comp = fully_fused_projection(
+        means, None, quats, scales, viewmat[None], K[None], width, height, eps2d=eps2d, near_plane=near,
+        far_plane=far, radius_clip=radius_clip, packed=False, calc_compensations=antialiased, opacities=opacities)
+    means2d, radii, depths, conics = means2d[0], radii[0], depths[0], conics[0]
+    if antialiased:
+        opacities = opacities * comp[0]
+    visible = (radii > 0).all(-1)
+    campos = torch.linalg.inv(viewmat)[:3, 3]
+    colors = spherical_harmonics(sh_degree, means - campos, sh, masks=visible)
+    colors = torch.clamp_min(colors + 0.5, 0.0)
+    parts = [colors, depths[:, None]] + ([extra] if extra is not None else [])
+    features = torch.cat(parts, -1)
+
+    tw, th = math.ceil(width / tile_size), math.ceil(height / tile_size)
+    _, isect_ids, flatten_ids = isect_tiles(means2d[None], radii[None], depths[None], tile_size, tw, th)
+    offsets = isect_offset_encode(isect_ids, 1, tw, th).reshape(1, th, tw)
+    img, alpha = rasterize_to_pixels(means2d[None], conics[None], features[None], opacities[None], width, height,
+                                     tile_size, offsets, flatten_ids)
+    proj = Projection(means2d, conics, depths, opacities, radii, visible)
+    return img[0], alpha[0, ..., 0], proj

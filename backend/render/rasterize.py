@@ -1,0 +1,120 @@
+"""``rasterize``: the one differentiable Gaussian rasterizer of the backend.
+
+CUDA tensors go to gsplat (``gsplat_backend``), CPU tensors to the pure-torch reference (``reference``); both
+compute the same function (the maths is in ``reference``'s docstring) and ``bench/render_gpu.py`` checks that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from ..errors import InvalidInput
+from ..gaussians import Gaussians
+from . import reference
+from .cameras import Camera
+from .sh import sh_to_color
+
+
+@dataclass(frozen=True)
+class RasterConfig:
+    """How to rasterize.
+
+    sh_degree: SH degree to evaluate (None: all the Gaussians have). background: RGB behind the splats.
+    eps2d: screen-space low-pass added to the 2D covariance (pixels^2). antialiased: gsplat's "antialiased"
+    mode (opacity times sqrt(det Sigma_2d / det(Sigma_2d + eps2d I)), Mip-Splatting's compensation).
+    radius_clip: Gaussians whose screen box half-size is <= this (pixels) are skipped. tile_size: pixels per tile
+    side. backend: "auto" (gsplat on CUDA, reference on CPU), or force "reference" / "gsplat".
+    Near and far planes come from the camera.
+    """
+
+    sh_degree: int | None = None
+    background: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    eps2d: float = 0.3
+    antialiased: bool = False
+    radius_clip: float = 0.0
+    tile_size: int = 16
+    backend: Literal["auto", "reference", "gsplat"] = "auto"
+
+
+@dataclass
+class RenderOutput:
+    """One rendered view.
+
+    color (H, W, 3) = sum_i w_i c_i + (1 - alpha) background · alpha (H, W) = sum_i w_i · depth (H, W) expected
+    camera z = sum_i w_i z_i / alpha (0 where nothing was hit) · extra (H, W, C) = sum_i w_i e_i or None ·
+    meta: "means2d" (N, 2) projected means (a tensor of the graph: ``retain_grad()`` it before backward for
+    densification), "radii" (N,) int32 largest screen-box half-size in pixels (0 = culled), "visible" (N,) bool,
+    "depths" (N,) camera z, "backend" ("gsplat" | "reference").
+    """
+
+    color: torch.Tensor
+    alpha: torch.Tensor
+    depth: torch.Tensor
+    extra: torch.Tensor | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_inputs(gaussians: Gaussians, camera: Camera, extra, sh_degree: int | None) -> int:
+    try:
+        gaussians.validate()
+    except ValueError as exc:
+        raise InvalidInput(f"cannot rasterize: {exc}") from exc
+    if not isinstance(gaussians.means, torch.Tensor):
+        raise InvalidInput("rasterize needs torch tensors: call gaussians.to_torch(device) first")
+    if camera.width <= 0 or camera.height <= 0:
+        raise InvalidInput(f"camera image size must be positive, got {camera.width}x{camera.height}")
+    if extra is not None and (extra.ndim != 2 or extra.shape[0] != len(gaussians)):
+        raise InvalidInput(f"extra must be (N, C) with N = {len(gaussians)}, got {tuple(extra.shape)}")
+    have = gaussians.sh_degree
+    degree = have if sh_degree is None else sh_degree
+    if not 0 <= degree <= have:
+        raise InvalidInput(f"SH degree {degree} requested but the Gaussians have degree {have}")
+    return degree
+
+
+def rasterize(gaussians: Gaussians, camera: Camera, config: RasterConfig = RasterConfig(),
+              extra: torch.Tensor | None = None) -> RenderOutput:
+    """Render ``gaussians`` (raw parameters, torch, one device) from ``camera``.
+
+    ``extra`` (N, C) is splatted with the colour's weights (MoE-GS routing weights, features). Differentiable
+    with respect to means, quats, log_scales, opacity_logits, sh and extra.
+    """
+    degree = _check_inputs(gaussians, camera, extra, config.sh_degree)
+    means = gaussians.means
+    dtype, device = means.dtype, means.device
+    backend = config.backend
+    if backend == "auto":
+        backend = "gsplat" if device.type == "cuda" else "reference"
+    if backend == "gsplat" and device.type != "cuda":
+        raise InvalidInput("the gsplat backend needs CUDA tensors; use backend='reference' on CPU")
+    viewmat = torch.as_tensor(camera.world_to_cam, dtype=dtype, device=device)
+    K = torch.as_tensor(camera.K, dtype=dtype, device=device)
+    w, h = int(camera.width), int(camera.height)
+    scales = gaussians.log_scales.exp()
+    opacities = gaussians.opacity_logits.sigmoid()
+    opts = dict(eps2d=config.eps2d, near=float(camera.near), far=float(camera.far), radius_clip=config.radius_clip,
+                antialiased=config.antialiased)
+    if extra is not None:
+        extra = extra.to(dtype)
+
+    if backend == "gsplat":
+        from . import gsplat_backend
+
+        img, alpha, proj = gsplat_backend.render(means, gaussians.quats, scales, opacities, gaussians.sh, degree,
+                                                 extra, viewmat, K, w, h, tile_size=config.tile_size, **opts)
+    else:
+        proj = reference.project(means, gaussians.quats, scales, opacities, viewmat, K, w, h, **opts)
+        campos = torch.linalg.inv(viewmat)[:3, 3]
+        colors = sh_to_color(degree, means - campos, gaussians.sh)
+        parts = [colors, proj.depths[:, None]] + ([extra] if extra is not None else [])
+        img, alpha = reference.composite(proj, torch.cat(parts, -1), w, h, config.tile_size)
+
+    bg = torch.as_tensor(config.background, dtype=dtype, device=device)
+    color = img[..., :3] + (1.0 - alpha)[..., None] * bg
+    depth = img[..., 3] / alpha.clamp_min(1e-10)
+    meta = {"means2d": proj.means2d, "radii": proj.radii.max(-1).values.to(torch.int32), "visible": proj.valid,
+            "depths": proj.depths, "backend": backend}
+    return RenderOutput(color, alpha, depth, img[..., 4:] if extra is not None else None, meta)
