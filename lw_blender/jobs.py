@@ -51,7 +51,8 @@ from bpy.app.handlers import persistent
 from . import backend_process, preferences, state
 from .client import BackendError, BackendUnavailable, Client, JobRecord
 
-POLL_INTERVAL = 0.1  # s between GET /jobs/{id} polls (worker thread and blocking loop)
+POLL_INTERVAL = 0.1  # s between GET /jobs/{id} polls (worker thread and blocking loop), once a job runs a while
+FIRST_POLL = 0.005  # s before the first poll; the wait doubles up to POLL_INTERVAL, so short jobs return fast
 TIMER_INTERVAL = 0.1  # s between drain_updates() calls while jobs are in flight
 BACKEND_STOPPED = "backend stopped unexpectedly"
 
@@ -220,6 +221,7 @@ def run_job_blocking(context, kind: str, params: dict, timeout: float | None = N
     client, rec = _submit(context, kind, params)
     rt = state.runtime(context)
     deadline = None if timeout is None else time.monotonic() + timeout
+    wait = FIRST_POLL
     while not rec.done:
         if deadline is not None and time.monotonic() > deadline:
             client.cancel(rec.id)
@@ -227,7 +229,8 @@ def run_job_blocking(context, kind: str, params: dict, timeout: float | None = N
                                       message=f"timed out after {timeout} s", error_type="Timeout",
                                       error_message=f"timed out after {timeout} s; cancel requested",
                                       workspace=client.artifact_root(), _client=client))
-        time.sleep(POLL_INTERVAL)
+        time.sleep(wait)
+        wait = min(2 * wait, POLL_INTERVAL)
         try:
             rec = client.job(rec.id)
         except BackendUnavailable as exc:
@@ -260,6 +263,7 @@ _stop_polling = threading.Event()
 def _poll(client: Client, job_id: str, kind: str) -> None:
     """Worker thread: poll one job until it ends or the backend is gone; never touches bpy."""
     last = None
+    wait = FIRST_POLL
     while not _stop_polling.is_set():
         try:
             rec = client.job(job_id)
@@ -274,7 +278,8 @@ def _poll(client: Client, job_id: str, kind: str) -> None:
             last = rec
         if rec.done:
             return
-        _stop_polling.wait(POLL_INTERVAL)
+        _stop_polling.wait(wait)
+        wait = min(2 * wait, POLL_INTERVAL)
 
 
 def submit_job(context, kind: str, params: dict, on_done: Callable[[JobResult], None] | None = None) -> str:
