@@ -1,0 +1,205 @@
+"""Geometry-aware alignment of a new view's scene flow to the flow the world already has (LIVINGWORLD.md
+stage 4).
+
+A motion cue is known only up to a rotation and scale of its vectors (a flow model may say "left" in one view and
+"right, twice as fast" in the next). With the match set M (each new sample paired with its nearest previous
+sample in 3D, within ``match_radius``) we solve
+
+    min over R in SO(3), s > 0 of  sum_{k in M} w_k || b_k - s R a_k ||^2      (a = new vectors, b = previous)
+
+Vectors carry no translation, so (unlike point-set Umeyama) nothing is centred:
+    Sigma = sum_k w_k b_k a_k^T / sum_k w_k,  Sigma = U D V^T,  R = U diag(1, 1, det(U V^T)) V^T,
+    s = sum_k w_k b_k . (R a_k) / sum_k w_k ||a_k||^2.
+Robustness: RANSAC over minimal sets of 3 matches (score: matches with ||b - sRa|| < threshold * median ||b||),
+then IRLS with Huber weights w_k = min(1, delta / r_k), delta = huber_k * 1.4826 * median(r) from the RANSAC
+inliers. When the flows in the overlap are all parallel (uniform drift) the rotation about that direction is
+free: a small prior ``lambda I`` added to Sigma picks the solution closest to the identity.
+
+After s R is applied to the whole new view, motion is kept on the surfaces it lives on: water in the ground's
+tangent plane (v <- v - (v . n) n, n the ground normal: a plane fitted to the water samples, or world up), and
+clouds on the sky layer (the sky is a far shell around the camera: v <- v - (v . r) r, r the unit ray from the
+camera centre).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from backend.errors import InvalidInput
+
+from .cues import MATERIAL_CODE
+from .lift import SceneFlow
+
+AlignStatus = Literal["first_view", "no_overlap", "aligned"]
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    match_radius: float | None = None  # world units; None: 3 x the median spacing of the previous samples
+    min_matches: int = 20  # fewer matches than this: no overlap, the view keeps its own scale
+    ransac_iterations: int = 256
+    ransac_threshold: float = 0.3  # inlier if ||b - sRa|| < threshold * median ||b||
+    irls_iterations: int = 20
+    huber_k: float = 1.345
+    identity_prior: float = 1e-3  # lambda relative to the mean ||a|| ||b||
+    ground_normal: tuple[float, float, float] = (0.0, 0.0, 1.0)  # world up (Blender Z-up), used without a fit
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class AlignResult:
+    """The aligned flow and what was solved.
+
+    flow: the new view's samples with vectors s R a, constrained to their surfaces.
+    rotation (3, 3), scale: the solved transform (identity and 1 for the first view or without overlap).
+    status: "first_view" (nothing to align to), "no_overlap" (too few matches: flag it in the UI), "aligned".
+    matches: number of matched samples; inlier_fraction: share of them the robust fit kept (weight > 0.5);
+    residual: median ||b - s R a|| / median ||b|| over the matches after the fit.
+    """
+
+    flow: SceneFlow
+    rotation: np.ndarray
+    scale: float
+    status: AlignStatus
+    matches: int = 0
+    inlier_fraction: float = 0.0
+    residual: float = 0.0
+
+
+def solve_rotation_scale(a: np.ndarray, b: np.ndarray, weights: np.ndarray | None = None,
+                         identity_prior: float = 0.0) -> tuple[np.ndarray, float]:
+    """Weighted closed form for min sum w ||b - s R a||^2 over R in SO(3), s (see module docstring).
+
+    a, b: (K, 3) vectors; weights (K,). Returns R (3, 3) and s.
+    """
+    w = np.ones(len(a)) if weights is None else np.asarray(weights, np.float64)
+    wsum = max(float(w.sum()), 1e-30)
+    sigma = (b * w[:, None]).T @ a / wsum
+    if identity_prior > 0:
+        mag = float(np.sum(w * np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))) / wsum
+        sigma = sigma + identity_prior * mag * np.eye(3)
+    u, _, vt = np.linalg.svd(sigma)
+    d = np.sign(np.linalg.det(u @ vt)) or 1.0
+    r = u @ np.diag([1.0, 1.0, d]) @ vt
+    den = float(np.sum(w * np.sum(a * a, axis=1)))
+    s = float(np.sum(w * np.sum(b * (a @ r.T), axis=1))) / max(den, 1e-30)
+    return r, s
+
+
+def _batched_rotation_scale(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unweighted closed form for a batch: a, b (H, m, 3) -> R (H, 3, 3), s (H,)."""
+    sigma = np.einsum("hki,hkj->hij", b, a)
+    u, _, vt = np.linalg.svd(sigma)
+    d = np.sign(np.linalg.det(u @ vt))
+    d[d == 0] = 1.0
+    fix = np.ones((len(a), 3))
+    fix[:, 2] = d
+    r = u @ (fix[:, :, None] * vt)
+    ra = np.einsum("hij,hkj->hki", r, a)
+    s = np.sum(b * ra, axis=(1, 2)) / np.maximum(np.sum(a * a, axis=(1, 2)), 1e-30)
+    return r, s
+
+
+def robust_rotation_scale(a: np.ndarray, b: np.ndarray, config: AlignConfig = AlignConfig()
+                          ) -> tuple[np.ndarray, float, np.ndarray]:
+    """RANSAC start + Huber IRLS (see module docstring). Returns R, s and the final weights (K,)."""
+    k = len(a)
+    rng = np.random.default_rng(config.seed)
+    bnorm = np.linalg.norm(b, axis=1)
+    thr = config.ransac_threshold * max(float(np.median(bnorm)), 1e-12)
+    if k >= 3 and config.ransac_iterations > 0:
+        idx = np.stack([rng.choice(k, 3, replace=False) for _ in range(config.ransac_iterations)])
+        rs, ss = _batched_rotation_scale(a[idx], b[idx])
+        res = np.linalg.norm(b[None] - ss[:, None, None] * np.einsum("hij,kj->hki", rs, a), axis=2)  # (H, K)
+        score = (res < thr).sum(axis=1) - 1e-9 * np.median(res, axis=1)
+        best = int(np.argmax(score))
+        inliers = res[best] < thr
+        if inliers.sum() < 3:
+            inliers = np.ones(k, bool)
+    else:
+        inliers = np.ones(k, bool)
+    w = inliers.astype(np.float64)
+    r, s = solve_rotation_scale(a, b, w, config.identity_prior)
+    for _ in range(config.irls_iterations):
+        res = np.linalg.norm(b - s * a @ r.T, axis=1)
+        sigma = 1.4826 * float(np.median(res[w > 0.5])) if (w > 0.5).any() else float(np.median(res))
+        delta = config.huber_k * max(sigma, 1e-12 * max(float(np.median(bnorm)), 1e-30))
+        w = np.minimum(1.0, delta / np.maximum(res, 1e-30))
+        w[res > 3.0 * max(thr, delta)] = 0.0  # far outliers get no vote at all (redescending tail)
+        r_new, s_new = solve_rotation_scale(a, b, w, config.identity_prior)
+        converged = np.abs(r_new - r).max() < 1e-9 and abs(s_new - s) < 1e-9 * max(abs(s), 1.0)
+        r, s = r_new, s_new
+        if converged:
+            break
+    return r, s, w
+
+
+def default_match_radius(points: np.ndarray, sample: int = 2000, seed: int = 0) -> float:
+    """3 x the median distance from a previous sample to its nearest other sample."""
+    if len(points) < 2:
+        return float("inf")
+    rng = np.random.default_rng(seed)
+    q = points[rng.choice(len(points), min(sample, len(points)), replace=False)]
+    d, _ = cKDTree(points).query(q, k=2)
+    return 3.0 * float(np.median(d[:, 1]))
+
+
+def fit_plane_normal(points: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Unit normal of the least-squares plane through points (K, 3) (smallest principal axis), oriented like
+    ``fallback``; ``fallback`` itself when there are too few points or they are not planar."""
+    fallback = np.asarray(fallback, np.float64) / np.linalg.norm(fallback)
+    if len(points) < 50:
+        return fallback
+    c = points - points.mean(axis=0)
+    evals, evecs = np.linalg.eigh(c.T @ c / len(points))
+    if evals[0] > 0.05 * evals[1]:  # a bowl or a blob, not a surface
+        return fallback
+    n = evecs[:, 0]
+    return n if n @ fallback >= 0 else -n
+
+
+def constrain_to_surfaces(flow: SceneFlow, camera_center: np.ndarray | None,
+                          ground_normal=(0.0, 0.0, 1.0)) -> SceneFlow:
+    """Water vectors into the ground's tangent plane, cloud vectors tangent to the sky shell around the camera."""
+    v = flow.vectors.copy()
+    water = flow.material == MATERIAL_CODE["water"]
+    if water.any():
+        n = fit_plane_normal(flow.points[water], np.asarray(ground_normal, np.float64))
+        v[water] -= (v[water] @ n)[:, None] * n
+    clouds = flow.material == MATERIAL_CODE["clouds"]
+    if clouds.any() and camera_center is not None:
+        ray = flow.points[clouds] - np.asarray(camera_center, np.float64)
+        ray /= np.maximum(np.linalg.norm(ray, axis=1, keepdims=True), 1e-12)
+        v[clouds] -= np.sum(v[clouds] * ray, axis=1, keepdims=True) * ray
+    return flow.with_vectors(v)
+
+
+def align_flow(new: SceneFlow, previous: SceneFlow | None, camera_center: np.ndarray | None = None,
+               config: AlignConfig = AlignConfig()) -> AlignResult:
+    """Align ``new`` (one view's lifted flow) to ``previous`` (the world's aligned samples so far)."""
+    if len(new) == 0:
+        raise InvalidInput("the view has no motion samples to align (empty mask, or no depth under it)")
+    eye = np.eye(3)
+    if previous is None or len(previous) == 0:
+        return AlignResult(constrain_to_surfaces(new, camera_center, config.ground_normal), eye, 1.0, "first_view")
+    radius = config.match_radius if config.match_radius is not None else default_match_radius(previous.points)
+    dist, j = cKDTree(previous.points).query(new.points, k=1, distance_upper_bound=radius)
+    matched = np.isfinite(dist)
+    a, b = new.vectors[matched], previous.vectors[j[matched]]
+    moving = (np.linalg.norm(a, axis=1) > 0) & (np.linalg.norm(b, axis=1) > 0)
+    a, b = a[moving], b[moving]
+    if len(a) < config.min_matches:
+        return AlignResult(constrain_to_surfaces(new, camera_center, config.ground_normal), eye, 1.0, "no_overlap",
+                           matches=len(a))
+    r, s, w = robust_rotation_scale(a, b, config)
+    if s <= 0:
+        raise InvalidInput("motion alignment found no rotation that maps the new view's flow onto the existing "
+                           "one (the overlap's motion is inconsistent); check the motion hints of this view")
+    res = np.linalg.norm(b - s * a @ r.T, axis=1)
+    aligned = constrain_to_surfaces(new.with_vectors(s * new.vectors @ r.T), camera_center, config.ground_normal)
+    return AlignResult(aligned, r, s, "aligned", matches=len(a), inlier_fraction=float(np.mean(w > 0.5)),
+                       residual=float(np.median(res) / max(np.median(np.linalg.norm(b, axis=1)), 1e-30)))
