@@ -23,10 +23,10 @@ SANDBOX = Path(tempfile.mkdtemp(prefix="lw-bench-addon-"))
 os.environ["BLENDER_USER_RESOURCES"] = str(SANDBOX / "user")
 os.environ["XDG_CACHE_HOME"] = str(SANDBOX / "cache")
 
-import bpy  # noqa: E402
+import bpy
 
 sys.path.insert(0, str(REPO / "scripts"))
-import build_extension  # noqa: E402
+import build_extension
 
 MODULE = "bl_ext.user_default.livingworld"
 

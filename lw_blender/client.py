@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import tempfile
 import urllib.error
 import urllib.parse
@@ -78,7 +77,7 @@ class JobRecord:
         return self.state in TERMINAL_STATES
 
     @classmethod
-    def from_json(cls, d: dict) -> "JobRecord":
+    def from_json(cls, d: dict) -> JobRecord:
         err = d.get("error")
         return cls(
             id=str(d["id"]),
@@ -156,7 +155,7 @@ class Client:
             raise BackendError(typ, msg, status=exc.code) from None
         except urllib.error.URLError as exc:
             raise BackendUnavailable(f"cannot reach the backend at {self.url}: {exc.reason}") from None
-        except (ConnectionError, socket.timeout, TimeoutError) as exc:
+        except (ConnectionError, TimeoutError) as exc:
             raise BackendUnavailable(f"cannot reach the backend at {self.url}: {exc}") from None
 
     def _json(self, method: str, path: str, body: dict | None = None, timeout: float | None = None):
@@ -164,7 +163,7 @@ class Client:
         try:
             with resp:
                 raw = resp.read()
-        except (ConnectionError, socket.timeout, TimeoutError) as exc:
+        except (ConnectionError, TimeoutError) as exc:
             raise BackendUnavailable(f"connection to {self.url} lost: {exc}") from None
         try:
             return json.loads(raw.decode("utf-8"))

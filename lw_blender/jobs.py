@@ -38,12 +38,12 @@ Errors: everything raised here derives from ``client.BackendError`` (``.type``, 
 from __future__ import annotations
 
 import queue
-import traceback
 import threading
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import bpy
 from bpy.app.handlers import persistent
@@ -82,7 +82,7 @@ class JobResult:
         return self._client.artifact_path(name)
 
     @classmethod
-    def from_record(cls, rec: JobRecord, client: Client) -> "JobResult":
+    def from_record(cls, rec: JobRecord, client: Client) -> JobResult:
         return cls(id=rec.id, kind=rec.kind, state=rec.state, artifacts=list(rec.artifacts), message=rec.message,
                    error_type=rec.error.type if rec.error else "", error_message=rec.error.message if rec.error else "",
                    workspace=client.artifact_root(), _client=client)
@@ -255,7 +255,7 @@ class _Update:
     lost: str = ""
 
 
-_updates: "queue.Queue[_Update]" = queue.Queue()
+_updates: queue.Queue[_Update] = queue.Queue()
 _pending: dict[str, tuple[Client, Callable[[JobResult], None] | None]] = {}
 _stop_polling = threading.Event()
 
@@ -335,7 +335,7 @@ def drain_updates() -> float | None:
             continue
         try:
             on_done(result)
-        except Exception as exc:  # shown to the user; a raising timer would be unregistered by Blender
+        except Exception as exc:  # noqa: BLE001  shown (traceback + last_error); a raising timer would be unregistered
             traceback.print_exc()
             rt.last_error = f"{result.kind} {result.id}: applying the result failed: {type(exc).__name__}: {exc}"
     return TIMER_INTERVAL if _pending else None

@@ -38,7 +38,7 @@ def find_blender_ext() -> Path:
 
 
 def _run(args: list[str]) -> str:
-    proc = subprocess.run([sys.executable, str(find_blender_ext()), *args], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, str(find_blender_ext()), *args], capture_output=True, text=True, check=False)
     out = (proc.stdout + proc.stderr).strip()
     if proc.returncode != 0:
         raise BuildError(f"blender_ext {args[0]} failed (exit {proc.returncode}): {out}")

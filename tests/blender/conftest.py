@@ -32,15 +32,15 @@ _SANDBOX = Path(tempfile.mkdtemp(prefix="lw-blender-tests-"))
 os.environ["BLENDER_USER_RESOURCES"] = str(_SANDBOX / "user")
 os.environ["XDG_CACHE_HOME"] = str(_SANDBOX / "cache")
 
-import bpy  # noqa: E402  (after the sandbox environment variables)
-import pytest  # noqa: E402
+import bpy
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 ADDON_MODULE = "bl_ext.user_default.livingworld"
 BACKEND_PYTHON = REPO / ".venv" / "bin" / "python"
 
 sys.path.insert(0, str(REPO / "scripts"))
-import build_extension  # noqa: E402
+import build_extension
 
 
 @pytest.fixture(scope="session")

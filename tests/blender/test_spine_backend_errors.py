@@ -8,7 +8,6 @@ import bpy
 import pytest
 
 
-
 @pytest.fixture
 def stopped(addon):
     bpy.ops.lw.backend_stop()

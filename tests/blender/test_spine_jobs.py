@@ -153,3 +153,35 @@ def test_backend_stop_operator_ends_the_process(lw, backend):
     assert bpy.ops.lw.backend_stop() == {"FINISHED"}
     assert proc.popen.poll() is not None
     assert _rt().connection == "DISCONNECTED"
+
+
+def test_run_job_in_background_mode_blocks_and_calls_on_done(lw, backend):
+    jobs = lw.lw_blender.jobs
+    assert bpy.app.background
+    seen = []
+    result = jobs.run_job(bpy.context, "sleep", {"seconds": 0.05, "steps": 2}, seen.append)
+    assert result.ok and seen == [result]
+    assert result.workspace == backend.local_workspace
+
+
+def test_a_raising_on_done_is_reported_and_other_jobs_still_finish(lw, backend):
+    jobs = lw.lw_blender.jobs
+    done = []
+
+    def broken(result):
+        raise ValueError("scene data did not fit")
+
+    first = jobs.submit_job(bpy.context, "sleep", {"seconds": 0.05, "steps": 1}, broken)
+    _wait_state(backend, first, {"succeeded"})
+    second = jobs.submit_job(bpy.context, "sleep", {"seconds": 0.3, "steps": 3}, done.append)
+    _drain_until_done(jobs, first)
+    assert "applying the result failed: ValueError: scene data did not fit" in _rt().last_error
+    _drain_until_done(jobs, second)
+    assert done[0].id == second and done[0].ok
+
+
+def test_blocking_timeout_cancels_the_job(lw, backend):
+    jobs = lw.lw_blender.jobs
+    with pytest.raises(jobs.JobFailed, match="timed out") as info:
+        jobs.run_job_blocking(bpy.context, "sleep", {"seconds": 20.0, "steps": 200}, timeout=0.3)
+    assert _wait_state(backend, info.value.result.id, {"cancelled"}).state == "cancelled"
