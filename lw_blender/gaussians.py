@@ -209,7 +209,7 @@ def load_decoded(context, folder: str | os.PathLike, name: str):
     return obj
 
 
-def _decoded_folder(result) -> Path:
+def decoded_folder(result) -> Path:
     for name in result.artifacts:
         if name.endswith("manifest.json") and "decoded" in name:
             return result.path(name).parent
@@ -242,11 +242,11 @@ def bpy_abspath(filepath: str) -> str:
     return bpy.path.abspath(filepath)
 
 
-def import_gaussians(context, filepath: str, on_done=None):
+def import_gaussians(context, filepath: str):
     """Import a 3DGS PLY or a ``.lw4d`` sequence through the backend's ``import_gaussians`` job.
 
-    In background mode (or with ``on_done=None`` there) the job runs blocking and the new object is returned;
-    with a UI the job runs in the background and ``on_done(obj_or_exception)`` is called on the main thread.
+    Background mode: blocks and returns the new carrier object. With a UI: returns None at once; the object
+    appears when the job ends (a failure is shown in the sidebar through ``wm.lw_runtime.last_error``).
     """
     import bpy
 
@@ -254,19 +254,15 @@ def import_gaussians(context, filepath: str, on_done=None):
 
     path = check_import_path(filepath)
     name = Path(path).stem or "Gaussians"
-    if bpy.app.background or on_done is None:
+    if bpy.app.background:
         result = jobs.run_job_blocking(context, "import_gaussians", {"path": path})
-        return load_decoded(context, _decoded_folder(result), name)
+        return load_decoded(context, decoded_folder(result), name)
 
     def finished(result):
-        try:
-            obj = load_decoded(bpy.context, _decoded_folder(result), name)
-        except Exception as exc:  # handed to the caller, who reports it
-            on_done(exc)
-            return
-        on_done(obj)
+        if result.ok:
+            load_decoded(bpy.context, decoded_folder(result), name)
 
-    jobs.run_job(context, "import_gaussians", {"path": path}, finished)
+    jobs.submit_job(context, "import_gaussians", {"path": path}, finished)
     return None
 
 

@@ -91,7 +91,8 @@ def build_material():
     import bpy
 
     mat = bpy.data.materials.get(MATERIAL_NAME) or bpy.data.materials.new(MATERIAL_NAME)
-    mat.use_nodes = True
+    if bpy.app.version < (5, 0, 0):  # 5.x materials always use nodes (the property is deprecated)
+        mat.use_nodes = True
     if hasattr(mat, "surface_render_method"):
         mat.surface_render_method = "BLENDED"
     else:

@@ -1,0 +1,78 @@
+"""Gaussians import/export operators: ``lw.import_gaussians(filepath)``, ``lw.export_gaussians(filepath)``.
+
+Also File > Import / Export menu entries. Both work in background mode (the backend job then runs blocking).
+"""
+
+import bpy
+from bpy_extras.io_utils import ExportHelper, ImportHelper
+
+from ..lw_blender import gaussians
+from ..lw_blender.client import BackendError
+
+_ERRORS = (gaussians.GaussianDataError, BackendError, OSError)
+
+
+class LW_OT_import_gaussians(bpy.types.Operator, ImportHelper):
+    """Import 3D Gaussian splats: a 3DGS .ply or a .lw4d sequence (pick its folder or its manifest.json)"""
+
+    bl_idname = "lw.import_gaussians"
+    bl_label = "Import Gaussians"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filter_glob: bpy.props.StringProperty(default="*.ply;manifest.json", options={"HIDDEN"})
+
+    def execute(self, context):
+        try:
+            obj = gaussians.import_gaussians(context, self.filepath)
+        except _ERRORS as exc:
+            self.report({"ERROR"}, f"Import failed: {exc}")
+            return {"CANCELLED"}
+        if obj is None:
+            self.report({"INFO"}, f"Importing {self.filepath} in the background")
+        else:
+            self.report({"INFO"}, f"Imported {len(obj.data.vertices)} Gaussians as {obj.name!r}")
+        return {"FINISHED"}
+
+
+class LW_OT_export_gaussians(bpy.types.Operator, ExportHelper):
+    """Export the active Gaussians object at the current frame as a 3DGS .ply"""
+
+    bl_idname = "lw.export_gaussians"
+    bl_label = "Export Gaussians"
+
+    filename_ext = ".ply"
+    filter_glob: bpy.props.StringProperty(default="*.ply", options={"HIDDEN"})
+
+    @classmethod
+    def poll(cls, context):
+        return gaussians.is_carrier(context.active_object)
+
+    def execute(self, context):
+        try:
+            out = gaussians.export_gaussians(context, context.active_object, self.filepath)
+        except _ERRORS as exc:
+            self.report({"ERROR"}, f"Export failed: {exc}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Wrote {out}")
+        return {"FINISHED"}
+
+
+def _menu_import(self, context):
+    self.layout.operator(LW_OT_import_gaussians.bl_idname, text="Gaussian Splats (.ply, .lw4d)")
+
+
+def _menu_export(self, context):
+    self.layout.operator(LW_OT_export_gaussians.bl_idname, text="Gaussian Splats (.ply)")
+
+
+classes = (LW_OT_import_gaussians, LW_OT_export_gaussians)
+
+
+def register():
+    bpy.types.TOPBAR_MT_file_import.append(_menu_import)
+    bpy.types.TOPBAR_MT_file_export.append(_menu_export)
+
+
+def unregister():
+    bpy.types.TOPBAR_MT_file_export.remove(_menu_export)
+    bpy.types.TOPBAR_MT_file_import.remove(_menu_import)
