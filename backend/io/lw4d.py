@@ -98,8 +98,10 @@ def _check_index(dynamic_index, count: int, where: str) -> np.ndarray:
         bad = int(((idx < 0) | (idx >= count)).sum())
         raise InvalidInput(f"{where}: {bad} dynamic_index values out of range 0..{count - 1} "
                            f"(min {int(idx.min())}, max {int(idx.max())})")
-    if np.unique(idx).size != idx.size:
-        raise InvalidInput(f"{where}: dynamic_index lists {idx.size - np.unique(idx).size} Gaussians twice")
+    ordered = np.sort(idx)  # sort-based duplicate count: np.unique's hash path is ~100x slower at 1M
+    duplicates = int(np.count_nonzero(ordered[1:] == ordered[:-1]))
+    if duplicates:
+        raise InvalidInput(f"{where}: dynamic_index lists {duplicates} Gaussians twice")
     return idx.astype(np.int64, copy=False)
 
 
