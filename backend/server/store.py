@@ -1,14 +1,18 @@
 """The job store: one SQLite file (``<workspace>/jobs.sqlite3``, WAL) that outlives the backend process.
 
 A backend that starts on a workspace marks every job a previous process left ``queued`` or ``running`` as
-``interrupted``, so a crash or a kill never leaves a job that looks alive. State changes that race (a cancel
-arriving while the worker picks a job up) are single conditional UPDATEs, so exactly one of them wins.
+``interrupted``, so a crash or a kill never leaves a job that looks alive. That is only right when no other
+backend is using the workspace, so the store holds an exclusive OS file lock (``jobs.sqlite3.lock``) while open;
+the OS drops it when the process dies, however it dies. State changes that race (a cancel arriving while the
+worker picks a job up) are single conditional UPDATEs, so exactly one of them wins.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import sys
 import threading
 import time
 import uuid
@@ -16,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..errors import LWError
 from .models import JobError, JobRecord
 
 _SCHEMA = """
@@ -43,11 +48,53 @@ def _time(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
 
 
+class WorkspaceBusy(LWError):
+    """Another backend process is using this workspace."""
+
+
+class _ProcessLock:
+    """An exclusive, non-blocking lock on ``path`` held until ``release`` or process exit (flock / msvcrt)."""
+
+    def __init__(self, path: Path):
+        self._file = open(path, "a+")
+        try:
+            if sys.platform == "win32":
+                import msvcrt
+
+                self._file.seek(0)
+                msvcrt.locking(self._file.fileno(), msvcrt.LK_NBLCK, 1)
+            else:
+                import fcntl
+
+                fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = self._holder()
+            self._file.close()
+            raise WorkspaceBusy(f"another backend (pid {holder}) is using the workspace {path.parent}; stop it or "
+                                f"choose another --workspace") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(str(os.getpid()))
+        self._file.flush()
+
+    def _holder(self) -> str:
+        try:
+            self._file.seek(0)
+            return self._file.read().strip() or "unknown"
+        except OSError:  # Windows refuses to read a locked byte range
+            return "unknown"
+
+    def release(self) -> None:
+        self._file.close()  # closing the descriptor drops the lock
+
+
 class JobStore:
-    """Thread-safe access to the jobs table (one connection, serialised by a lock)."""
+    """Thread-safe access to the jobs table (one connection, serialised by a lock). Raises ``WorkspaceBusy``
+    when another process has the store open."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._process_lock = _ProcessLock(self.path.with_name(self.path.name + ".lock"))
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
         self._db.row_factory = sqlite3.Row
@@ -58,6 +105,7 @@ class JobStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        self._process_lock.release()
 
     def _execute(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
         with self._lock:

@@ -140,3 +140,11 @@ def backend_factory():
         if backend.proc.poll() is None:
             backend.proc.kill()
             backend.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def live_backend(tmp_path_factory):
+    """One `lw serve` process shared by a test module; stopped with SIGTERM at the end."""
+    backend = start_backend(tmp_path_factory.mktemp("live") / "workspace")
+    yield backend
+    backend.stop()

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from backend.jobs import JobKind
 from backend.server import create_app
-from backend.server.store import JobStore
+from backend.server.store import JobStore, WorkspaceBusy
 
 
 PROTECTED = [
@@ -276,3 +276,12 @@ def test_openapi_schema_describes_every_kind_the_token_and_error_bodies(client):
             assert op["security"] == [{"HTTPBearer": []}], (method, path)
             for status in ("401", "422"):
                 assert op["responses"][status]["content"]["application/json"]["schema"]["$ref"].endswith("ErrorBody")
+
+
+def test_a_second_backend_on_a_busy_workspace_is_refused_and_leaves_the_jobs_alone(client, token, wait_job):
+    job_id = client.post("/jobs", json={"kind": "sleep", "params": {"seconds": 60, "steps": 60}}).json()["id"]
+    wait_job(client, job_id, until=lambda j: j["state"] == "running")
+    with pytest.raises(WorkspaceBusy, match="another backend"):
+        create_app(client.app.state.workspace, token)
+    assert client.get(f"/jobs/{job_id}").json()["state"] == "running"
+    client.post(f"/jobs/{job_id}/cancel")
