@@ -8,13 +8,23 @@
 """
 
 from .decoded import read_decoded, write_decoded
-from .lw4d import Frame, Sequence, SequenceWriter, frame_gaussians, gaussians_at, read_sequence, write_sequence
+from .lw4d import (
+                   Frame,
+                   Sequence,
+                   SequenceWriter,
+                   check_sequence_values,
+                   frame_gaussians,
+                   gaussians_at,
+                   read_sequence,
+                   write_sequence,
+)
 from .ply import read_ply, set_sh_degree, write_ply
 
 __all__ = [
     "Frame",
     "Sequence",
     "SequenceWriter",
+    "check_sequence_values",
     "frame_gaussians",
     "gaussians_at",
     "read_decoded",

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from ..errors import InvalidInput
 from ..jobs import JobContext, job_kind
 from .decoded import ARRAY_FILES, read_decoded, write_decoded
-from .lw4d import read_sequence
+from .lw4d import check_sequence_values, read_sequence
 from .ply import read_ply, write_ply
 
 
@@ -37,8 +37,9 @@ def import_gaussians(ctx: JobContext, params: ImportGaussiansParams) -> list[str
     path = ctx.resolve(params.path)
     ctx.progress(0.0, f"reading {path.name}")
     if is_sequence(path):
-        seq = read_sequence(path, mmap=True, check_values=True)
-        ctx.progress(0.5, f"{seq.count} Gaussians, {seq.dynamic_count} animated over {seq.frame_count} frames")
+        seq = read_sequence(path, mmap=True)
+        ctx.progress(0.1, f"{seq.count} Gaussians, {seq.dynamic_count} animated over {seq.frame_count} frames")
+        check_sequence_values(seq, lambda f: ctx.progress(0.1 + 0.6 * f, "checking frames"))
         gaussians, sequence = seq.base, path.absolute()
     elif path.suffix.lower() == ".ply":
         gaussians, sequence = read_ply(path), None

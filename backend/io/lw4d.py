@@ -27,7 +27,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -309,13 +309,27 @@ def read_sequence(path: str | os.PathLike, mmap: bool = True, check_values: bool
         expect = (t, mdyn) + CHANNELS[name]
         if a.shape != expect:
             raise InvalidInput(f"{file}: shape {a.shape}, expected {expect} (T, M, ...) from the manifest")
-        if check_values:
-            for frame in range(t):
-                _check_values(name, np.asarray(a[frame]), f"{file} frame {frame}")
         arrays[name] = a
-    return Sequence(path=path, frame_count=t, fps=float(m["fps"]), loop=bool(m["loop"]), base=base,
-                    dynamic_index=index, channels=arrays, coordinate_frame=m.get("coordinate_frame", COORDINATE_FRAME),
-                    version=VERSION)
+    seq = Sequence(path=path, frame_count=t, fps=float(m["fps"]), loop=bool(m["loop"]), base=base,
+                   dynamic_index=index, channels=arrays, coordinate_frame=m.get("coordinate_frame", COORDINATE_FRAME),
+                   version=VERSION)
+    if check_values:
+        check_sequence_values(seq)
+    return seq
+
+
+def check_sequence_values(seq: Sequence, on_progress: Callable[[float], None] | None = None) -> None:
+    """Scan every frame of every channel: finite, opacity in 0..1, scale >= 0 (``InvalidInput`` otherwise).
+
+    Reads the whole sequence once, one frame at a time; ``on_progress(fraction)`` is called after each frame
+    (a job passes ``ctx.progress`` through it, which also makes the scan cancellable).
+    """
+    total = len(seq.channels) * seq.frame_count
+    for i, (name, a) in enumerate(seq.channels.items()):
+        for frame in range(seq.frame_count):
+            _check_values(name, np.asarray(a[frame]), f"{seq.path / (name + '.npy')} frame {frame}")
+            if on_progress is not None:
+                on_progress((i * seq.frame_count + frame + 1) / total)
 
 
 def frame_weights(seq: Sequence, t: float) -> tuple[int, int, float]:
@@ -348,8 +362,8 @@ def frame_gaussians(seq: Sequence, t: float) -> Frame:
             continue
         xb = np.asarray(arr[b], dtype=np.float32)
         if name == "rotation":
-            xb = xb * np.where(np.sum(xa * xb, axis=-1, keepdims=True) < 0, -1.0, 1.0).astype(np.float32)
-            out[name] = normalize_quats((1.0 - w) * xa + w * xb)
+            wb = np.where(np.einsum("mi,mi->m", xa, xb) < 0, np.float32(-w), np.float32(w))  # shorter arc
+            out[name] = normalize_quats(np.float32(1.0 - w) * xa + wb[:, None] * xb)
         else:
             out[name] = ((1.0 - w) * xa + w * xb).astype(np.float32)
     return Frame(**out)

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from backend.cli import main
-from backend.errors import InvalidInput
+from backend.errors import InvalidInput, JobCancelled
 from backend.io.decoded import read_decoded
+from backend.io.jobs import ImportGaussiansParams, import_gaussians
 from backend.io.lw4d import write_sequence
 from backend.io.ply import read_ply, write_ply
-from backend.jobs import registry, run_inline
+from backend.jobs import JobContext, registry, run_inline
 
 
 def test_io_job_kinds_are_registered():
@@ -41,11 +42,23 @@ def test_import_lw4d_decodes_base_and_names_the_sequence(tmp_path, make_gaussian
     base = make_gaussians(10, 0)
     pos = np.random.default_rng(0).normal(size=(3, 2, 3)).astype(np.float32)
     seq = write_sequence(tmp_path / "loop.lw4d", base, [2, 7], {"position": pos}, fps=8, loop=True)
-    run_inline("import_gaussians", {"path": str(seq)}, tmp_path / "ws", job_id="j2")
+    seen = []
+    run_inline("import_gaussians", {"path": str(seq)}, tmp_path / "ws", job_id="j2",
+               on_progress=lambda f, m: seen.append((f, m)))
+    assert (0.1 + 0.6, "checking frames") in seen  # every frame scanned, with progress
     folder = tmp_path / "ws" / "jobs" / "j2" / "decoded"
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["sequence"] == str(seq.absolute()) and manifest["count"] == 10
     assert np.array_equal(np.load(folder / "position.npy"), base.means)
+
+
+def test_import_of_a_sequence_can_be_cancelled_while_checking_frames(tmp_path, make_gaussians):
+    seq = write_sequence(tmp_path / "s.lw4d", make_gaussians(4, 0), [1], {"position": np.zeros((3, 1, 3), np.float32)})
+    ctx = JobContext(workspace=tmp_path, job_dir=tmp_path / "jobs" / "c",
+                     on_progress=lambda f, m: ctx.cancel_event.set() if m == "checking frames" else None)
+    with pytest.raises(JobCancelled):
+        import_gaussians(ctx, ImportGaussiansParams(path=str(seq)))
+    assert not (tmp_path / "jobs" / "c" / "decoded").exists()
 
 
 def test_import_rejects_bad_input_with_the_reason(tmp_path, make_gaussians):
