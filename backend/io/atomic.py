@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from ..errors import LWError
+
 
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[IO[bytes]]:
@@ -44,11 +46,16 @@ def commit_dir(tmp: Path, path: str | os.PathLike) -> None:
     """Move the finished folder ``tmp`` to ``path``, replacing what was there."""
     path = Path(path)
     old = None
-    if path.exists() or path.is_symlink():
-        old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{path.name}.old-"))
-        os.rmdir(old)
-        os.rename(path, old)
-    os.rename(tmp, path)
+    try:
+        if path.exists() or path.is_symlink():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{path.name}.old-"))
+            os.rmdir(old)
+            os.rename(path, old)
+        os.rename(tmp, path)
+    except OSError as exc:  # Windows: a program (Blender playing this sequence) holds a file of it open
+        if old is not None and not path.exists():
+            os.rename(old, path)
+        raise LWError(f"cannot replace {path}: {exc.strerror}; close programs that use it and try again") from exc
     if old is not None:
         shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else os.unlink(old)
 

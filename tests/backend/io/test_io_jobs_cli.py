@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import numpy as np
 import pytest
 
-from backend.cli import main
-from backend.errors import InvalidInput, JobCancelled
+from backend.errors import InvalidInput, JobCancelled, NotFound
+from backend.io.cli import add_parser
 from backend.io.decoded import read_decoded
 from backend.io.jobs import ImportGaussiansParams, import_gaussians
 from backend.io.lw4d import write_sequence
@@ -97,6 +98,14 @@ def test_export_inside_and_outside_the_workspace(tmp_path, make_gaussians):
     assert len(read_decoded(ws / "jobs/imp/decoded")) == 12
 
 
+def main(argv: list[str]) -> int:
+    """``lw`` with only the io commands (the same wiring backend.cli uses: add_parser + set_defaults(func))."""
+    parser = argparse.ArgumentParser(prog="lw")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
 def test_cli_info_and_convert(tmp_path, make_gaussians, capsys):
     g = make_gaussians(9, 3)
     g.means[:] = np.linspace(-1, 2, 27, dtype=np.float32).reshape(9, 3)
@@ -112,5 +121,5 @@ def test_cli_info_and_convert(tmp_path, make_gaussians, capsys):
     assert main(["io", "info", str(seq)]) == 0
     out = capsys.readouterr().out
     assert "sequence: 4 frames at 24 fps" in out and "animated: 2 of 9 Gaussians" in out
-    assert main(["io", "info", str(tmp_path / "missing.ply")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(NotFound, match="does not exist"):  # backend.cli.main prints LWErrors and exits 2
+        main(["io", "info", str(tmp_path / "missing.ply")])
