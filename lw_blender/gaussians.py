@@ -311,7 +311,7 @@ def camera_spec(scene, camera) -> dict:
     }
 
 
-def render_params(scene, obj, frames: list[int], out_dir: str) -> dict:
+def render_params(scene, obj, frames: list[int], out_dir: str = "render") -> dict:
     """Parameters of the backend ``render_splats`` job for carrier ``obj`` seen by the scene camera at ``frames``.
 
     For a sequence, ``times`` are the sequence times the timeline shows at each frame (keyframes, speed,
@@ -356,8 +356,7 @@ def render_splats(context, obj, animation: bool = False):
 
     scene = context.scene
     frames = list(range(scene.frame_start, scene.frame_end + 1, scene.frame_step)) if animation else [scene.frame_current]
-    out_dir = Path(tempfile.mkdtemp(prefix="lw_render_", dir=bpy.app.tempdir or None))
-    result = jobs.run_job_blocking(context, "render_splats", render_params(scene, obj, frames, str(out_dir)))
+    result = jobs.run_job_blocking(context, "render_splats", render_params(scene, obj, frames))
     paths = [result.path(name) for name in result.artifacts]
     if not animation:
         pngs = [p for p in paths if p.suffix.lower() == ".png"]

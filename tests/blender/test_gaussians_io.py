@@ -57,7 +57,7 @@ def _channels(raw):
 
 def _write(tmp_path, raw, path, kind):
     arrays = tmp_path / "arrays.npz"
-    np.savez(arrays, dynamic_index=DYNAMIC, **raw, **_channels(raw))
+    np.savez(arrays, dynamic_index=DYNAMIC, **raw, **(_channels(raw) if kind == "lw4d" else {}))
     subprocess.run([str(BACKEND_PYTHON), "-c", _WRITER, str(arrays), str(path), kind], cwd=REPO, check=True)
     return path
 
@@ -143,3 +143,75 @@ def test_bad_input_reports_a_clear_error_and_leaves_the_scene_unchanged(backend,
     with pytest.raises(RuntimeError, match=message):
         bpy.ops.lw.import_gaussians(filepath=str(path))
     assert (len(bpy.data.objects), len(bpy.data.meshes), len(clean_scene.objects)) == before
+
+
+def _splats_facing_y():
+    """Three flat, opaque, red/green/blue Gaussians facing a camera on -Y; SH degree 0."""
+    rgb = np.array([[1.0, 0.05, 0.05], [0.05, 1.0, 0.05], [0.05, 0.05, 1.0]], np.float32)
+    return {
+        "means": np.array([[-0.6, 0.0, 0.0], [0.0, 0.0, 0.4], [0.6, 0.0, -0.3]], np.float32),
+        "quats": np.tile(np.array([1, 0, 0, 0], np.float32), (3, 1)),
+        "log_scales": np.log(np.array([[0.12, 0.01, 0.12]] * 3, np.float32)),
+        "opacity_logits": np.full(3, 6.0, np.float32),
+        "sh": ((rgb - 0.5) / SH_C0)[:, None, :].astype(np.float32),
+    }
+
+
+def _render_camera(scene, size=32):
+    from mathutils import Euler
+
+    cam = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
+    scene.collection.objects.link(cam)
+    cam.location = (0.0, -4.0, 0.2)
+    cam.rotation_euler = Euler((np.pi / 2, 0.0, 0.0))
+    scene.camera = cam
+    scene.render.resolution_x = scene.render.resolution_y = size
+    scene.render.resolution_percentage = 100
+    bpy.context.view_layer.update()
+    return cam
+
+
+def _pixel_at(scene, cam, rgba, world):
+    from bpy_extras.object_utils import world_to_camera_view
+    from mathutils import Vector
+
+    v = world_to_camera_view(scene, cam, Vector([float(x) for x in world]))
+    h, w = rgba.shape[:2]
+    return rgba[int((1.0 - v.y) * h), int(v.x * w)]
+
+
+def test_render_splats_still_lands_in_an_image_where_the_projection_says(backend, clean_scene, tmp_path):
+    raw = _splats_facing_y()
+    ply = _write(tmp_path, raw, tmp_path / "rgb.ply", "ply")
+    assert bpy.ops.lw.import_gaussians(filepath=str(ply)) == {"FINISHED"}
+    cam = _render_camera(clean_scene)
+    assert bpy.ops.lw.render_splats(animation=False) == {"FINISHED"}
+    image = bpy.data.images["LW Render"]
+    assert tuple(image.size) == (32, 32)
+    rgba = np.array(image.pixels[:], np.float32).reshape(32, 32, 4)[::-1]
+    for i, mean in enumerate(raw["means"]):
+        px = _pixel_at(clean_scene, cam, rgba, mean)
+        assert px[3] > 0.5 and np.argmax(px[:3]) == i, (i, px)
+    assert _pixel_at(clean_scene, cam, rgba, (0.0, 0.0, -0.9))[3] < 0.05
+
+
+def test_render_splats_animation_adds_a_movie_strip_of_moving_splats(backend, clean_scene, tmp_path):
+    raw = _raw(degree=0)
+    seq = _write(tmp_path, raw, tmp_path / "anim.lw4d", "lw4d")
+    assert bpy.ops.lw.import_gaussians(filepath=str(seq)) == {"FINISHED"}
+    _render_camera(clean_scene, 24)
+    clean_scene.frame_start, clean_scene.frame_end = 1, 3
+    assert bpy.ops.lw.render_splats(animation=True) == {"FINISHED"}
+    editor = clean_scene.sequence_editor
+    strips = list(editor.strips if hasattr(editor, "strips") else editor.sequences)
+    assert len(strips) == 1 and strips[0].type == "MOVIE" and strips[0].frame_duration == 3
+    movie = Path(bpy.path.abspath(strips[0].filepath))
+    frames = sorted(movie.parent.glob("frame_*.png"))
+    assert [f.name for f in frames] == ["frame_0001.png", "frame_0002.png", "frame_0003.png"]
+    images = []
+    for f in frames:
+        img = bpy.data.images.load(str(f))
+        images.append(np.array(img.pixels[:], np.float32))
+        bpy.data.images.remove(img)
+    assert images[0][3::4].max() > 0.3  # something is drawn
+    assert np.abs(images[0] - images[2]).max() > 0.1  # and it moves
