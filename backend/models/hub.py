@@ -1,0 +1,39 @@
+"""Loading pretrained weights from disk only: a local folder or the local Hugging Face cache, never the network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import ModelUnavailable
+
+
+def load_local(loader: Callable[..., Any], name_or_path: str, what: str, **kwargs) -> Any:
+    """Call ``loader(name_or_path, local_files_only=True, **kwargs)`` (a ``from_pretrained``), mapping "not on
+    this machine" to ``ModelUnavailable`` with a message saying where to put the weights.
+
+    ``name_or_path`` is a folder written by ``save_pretrained`` or a Hugging Face repo id already in the cache.
+    """
+    p = Path(name_or_path).expanduser()
+    looks_like_path = p.is_absolute() or name_or_path.startswith(".") or p.exists()
+    if looks_like_path and not p.is_dir():
+        raise ModelUnavailable(
+            f"{what}: the folder {str(p)!r} does not exist. Point the model setting at a folder written by "
+            f"save_pretrained (config.json + weights), or set it to 'builtin'.")
+    try:
+        return loader(str(p) if looks_like_path else name_or_path, local_files_only=True, **kwargs)
+    except (OSError, ValueError) as exc:  # transformers/diffusers raise OSError (ValueError in places) when files are missing
+        raise ModelUnavailable(
+            f"{what}: weights {name_or_path!r} are not on this machine and the backend never downloads them. "
+            f"Either fetch them once yourself (`huggingface-cli download {name_or_path}` puts them in the Hugging "
+            f"Face cache, ~/.cache/huggingface), or save a model folder and set the model setting to its path, or "
+            f"set it to 'builtin' for the built-in fallback. ({type(exc).__name__}: {exc})") from exc
+
+
+def torch_device(device: str) -> str:
+    """'auto' -> 'cuda' when available else 'cpu'; anything else as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,0 +1,165 @@
+"""Filling the missing region of a rendered view (outpainting).
+
+Providers:
+- ``DiffusersInpaint``: diffusers ``StableDiffusionInpaintPipeline`` (the Stable Diffusion 2 inpainting class)
+  from local weights, at its native 512 px, with the method's negative prompt.
+- ``PyramidInpaint``: built-in fallback from OpenCV: Telea inpainting near the hole border, a push-pull pyramid
+  fill (a smooth membrane, not a smear) inside, plus texture noise with the local contrast of the known image.
+
+Known pixels are always returned unchanged: out = m * fill + (1 - m) * image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from .hub import load_local, torch_device
+
+NEGATIVE_PROMPT = ("border, frame, picture frame, text, letters, watermark, signature, blurry, out of focus, "
+                   "low quality, person, people, crowd, human")
+
+
+class OutpaintProvider(Protocol):
+    name: str
+
+    def outpaint(self, image: np.ndarray, mask: np.ndarray, prompt: str = "", seed: int = 0) -> np.ndarray:
+        """image (H, W, 3) float32 in [0, 1], mask (H, W) bool (True = fill) -> filled image (H, W, 3) float32."""
+        ...
+
+
+def _push_pull(values: np.ndarray, weight: np.ndarray, horizontal_only: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Push-pull over a pyramid halving the width (and the height unless ``horizontal_only``) per level.
+
+    Push: c_{l+1} = down(w_l c_l) / down(w_l), w_{l+1} = down(w_l) (area averages).
+    Pull: c_l <- a_l c_l + (1 - a_l) up(c_{l+1}), a_l = min(1, 4 w_l).
+    Returns the filled values (H, W, C) and the support (H, W): 0 where no known value reached a pixel.
+    """
+    levels = [(values * weight[..., None], weight)]
+    c, w = levels[0]
+    while c.shape[1] > 1 and (horizontal_only or c.shape[0] > 1):
+        size = (max(c.shape[1] // 2, 1), c.shape[0] if horizontal_only else max(c.shape[0] // 2, 1))
+        c = cv2.resize(c, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1)
+        w = cv2.resize(w, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0])
+        levels.append((c, w))
+    filled = levels[-1][0] / np.maximum(levels[-1][1], 1e-12)[..., None]
+    support = (levels[-1][1] > 0).astype(np.float32)
+    for c, w in reversed(levels[:-1]):
+        size = (c.shape[1], c.shape[0])
+        up = cv2.resize(filled, size, interpolation=cv2.INTER_LINEAR).reshape(c.shape)
+        up_support = cv2.resize(support, size, interpolation=cv2.INTER_LINEAR).reshape(w.shape)
+        a = np.clip(4.0 * w, 0, 1)
+        filled = a[..., None] * (c / np.maximum(w, 1e-12)[..., None]) + (1 - a[..., None]) * up
+        support = np.maximum(a, up_support)
+    return filled, support
+
+
+def push_pull_fill(values: np.ndarray, known: np.ndarray, horizontal_first: bool = True) -> np.ndarray:
+    """Fill unknown pixels of ``values`` (H, W, C) from ``known`` (H, W) bool by push-pull interpolation.
+
+    With ``horizontal_first`` every row is first continued sideways from its own known pixels (landscapes
+    continue horizontally: the horizon, a lake, a hill range), and only rows with no known pixel are filled
+    by the isotropic pyramid. Smooth everywhere, exact where known.
+    """
+    vals = values.astype(np.float32).reshape(values.shape[0], values.shape[1], -1)
+    weight = known.astype(np.float32)
+    if horizontal_first:
+        vals, support = _push_pull(vals, weight, horizontal_only=True)
+        weight = (support > 0.5).astype(np.float32)
+    filled, _ = _push_pull(vals, weight, horizontal_only=False)
+    out = np.where(known[..., None], values.reshape(vals.shape), filled).astype(np.float32)
+    return out.reshape(values.shape)
+
+
+@dataclass(frozen=True)
+class PyramidInpaintConfig:
+    telea_radius: int = 5
+    border_px: float = 6.0  # width of the Telea band at the hole border (px at 512 px)
+    texture_sigmas: tuple[float, ...] = (1.5, 6.0)  # band edges of the texture measured on the known image (px)
+
+
+class PyramidInpaint:
+    """Fallback outpainting (no weights).
+
+    1. Telea fast marching (``cv2.inpaint``) gives sharp continuation in a band of ``border_px`` at the border.
+    2. ``push_pull_fill`` gives the low frequencies deeper inside (rows continued sideways first).
+    3. Texture, per band b = G_{s_{k-1}} * I - G_{s_k} * I of the known image: its local energy
+       e_b = sqrt(G * b^2) is pushed into the hole and multiplies noise n_b of the same scale (unit variance),
+       so the fill has the grain of its surroundings instead of a flat smear: fill += sum_b e_b n_b.
+    """
+
+    name = "builtin:pyramid"
+
+    def __init__(self, config: PyramidInpaintConfig = PyramidInpaintConfig()):
+        self.config = config
+
+    def outpaint(self, image: np.ndarray, mask: np.ndarray, prompt: str = "", seed: int = 0) -> np.ndarray:
+        cfg = self.config
+        img = np.clip(image, 0, 1).astype(np.float32)
+        hole = mask.astype(bool)
+        if not hole.any():
+            return img.copy()
+        known = ~hole
+        if not known.any():
+            rng = np.random.default_rng(seed)
+            return np.clip(0.5 + 0.05 * rng.standard_normal(img.shape), 0, 1).astype(np.float32)
+        img8 = (img * 255 + 0.5).astype(np.uint8)
+        telea = cv2.inpaint(img8, hole.astype(np.uint8), cfg.telea_radius, cv2.INPAINT_TELEA).astype(np.float32) / 255
+        smooth = push_pull_fill(img, known)
+        dist = cv2.distanceTransform(hole.astype(np.uint8), cv2.DIST_L2, 5)
+        t = np.clip(dist / (cfg.border_px * max(img.shape[:2]) / 512.0), 0, 1)[..., None]
+        base = (1 - t) * telea + t * smooth
+        rng = np.random.default_rng(seed)
+        out = base
+        lo = img
+        px = max(img.shape[:2]) / 512.0  # band scales are stated for a 512 px image
+        for sigma in (s * px for s in cfg.texture_sigmas):  # fine grain, then coarser blotches
+            blurred = cv2.GaussianBlur(img, (0, 0), sigma)
+            band = lo - blurred
+            lo = blurred
+            energy = np.sqrt(cv2.GaussianBlur(band**2 * known[..., None], (0, 0), 2 * sigma)
+                             / np.maximum(cv2.GaussianBlur(known.astype(np.float32), (0, 0), 2 * sigma), 1e-6)[..., None])
+            energy = push_pull_fill(energy, known)
+            noise = cv2.GaussianBlur(rng.standard_normal(img.shape[:2]).astype(np.float32), (0, 0), 0.5 * sigma)
+            noise /= max(float(noise.std()), 1e-6)
+            out = out + t * energy * noise[..., None]
+        return np.where(hole[..., None], np.clip(out, 0, 1), img).astype(np.float32)
+
+
+class DiffusersInpaint:
+    """``StableDiffusionInpaintPipeline`` from a local folder or the HF cache (e.g.
+    ``stabilityai/stable-diffusion-2-inpainting``), run at ``size`` px with ``steps`` denoising steps and
+    classifier-free guidance ``guidance``; the result is resized back and pasted into the hole only."""
+
+    def __init__(self, name_or_path: str, device: str = "auto", steps: int = 30, guidance: float = 7.5,
+                 size: int = 512):
+        import torch
+        from diffusers import StableDiffusionInpaintPipeline
+
+        self.name = f"diffusers:{name_or_path}"
+        self.device = torch_device(device)
+        dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
+        self.pipe = load_local(StableDiffusionInpaintPipeline.from_pretrained, name_or_path, "inpainting model",
+                               dtype=dtype, safety_checker=None, requires_safety_checker=False)
+        self.pipe = self.pipe.to(self.device)
+        self.pipe.set_progress_bar_config(disable=True)
+        self.steps, self.guidance, self.size = steps, guidance, size
+
+    def outpaint(self, image: np.ndarray, mask: np.ndarray, prompt: str = "", seed: int = 0) -> np.ndarray:
+        import torch
+        from PIL import Image
+
+        h, w = image.shape[:2]
+        img = np.clip(image, 0, 1).astype(np.float32)
+        hole = mask.astype(bool)
+        pil_img = Image.fromarray((img * 255 + 0.5).astype(np.uint8)).resize((self.size, self.size), Image.BICUBIC)
+        pil_mask = Image.fromarray(hole.astype(np.uint8) * 255).resize((self.size, self.size), Image.NEAREST)
+        gen = torch.Generator(device="cpu").manual_seed(int(seed))
+        out = self.pipe(prompt=prompt or "a landscape photograph", negative_prompt=NEGATIVE_PROMPT, image=pil_img,
+                        mask_image=pil_mask, height=self.size, width=self.size, num_inference_steps=self.steps,
+                        guidance_scale=self.guidance, generator=gen, output_type="np").images[0]
+        out = cv2.resize(out.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA if w < self.size else cv2.INTER_CUBIC)
+        return np.where(hole[..., None], np.clip(out, 0, 1), img).astype(np.float32)

@@ -1,0 +1,359 @@
+"""LivingWorld stages 1-2 as plain functions over ``World``: ``new_world``, ``expand_world``, ``undo_world``.
+
+``new_world``: image -> (segmentation, depth) -> surfels (``lift_image``) seen from an initial pinhole camera
+(focal ``focal_px_at_512`` px at 512 px, scaled with the resolution) standing ``camera_height`` m above the
+ground at the origin, looking along +Y (Blender Z-up metres), pitched so that the estimated horizon row is
+where a level horizon would be: pitch = atan((c_y - v_h) / f).
+
+``expand_world`` from a new camera:
+1. render the world: colour C, alpha A, depth D;
+2. missing mask M = dilate(A < ``alpha_threshold``, ``dilate_px``);
+3. outpaint: I = outpaint(C, M, prompt);
+4. depth of I, aligned to D on the overlap (not missing, not sky) with the robust inverse-depth scale+shift
+   fit (``depth_align``); then the remaining log-depth residual on the overlap, r = log D - log Z, is pushed
+   into the hole and faded with the distance d to the seam, Z <- Z exp(r_filled exp(-d / ``seam_fade_px``)),
+   so new geometry meets the old without a step;
+5. new surfels where M (sky of the new view on the far layer);
+6. brief optimisation (``refine``) of the new surfels' colour and opacity: Adam on the L1 error to I,
+   rendered at ``refine_size`` px with the old Gaussians frozen.
+Each step is committed atomically as a new version (``store.commit_step``).
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import InvalidInput, NotFound
+from ..gaussians import Gaussians
+from ..io.ply import read_ply, write_ply
+from ..models.config import ModelConfig, make_depth, make_outpaint, make_segmentation
+from ..models.depth import DepthMapFile, LandscapeDepth, LandscapeGeometry
+from ..models.outpaint import push_pull_fill
+from ..models.segmentation import estimate_horizon
+from ..render.cameras import BlenderCameraSpec, Camera, blender_to_opencv, look_at, opencv_to_blender
+from ..render.rasterize import RasterConfig, rasterize
+from . import store
+from .depth_align import align_depth
+from .lift import REGION_SKY, REGION_WATER, LiftConfig, lift_image
+
+
+@dataclass(frozen=True)
+class ExpandConfig:
+    alpha_threshold: float = 0.5
+    dilate_px: int = 2
+    seam_fade_px: float = 24.0
+    min_missing_fraction: float = 0.002  # below this the camera shows nothing new
+    refine_steps: int = 0  # off by default: on this CPU each step costs seconds (docs/bench/world.md)
+    refine_size: int = 128  # long side of the image the refinement renders (px)
+    refine_lr: float = 0.02
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    resolution: int = 512  # long side of the working image (px)
+    focal_px_at_512: float = 500.0
+    camera_height: float = 1.6  # metres above the ground
+    models: ModelConfig = field(default_factory=ModelConfig)
+    lift: LiftConfig = field(default_factory=LiftConfig)
+    expand: ExpandConfig = field(default_factory=ExpandConfig)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(d: dict) -> "WorldConfig":
+        return WorldConfig(resolution=int(d["resolution"]), focal_px_at_512=float(d["focal_px_at_512"]),
+                           camera_height=float(d["camera_height"]), models=ModelConfig(**d["models"]),
+                           lift=LiftConfig(**d["lift"]), expand=ExpandConfig(**d["expand"]))
+
+
+# Providers are cached per configuration: a server process loads real weights once.
+_segmentation = functools.lru_cache(maxsize=4)(make_segmentation)
+_outpaint = functools.lru_cache(maxsize=4)(make_outpaint)
+
+
+@functools.lru_cache(maxsize=4)
+def _depth(models: ModelConfig, geometry: LandscapeGeometry):
+    provider = make_depth(models, _segmentation(models))
+    if isinstance(provider, LandscapeDepth):
+        provider.geometry = geometry
+    return provider
+
+
+def _geometry(cfg: WorldConfig) -> LandscapeGeometry:
+    return LandscapeGeometry(camera_height=cfg.camera_height, sky_depth=cfg.lift.sky_depth)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """(H, W, 3) float32 RGB in [0, 1] from any image OpenCV reads (alpha dropped, 16-bit scaled)."""
+    path = Path(path)
+    if not path.is_file():
+        raise NotFound(f"image {str(path)!r} does not exist")
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise InvalidInput(f"{path.name} is not an image OpenCV can read (use PNG or JPEG)")
+    scale = 65535.0 if raw.dtype == np.uint16 else 255.0
+    if raw.ndim == 2:
+        raw = np.repeat(raw[..., None], 3, -1)
+    rgb = cv2.cvtColor(raw[..., :3], cv2.COLOR_BGR2RGB)
+    return (rgb.astype(np.float32) / scale).clip(0, 1)
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    cv2.imwrite(str(path), cv2.cvtColor((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8), cv2.COLOR_RGB2BGR))
+
+
+def _working_size(w: int, h: int, resolution: int) -> tuple[int, int]:
+    s = resolution / max(w, h)
+    return max(int(round(w * s)), 8), max(int(round(h * s)), 8)
+
+
+def _render_far(cfg: WorldConfig) -> float:
+    return 4.0 * cfg.lift.sky_depth
+
+
+def scale_camera(camera: Camera, width: int, height: int, far: float | None = None) -> Camera:
+    """The same view at another image size (K scaled per axis); optionally a farther far plane."""
+    K = np.asarray(camera.K, np.float64).copy()
+    K[0] *= width / camera.width
+    K[1] *= height / camera.height
+    return replace(camera, K=K, width=int(width), height=int(height),
+                   far=camera.far if far is None else max(camera.far, far))
+
+
+def initial_camera(width: int, height: int, horizon_row: float, cfg: WorldConfig) -> Camera:
+    """Pinhole camera of the input image (see the module docstring)."""
+    f = cfg.focal_px_at_512 * max(width, height) / 512.0
+    K = np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
+    pitch = np.arctan2(height / 2.0 - horizon_row, f)
+    eye = np.array([0.0, 0.0, cfg.camera_height])
+    target = eye + np.array([0.0, np.cos(pitch), np.sin(pitch)])
+    return look_at(eye, target, K=K, width=width, height=height, near=0.05, far=_render_far(cfg))
+
+
+def _render(gaussians: Gaussians, camera: Camera):
+    """colour (H, W, 3), alpha (H, W), depth (H, W) as numpy float32."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # gsplat on CUDA, the torch reference on CPU
+    with torch.no_grad():
+        out = rasterize(gaussians.to_torch(device), camera, RasterConfig())
+    return out.color.cpu().numpy(), out.alpha.cpu().numpy(), out.depth.cpu().numpy()
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((np.asarray(a, np.float64) - b) ** 2))
+    return float(10 * np.log10(1.0 / max(mse, 1e-12)))
+
+
+def _region_labels(sky: np.ndarray, water: np.ndarray) -> np.ndarray:
+    return np.where(sky, int(REGION_SKY), np.where(water, int(REGION_WATER), 0)).astype(np.uint8)
+
+
+def _providers_used(cfg: WorldConfig, depth_name: str, outpaint: bool) -> dict:
+    used = {"segmentation": _segmentation(cfg.models).name, "depth": depth_name}
+    if outpaint:
+        used["outpaint"] = _outpaint(cfg.models).name
+    return used
+
+
+def new_world(image_path: str | Path, out_dir: str | Path, depth_path: str | Path | None = None, prompt: str = "",
+              config: WorldConfig = WorldConfig(), progress=lambda f, m: None) -> store.World:
+    """Create ``out_dir`` (must not hold a world yet) with the first step lifted from the image."""
+    out_dir = Path(out_dir)
+    if (out_dir / "world.json").exists():
+        raise InvalidInput(f"{out_dir} already holds a world; choose another --out folder or delete it")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    image = read_image(image_path)
+    size = _working_size(image.shape[1], image.shape[0], config.resolution)
+    image = cv2.resize(image, size, interpolation=cv2.INTER_AREA) if size != image.shape[1::-1] else image
+    h, w = image.shape[:2]
+    progress(0.1, "segmenting sky / water / ground")
+    t = time.perf_counter()
+    regions = _segmentation(config.models).segment(image)
+    timings["segmentation_s"] = time.perf_counter() - t
+    camera = initial_camera(w, h, estimate_horizon(regions.sky), config)
+    f = float(camera.K[0, 0])
+    progress(0.3, "estimating depth")
+    t = time.perf_counter()
+    provider = DepthMapFile(depth_path) if depth_path else _depth(config.models, _geometry(config))
+    pred = provider.predict(image, f)
+    prior = LandscapeDepth(_segmentation(config.models), _geometry(config))
+    if pred.kind == "metric":
+        depth, fit_residual = pred.values, None
+    else:  # relative inverse depth: place it on the landscape prior (ground and water)
+        ref = prior.predict(image, f).values
+        depth, fit = align_depth(pred, ref, ~regions.sky, max_depth=config.lift.sky_depth)
+        fit_residual = fit.median_rel_error
+    depth = np.where(regions.sky, config.lift.sky_depth, depth).astype(np.float32)
+    timings["depth_s"] = time.perf_counter() - t
+    progress(0.5, "lifting pixels to Gaussians")
+    t = time.perf_counter()
+    gaussians = lift_image(image, depth, camera, regions.sky, regions.water, select=pred.valid | regions.sky, step=0,
+                           config=config.lift)
+    timings["lift_s"] = time.perf_counter() - t
+    progress(0.7, "rendering the preview")
+    t = time.perf_counter()
+    color, alpha, _ = _render(gaussians, camera)
+    timings["render_s"] = time.perf_counter() - t
+
+    def write_files(folder: Path) -> dict:
+        t = time.perf_counter()
+        _write_png(folder / "image.png", image)
+        cv2.imwrite(str(folder / "mask.png"), np.full((h, w), 255, np.uint8))
+        np.save(folder / "depth.npy", depth)
+        cv2.imwrite(str(folder / "regions.png"), _region_labels(regions.sky, regions.water))
+        write_ply(folder / "gaussians.ply", gaussians)
+        _write_png(folder / "preview.png", color)
+        return {"timings": {**timings, "write_s": time.perf_counter() - t, "total_s": time.perf_counter() - t0}}
+
+    blender = opencv_to_blender(camera).to_dict()
+    step = store.WorldStep(
+        index=0, kind="new", folder=store.new_step_folder(0), camera=store.camera_to_json(camera, blender),
+        prompt=prompt, providers=_providers_used(config, provider.name, outpaint=False),
+        stats={"gaussians": len(gaussians), "new_gaussians": len(gaussians), "psnr_input_view": _psnr(color, image),
+               "alpha_min": float(alpha.min()), "depth_fit_median_rel_error": fit_residual,
+               "source_image": str(Path(image_path).resolve()), "horizon_row": estimate_horizon(regions.sky)})
+    progress(0.9, "writing the world")
+    return store.commit_step(out_dir, None, step, write_files, world_id=out_dir.name or secrets.token_hex(4),
+                             settings={"config": config.to_json()})
+
+
+def camera_from_blender(spec: dict | BlenderCameraSpec, world: store.World) -> Camera:
+    """The Blender camera at the world's working resolution (long side), far enough to see the sky layer."""
+    spec = spec if isinstance(spec, BlenderCameraSpec) else BlenderCameraSpec.from_dict(spec)
+    cfg = WorldConfig.from_json(world.settings["config"])
+    cam = blender_to_opencv(spec)
+    w, h = _working_size(cam.width, cam.height, cfg.resolution)
+    return scale_camera(cam, w, h, far=_render_far(cfg))
+
+
+def refine(old: Gaussians, new: Gaussians, camera: Camera, target: np.ndarray, cfg: ExpandConfig) -> tuple[Gaussians, float]:
+    """Adam on the new Gaussians' SH DC and opacity logits, minimising mean |render - target| at
+    ``cfg.refine_size`` px (old Gaussians frozen, only those in front of the camera). Returns (new, final L1)."""
+    import torch
+
+    if cfg.refine_steps <= 0 or len(new) == 0:
+        return new, float("nan")
+    w, h = _working_size(camera.width, camera.height, cfg.refine_size)
+    cam = scale_camera(camera, w, h)
+    tgt = torch.as_tensor(cv2.resize(target, (w, h), interpolation=cv2.INTER_AREA))
+    z = old.means @ np.asarray(camera.world_to_cam)[:3, :3].T[:, 2] + camera.world_to_cam[2, 3]
+    frozen = old.subset(z > camera.near).to_torch()
+    moving = new.to_torch()
+    dc = moving.sh.clone().requires_grad_(True)
+    op = moving.opacity_logits.clone().requires_grad_(True)
+    optim = torch.optim.Adam([dc, op], lr=cfg.refine_lr)
+    loss = torch.tensor(float("nan"))
+    for _ in range(cfg.refine_steps):
+        both = Gaussians.concatenate([frozen.with_(extra={}), moving.with_(sh=dc, opacity_logits=op, extra={})])
+        out = rasterize(both, cam)
+        loss = (out.color - tgt).abs().mean()
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    refined = new.with_(sh=dc.detach().numpy().astype(np.float32), opacity_logits=op.detach().numpy().astype(np.float32))
+    return refined, float(loss.detach())
+
+
+def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: dict | None = None,
+                 progress=lambda f, m: None, fail_after_writing: bool = False) -> store.World:
+    """Add a step seen from ``camera`` (OpenCV, at the world's working resolution). See the module docstring.
+
+    ``fail_after_writing`` raises after half of the step's files are written (a simulated crash for tests).
+    """
+    world = store.load_world(root)
+    cfg = WorldConfig.from_json(world.settings["config"])
+    ec = cfg.expand
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    old = read_ply(world.file("gaussians.ply"))
+    camera = replace(camera, far=max(camera.far, _render_far(cfg)))
+    progress(0.05, "rendering the world from the new camera")
+    t = time.perf_counter()
+    color, alpha, rdepth = _render(old, camera)
+    timings["render_s"] = time.perf_counter() - t
+    h, w = alpha.shape
+    missing = alpha < ec.alpha_threshold
+    if ec.dilate_px > 0:
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * ec.dilate_px + 1, 2 * ec.dilate_px + 1))
+        missing = cv2.dilate(missing.astype(np.uint8), k).astype(bool)
+    if missing.mean() < ec.min_missing_fraction:
+        raise InvalidInput("the camera sees no missing region (the world already fills the view): turn or move "
+                           "the camera towards the unexplored part before expanding")
+    progress(0.2, "outpainting the missing region")
+    t = time.perf_counter()
+    outpainter = _outpaint(cfg.models)
+    image = outpainter.outpaint(color, missing, prompt, seed=len(world.steps))
+    timings["outpaint_s"] = time.perf_counter() - t
+    progress(0.45, "segmenting and estimating depth")
+    t = time.perf_counter()
+    regions = _segmentation(cfg.models).segment(image)
+    sky_seen = rdepth > 0.5 * cfg.lift.sky_depth  # the world's sky layer, where it is rendered
+    sky_new = regions.sky & missing | (~missing & sky_seen)
+    water_new = regions.water & missing
+    depth_provider = _depth(cfg.models, _geometry(cfg))
+    f = float(camera.K[0, 0])
+    pred = depth_provider.predict(image, f)
+    overlap = ~missing & ~sky_seen & (rdepth > 0)
+    overlap = cv2.erode(overlap.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    depth, fit = align_depth(pred, rdepth, overlap, max_depth=cfg.lift.sky_depth)
+    if fit.count:
+        resid = np.where(overlap, np.log(np.maximum(rdepth, 1e-6)) - np.log(depth), 0.0).astype(np.float32)
+        filled = push_pull_fill(resid[..., None], overlap)[..., 0]
+        dist = cv2.distanceTransform(missing.astype(np.uint8), cv2.DIST_L2, 5)
+        depth = depth * np.exp(filled * np.exp(-dist / ec.seam_fade_px))
+    depth = np.where(~missing, rdepth, depth)
+    depth = np.where(sky_new, cfg.lift.sky_depth, depth).astype(np.float32)
+    timings["depth_s"] = time.perf_counter() - t
+    progress(0.6, "lifting the new content")
+    t = time.perf_counter()
+    new = lift_image(image, depth, camera, sky_new, water_new, select=missing, step=len(world.steps), config=cfg.lift)
+    timings["lift_s"] = time.perf_counter() - t
+    progress(0.7, "optimising the new Gaussians")
+    t = time.perf_counter()
+    new, refine_l1 = refine(old, new, camera, image, ec)
+    timings["refine_s"] = time.perf_counter() - t
+    merged = Gaussians.concatenate([old, new])
+    progress(0.85, "rendering the preview")
+    t = time.perf_counter()
+    preview, new_alpha, _ = _render(merged, camera)
+    timings["preview_s"] = time.perf_counter() - t
+
+    def write_files(folder: Path) -> dict:
+        t = time.perf_counter()
+        _write_png(folder / "image.png", image)
+        cv2.imwrite(str(folder / "mask.png"), missing.astype(np.uint8) * 255)
+        np.save(folder / "depth.npy", depth)
+        if fail_after_writing:
+            raise RuntimeError("simulated crash while writing a world step")
+        cv2.imwrite(str(folder / "regions.png"), _region_labels(sky_new, water_new))
+        write_ply(folder / "gaussians.ply", merged)
+        _write_png(folder / "preview.png", preview)
+        return {"timings": {**timings, "write_s": time.perf_counter() - t, "total_s": time.perf_counter() - t0}}
+
+    index = len(world.steps)
+    blender = blender if blender is not None else opencv_to_blender(camera).to_dict()
+    step = store.WorldStep(
+        index=index, kind="expand", folder=store.new_step_folder(index), camera=store.camera_to_json(camera, blender),
+        prompt=prompt, providers=_providers_used(cfg, depth_provider.name, outpaint=True),
+        stats={"gaussians": len(merged), "new_gaussians": len(new), "missing_fraction": float(missing.mean()),
+               "filled_alpha_min": float(new_alpha[missing].min()),
+               "depth_fit": {"scale": fit.scale, "shift": fit.shift, "overlap_pixels": fit.count,
+                             "median_rel_error": fit.median_rel_error},
+               "refine_l1": refine_l1})
+    progress(0.92, "writing the world")
+    return store.commit_step(world.root, world, step, write_files)
+
+
+def undo_world(root: str | Path) -> store.World:
+    """Step back to the previous version (``store.undo``)."""
+    return store.undo(root)

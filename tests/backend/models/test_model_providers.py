@@ -1,0 +1,158 @@
+"""Model providers: tiny randomly initialised models of the real architectures saved with save_pretrained and
+loaded through the same provider code as real weights; the built-in fallbacks on the sample landscape."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from backend.errors import InvalidInput, ModelUnavailable, NotFound
+from backend.models.config import ModelConfig, make_depth, make_outpaint, make_segmentation
+from backend.models.depth import DepthMapFile, LandscapeDepth, TransformersDepth
+from backend.models.outpaint import PyramidInpaint, push_pull_fill
+from backend.models.segmentation import HeuristicSegmentation, TransformersSegmentation, estimate_horizon
+from backend.world.samples.make_landscape import SAMPLE_PATH
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def landscape() -> np.ndarray:
+    img = cv2.cvtColor(cv2.imread(str(SAMPLE_PATH)), cv2.COLOR_BGR2RGB).astype(np.float32) / 255
+    return cv2.resize(img, (128, 128), interpolation=cv2.INTER_AREA)
+
+
+@pytest.fixture(scope="module")
+def tiny_depth_anything(tmp_path_factory):
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
+
+    torch.manual_seed(0)
+    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                            image_size=56, patch_size=14, out_indices=[1, 2, 3, 4], reshape_hidden_states=False)
+    cfg = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[8, 16, 32, 32],
+                              fusion_hidden_size=16, head_hidden_size=8, depth_estimation_type="relative")
+    model = DepthAnythingForDepthEstimation(cfg).eval()
+    proc = DPTImageProcessor(size={"height": 56, "width": 56}, keep_aspect_ratio=False, ensure_multiple_of=14,
+                             do_pad=False)
+    path = tmp_path_factory.mktemp("tiny-depth-anything")
+    model.save_pretrained(path)
+    proc.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_segformer(tmp_path_factory):
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+
+    torch.manual_seed(0)
+    labels = {0: "wall", 1: "sky", 2: "tree", 3: "water", 4: "sea"}
+    cfg = SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16],
+                          patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 1], mlp_ratios=[2, 2],
+                          decoder_hidden_size=16, id2label=labels, label2id={v: k for k, v in labels.items()})
+    model = SegformerForSemanticSegmentation(cfg).eval()
+    proc = SegformerImageProcessor(size={"height": 64, "width": 64})
+    path = tmp_path_factory.mktemp("tiny-segformer")
+    model.save_pretrained(path)
+    proc.save_pretrained(path)
+    return path
+
+
+def test_transformers_depth_loads_a_saved_depth_anything_and_predicts_full_size_inverse_depth(tiny_depth_anything,
+                                                                                              landscape):
+    provider = TransformersDepth(str(tiny_depth_anything), device="cpu")
+    a = provider.predict(landscape, 125.0)
+    b = provider.predict(landscape, 125.0)
+    assert a.kind == "inverse_relative"
+    assert a.values.shape == landscape.shape[:2] and a.values.dtype == np.float32
+    assert np.isfinite(a.values).all() and a.valid.all()
+    np.testing.assert_array_equal(a.values, b.values)  # deterministic
+
+
+def test_depth_config_with_a_model_folder_uses_it_and_a_missing_one_raises_with_where_to_put_weights(
+        tiny_depth_anything, tmp_path):
+    assert make_depth(ModelConfig(depth=str(tiny_depth_anything), device="cpu")).name.startswith("transformers:")
+    with pytest.raises(ModelUnavailable, match="builtin"):
+        make_depth(ModelConfig(depth=str(tmp_path / "nowhere")))
+    with pytest.raises(ModelUnavailable, match="huggingface-cli download"):
+        make_depth(ModelConfig(depth="no-such-org/no-such-depth-model"))
+
+
+def test_auto_falls_back_to_builtin_only_when_weights_are_absent(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache: the default models are not present
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    cfg = ModelConfig()
+    assert isinstance(make_segmentation(cfg), HeuristicSegmentation)
+    assert isinstance(make_depth(cfg), LandscapeDepth)
+    assert isinstance(make_outpaint(cfg), PyramidInpaint)
+
+
+def test_transformers_segmentation_maps_ade_labels_to_sky_water_ground(tiny_segformer, landscape):
+    provider = TransformersSegmentation(str(tiny_segformer), device="cpu")
+    assert provider.sky_ids.tolist() == [False, True, False, False, False]
+    assert provider.water_ids.tolist() == [False, False, False, True, True]
+    r = provider.segment(landscape)
+    assert r.sky.shape == landscape.shape[:2]
+    total = r.sky.astype(int) + r.water + r.ground
+    assert (total == 1).all()  # a partition
+    r2 = provider.segment(landscape)
+    np.testing.assert_array_equal(r.sky, r2.sky)
+
+
+def test_heuristic_segmentation_finds_the_sample_sky_on_top_and_ground_at_the_bottom(landscape):
+    r = HeuristicSegmentation().segment(landscape)
+    assert r.sky[:40].mean() > 0.97  # top third: sky (clouds included)
+    assert r.sky[90:].mean() == 0.0 and r.ground[95:].mean() > 0.97
+    horizon = estimate_horizon(r.sky)
+    assert 55 <= horizon <= 70  # the lake's far shore is at row 68 of 128
+
+
+def test_landscape_depth_recedes_to_the_horizon_and_puts_sky_far(landscape):
+    r = HeuristicSegmentation().segment(landscape)
+    d = LandscapeDepth().predict(landscape, 125.0)
+    assert d.kind == "metric" and d.values.shape == (128, 128)
+    assert np.all(d.values[r.sky] == 1000.0)
+    rows = np.median(np.where(r.ground, d.values, np.nan)[90:], axis=1)
+    assert np.all(np.diff(rows) < 0)  # ground gets nearer towards the bottom row
+    assert 1.0 < rows[-1] < 5.0  # a 1.6 m high camera sees the ground a few metres ahead
+
+
+def test_depth_map_file_reads_npy_metres_and_16bit_png_millimetres(tmp_path, landscape):
+    d = np.linspace(1, 10, 64 * 64, dtype=np.float32).reshape(64, 64)
+    np.save(tmp_path / "d.npy", d)
+    cv2.imwrite(str(tmp_path / "d.png"), (d * 1000).astype(np.uint16))
+    a = DepthMapFile(tmp_path / "d.npy").predict(landscape, 125.0)
+    b = DepthMapFile(tmp_path / "d.png").predict(landscape, 125.0)
+    assert a.values.shape == (128, 128)
+    np.testing.assert_allclose(a.values, b.values, atol=1e-3)
+    with pytest.raises(NotFound):
+        DepthMapFile(tmp_path / "missing.npy")
+    cv2.imwrite(str(tmp_path / "bad.png"), (d * 20).astype(np.uint8))
+    with pytest.raises(InvalidInput, match="16-bit"):
+        DepthMapFile(tmp_path / "bad.png").predict(landscape, 125.0)
+
+
+def test_push_pull_fill_keeps_known_pixels_and_continues_rows_sideways():
+    img = np.zeros((32, 32, 3), np.float32)
+    img[:16] = [0.2, 0.4, 0.9]  # upper half blue, lower half green
+    img[16:] = [0.2, 0.7, 0.1]
+    known = np.ones((32, 32), bool)
+    known[:, 20:] = False
+    out = push_pull_fill(img, known)
+    np.testing.assert_array_equal(out[known], img[known])
+    np.testing.assert_allclose(out[2:14, 20:], img[2:14, 20:], atol=0.02)  # rows continued, not averaged
+    np.testing.assert_allclose(out[18:30, 20:], img[18:30, 20:], atol=0.02)
+
+
+def test_pyramid_inpaint_fills_a_large_hole_with_textured_plausible_colour(landscape):
+    mask = np.zeros(landscape.shape[:2], bool)
+    mask[:, 80:] = True
+    out = PyramidInpaint().outpaint(landscape, mask, seed=1)
+    np.testing.assert_array_equal(out[~mask], landscape[~mask])
+    assert out.min() >= 0 and out.max() <= 1
+    # Sky stays sky-coloured, grass stays green; the fill is not flat (texture noise).
+    assert np.abs(out[5:30, 90:].mean((0, 1)) - landscape[5:30, 50:80].mean((0, 1))).max() < 0.08
+    assert np.abs(out[100:, 90:].mean((0, 1)) - landscape[100:, :70].mean((0, 1))).max() < 0.08
+    assert out[100:, 90:].std() > 0.3 * landscape[100:, :70].std()
+    np.testing.assert_array_equal(out, PyramidInpaint().outpaint(landscape, mask, seed=1))
