@@ -103,7 +103,7 @@ def _read_vertex_rows(path: Path) -> np.ndarray:
             raise InvalidInput(f"{path} is not a PLY file (it does not start with 'ply')")
         f.seek(0)
         try:
-            header = PlyData._parse_header(f)  # plyfile's header parser; the body is mapped below
+            header = PlyData._parse_header(f)  # plyfile's header parser; the body is read below
         except PlyParseError as exc:
             raise InvalidInput(f"{path}: bad PLY header: {exc}") from None
         offset = f.tell()
