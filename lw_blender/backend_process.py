@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +132,7 @@ def launch(python: str, workspace: Path, timeout: float = 60.0, extra_args: tupl
 
 
 _current: BackendProcess | None = None
+_lock = threading.RLock()  # start() may run on the add-on's start-up thread while the main thread stops/starts
 
 
 def current() -> BackendProcess | None:
@@ -141,18 +143,20 @@ def current() -> BackendProcess | None:
 def start(python: str, workspace: Path, timeout: float = 60.0) -> BackendInfo:
     """Start the local backend unless ours is already running; returns its info (idempotent)."""
     global _current
-    if _current is not None and _current.is_alive():
+    with _lock:
+        if _current is not None and _current.is_alive():
+            return _current.info
+        _current = launch(python, workspace, timeout)
         return _current.info
-    _current = launch(python, workspace, timeout)
-    return _current.info
 
 
 def stop() -> None:
     """Stop the local backend this Blender started (no-op when none)."""
     global _current
-    if _current is not None:
-        _current.stop()
-        _current = None
+    with _lock:
+        if _current is not None:
+            _current.stop()
+            _current = None
 
 
 def restart(python: str, workspace: Path, timeout: float = 60.0) -> BackendInfo:

@@ -8,6 +8,12 @@
         started again. Raises ``BackendError`` (``BackendStartError`` / ``BackendUnavailable``) with a message
         a user can act on; it is also written to ``wm.lw_runtime.last_error``.
 
+    jobs.start_backend(context) -> Client | None
+        What ``lw.backend_start`` does: ``ensure_backend`` in background mode; in the UI
+        ``start_backend_async(context)``: the start runs on a worker thread (a local start takes seconds),
+        ``wm.lw_runtime.connection`` is ``STARTING`` until ``drain_updates()`` applies ``CONNECTED`` or ``ERROR``.
+    jobs.stop_backend(context), jobs.restart_backend(context) -> Client | None (same blocking rule).
+
     jobs.run_job_blocking(context, kind, params: dict, timeout=None) -> JobResult
         Submit and poll until the job ends (background mode, tests, scripts). Updates ``wm.lw_runtime`` as it
         goes. Raises ``JobFailed`` (with ``.result``) when the job ends ``failed|cancelled|interrupted`` or the
@@ -41,6 +47,7 @@ import queue
 import threading
 import time
 import traceback
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,24 +125,61 @@ def _set_connection(rt, client: Client | None, error: str = "") -> None:
         rt.last_error = error
 
 
-def _connect(context) -> Client:
+@dataclass(frozen=True)
+class _Settings:
+    """What a connection needs from the preferences, read on the main thread (worker threads never read bpy)."""
+
+    backend_url: str
+    backend_token: str
+    backend_python: str
+    workspace: Path | None  # local mode
+    cache_dir: Path | None  # remote mode
+
+
+def _settings(context) -> _Settings:
     prefs = preferences.get(context)
     if prefs.backend_url:
+        server = urllib.parse.urlsplit(prefs.backend_url).netloc.replace(":", "_") or "remote"
+        return _Settings(prefs.backend_url.rstrip("/"), prefs.backend_token, "", None,
+                         preferences.cache_dir() / server)
+    return _Settings("", "", prefs.backend_python, preferences.workspace_dir(prefs), None)
+
+
+def _connect(s: _Settings) -> Client:
+    """Start/connect per ``s``; no bpy, so it also runs on the start-up worker thread."""
+    if s.backend_url:
         backend_process.stop()  # switched to a remote backend: do not leave a local one behind
-        client = Client(prefs.backend_url, prefs.backend_token, cache_dir=preferences.cache_dir())
+        client = Client(s.backend_url, s.backend_token, cache_dir=s.cache_dir)
         client.kinds()  # an authenticated route: a wrong token fails here, not at the first job
         return client
-    info = backend_process.start(prefs.backend_python, preferences.workspace_dir(prefs))
+    info = backend_process.start(s.backend_python, s.workspace)
     client = Client(info.url, info.token, local_workspace=info.workspace)
     client.health()
     return client
 
 
-def _matches_preferences(client: Client, prefs) -> bool:
-    if prefs.backend_url:
-        return client.local_workspace is None and (client.url, client.token) == (prefs.backend_url.rstrip("/"),
-                                                                                 prefs.backend_token)
-    return client.local_workspace is not None and backend_process.is_alive()
+def _live(client: Client | None, s: _Settings) -> bool:
+    """Whether ``client`` is what the preferences ask for and answers."""
+    if client is None:
+        return False
+    if s.backend_url:
+        if client.local_workspace is not None or (client.url, client.token) != (s.backend_url, s.backend_token):
+            return False
+    elif client.local_workspace is None or not backend_process.is_alive():
+        return False
+    try:
+        client.health(timeout=2.0)
+    except BackendUnavailable:
+        return False
+    return True
+
+
+def _connected(rt, client: Client) -> None:
+    global _client
+    _client = client
+    _set_connection(rt, client)
+    if rt.job_id and rt.job_state not in ("succeeded", "failed", "cancelled"):
+        _refresh_current(rt, client)
 
 
 def ensure_backend(context=None) -> Client:
@@ -143,23 +187,61 @@ def ensure_backend(context=None) -> Client:
     global _client
     context = context or bpy.context
     rt = state.runtime(context)
-    if _client is not None and _matches_preferences(_client, preferences.get(context)):
-        try:
-            _client.health(timeout=2.0)
-            _set_connection(rt, _client)
-            return _client
-        except BackendUnavailable:
-            pass
+    s = _settings(context)
+    if _live(_client, s):
+        _set_connection(rt, _client)
+        return _client
     _client = None
     try:
-        _client = _connect(context)
+        client = _connect(s)
     except BackendError as exc:
         _set_connection(rt, None, str(exc))
         raise
-    _set_connection(rt, _client)
-    if rt.job_id and rt.job_state not in ("succeeded", "failed", "cancelled"):
-        _refresh_current(rt, _client)
-    return _client
+    _connected(rt, client)
+    return client
+
+
+@dataclass(frozen=True)
+class _StartDone:
+    client: Client | None
+    error: str = ""
+
+
+_starting = False
+
+
+def start_backend_async(context=None) -> None:
+    """UI mode: start/connect on a worker thread (a local start takes seconds); ``wm.lw_runtime.connection`` is
+    ``STARTING`` until ``drain_updates()`` applies the outcome (``CONNECTED``, or ``ERROR`` with last_error)."""
+    global _client, _starting
+    context = context or bpy.context
+    rt = state.runtime(context)
+    s = _settings(context)
+    if _live(_client, s):
+        _set_connection(rt, _client)
+        return
+    if _starting:
+        return
+    _client = None
+    _starting = True
+    rt.connection, rt.url, rt.last_error = "STARTING", "", ""
+
+    def work():
+        try:
+            _updates.put(_StartDone(_connect(s)))
+        except BackendError as exc:
+            _updates.put(_StartDone(None, str(exc)))
+
+    threading.Thread(target=work, name="lw-backend-start", daemon=True).start()
+    _ensure_timer()
+
+
+def start_backend(context=None) -> Client | None:
+    """``ensure_backend`` in background mode (returns the client), ``start_backend_async`` otherwise (None)."""
+    if bpy.app.background:
+        return ensure_backend(context)
+    start_backend_async(context)
+    return None
 
 
 def _refresh_current(rt, client: Client) -> None:
@@ -180,10 +262,10 @@ def stop_backend(context=None) -> None:
     _set_connection(state.runtime(context), None)
 
 
-def restart_backend(context=None) -> Client:
-    """Stop, then start/connect again."""
+def restart_backend(context=None) -> Client | None:
+    """Stop, then ``start_backend`` (blocking in background mode, asynchronous in the UI)."""
     stop_backend(context)
-    return ensure_backend(context)
+    return start_backend(context)
 
 
 # --- runtime state ---------------------------------------------------------------------------------------------
@@ -255,7 +337,7 @@ class _Update:
     lost: str = ""
 
 
-_updates: queue.Queue[_Update] = queue.Queue()
+_updates: queue.Queue[_Update | _StartDone] = queue.Queue()
 _pending: dict[str, tuple[Client, Callable[[JobResult], None] | None]] = {}
 _stop_polling = threading.Event()
 
@@ -289,9 +371,13 @@ def submit_job(context, kind: str, params: dict, on_done: Callable[[JobResult], 
     _stop_polling.clear()
     _pending[rec.id] = (client, on_done)
     threading.Thread(target=_poll, args=(client, rec.id, kind), name=f"lw-poll-{rec.id}", daemon=True).start()
+    _ensure_timer()
+    return rec.id
+
+
+def _ensure_timer() -> None:
     if not bpy.app.timers.is_registered(drain_updates):
         bpy.app.timers.register(drain_updates, first_interval=TIMER_INTERVAL)
-    return rec.id
 
 
 def pending_jobs() -> list[str]:
@@ -302,8 +388,10 @@ def pending_jobs() -> list[str]:
 def drain_updates() -> float | None:
     """Main thread (timer body): apply queued job updates to ``wm.lw_runtime``, redraw, call ``on_done``.
 
-    Returns the next timer interval while jobs are pending, else None (which also unregisters the timer).
+    Also applies the outcome of ``start_backend_async``. Returns the next timer interval while jobs are pending or
+    the backend is starting, else None (which also unregisters the timer).
     """
+    global _starting
     context = bpy.context
     rt = state.runtime(context)
     finished: list[tuple[Callable | None, JobResult]] = []
@@ -312,6 +400,13 @@ def drain_updates() -> float | None:
             up = _updates.get_nowait()
         except queue.Empty:
             break
+        if isinstance(up, _StartDone):
+            _starting = False
+            if up.client is not None:
+                _connected(rt, up.client)
+            else:
+                _set_connection(rt, None, up.error)
+            continue
         if up.job_id not in _pending:
             continue
         client, on_done = _pending[up.job_id]
@@ -338,7 +433,7 @@ def drain_updates() -> float | None:
         except Exception as exc:  # noqa: BLE001  shown (traceback + last_error); a raising timer would be unregistered
             traceback.print_exc()
             rt.last_error = f"{result.kind} {result.id}: applying the result failed: {type(exc).__name__}: {exc}"
-    return TIMER_INTERVAL if _pending else None
+    return TIMER_INTERVAL if _pending or _starting else None
 
 
 def run_job(context, kind: str, params: dict, on_done: Callable[[JobResult], None] | None = None) -> JobResult | None:
@@ -375,8 +470,9 @@ def register():
 
 
 def unregister():
-    global _client
+    global _client, _starting
     _stop_polling.set()
+    _starting = False
     if bpy.app.timers.is_registered(drain_updates):
         bpy.app.timers.unregister(drain_updates)
     if _on_load_post in bpy.app.handlers.load_post:

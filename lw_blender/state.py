@@ -20,6 +20,7 @@ import bpy
 
 CONNECTION_ITEMS = [
     ("DISCONNECTED", "Disconnected", "No backend connected"),
+    ("STARTING", "Starting", "The backend is starting (or being connected to)"),
     ("CONNECTED", "Connected", "A backend answers"),
     ("ERROR", "Error", "The backend could not be started or stopped unexpectedly (see last error)"),
 ]

@@ -1,5 +1,6 @@
 """Backend and job operators: ``lw.backend_start``, ``lw.backend_stop``, ``lw.backend_restart``, ``lw.job_cancel``,
-``lw.job_run`` (any job kind with JSON parameters; blocking in background mode). All work in ``blender -b``."""
+``lw.job_run`` (any job kind with JSON parameters). All work in ``blender -b``, where they block until done; in the
+UI, starting the backend and running a job happen in the background (progress in the sidebar)."""
 
 import json
 
@@ -17,11 +18,11 @@ class LW_OT_backend_start(bpy.types.Operator):
 
     def execute(self, context):
         try:
-            client = jobs.ensure_backend(context)
+            client = jobs.start_backend(context)
         except BackendError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        self.report({"INFO"}, f"LivingWorld backend at {client.url}")
+        self.report({"INFO"}, f"LivingWorld backend at {client.url}" if client else "LivingWorld backend starting")
         return {"FINISHED"}
 
 
@@ -49,7 +50,8 @@ class LW_OT_backend_restart(bpy.types.Operator):
         except BackendError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        self.report({"INFO"}, f"LivingWorld backend restarted at {client.url}")
+        self.report({"INFO"}, f"LivingWorld backend restarted at {client.url}" if client
+                    else "LivingWorld backend restarting")
         return {"FINISHED"}
 
 

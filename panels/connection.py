@@ -15,12 +15,12 @@ class VIEW3D_PT_lw_connection(bpy.types.Panel):
         layout = self.layout
         rt = context.window_manager.lw_runtime
         row = layout.row(align=True)
-        icon = {"CONNECTED": "LINKED", "ERROR": "ERROR"}.get(rt.connection, "UNLINKED")
+        icon = {"CONNECTED": "LINKED", "ERROR": "ERROR", "STARTING": "SORTTIME"}.get(rt.connection, "UNLINKED")
         row.label(text=rt.url if rt.connection == "CONNECTED" else rt.connection.title(), icon=icon)
         if rt.connection == "CONNECTED":
             row.operator("lw.backend_restart", text="", icon="FILE_REFRESH")
             row.operator("lw.backend_stop", text="", icon="PAUSE")
-        else:
+        elif rt.connection != "STARTING":
             row.operator("lw.backend_start", text="Start", icon="PLAY")
         if rt.job_id:
             box = layout.box()

@@ -68,3 +68,30 @@ def test_remote_backend_connects_with_token_and_downloads_artifacts_once(lw, pre
     with pytest.raises(lw.lw_blender.client.BackendError) as info:
         client.artifact_path("jobs/j1/missing.bin")
     assert info.value.status == 404
+
+
+def _drain_start(jobs, timeout=60.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while bpy.context.window_manager.lw_runtime.connection == "STARTING":
+        assert time.monotonic() < deadline, "backend start did not finish"
+        jobs.drain_updates()
+        time.sleep(0.02)
+
+
+def test_ui_mode_start_runs_on_a_worker_and_drain_applies_the_outcome(lw, prefs, stopped):
+    jobs = lw.lw_blender.jobs
+    rt = bpy.context.window_manager.lw_runtime
+    jobs.start_backend_async(bpy.context)
+    assert rt.connection == "STARTING"  # returned before the backend is up
+    assert bpy.app.timers.is_registered(jobs.drain_updates)
+    _drain_start(jobs)
+    assert rt.connection == "CONNECTED" and rt.backend_pid > 0
+    assert jobs.ensure_backend(bpy.context).url == rt.url  # the started backend is the one in use
+
+    bpy.ops.lw.backend_stop()
+    prefs.backend_python = "/nonexistent/python"
+    jobs.start_backend_async(bpy.context)
+    _drain_start(jobs)
+    assert rt.connection == "ERROR" and "Preferences > Add-ons > LivingWorld" in rt.last_error

@@ -148,13 +148,6 @@ def test_blocking_job_sees_the_backend_die(lw, backend):
     assert _rt().backend_pid != pid
 
 
-def test_backend_stop_operator_ends_the_process(lw, backend):
-    proc = lw.lw_blender.backend_process.current()
-    assert bpy.ops.lw.backend_stop() == {"FINISHED"}
-    assert proc.popen.poll() is not None
-    assert _rt().connection == "DISCONNECTED"
-
-
 def test_run_job_in_background_mode_blocks_and_calls_on_done(lw, backend):
     jobs = lw.lw_blender.jobs
     assert bpy.app.background
@@ -185,3 +178,11 @@ def test_blocking_timeout_cancels_the_job(lw, backend):
     with pytest.raises(jobs.JobFailed, match="timed out") as info:
         jobs.run_job_blocking(bpy.context, "sleep", {"seconds": 20.0, "steps": 200}, timeout=0.3)
     assert _wait_state(backend, info.value.result.id, {"cancelled"}).state == "cancelled"
+
+
+# Kept last in this file so that the tests above share one backend process.
+def test_backend_stop_operator_ends_the_process(lw, backend):
+    proc = lw.lw_blender.backend_process.current()
+    assert bpy.ops.lw.backend_stop() == {"FINISHED"}
+    assert proc.popen.poll() is not None
+    assert _rt().connection == "DISCONNECTED"
