@@ -28,8 +28,9 @@
         there, call ``drain_updates()`` yourself until it returns None (tests do), or use run_job_blocking.
 
     jobs.run_job(context, kind, params, on_done=None) -> JobResult | None
-        ``bpy.app.background``: run_job_blocking, then ``on_done(result)`` if given, returns the result.
-        Otherwise submit_job and return None (``on_done`` runs later on the main thread).
+        ``bpy.app.background``: run_job_blocking (raises ``JobFailed`` on any ending but ``succeeded``), then
+        ``on_done(result)`` if given, returns the result. Otherwise submit_job and return None (``on_done`` runs
+        later on the main thread, for every ending: check ``result.ok``).
 
     jobs.cancel_current(context) -> None        request cancel of the job shown in ``wm.lw_runtime``.
 
