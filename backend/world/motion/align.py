@@ -139,7 +139,8 @@ def robust_rotation_scale(a: np.ndarray, b: np.ndarray, config: AlignConfig = Al
 
 
 def default_match_radius(points: np.ndarray, sample: int = 2000, seed: int = 0) -> float:
-    """3 x the median distance from a previous sample to its nearest other sample."""
+    """3 x the median distance from a previous sample to its nearest other sample (duplicates ignored)."""
+    points = np.unique(points, axis=0)
     if len(points) < 2:
         return float("inf")
     rng = np.random.default_rng(seed)

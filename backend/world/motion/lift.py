@@ -1,8 +1,9 @@
 """Lift a view's 2D motion cue to 3D scene flow with its depth and camera (LIVINGWORLD.md stage 3).
 
 For pixel p with depth d and flow u:  S = unproject(p + u, d') - unproject(p, d),  with
-unproject(q, z) = cam_to_world * (z K^-1 [q_x, q_y, 1]^T)  and d' the depth map sampled (bilinearly) at p + u.
-Where d' differs from d by more than ``depth_jump`` (relative) the flow crossed a depth edge (water flowing past a
+unproject(q, z) = cam_to_world * (z K^-1 [q_x, q_y, 1]^T)  and d' the depth map sampled (bilinearly in 1/depth) at p + u.
+Where d' differs from d by more than ``depth_jump`` (relative), or p + u leaves the image, the flow crossed a
+depth edge or the border (water flowing past a
 rock, a cloud over a mountain): there d' = d, so a pixel's material never jumps to another surface.
 Depth is camera z (OpenCV, metres); the world is Blender Z-up metres (``backend.render.cameras``).
 """
@@ -106,10 +107,13 @@ def lift_cue(cue: MotionCue, depth: np.ndarray, camera: Camera, view: int = 0, m
     u = cue.flow[rows, cols].astype(np.float64)
     d = depth[rows, cols]
     q = p + u
-    filled = np.where(np.isfinite(depth) & (depth > 0), depth, 0.0)
-    # map_coordinates samples at integer (row, col) = pixel centres, hence the -0.5
-    d2 = ndimage.map_coordinates(filled, [q[:, 1] - 0.5, q[:, 0] - 0.5], order=1, mode="nearest")
-    d2 = np.where((d2 > 0) & (np.abs(d2 - d) <= depth_jump * d), d2, d)
+    inv = np.where(np.isfinite(depth) & (depth > 0), 1.0 / np.where(depth > 0, depth, 1.0), 0.0)
+    # Inverse depth is affine in image coordinates on a plane, so interpolating it (not depth) is exact on planar
+    # surfaces. map_coordinates samples at integer (row, col) = pixel centres, hence the -0.5.
+    inv2 = ndimage.map_coordinates(inv, [q[:, 1] - 0.5, q[:, 0] - 0.5], order=1, mode="nearest")
+    d2 = np.where(inv2 > 0, 1.0 / np.maximum(inv2, 1e-30), 0.0)
+    inside = (q[:, 0] >= 0.5) & (q[:, 0] <= w - 0.5) & (q[:, 1] >= 0.5) & (q[:, 1] <= h - 0.5)
+    d2 = np.where(inside & (d2 > 0) & (np.abs(d2 - d) <= depth_jump * d), d2, d)
     vectors = unproject(q, d2, camera) - unproject(p, d, camera)
     return SceneFlow(unproject(p, d, camera), vectors, cue.material[rows, cols].astype(np.uint8),
                      np.full(len(rows), view, np.int32))

@@ -1,0 +1,94 @@
+"""Job kinds ``motion_update`` and ``world_bake`` (thin wrappers over ``pipeline``)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from pydantic import BaseModel, Field
+
+from backend.jobs import JobContext, job_kind
+
+from backend.fields import HashGridConfig
+
+from .bake import BakeConfig
+from .field import MotionFieldConfig
+from .pipeline import HintStrokes, MotionUpdate, PresetRegion, bake_world, update_motion
+
+
+class PresetSpec(BaseModel):
+    preset: str = Field(description="clouds | water | smoke | fog | fire")
+    region: str = Field("", description="segmentation region: sky | water | ground | all (default by preset)")
+    mask: str | None = Field(None, description="PNG mask at the view's resolution (non-zero = inside)")
+    direction: tuple[float, float] = Field((1.0, 0.0), description="on screen: x right, y up")
+    speed: float = Field(1.0, ge=0, description="pixels per frame")
+
+
+class HintSpec(BaseModel):
+    strokes: list[list[tuple[float, float]]] = Field(description="polylines of (x, y) pixels, x right, y down")
+    speed: float = Field(1.0, ge=0, description="pixels per frame")
+    mask: str | None = Field(None, description="PNG region to densify over (default: near the strokes)")
+
+
+class FieldSpec(BaseModel):
+    """Motion-field size and fitting effort (used when the field is created / for each fit)."""
+
+    n_levels: int = Field(16, ge=1, le=32)
+    log2_table_size: int = Field(19, ge=8, le=24)
+    steps: int = Field(400, ge=1, description="Adam steps of the first fit")
+    update_steps: int = Field(150, ge=1, description="Adam steps of each later (warm-started) fit")
+
+
+class MotionUpdateParams(BaseModel):
+    world: str = Field(description="world folder")
+    view: int | None = Field(None, description="world step index of the view (default: current)")
+    presets: list[PresetSpec] = Field(default_factory=list)
+    hints: list[HintSpec] = Field(default_factory=list)
+    model: str | None = Field(None, description="Eulerian motion model folder (config.json + model.safetensors)")
+    speed: float = Field(1.0, ge=0, description="fallback speed when nothing else is given (pixels per frame)")
+    field: FieldSpec = Field(default_factory=FieldSpec)
+    device: str = Field("auto", description="auto | cpu | cuda")
+
+
+class WorldBakeParams(BaseModel):
+    world: str = Field(description="world folder")
+    frames: int = Field(120, ge=2, le=100_000)
+    loop: bool = True
+    smooth: bool = Field(False, description="smoothstep cross-fade instead of linear")
+    fps: float = Field(24.0, gt=0)
+    out: str | None = Field(None, description=".lw4d folder to write (default: <job>/loop.lw4d)")
+    device: str = Field("auto", description="auto | cpu | cuda")
+
+
+@job_kind("motion_update", MotionUpdateParams)
+def motion_update(ctx: JobContext, params: MotionUpdateParams) -> list[str]:
+    """Add a view's motion (presets, hints, model or the sky/water fallback) to the world's motion field."""
+    request = MotionUpdate(
+        view=params.view,
+        presets=tuple(PresetRegion(p.preset, p.region, str(ctx.resolve(p.mask)) if p.mask else None,
+                                   tuple(p.direction), p.speed) for p in params.presets),
+        hints=tuple(HintStrokes([list(map(tuple, s)) for s in h.strokes], h.speed,
+                                str(ctx.resolve(h.mask)) if h.mask else None) for h in params.hints),
+        model=str(ctx.resolve(params.model)) if params.model else None, speed=params.speed, device=params.device,
+        field=MotionFieldConfig(encoding=HashGridConfig(n_levels=params.field.n_levels,
+                                                        log2_table_size=params.field.log2_table_size),
+                                steps=params.field.steps, update_steps=params.field.update_steps))
+    world = update_motion(ctx.resolve(params.world), request, progress=ctx.progress)
+    report = ctx.job_dir / "motion.json"
+    report.write_text(json.dumps({"world": str(world.root), "step": world.current.index,
+                                  **world.current.stats["motion"]}, indent=1))
+    ctx.progress(1.0, f"motion updated: {world.current.stats['motion']['status']}")
+    return [ctx.artifact(report)]
+
+
+@job_kind("world_bake", WorldBakeParams)
+def world_bake(ctx: JobContext, params: WorldBakeParams) -> list[str]:
+    """Bake the world's motion to a seamless .lw4d loop by bidirectional propagation."""
+    out = ctx.resolve(params.out) if params.out else ctx.job_dir / "loop.lw4d"
+    cfg = BakeConfig(frames=params.frames, loop=params.loop, smooth=params.smooth, fps=params.fps)
+    path = bake_world(ctx.resolve(params.world), out, cfg, device=params.device, progress=ctx.progress)
+    ctx.progress(1.0, f"baked {params.frames} frames")
+    try:
+        return [ctx.artifact(path / name) for name in sorted(os.listdir(path))]
+    except ValueError:  # written outside the workspace (a path the user chose): nothing to serve
+        return []

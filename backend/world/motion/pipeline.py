@@ -1,0 +1,222 @@
+"""Motion on a world on disk: ``update_motion`` (one view's cue -> aligned samples -> field, as a new world
+step) and ``bake_world`` (the current world + field -> ``.lw4d`` loop).
+
+A motion update is committed as a world step of kind ``"motion"`` through ``backend.world.store.commit_step``:
+its folder holds hard links to the previous step's files (they are never modified, so sharing them is safe) plus
+
+    motion_field.pt       the fitted MotionField (config + state dict)
+    motion_samples.npz    all aligned scene-flow samples so far (SceneFlow.save)
+    motion_cue.npz        this view's 2D cue (flow (H, W, 2), mask (H, W), material (H, W))
+
+so undo of a motion update is a step back like any other. The view a cue belongs to is a world step (its image,
+depth, regions and camera), by default the current one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from backend.errors import InvalidInput
+from backend.io.lw4d import read_sequence
+from backend.io.ply import read_ply
+from backend.world import store
+
+from .align import AlignConfig, align_flow, default_match_radius
+from .bake import BakeConfig, bake_loop, write_loop
+from .cues import MotionCue, combine_cues, fallback_cue, hint_cue, preset_cue
+from .field import MotionField, MotionFieldConfig, new_motion_field
+from .lift import SceneFlow, lift_cue
+
+FIELD_FILE = "motion_field.pt"
+SAMPLES_FILE = "motion_samples.npz"
+CUE_FILE = "motion_cue.npz"
+REGION_CODES = {"ground": 0, "sky": 1, "water": 2}
+
+
+@dataclass(frozen=True)
+class PresetRegion:
+    """A preset on a region: ``region`` names a segmentation region (sky, water, ground, all) or ``mask`` is a
+    PNG path (non-zero = inside) at the view's resolution. ``direction`` is on screen (x right, y up)."""
+
+    preset: str
+    region: str = ""
+    mask: str | None = None
+    direction: tuple[float, float] = (1.0, 0.0)
+    speed: float = 1.0
+
+
+@dataclass(frozen=True)
+class HintStrokes:
+    """Strokes in pixel coordinates of the view (x right, y down), moving at ``speed`` px/frame over ``mask``
+    (a PNG path) or near the strokes."""
+
+    strokes: list
+    speed: float = 1.0
+    mask: str | None = None
+
+
+@dataclass(frozen=True)
+class MotionUpdate:
+    view: int | None = None  # world step index of the view; None: the current step
+    presets: tuple[PresetRegion, ...] = ()
+    hints: tuple[HintStrokes, ...] = ()
+    model: str | None = None  # folder of an Eulerian motion model (config.json + model.safetensors)
+    speed: float = 1.0  # fallback speed (px/frame) when no preset, hint or model is given
+    max_samples: int = 50_000
+    align: AlignConfig = field(default_factory=AlignConfig)
+    field: MotionFieldConfig = field(default_factory=MotionFieldConfig)
+    device: str = "auto"
+
+
+def _device(name: str) -> torch.device:
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
+
+
+def _read_mask(path: str, shape: tuple[int, int]) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise InvalidInput(f"cannot read the mask image {path}")
+    if img.shape != shape:
+        img = cv2.resize(img, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+    return img > 0
+
+
+def _region_mask(world: store.World, step: store.WorldStep, name: str, shape) -> np.ndarray:
+    if name == "all":
+        return np.ones(shape, bool)
+    if name not in REGION_CODES:
+        raise InvalidInput(f"unknown region {name!r}; choose sky, water, ground or all, or give a mask image")
+    labels = cv2.imread(str(world.file(step.regions, step)), cv2.IMREAD_GRAYSCALE)
+    if labels is None:
+        raise InvalidInput(f"the world step {step.index} has no readable regions image")
+    return labels == REGION_CODES[name]
+
+
+def view_cue(world: store.World, step: store.WorldStep, request: MotionUpdate) -> MotionCue:
+    """The 2D cue of ``step``'s view: model, presets and hints overlaid in that order; the sky/water fallback
+    when none is given."""
+    depth = np.load(world.file(step.depth, step))
+    shape = depth.shape
+    cues: list[MotionCue] = []
+    if request.model:
+        from .eulerian import EulerianMotionProvider
+
+        image = cv2.cvtColor(cv2.imread(str(world.file(step.image, step))), cv2.COLOR_BGR2RGB) / 255.0
+        cues.append(EulerianMotionProvider.from_pretrained(request.model, str(_device(request.device)))
+                    .predict(image.astype(np.float32)))
+    for k, p in enumerate(request.presets):
+        if p.mask:
+            mask = _read_mask(p.mask, shape)
+        else:
+            mask = _region_mask(world, step, p.region or ("water" if p.preset == "water" else "sky"), shape)
+        cues.append(preset_cue(p.preset, mask, tuple(p.direction), p.speed, seed=k))
+    for h in request.hints:
+        cues.append(hint_cue(h.strokes, shape, h.speed, _read_mask(h.mask, shape) if h.mask else None))
+    if not cues:
+        cues.append(fallback_cue(_region_mask(world, step, "sky", shape), _region_mask(world, step, "water", shape),
+                                 speed=request.speed))
+    return combine_cues(cues)
+
+
+def latest_motion_step(world: store.World) -> store.WorldStep | None:
+    for s in reversed(world.steps):
+        if (world.root / s.folder / FIELD_FILE).is_file():
+            return s
+    return None
+
+
+def update_motion(root: str | Path, request: MotionUpdate = MotionUpdate(), progress=lambda f, m: None) -> store.World:
+    """Add one view's motion to the world's field; commits a ``motion`` step (module docstring)."""
+    world = store.load_world(root)
+    if request.view is not None and not 0 <= request.view < len(world.steps):
+        raise InvalidInput(f"view {request.view} does not exist; the world has steps 0..{len(world.steps) - 1}")
+    step = world.steps[request.view if request.view is not None else -1]
+    camera = step.opencv_camera()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    progress(0.05, "building the motion cue")
+    cue = view_cue(world, step, request)
+    if not cue.mask.any():
+        raise InvalidInput("the view has no moving region (no sky or water found, no preset or hint given): "
+                           "paint a region or add a preset")
+    timings["cue_s"] = time.perf_counter() - t0
+    depth = np.load(world.file(step.depth, step))
+    new = lift_cue(cue, depth, camera, view=step.index, max_samples=request.max_samples)
+    prev_step = latest_motion_step(world)
+    previous = SceneFlow.load(world.root / prev_step.folder / SAMPLES_FILE) if prev_step else None
+    progress(0.2, "aligning the new view's motion")
+    t = time.perf_counter()
+    aligned = align_flow(new, previous, camera.center, request.align)
+    timings["align_s"] = time.perf_counter() - t
+    # a new cue for a view replaces that view's earlier samples (after being aligned to them)
+    kept = [previous.subset(previous.view != step.index)] if previous is not None else []
+    samples = SceneFlow.concatenate(kept + [aligned.flow])
+    dev = _device(request.device)
+    progress(0.35, "fitting the motion field")
+    t = time.perf_counter()
+    if prev_step is not None:
+        motion = MotionField.load(world.root / prev_step.folder / FIELD_FILE, device=dev)
+    else:
+        motion = new_motion_field(read_ply(world.file(world.current.gaussians)).means, request.field, device=dev)
+    report = motion.fit(samples)
+    timings["fit_s"] = time.perf_counter() - t
+    current = world.current
+
+    def write_files(folder: Path) -> dict:
+        for name in store.STEP_FILES:
+            src = world.file(name, current)
+            if src.is_file():
+                try:
+                    os.link(src, folder / name)
+                except OSError:  # a file system without hard links: copy
+                    shutil.copy2(src, folder / name)
+        motion.save(folder / FIELD_FILE)
+        samples.save(folder / SAMPLES_FILE)
+        np.savez_compressed(folder / CUE_FILE, flow=cue.flow, mask=cue.mask, material=cue.material)
+        return {}
+
+    index = len(world.steps)
+    new_step = store.WorldStep(
+        index=index, kind="motion", folder=store.new_step_folder(index), camera=current.camera,
+        prompt=current.prompt, providers=current.providers,
+        stats={"motion": {"view": step.index, "status": aligned.status, "rotation": aligned.rotation.tolist(),
+                          "scale": aligned.scale, "matches": aligned.matches,
+                          "inlier_fraction": aligned.inlier_fraction, "residual": aligned.residual,
+                          "samples": len(samples), "fit": asdict(report),
+                          "timings": {**timings, "total_s": time.perf_counter() - t0}}})
+    progress(0.9, "writing the world")
+    return store.commit_step(world.root, world, new_step, write_files)
+
+
+def bake_world(root: str | Path, out: str | Path, config: BakeConfig = BakeConfig(), device: str = "auto",
+               progress=lambda f, m: None) -> Path:
+    """Bake the current world with its latest motion field to the ``.lw4d`` folder ``out``.
+
+    Dynamic Gaussians are those within the sample spacing of an aligned motion sample (3D nearest neighbour)."""
+    world = store.load_world(root)
+    motion_step = latest_motion_step(world)
+    if motion_step is None:
+        raise InvalidInput("the world has no motion yet: run a motion update (presets, hints or the fallback) first")
+    dev = _device(device)
+    motion = MotionField.load(world.root / motion_step.folder / FIELD_FILE, device=dev).eval()
+    samples = SceneFlow.load(world.root / motion_step.folder / SAMPLES_FILE)
+    gaussians = read_ply(world.file(world.current.gaussians))
+    progress(0.1, "finding the moving Gaussians")
+    radius = default_match_radius(samples.points)
+    dist, _ = cKDTree(samples.points).query(gaussians.means, k=1, distance_upper_bound=radius)
+    dynamic = np.isfinite(dist)
+    progress(0.2, f"integrating {int(dynamic.sum())} moving Gaussians over {config.frames} frames")
+    baked = bake_loop(gaussians, dynamic, motion, config, device=dev)
+    progress(0.8, "writing the sequence")
+    path = write_loop(out, baked)
+    read_sequence(path)  # the written folder opens as a sequence
+    return path

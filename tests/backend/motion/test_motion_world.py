@@ -1,0 +1,100 @@
+"""motion_update and world_bake on a small world folder (through the World store, the job kinds and the CLI)."""
+
+import argparse
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from backend.errors import InvalidInput
+from backend.gaussians import Gaussians, rgb_to_sh_dc
+from backend.io.lw4d import read_sequence
+from backend.io.ply import write_ply
+from backend.jobs import registry, run_inline
+from backend.world import store
+from backend.world.motion.cli import add_motion_commands
+from backend.world.motion.lift import unproject
+
+torch.set_num_threads(1)
+
+FIELD = {"n_levels": 4, "log2_table_size": 10, "steps": 40, "update_steps": 20}
+
+
+def _make_world(root, scene):
+    cam = scene.look_at([0, -6, 2.5], [0, 0, 0.8], width=48, height=32, focal=30.0)
+    depth = scene.ground_depth(cam)
+    sky = ~np.isfinite(depth)
+    depth = np.where(sky, 200.0, depth).astype(np.float32)
+    h, w = depth.shape
+    regions = np.where(sky, 1, 0).astype(np.uint8)
+    regions[-12:, 10:38] = 2  # water near the camera
+    rows, cols = np.mgrid[0:h, 0:w]
+    pts = unproject(np.stack([cols.ravel() + 0.5, rows.ravel() + 0.5], 1), depth.ravel().astype(float), cam)
+    n = len(pts)
+    rgb = np.where((regions.ravel() == 2)[:, None], [0.1, 0.3, 0.8], [0.4, 0.35, 0.2]).astype(np.float32)
+    g = Gaussians(means=pts.astype(np.float32), quats=np.tile(np.float32([1, 0, 0, 0]), (n, 1)),
+                  log_scales=np.full((n, 3), -3.0, np.float32), opacity_logits=np.full(n, 3.0, np.float32),
+                  sh=rgb_to_sh_dc(rgb)[:, None, :])
+    image = (np.ones((h, w, 3)) * 128).astype(np.uint8)
+
+    def write(folder):
+        cv2.imwrite(str(folder / "image.png"), image)
+        cv2.imwrite(str(folder / "mask.png"), np.full((h, w), 255, np.uint8))
+        np.save(folder / "depth.npy", depth)
+        cv2.imwrite(str(folder / "regions.png"), regions)
+        write_ply(folder / "gaussians.ply", g)
+        cv2.imwrite(str(folder / "preview.png"), image)
+        return {}
+
+    step = store.WorldStep(index=0, kind="new", folder=store.new_step_folder(0), camera=store.camera_to_json(cam))
+    store.commit_step(root, None, step, write, world_id="test", settings={})
+    return cam, regions
+
+
+def test_motion_update_and_bake_jobs_on_a_world(tmp_path, scene):
+    root = tmp_path / "world"
+    _make_world(root, scene)
+    assert {"motion_update", "world_bake"} <= set(registry())
+    arts = run_inline("motion_update", {"world": str(root), "presets": [
+        {"preset": "water", "region": "water", "direction": [0, -1], "speed": 0.1},
+        {"preset": "clouds", "region": "sky", "direction": [1, 0], "speed": 0.5}], "field": FIELD}, tmp_path, "m1")
+    first = json.loads((tmp_path / arts[0]).read_text())
+    assert first["status"] == "first_view" and first["step"] == 1 and first["fit"]["relative_error"] < 0.5
+    world = store.load_world(root)
+    assert world.current.kind == "motion" and (root / world.current.folder / "motion_field.pt").is_file()
+    # the same view again, with the water reversed and three times as fast: alignment undoes it
+    run_inline("motion_update", {"world": str(root), "view": 0, "presets": [
+        {"preset": "water", "region": "water", "direction": [0, 1], "speed": 0.3}], "field": FIELD}, tmp_path, "m2")
+    second = store.load_world(root).current.stats["motion"]
+    assert second["status"] == "aligned"
+    assert second["scale"] == pytest.approx(1 / 3, rel=0.15)  # 3x faster on screen; perspective bends it a little
+    angle = np.degrees(np.arccos(np.clip((np.trace(np.array(second["rotation"])) - 1) / 2, -1, 1)))
+    assert angle > 150
+    arts = run_inline("world_bake", {"world": str(root), "frames": 5, "device": "cpu"}, tmp_path, "b1")
+    seq = read_sequence(tmp_path / "jobs" / "b1" / "loop.lw4d", check_values=True)
+    assert seq.loop and seq.frame_count == 5 and any(a.endswith("position.npy") for a in arts)
+    # the water and sky Gaussians move, the ground stays
+    moved = np.linalg.norm(seq.channels["position"][2] - seq.channels["position"][0], axis=1)
+    assert seq.dynamic_count > 0 and np.median(moved) > 0
+    undone = store.undo(root)
+    assert undone.current.kind == "motion" and len(undone.steps) == 2
+
+
+def test_motion_update_without_motion_regions_fails_clearly(tmp_path, scene):
+    root = tmp_path / "world"
+    _make_world(root, scene)
+    with pytest.raises(InvalidInput):
+        run_inline("world_bake", {"world": str(root), "frames": 4}, tmp_path, "b0")
+    with pytest.raises(InvalidInput):
+        run_inline("motion_update", {"world": str(root), "view": 7}, tmp_path, "m0")
+
+
+def test_cli_parses_motion_and_bake(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_motion_commands(parser.add_subparsers(dest="cmd"))
+    a = parser.parse_args(["motion", "w", "--preset", "smoke", "--region-name", "ground", "--direction", "1,0.5"])
+    assert a.direction == (1.0, 0.5) and a.preset == "smoke" and a.func.__name__ == "cmd_motion"
+    b = parser.parse_args(["bake", "w", "--frames", "48", "--no-loop", "--out", "x.lw4d"])
+    assert b.frames == 48 and b.loop is False and b.func.__name__ == "cmd_bake"
