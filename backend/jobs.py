@@ -30,6 +30,7 @@ JOB_MODULES: list[str] = [
     "backend.io.jobs",
     "backend.render.jobs",
     "backend.world.jobs",
+    "backend.world.motion.jobs",
     "backend.moe.jobs",
 ]
 
