@@ -38,7 +38,7 @@ REGION_GROUND, REGION_SKY, REGION_WATER = 0.0, 1.0, 2.0
 
 @dataclass(frozen=True)
 class LiftConfig:
-    pixel_scale: float = 0.5  # in-plane std of a surfel, in pixels of the input view
+    pixel_scale: float = 0.4  # in-plane std of a surfel, in pixels of the input view
     thickness: float = 0.1  # normal-axis std relative to the in-plane std
     opacity: float = 0.995
     edge_threshold: float = 0.08  # |gradient of log depth| per pixel marking a depth discontinuity

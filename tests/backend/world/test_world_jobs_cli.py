@@ -1,0 +1,62 @@
+"""The world_* job kinds (run inline) and the `lw world` CLI on the sample image with the built-in providers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+
+from backend.io.ply import read_ply
+from backend.jobs import registry, run_inline
+from backend.render.cameras import opencv_to_blender
+from backend.world import store
+from backend.world.samples.make_landscape import SAMPLE_PATH
+
+BUILTIN = {"depth": "builtin", "segmentation": "builtin", "outpaint": "builtin", "device": "cpu"}
+
+
+def test_world_jobs_new_expand_undo_return_ply_preview_and_step(tmp_path, turn):
+    assert {"world_new", "world_expand", "world_undo"} <= set(registry())
+    ws = tmp_path / "ws"
+    arts = run_inline("world_new", {"image": str(SAMPLE_PATH), "out": "worlds/demo", "resolution": 64,
+                                    "models": BUILTIN}, ws, job_id="j1")
+    assert sorted(a.rsplit("/", 1)[1] for a in arts) == ["gaussians.ply", "preview.png", "step.json"]
+    step = json.loads((ws / arts[2]).read_text())
+    assert step["world"] == str((ws / "worlds" / "demo").resolve()) and step["step"] == 0
+    assert step["camera"]["resolution_x"] == 64 and len(read_ply(ws / arts[0])) == 64 * 64
+    assert cv2.imread(str(ws / arts[1])).shape == (64, 64, 3)
+    cam = turn(store.load_world(ws / "worlds/demo").current.opencv_camera(), 30)
+    spec = opencv_to_blender(cam).to_dict()
+    spec["resolution_x"], spec["resolution_y"] = 640, 640  # another size: scaled to the world's 64 px
+    arts = run_inline("world_expand", {"world": "worlds/demo", "camera": spec}, ws, job_id="j2")
+    step = json.loads((ws / arts[2]).read_text())
+    assert step["step"] == 1 and step["stats"]["new_gaussians"] > 0
+    assert len(read_ply(ws / arts[0])) == 64 * 64 + step["stats"]["new_gaussians"]
+    arts = run_inline("world_undo", {"world": "worlds/demo"}, ws, job_id="j3")
+    assert json.loads((ws / arts[2]).read_text())["steps"] == 1
+    assert len(read_ply(ws / arts[0])) == 64 * 64
+
+
+def test_lw_world_cli_new_expand_undo(tmp_path, turn):
+    out = tmp_path / "w"
+    common = [sys.executable, "-m", "backend.cli", "world"]
+    r = subprocess.run(common + ["new", str(SAMPLE_PATH), "--out", str(out), "--resolution", "48",
+                                 "--depth-model", "builtin", "--segmentation-model", "builtin",
+                                 "--outpaint-model", "builtin"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout.strip().splitlines()[-1])
+    assert info["step"] == 0 and info["gaussians"] == 48 * 48
+    cam = turn(store.load_world(out).current.opencv_camera(), 30)
+    (tmp_path / "cam.json").write_text(json.dumps(opencv_to_blender(cam).to_dict()))
+    r = subprocess.run(common + ["expand", str(out), "--camera", str(tmp_path / "cam.json")], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["step"] == 1
+    r = subprocess.run(common + ["undo", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and json.loads(r.stdout.strip().splitlines()[-1])["steps"] == 1
+    r = subprocess.run(common + ["undo", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "nothing to undo" in r.stderr
+    assert np.load(store.load_world(out).file("depth.npy")).shape == (48, 48)

@@ -1,0 +1,60 @@
+"""World versions on disk: atomic steps, undo, a crash mid-step leaves the previous version loadable."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from backend.errors import InvalidInput, NotFound
+from backend.io.ply import read_ply
+from backend.world import store
+from backend.world.pipeline import expand_world, new_world, undo_world
+from backend.world.samples.make_landscape import SAMPLE_PATH
+
+
+def test_new_expand_undo_keep_versions_and_files_consistent(tmp_path, config96, turn):
+    root = tmp_path / "w"
+    w0 = new_world(SAMPLE_PATH, root, prompt="a lake", config=config96)
+    assert [s.kind for s in w0.steps] == ["new"]
+    for name in store.STEP_FILES:
+        assert w0.file(name).is_file(), name
+    n0 = len(read_ply(w0.file("gaussians.ply")))
+    w1 = expand_world(root, turn(w0.current.opencv_camera(), 30))
+    assert len(w1.steps) == 2 and store.load_world(root).current.folder == w1.current.folder
+    assert len(read_ply(w1.file("gaussians.ply"))) == n0 + w1.current.stats["new_gaussians"]
+    data = json.loads((root / "world.json").read_text())
+    assert data["current"] == 1 and data["steps"][0]["prompt"] == "a lake"
+    back = undo_world(root)
+    assert len(back.steps) == 1 and not (root / w1.current.folder).exists()
+    assert len(read_ply(store.load_world(root).file("gaussians.ply"))) == n0
+    with pytest.raises(InvalidInput, match="nothing to undo"):
+        undo_world(root)
+    # After an undo a new step gets a fresh folder; the history stays a straight line.
+    w2 = expand_world(root, turn(w0.current.opencv_camera(), -30))
+    assert w2.current.index == 1 and w2.current.folder != w1.current.folder
+    assert sorted(p.name for p in (root / "steps").iterdir()) == sorted(s.folder[6:] for s in w2.steps)
+
+
+def test_a_crash_mid_step_leaves_the_previous_version_intact(tmp_path, config96, turn):
+    root = tmp_path / "w"
+    w0 = new_world(SAMPLE_PATH, root, config=config96)
+    before = (root / "world.json").read_bytes()
+    g0 = read_ply(w0.file("gaussians.ply"))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        expand_world(root, turn(w0.current.opencv_camera(), 30), fail_after_writing=True)
+    assert (root / "world.json").read_bytes() == before
+    w = store.load_world(root)
+    assert len(w.steps) == 1
+    np.testing.assert_array_equal(read_ply(w.file("gaussians.ply")).means, g0.means)
+    assert [p.name for p in (root / "steps").iterdir()] == [w0.current.folder[6:]]  # no half-written folder
+    assert expand_world(root, turn(w0.current.opencv_camera(), 30)).current.index == 1
+
+
+def test_loading_something_that_is_not_a_world_says_what_to_do(tmp_path):
+    with pytest.raises(NotFound, match="lw world new"):
+        store.load_world(tmp_path)
+    (tmp_path / "world.json").write_text("{}")
+    with pytest.raises(InvalidInput):
+        store.load_world(tmp_path)
