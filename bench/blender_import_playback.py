@@ -28,11 +28,11 @@ SANDBOX = Path(tempfile.mkdtemp(prefix="lw-bench-blender-"))
 os.environ["BLENDER_USER_RESOURCES"] = str(SANDBOX / "user")
 os.environ["XDG_CACHE_HOME"] = str(SANDBOX / "cache")
 
-import bpy  # noqa: E402
-import numpy as np  # noqa: E402
+import bpy
+import numpy as np
 
 sys.path.insert(0, str(REPO / "scripts"))
-import build_extension  # noqa: E402
+import build_extension
 
 ADDON = "bl_ext.user_default.livingworld"
 
@@ -113,7 +113,7 @@ def clean():
 def bench_import(lw, n: int, work: Path, rows: list):
     clean()
     folder = make_decoded(work / "decoded", n, None)
-    obj, t_load = timed(lw.lw_blender.gaussians.load_decoded, bpy.context, folder, "bench")
+    _, t_load = timed(lw.lw_blender.gaussians.load_decoded, bpy.context, folder, "bench")
     _, t_eval = timed(bpy.context.evaluated_depsgraph_get)
     rows.append(("import: decoded folder -> carrier + GN modifier", f"{t_load * 1e3:.0f} ms"))
     rows.append(("import: + first evaluation (instances built)", f"{(t_load + t_eval) * 1e3:.0f} ms"))

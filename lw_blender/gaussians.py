@@ -63,7 +63,7 @@ class DecodedGaussians:
 
     @property
     def sh_degree(self) -> int:
-        return int(round(np.sqrt(self.sh.shape[1]))) - 1
+        return round(float(np.sqrt(self.sh.shape[1]))) - 1
 
 
 def _load_array(folder: Path, name: str, shape_tail: tuple, count: int) -> np.ndarray:

@@ -51,7 +51,7 @@ def frame_pair(t: float, frame_count: int, loop_mode: str) -> tuple[int, int, fl
 
 def effective_time(t: float, frame_count: int, loop_mode: str) -> float:
     """The time inside 0..T (LOOP) or 0..T-1 (ONCE, PING_PONG) that ``loop_mode`` maps t to."""
-    i0, i1, w = frame_pair(t, frame_count, loop_mode)
+    i0, _, w = frame_pair(t, frame_count, loop_mode)
     return i0 + w
 
 

@@ -68,7 +68,7 @@ def sh_basis(dirs: np.ndarray, degree: int) -> np.ndarray:
 
 def sh_to_rgb(sh: np.ndarray, positions: np.ndarray, camera_location: np.ndarray) -> np.ndarray:
     """View-dependent colour: sh (N, K, 3), positions (N, 3), camera_location (3,) -> rgb (N, 3) float32 0..1."""
-    degree = int(round(np.sqrt(sh.shape[1]))) - 1
+    degree = round(float(np.sqrt(sh.shape[1]))) - 1
     dirs = positions - np.asarray(camera_location, dtype=np.float32)
     dirs /= np.maximum(np.linalg.norm(dirs, axis=1, keepdims=True), 1e-12)
     basis = sh_basis(dirs, degree)

@@ -302,6 +302,7 @@ def test_cycles_animation_render_shows_splats_where_they_project(carrier, clean_
     # the red and blue Gaussians rose by 0.5 m between the frames; the green one did not move
     old, new = _expected(0, 0, 0.0)[0][0], _expected(2, 2, 0.0)[0][0]
     assert _pixel(scene, cam, frames[0], old)[0] > 0.5 and _pixel(scene, cam, frames[1], old)[3] < 0.2
+    assert _pixel(scene, cam, frames[1], new)[0] > 0.5 and _pixel(scene, cam, frames[0], new)[3] < 0.2
     assert np.abs(frames[0] - frames[1]).max() > 0.5
 
 
