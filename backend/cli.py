@@ -85,8 +85,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     workspace = Path(args.workspace).expanduser().resolve()
     if args.parent_pid is not None and not process_alive(args.parent_pid):
         raise InvalidInput(f"--parent-pid {args.parent_pid}: no such process")
-    app = create_app(workspace, token)
     sock = _listen(args.host, args.port)
+    app = create_app(workspace, token)
     host, port = sock.getsockname()[:2]
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, access_log=False, lifespan="on"))
@@ -135,6 +135,7 @@ def cmd_jobs_run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from .jobs import registry, run_inline
+    from .server.models import strict_params
 
     try:
         params = json.loads(args.params)
@@ -144,7 +145,7 @@ def cmd_jobs_run(args: argparse.Namespace) -> int:
     if spec is None:
         raise InvalidInput(f"unknown job kind {args.kind!r}; known: {', '.join(sorted(registry()))}")
     try:
-        model = spec.params.model_validate(params)
+        model = strict_params(spec.params).model_validate(params)
     except ValidationError as exc:
         raise InvalidInput(f"invalid --params for {args.kind!r}: {exc}") from exc
     workspace = Path(args.workspace).expanduser().resolve()

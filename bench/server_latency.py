@@ -1,7 +1,8 @@
 """Backend start-up time and empty-job round-trip latency.
 
 Start-up: spawn `lw serve` on a fresh workspace; time until its JSON line is on stdout, and until GET /health
-answers 200 (median of N runs). Round trip: one running backend; submit `sleep` with seconds=0, steps=1 and poll
+answers 200 (median of N runs); for reference, the same for a bare `import torch` (the job modules import it)
+and `import backend.server`. Round trip: one running backend; submit `sleep` with seconds=0, steps=1 and poll
 GET /jobs/{id} (no pause between polls) until it is `succeeded` (median of M jobs); GET /health alone for
 reference. Prints a Markdown table.
 
@@ -10,6 +11,7 @@ reference. Prints a Markdown table.
 
 import argparse
 import json
+import os
 import platform
 import signal
 import statistics
@@ -71,6 +73,15 @@ def main() -> None:
             stop(proc)
         rows.append(("start-up: spawn -> JSON line", lines))
         rows.append(("start-up: spawn -> /health 200", healths))
+        # What the job modules' imports cost on their own (the registry is imported before the line is printed).
+        for label, code in (("reference: python -c 'import torch'", "import torch"),
+                            ("reference: python -c 'import backend.server'", "import backend.server")):
+            times = []
+            for _ in range(args.starts):
+                t0 = time.perf_counter()
+                subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+                times.append(time.perf_counter() - t0)
+            rows.append((label, times))
 
         proc, info, _, _ = start(Path(tmp) / "ws-jobs")
         try:
@@ -98,7 +109,8 @@ def main() -> None:
 
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    print(f"machine: {platform.system()} {platform.machine()}, {cpu}, Python {platform.python_version()}")
+    print(f"machine: {platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}")
     print(f"polls per empty job: median {statistics.median(polls):.0f}")
     print()
     print("| measure | n | median (ms) | p90 (ms) | min (ms) |")

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import __version__
 from ..errors import InvalidInput, LWError, NotFound
 from ..jobs import JobKind, registry
-from .models import ErrorBody, Health, JobKindInfo, JobRecord, submit_body
+from .models import ErrorBody, Health, JobKindInfo, JobRecord, strict_params, submit_body
 from .store import JobStore
 from .worker import Worker
 
@@ -39,12 +39,13 @@ def _error(status: int, type_: str, message: str, headers: dict[str, str] | None
                         status_code=status, headers=headers)
 
 
+_STATUS_TYPES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
+                 405: "MethodNotAllowed", 413: "PayloadTooLarge", 422: "ValidationError", 500: "InternalError"}
+
+
 def _status_type(status: int) -> str:
-    """``404`` -> ``NotFound``: the HTTP reason phrase as an error type name."""
-    try:
-        return "".join(http.HTTPStatus(status).phrase.title().split())
-    except ValueError:
-        return "HTTPError"
+    """The error ``type`` of an HTTP status (``404`` -> ``NotFound``)."""
+    return _STATUS_TYPES.get(status, f"HTTP{status}")
 
 
 class BodySizeLimit:
@@ -62,7 +63,7 @@ class BodySizeLimit:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if not value.isdigit():
-                    return await _error(400, "BadRequest", "invalid Content-Length header")(scope, receive, send)
+                    return await _error(400, _status_type(400), "invalid Content-Length header")(scope, receive, send)
                 if int(value) > self.limit:
                     return await _error(413, _status_type(413), too_large)(scope, receive, send)
         received = 0
@@ -141,9 +142,9 @@ def create_app(workspace: Path, token: str, kinds: dict[str, JobKind] | None = N
     """
     workspace = Path(workspace).expanduser().resolve()
     workspace.mkdir(parents=True, exist_ok=True)
-    kinds = registry() if kinds is None else dict(kinds)
-    store = JobStore(workspace / DB_NAME)
+    store = JobStore(workspace / DB_NAME)  # first: a busy workspace is refused before the (slow) job imports
     store.interrupt_unfinished()
+    kinds = registry() if kinds is None else dict(kinds)
     worker = Worker(store, kinds, workspace)
     SubmitBody = submit_body(kinds)
 
@@ -173,7 +174,7 @@ def create_app(workspace: Path, token: str, kinds: dict[str, JobKind] | None = N
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error(422, "ValidationError", _validation_message(exc))
+        return _error(422, _status_type(422), _validation_message(exc))
 
     @app.exception_handler(LWError)
     async def lw_error(request: Request, exc: LWError) -> JSONResponse:
@@ -181,11 +182,11 @@ def create_app(workspace: Path, token: str, kinds: dict[str, JobKind] | None = N
 
     @app.exception_handler(PermissionError)
     async def forbidden(request: Request, exc: PermissionError) -> JSONResponse:
-        return _error(403, "Forbidden", str(exc))
+        return _error(403, _status_type(403), str(exc))
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        return _error(500, "InternalError", f"{type(exc).__name__}: {exc}")
+        return _error(500, _status_type(500), f"{type(exc).__name__}: {exc}")
 
     @app.get("/health", response_model=Health, tags=["service"])
     def health() -> Health:
@@ -201,7 +202,7 @@ def create_app(workspace: Path, token: str, kinds: dict[str, JobKind] | None = N
     @api.get("/kinds", tags=["jobs"])
     def list_kinds() -> list[JobKindInfo]:
         """Every job kind this backend runs, with the JSON schema of its parameters."""
-        return [JobKindInfo(name=k.name, doc=k.doc, params_schema=k.params.model_json_schema())
+        return [JobKindInfo(name=k.name, doc=k.doc, params_schema=strict_params(k.params).model_json_schema())
                 for _, k in sorted(kinds.items())]
 
     @api.post("/jobs", status_code=201, tags=["jobs"])

@@ -63,6 +63,14 @@ class JobRecord(BaseModel):
     finished_at: datetime | None = None
 
 
+def strict_params(params: type[BaseModel]) -> type[BaseModel]:
+    """``params`` refusing unknown fields, so a misspelt parameter is an error instead of silently ignored."""
+    if params.model_config.get("extra") == "forbid":
+        return params
+    return type(params.__name__, (params,), {"model_config": ConfigDict(**params.model_config, extra="forbid"),
+                                             "__module__": params.__module__, "__doc__": params.__doc__})
+
+
 def submit_body(kinds: dict[str, JobKind]) -> Any:
     """The ``POST /jobs`` body type: a union of ``{"kind": <name>, "params": <that kind's Params>}``, one per
     registered kind, discriminated by ``kind``."""
@@ -73,7 +81,7 @@ def submit_body(kinds: dict[str, JobKind]) -> Any:
             title,
             __config__=ConfigDict(extra="forbid"),
             kind=(Literal[name], Field(description="Job kind (see GET /kinds).")),
-            params=(spec.params, Field(description=f"Parameters of `{name}`.")),
+            params=(strict_params(spec.params), Field(description=f"Parameters of `{name}`.")),
         ))
     if len(variants) == 1:
         return Annotated[variants[0], Body()]

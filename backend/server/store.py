@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ INTERRUPTED_MESSAGE = "the backend stopped before this job finished; submit it a
 
 
 def _time(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
+    return None if value is None else datetime.fromtimestamp(value, tz=UTC)
 
 
 class WorkspaceBusy(LWError):
@@ -56,7 +56,7 @@ class _ProcessLock:
     """An exclusive, non-blocking lock on ``path`` held until ``release`` or process exit (flock / msvcrt)."""
 
     def __init__(self, path: Path):
-        self._file = open(path, "a+")
+        self._file = open(path, "a+")  # noqa: SIM115 (held open for the store's life: the lock lives on it)
         try:
             if sys.platform == "win32":
                 import msvcrt

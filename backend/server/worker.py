@@ -129,7 +129,7 @@ class Worker:
         except LWError as exc:
             self.store.finish(job_id, "failed", message=str(exc),
                               error=JobError(type=type(exc).__name__, message=str(exc)))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (the job boundary: any error becomes the job's `failed` state)
             self.store.finish(job_id, "failed", message=f"{type(exc).__name__}: {exc}",
                               error=JobError(type=type(exc).__name__, message=str(exc),
                                              traceback=traceback_summary(exc)))

@@ -12,7 +12,6 @@ from backend.jobs import JobKind
 from backend.server import create_app
 from backend.server.store import JobStore, WorkspaceBusy
 
-
 PROTECTED = [
     ("GET", "/kinds"), ("GET", "/jobs"), ("POST", "/jobs"), ("GET", "/jobs/abc"), ("POST", "/jobs/abc/cancel"),
     ("GET", "/artifacts/x.txt"), ("GET", "/openapi.json"),
@@ -174,7 +173,7 @@ def test_bodies_over_the_limit_are_413_whether_announced_or_streamed(make_client
     padding = "x" * 2000
     with make_client(workspace, max_body_bytes=1000) as c:
         assert_error(c.post("/jobs", json={"kind": "fail", "params": {"message": padding}}), 413,
-                     "RequestEntityTooLarge", "1000 bytes")
+                     "PayloadTooLarge", "1000 bytes")
 
         def chunks():  # no Content-Length: sent chunked
             yield b'{"kind": "fail", "params": {"message": "'
@@ -285,3 +284,10 @@ def test_a_second_backend_on_a_busy_workspace_is_refused_and_leaves_the_jobs_alo
         create_app(client.app.state.workspace, token)
     assert client.get(f"/jobs/{job_id}").json()["state"] == "running"
     client.post(f"/jobs/{job_id}/cancel")
+
+
+def test_a_misspelt_parameter_is_refused_not_ignored(client):
+    assert_error(client.post("/jobs", json={"kind": "sleep", "params": {"secnds": 5}}), 422, "ValidationError",
+                 "secnds")
+    schema = {k["name"]: k for k in client.get("/kinds").json()}["sleep"]["params_schema"]
+    assert schema["additionalProperties"] is False
