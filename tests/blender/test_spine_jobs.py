@@ -137,11 +137,20 @@ def test_backend_killed_mid_job_is_reported_and_restart_shows_the_job_interrupte
 def test_blocking_job_sees_the_backend_die(lw, backend):
     jobs = lw.lw_blender.jobs
     pid = _rt().backend_pid
-    timer = threading.Timer(0.5, os.kill, (pid, signal.SIGKILL))
-    timer.start()
+
+    def kill_when_running():  # a plain HTTP client on a thread: the main thread is blocked in the job
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline:
+            if any(r.state == "running" and r.kind == "sleep" for r in backend.jobs()):
+                os.kill(pid, signal.SIGKILL)
+                return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_when_running)
+    killer.start()
     with pytest.raises(jobs.JobFailed, match="backend stopped unexpectedly") as info:
         jobs.run_job_blocking(bpy.context, "sleep", {"seconds": 30.0, "steps": 300})
-    timer.join()
+    killer.join()
     assert info.value.result.state == "interrupted"
     assert "backend stopped unexpectedly" in _rt().last_error
     assert bpy.ops.lw.backend_start() == {"FINISHED"}  # ensure_backend starts a new one
