@@ -71,7 +71,7 @@ class BlenderCameraSpec:
     pixel_aspect_y: float = 1.0
 
     @staticmethod
-    def from_dict(data: dict) -> "BlenderCameraSpec":
+    def from_dict(data: dict) -> BlenderCameraSpec:
         """Parse the JSON object; raises InvalidInput naming the bad field."""
         from ..errors import InvalidInput
 
@@ -93,7 +93,7 @@ class BlenderCameraSpec:
                 continue
             typ = {"int": int, "float": float, "str": str}[f.type]
             try:
-                kwargs[name] = typ(data[name]) if typ is not int else int(round(float(data[name])))
+                kwargs[name] = typ(data[name]) if typ is not int else round(float(data[name]))
             except (TypeError, ValueError) as exc:
                 raise InvalidInput(f"camera field {name!r} must be {f.type}, got {data[name]!r}") from exc
         spec = BlenderCameraSpec(**kwargs)

@@ -15,14 +15,19 @@ import torch
 from .reference import Projection
 
 
-def render(means, quats, scales, opacities, sh, sh_degree: int, extra, viewmat, K, width: int, height: int, *,
-           eps2d: float, near: float, far: float, radius_clip: float, antialiased: bool, tile_size: int):
-    """Project, shade and composite on the GPU.
+def render(means, quats, scales, opacities, sh, sh_degree: int, extra, viewmat, K, campos, width: int, height: int,
+           *, eps2d: float, near: float, far: float, radius_clip: float, antialiased: bool, tile_size: int):
+    """Project, shade and composite on the GPU (viewmat (4, 4) world->camera, K (3, 3), campos (3,) camera centre).
 
     Returns (features (H, W, 4 + C) = [rgb, z, extra] weighted sums, alpha (H, W), Projection).
     """
-    from gsplat import fully_fused_projection, isect_offset_encode, isect_tiles, rasterize_to_pixels
-    from gsplat import spherical_harmonics
+    from gsplat import (
+        fully_fused_projection,
+        isect_offset_encode,
+        isect_tiles,
+        rasterize_to_pixels,
+        spherical_harmonics,
+    )
 
     radii, means2d, depths, conics, comp = fully_fused_projection(
         means, None, quats, scales, viewmat[None], K[None], width, height, eps2d=eps2d, near_plane=near,
@@ -31,7 +36,6 @@ def render(means, quats, scales, opacities, sh, sh_degree: int, extra, viewmat, 
     if antialiased:
         opacities = opacities * comp[0]
     visible = (radii > 0).all(-1)
-    campos = torch.linalg.inv(viewmat)[:3, 3]
     colors = spherical_harmonics(sh_degree, means - campos, sh, masks=visible)
     colors = torch.clamp_min(colors + 0.5, 0.0)
     parts = [colors, depths[:, None]] + ([extra] if extra is not None else [])

@@ -90,13 +90,16 @@ def rasterize(gaussians: Gaussians, camera: Camera, config: RasterConfig = Raste
         backend = "gsplat" if device.type == "cuda" else "reference"
     if backend == "gsplat" and device.type != "cuda":
         raise InvalidInput("the gsplat backend needs CUDA tensors; use backend='reference' on CPU")
+    if backend == "gsplat" and dtype != torch.float32:
+        raise InvalidInput(f"gsplat renders float32 Gaussians, got {dtype}; convert them or use backend='reference'")
     viewmat = torch.as_tensor(camera.world_to_cam, dtype=dtype, device=device)
     K = torch.as_tensor(camera.K, dtype=dtype, device=device)
+    campos = torch.as_tensor(camera.center, dtype=dtype, device=device)
     w, h = int(camera.width), int(camera.height)
     scales = gaussians.log_scales.exp()
     opacities = gaussians.opacity_logits.sigmoid()
-    opts = dict(eps2d=config.eps2d, near=float(camera.near), far=float(camera.far), radius_clip=config.radius_clip,
-                antialiased=config.antialiased)
+    opts = {"eps2d": config.eps2d, "near": float(camera.near), "far": float(camera.far),
+            "radius_clip": config.radius_clip, "antialiased": config.antialiased}
     if extra is not None:
         extra = extra.to(dtype)
 
@@ -104,10 +107,9 @@ def rasterize(gaussians: Gaussians, camera: Camera, config: RasterConfig = Raste
         from . import gsplat_backend
 
         img, alpha, proj = gsplat_backend.render(means, gaussians.quats, scales, opacities, gaussians.sh, degree,
-                                                 extra, viewmat, K, w, h, tile_size=config.tile_size, **opts)
+                                                 extra, viewmat, K, campos, w, h, tile_size=config.tile_size, **opts)
     else:
         proj = reference.project(means, gaussians.quats, scales, opacities, viewmat, K, w, h, **opts)
-        campos = torch.linalg.inv(viewmat)[:3, 3]
         colors = sh_to_color(degree, means - campos, gaussians.sh)
         parts = [colors, proj.depths[:, None]] + ([extra] if extra is not None else [])
         img, alpha = reference.composite(proj, torch.cat(parts, -1), w, h, config.tile_size)

@@ -163,14 +163,14 @@ def composite(proj: Projection, features: torch.Tensor, width: int, height: int,
     dtype, device = features.dtype, features.device
     tw, th = math.ceil(width / tile_size), math.ceil(height / tile_size)
     n_tiles, n_pix, n_feat = tw * th, tile_size * tile_size, features.shape[1]
-    tiles, gauss, counts = tile_intersections(proj, width, height, tile_size)
+    _, gauss, counts = tile_intersections(proj, width, height, tile_size)
     starts = torch.cumsum(counts, 0) - counts
 
     ar = torch.arange(tile_size, dtype=dtype, device=device)
     iy, ix = torch.meshgrid(ar, ar, indexing="ij")
     offsets = torch.stack([ix.reshape(-1), iy.reshape(-1)], -1) + 0.5  # (P, 2) pixel centres within a tile
 
-    full = torch.zeros(n_tiles, n_pix, n_feat + 1, dtype=dtype, device=device)
+    done_ids, done_vals = [], []
     # Batches of tiles with similar counts keep the padding of the dense (tiles, gaussians, pixels) blocks small.
     order = torch.argsort(counts, stable=True)
     busy = order[counts[order] > 0].tolist()
@@ -184,8 +184,12 @@ def composite(proj: Projection, features: torch.Tensor, width: int, height: int,
         i = j
         origin = torch.stack([b_ids % tw, b_ids // tw], -1).to(dtype) * tile_size  # (B, 2)
         pix = origin[:, None, :] + offsets[None]  # (B, P, 2)
-        full = full.index_put((b_ids,), _composite_tiles(proj, features, gauss, starts[b_ids], counts[b_ids], pix))
+        done_ids.append(b_ids)
+        done_vals.append(_composite_tiles(proj, features, gauss, starts[b_ids], counts[b_ids], pix))
 
+    full = torch.zeros(n_tiles, n_pix, n_feat + 1, dtype=dtype, device=device)
+    if done_ids:
+        full = full.index_put((torch.cat(done_ids),), torch.cat(done_vals))
     img = full.reshape(th, tw, tile_size, tile_size, n_feat + 1).permute(0, 2, 1, 3, 4)
     img = img.reshape(th * tile_size, tw * tile_size, n_feat + 1)[:height, :width]
     return img[..., :n_feat], img[..., n_feat]

@@ -10,7 +10,7 @@ from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Euler, Matrix, Vector
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from backend.render.cameras import BlenderCameraSpec, blender_to_opencv  # noqa: E402  (numpy-only module)
+from backend.render.cameras import BlenderCameraSpec, blender_to_opencv
 
 CASES = [
     # resolution_x, resolution_y, percentage, aspect_x, aspect_y, fit, lens, sensor_w, sensor_h, shift_x, shift_y

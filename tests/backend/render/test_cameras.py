@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 
 from backend.errors import InvalidInput
-from backend.render.cameras import (BlenderCameraSpec, Camera, blender_matrix_world, blender_to_opencv,
-                                    camera_from_fov, look_at, opencv_to_blender, world_to_cam_from_blender)
+from backend.render.cameras import (
+    BlenderCameraSpec,
+    Camera,
+    blender_matrix_world,
+    blender_to_opencv,
+    camera_from_fov,
+    look_at,
+    opencv_to_blender,
+    world_to_cam_from_blender,
+)
 
 
 def rotation(rng):
@@ -74,7 +82,7 @@ def test_opencv_to_blender_and_back_is_the_same_camera(fit):
 
 
 def test_resolution_percentage_scales_the_image_not_the_view():
-    base = dict(matrix_world=np.eye(4).tolist(), resolution_x=1920, resolution_y=1080, shift_x=0.1, lens=35.0)
+    base = {"matrix_world": np.eye(4).tolist(), "resolution_x": 1920, "resolution_y": 1080, "shift_x": 0.1, "lens": 35.0}
     full = blender_to_opencv(BlenderCameraSpec.from_dict({**base, "resolution_percentage": 100}))
     half = blender_to_opencv(BlenderCameraSpec.from_dict({**base, "resolution_percentage": 50}))
     assert (half.width, half.height) == (960, 540)

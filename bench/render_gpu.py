@@ -1,0 +1,270 @@
+"""GPU figures of the rendering core (run on the device machine, see docs/bench/render.md for the command).
+
+(a) Parity: gsplat (CUDA) vs our torch reference on random scenes — several sizes, SH degrees 0-3, antialiased
+    on/off. Images: max abs error and relative L2 error ||a - b|| / ||b|| per output (colour, alpha, depth, extra);
+    gradients of a random linear loss: relative L2 error per parameter. The float64 reference is the ground truth
+    for both float32 renderers.
+(b) Speed, 1920x1080: one 4D frame = ``gather_frame`` (a 1M-Gaussian sequence's dynamic channels, resident on the
+    GPU, written into the base tensors) + ``rasterize``; also each part alone and forward+backward. CUDA events,
+    median of many runs after warm-up.
+
+Prints tables; ``--out DIR`` also writes them as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from backend.gaussians import Gaussians
+from backend.render.cameras import camera_from_fov
+from backend.render.frames import DeviceSequence, gather_frame
+from backend.render.rasterize import RasterConfig, rasterize
+
+PARAMS = ("means", "quats", "log_scales", "opacity_logits", "sh")
+
+
+def random_scene(n: int, sh_degree: int, device, dtype=torch.float32, seed: int = 0, radius: float = 2.0,
+                 scale=(0.005, 0.05)) -> Gaussians:
+    """n Gaussians in a ball of ``radius`` around the origin, log-uniform scales, random rotations/opacity/SH."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    d = torch.randn(n, 3, generator=g)
+    means = d / d.norm(dim=-1, keepdim=True) * torch.rand(n, 1, generator=g) ** (1 / 3) * radius
+    lo, hi = math.log(scale[0]), math.log(scale[1])
+    sh = torch.randn(n, (sh_degree + 1) ** 2, 3, generator=g) * 0.2
+    sh[:, 0] = torch.randn(n, 3, generator=g) * 0.8
+    return Gaussians(means=means, quats=torch.randn(n, 4, generator=g),
+                     log_scales=torch.rand(n, 3, generator=g) * (hi - lo) + lo,
+                     opacity_logits=torch.randn(n, generator=g) * 1.5, sh=sh).to_torch(device, dtype)
+
+
+def scene_camera(width: int, height: int):
+    return camera_from_fov(eye=[0.0, -5.0, 1.5], target=[0.0, 0.0, 0.0], width=width, height=height, fov_deg=50.0,
+                           near=0.05, far=100.0)
+
+
+def render_with_grads(g: Gaussians, extra, camera, config, weights):
+    """Render and backpropagate sum(weights * outputs); returns (outputs dict, grads dict)."""
+    leaves = {p: getattr(g, p).detach().clone().requires_grad_() for p in PARAMS}
+    ex = extra.detach().clone().requires_grad_()
+    out = rasterize(Gaussians(**leaves), camera, config, extra=ex)
+    outs = {"color": out.color, "alpha": out.alpha, "depth": out.depth * out.alpha.detach(), "extra": out.extra}
+    loss = sum((weights[k].to(v.dtype) * v).sum() for k, v in outs.items())
+    loss.backward()
+    grads = {p: leaves[p].grad for p in PARAMS} | {"extra": ex.grad}
+    return {k: v.detach() for k, v in outs.items()}, grads
+
+
+def rel_l2(a, b) -> float:
+    a, b = a.double(), b.double()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def parity_case(n: int, width: int, height: int, degree: int, antialiased: bool, seed: int = 0, device="cuda",
+                backends=(("gsplat", "gsplat"), ("ref32", "reference"))) -> dict:
+    """gsplat (float32) and reference (float32) vs reference (float64), same scene, camera and loss."""
+    dev = torch.device(device)
+    g = random_scene(n, degree, dev, torch.float64, seed=seed)
+    extra = torch.rand(n, 2, device=dev, dtype=torch.float64, generator=torch.Generator(dev).manual_seed(seed))
+    cam = scene_camera(width, height)
+    gen = torch.Generator(dev).manual_seed(seed + 1)
+    weights = {k: torch.rand(height, width, *c, device=dev, generator=gen, dtype=torch.float64)
+               for k, c in {"color": (3,), "alpha": (), "depth": (), "extra": (2,)}.items()}
+    cfg = RasterConfig(antialiased=antialiased, background=(0.1, 0.2, 0.3))
+    g32 = Gaussians(**{p: getattr(g, p).float() for p in PARAMS})
+    truth = render_with_grads(g, extra, cam, replace(cfg, backend="reference"), weights)
+    row = {"n": n, "size": f"{width}x{height}", "sh": degree, "aa": antialiased}
+    for name, backend in backends:
+        outs, grads = render_with_grads(g32, extra.float(), cam, replace(cfg, backend=backend), weights)
+        for k in outs:
+            row[f"{name}.img.{k}.max_abs"] = float((outs[k].double() - truth[0][k]).abs().max())
+            row[f"{name}.img.{k}.rel_l2"] = rel_l2(outs[k], truth[0][k])
+        for p in grads:
+            row[f"{name}.grad.{p}.rel_l2"] = rel_l2(grads[p], truth[1][p])
+    return row
+
+
+def parity_table(cases) -> list[dict]:
+    rows = []
+    for n, w, h in cases:
+        for degree in range(4):
+            for aa in (False, True):
+                rows.append(parity_case(n, w, h, degree, aa, seed=n + degree))
+    return rows
+
+
+def cuda_median_ms(fn, iters: int, warmup: int = 5) -> float:
+    for _ in range(warmup):
+        fn(0)
+    times = []
+    for i in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn(i)
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def surface_world(n: int, sh_degree: int, device, seed: int = 0) -> Gaussians:
+    """A world-like layout: 64 % of the Gaussians tile a 16 x 16 m ground (flat discs, normal +Z) and 36 % a
+    cylindrical backdrop (radius 8 m, 4 m high, normals radial), each disc's sigma ~ 0.6 x its spacing, opacity ~0.9.
+    """
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    n_ground = int(n * 0.64)
+    n_wall = n - n_ground
+    ground = torch.cat([torch.rand(n_ground, 2, generator=g) * 16 - 8, torch.zeros(n_ground, 1)], 1)
+    theta = torch.rand(n_wall, generator=g) * 2 * math.pi
+    wall = torch.stack([8 * torch.cos(theta), 8 * torch.sin(theta), torch.rand(n_wall, generator=g) * 4], 1)
+    s_ground, s_wall = 0.6 * math.sqrt(256 / n_ground), 0.6 * math.sqrt(2 * math.pi * 8 * 4 / n_wall)
+    log_scales = torch.cat([torch.tensor([s_ground, s_ground, 1e-3]).log().expand(n_ground, 3),
+                            torch.tensor([1e-3, s_wall, s_wall]).log().expand(n_wall, 3)])
+    quats = torch.cat([torch.tensor([1.0, 0, 0, 0]).expand(n_ground, 4),
+                       torch.stack([torch.cos(theta / 2), 0 * theta, 0 * theta, torch.sin(theta / 2)], 1)])
+    sh = torch.randn(n, (sh_degree + 1) ** 2, 3, generator=g) * 0.1
+    sh[:, 0] = torch.randn(n, 3, generator=g) * 0.5
+    return Gaussians(means=torch.cat([ground, wall]), quats=quats, log_scales=log_scales.clone(),
+                     opacity_logits=torch.randn(n, generator=g) * 0.3 + 2.2, sh=sh).to_torch(device)
+
+
+SCENES = {
+    "ball": (random_scene, lambda w, h: scene_camera(w, h)),
+    "world": (surface_world, lambda w, h: camera_from_fov(eye=[0.0, -6.0, 1.6], target=[0.0, 0.0, 1.0], width=w,
+                                                          height=h, fov_deg=60.0, near=0.05, far=100.0)),
+}
+
+
+def speed_table(n: int = 1_000_000, frames: int = 8, sh_degrees=(0, 3), dynamic_fracs=(1.0, 0.25),
+                scenes=("world", "ball"), device="cuda", timer=None, width=1920, height=1080) -> list[dict]:
+    """Per scene, SH degree and dynamic fraction: gather, rasterize, gather + rasterize (the 4D frame),
+    forward + backward, and gsplat.rasterization() itself on the same Gaussians (RGB, packed: the library's figure)."""
+    dev = torch.device(device)
+    timer = timer or cuda_median_ms
+    rows = []
+    for scene in scenes:
+        build, make_cam = SCENES[scene]
+        cam = make_cam(width, height)
+        for degree in sh_degrees:
+            base = build(n, degree, dev, seed=degree)
+            for frac in dynamic_fracs:
+                rows.append(_speed_row(scene, base, cam, degree, frac, frames, dev, timer))
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
+    return rows
+
+
+def _speed_row(scene, base: Gaussians, cam, degree, frac, frames, dev, timer) -> dict:
+    n = len(base)
+    m = int(n * frac)
+    idx = torch.randperm(n, device=dev)[:m]
+    t = torch.arange(frames, device=dev, dtype=torch.float32)[:, None, None]
+    pos = base.means[idx][None] + 0.05 * torch.sin(t + base.means[idx][None])
+    rot = torch.nn.functional.normalize(base.quats[idx][None] + 0.1 * torch.cos(t), dim=-1)
+    scale = base.log_scales[idx].exp()[None] * (1.0 + 0.1 * torch.sin(t))
+    opacity = base.opacity_logits[idx].sigmoid()[None].expand(frames, m).contiguous()
+    dseq = DeviceSequence(base=Gaussians(**{p: getattr(base, p).clone() for p in PARAMS}), dynamic_index=idx,
+                          channels={"position": pos, "rotation": rot, "scale": scale, "opacity": opacity},
+                          frame_count=frames, loop=True)
+    row = {"scene": scene, "n": n, "dynamic": m, "sh": degree}
+    with torch.no_grad():
+        row["gather_ms"] = timer(lambda i: gather_frame(dseq, i % frames), 100)
+        row["gather_lerp_ms"] = timer(lambda i: gather_frame(dseq, (i % frames) + 0.5), 100)
+        row["rasterize_ms"] = timer(lambda i: rasterize(dseq.base, cam), 100)
+        row["frame_ms"] = timer(lambda i: rasterize(gather_frame(dseq, i % frames), cam), 100)
+        out = rasterize(dseq.base, cam)
+        row["visible"] = int(out.meta["visible"].sum())
+        row["coverage"] = float(out.alpha.mean())
+        if dev.type == "cuda":
+            from gsplat import rasterization
+
+            b = dseq.base
+            viewmat = torch.as_tensor(cam.world_to_cam, dtype=torch.float32, device=dev)[None]
+            K = torch.as_tensor(cam.K, dtype=torch.float32, device=dev)[None]
+            row["gsplat_rgb_ms"] = timer(lambda i: rasterization(
+                b.means, b.quats, b.log_scales.exp(), b.opacity_logits.sigmoid(), b.sh, viewmat, K, cam.width,
+                cam.height, near_plane=cam.near, far_plane=cam.far, sh_degree=degree), 100)
+    leaves = {p: getattr(base, p).clone().requires_grad_() for p in PARAMS}
+
+    def train_step(i):
+        out = rasterize(Gaussians(**leaves), cam)
+        (out.color.sum() + out.alpha.sum()).backward()
+
+    row["fwd_bwd_ms"] = timer(train_step, 30)
+    return row
+
+
+def profile_frame(scene="world", n=1_000_000, degree=3) -> str:
+    """CUDA kernel time table of 20 frames (gather + rasterize)."""
+    build, make_cam = SCENES[scene]
+    dev = torch.device("cuda")
+    base = build(n, degree, dev)
+    cam = make_cam(1920, 1080)
+    frames = 4
+    t = torch.arange(frames, device=dev, dtype=torch.float32)[:, None, None]
+    dseq = DeviceSequence(base=base, dynamic_index=torch.arange(n, device=dev),
+                          channels={"position": base.means[None] + 0.01 * t}, frame_count=frames, loop=True)
+    with torch.no_grad():
+        for i in range(5):
+            rasterize(gather_frame(dseq, i % frames), cam)
+        torch.cuda.synchronize()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for i in range(20):
+                rasterize(gather_frame(dseq, i % frames), cam)
+            torch.cuda.synchronize()
+    return prof.key_averages().table(sort_by="cuda_time_total", row_limit=15)
+
+
+def print_table(rows: list[dict], keys: list[str]) -> None:
+    print(" | ".join(keys))
+    for r in rows:
+        print(" | ".join(f"{r[k]:.3g}" if isinstance(r[k], float) else str(r[k]) for k in keys))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--skip-speed", action="store_true")
+    args = ap.parse_args()
+    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}")
+    import gsplat
+
+    print(f"gsplat {gsplat.__version__}")
+    parity = parity_table([(200, 64, 48), (5000, 256, 192), (50000, 640, 360)])
+    keys = ["n", "size", "sh", "aa"] + [f"{who}.img.{k}.rel_l2" for who in ("gsplat", "ref32")
+                                        for k in ("color", "alpha", "depth", "extra")]
+    print("\n== parity: images (relative L2 error vs float64 reference)")
+    print_table(parity, keys)
+    print("\n== parity: images (max abs error vs float64 reference)")
+    print_table(parity, ["n", "size", "sh", "aa"] + [f"{who}.img.{k}.max_abs" for who in ("gsplat", "ref32")
+                                                     for k in ("color", "alpha", "extra")])
+    print("\n== parity: gradients (relative L2 error vs float64 reference)")
+    print_table(parity, ["n", "size", "sh", "aa"] + [f"{who}.grad.{p}.rel_l2" for who in ("gsplat", "ref32")
+                                                     for p in PARAMS + ("extra",)])
+    result = {"device": torch.cuda.get_device_name(), "parity": parity}
+    if not args.skip_speed:
+        speed = speed_table()
+        print("\n== speed at 1920x1080 (ms, CUDA events, median)")
+        print_table(speed, ["scene", "n", "dynamic", "sh", "visible", "coverage", "gather_ms", "gather_lerp_ms",
+                            "rasterize_ms", "frame_ms", "gsplat_rgb_ms", "fwd_bwd_ms"])
+        result["speed"] = speed
+        print("\n== profile of 20 frames (world, 1M, SH 3, all dynamic)")
+        print(profile_frame())
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "render_gpu.json").write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=4)
+    main()
