@@ -105,8 +105,10 @@ class Worker:
             self._running = (job_id, cancel)
             self._live = (job_id, 0.0, "")
         last_write = [0.0]
+        latest = [0.0]  # the fraction a cancelled or failed job ends with
 
         def on_progress(fraction: float, message: str) -> None:
+            latest[0] = fraction
             with self._lock:
                 self._live = (job_id, fraction, message)
             now = time.monotonic()
@@ -123,14 +125,14 @@ class Worker:
             artifacts = _ARTIFACTS.validate_python(spec.fn(ctx, params))
         except JobCancelled as exc:
             if self._stopping:
-                self.store.finish(job_id, "interrupted", message=INTERRUPTED_MESSAGE)
+                self.store.finish(job_id, "interrupted", message=INTERRUPTED_MESSAGE, progress=latest[0])
             else:
-                self.store.finish(job_id, "cancelled", message=str(exc))
+                self.store.finish(job_id, "cancelled", message=str(exc), progress=latest[0])
         except LWError as exc:
-            self.store.finish(job_id, "failed", message=str(exc),
+            self.store.finish(job_id, "failed", message=str(exc), progress=latest[0],
                               error=JobError(type=type(exc).__name__, message=str(exc)))
         except Exception as exc:  # noqa: BLE001 (the job boundary: any error becomes the job's `failed` state)
-            self.store.finish(job_id, "failed", message=f"{type(exc).__name__}: {exc}",
+            self.store.finish(job_id, "failed", message=f"{type(exc).__name__}: {exc}", progress=latest[0],
                               error=JobError(type=type(exc).__name__, message=str(exc),
                                              traceback=traceback_summary(exc)))
         else:

@@ -74,7 +74,8 @@ def test_progress_and_message_are_visible_while_a_job_runs(client, wait_job):
     job = wait_job(client, job_id, until=lambda j: j["state"] == "running" and j["progress"] >= 0.25)
     assert job["progress"] < 1.0 and job["message"].startswith("step ")
     client.post(f"/jobs/{job_id}/cancel")
-    wait_job(client, job_id)
+    cancelled = wait_job(client, job_id)
+    assert cancelled["state"] == "cancelled" and job["progress"] <= cancelled["progress"] < 1.0
 
 
 def test_cancel_stops_a_running_job_at_its_next_step(client, wait_job):
@@ -85,6 +86,7 @@ def test_cancel_stops_a_running_job_at_its_next_step(client, wait_job):
     assert response.status_code == 200 and response.json()["cancel_requested"] is True
     job = wait_job(client, job_id)
     assert job["state"] == "cancelled" and job["finished_at"] is not None
+    assert job["progress"] == 0.0  # stopped inside its first step, before reporting it
     assert time.monotonic() - t0 < 9.0  # one step is 10 s: the wait woke up on cancel
 
 
