@@ -32,11 +32,13 @@ def test_triton_forward_and_table_gradient_match_reference(cfg):
     x = _inputs(200_000, cfg)
     out = enc(x)
     ref = encode_reference(enc.normalize(x), enc.table, enc.layout)
-    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    # float32: the kernel fuses u * s + 0.5 (FMA), so p can differ by an ulp at the finest level (s ~ 4000,
+    # ~5e-4 in p) and the blend by that times the table's slope (unit-normal table here)
+    torch.testing.assert_close(out, ref, rtol=1e-3, atol=3e-3)
     g = torch.randn_like(out)
     (gt,) = torch.autograd.grad((out * g).sum(), enc.table)
     (gr,) = torch.autograd.grad((ref * g).sum(), enc.table)
-    torch.testing.assert_close(gt, gr, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(gt, gr, rtol=1e-3, atol=3e-3)
 
 
 @needs_triton

@@ -42,6 +42,7 @@ class AlignConfig:
     match_radius: float | None = None  # world units; None: 3 x the median spacing of the previous samples
     min_matches: int = 20  # fewer matches than this: no overlap, the view keeps its own scale
     ransac_iterations: int = 256
+    ransac_score_samples: int = 2000  # matches each RANSAC hypothesis is scored on
     ransac_threshold: float = 0.3  # inlier if ||b - sRa|| < threshold * median ||b||
     irls_iterations: int = 20
     huber_k: float = 1.345
@@ -54,7 +55,7 @@ class AlignConfig:
 class AlignResult:
     """The aligned flow and what was solved.
 
-    flow: the new view's samples with vectors s R a, constrained to their surfaces.
+    flow: the new view's samples with vectors s R a, constrained to their surfaces (rejected outliers left out).
     rotation (3, 3), scale: the solved transform (identity and 1 for the first view or without overlap).
     status: "first_view" (nothing to align to), "no_overlap" (too few matches: flag it in the UI), "aligned".
     matches: number of matched samples; inlier_fraction: share of them the robust fit kept (weight > 0.5);
@@ -68,6 +69,7 @@ class AlignResult:
     matches: int = 0
     inlier_fraction: float = 0.0
     residual: float = 0.0
+    dropped: int = 0  # matched samples rejected as outliers and left out of ``flow``
 
 
 def solve_rotation_scale(a: np.ndarray, b: np.ndarray, weights: np.ndarray | None = None,
@@ -114,10 +116,13 @@ def robust_rotation_scale(a: np.ndarray, b: np.ndarray, config: AlignConfig = Al
     if k >= 3 and config.ransac_iterations > 0:
         idx = np.stack([rng.choice(k, 3, replace=False) for _ in range(config.ransac_iterations)])
         rs, ss = _batched_rotation_scale(a[idx], b[idx])
-        res = np.linalg.norm(b[None] - ss[:, None, None] * np.einsum("hij,kj->hki", rs, a), axis=2)  # (H, K)
+        # hypotheses are scored on a random subset (enough to rank them), the winner on every match
+        sub = rng.choice(k, min(k, config.ransac_score_samples), replace=False)
+        ra = a[sub] @ rs.transpose(0, 2, 1)  # (H, S, 3)
+        res = np.sqrt(np.sum((b[sub][None] - ss[:, None, None] * ra) ** 2, axis=2))  # (H, S)
         score = (res < thr).sum(axis=1) - 1e-9 * np.median(res, axis=1)
         best = int(np.argmax(score))
-        inliers = res[best] < thr
+        inliers = np.linalg.norm(b - ss[best] * a @ rs[best].T, axis=1) < thr
         if inliers.sum() < 3:
             inliers = np.ones(k, bool)
     else:
@@ -140,13 +145,14 @@ def robust_rotation_scale(a: np.ndarray, b: np.ndarray, config: AlignConfig = Al
 
 def default_match_radius(points: np.ndarray, sample: int = 2000, seed: int = 0) -> float:
     """3 x the median distance from a previous sample to its nearest other sample (duplicates ignored)."""
-    points = np.unique(points, axis=0)
     if len(points) < 2:
         return float("inf")
     rng = np.random.default_rng(seed)
     q = points[rng.choice(len(points), min(sample, len(points)), replace=False)]
-    d, _ = cKDTree(points).query(q, k=2)
-    return 3.0 * float(np.median(d[:, 1]))
+    d, _ = cKDTree(points).query(q, k=8)
+    d = np.where(d > 0, d, np.inf).min(axis=1)  # the nearest sample at another place (repeats of a view coincide)
+    d = d[np.isfinite(d)]
+    return 3.0 * float(np.median(d)) if len(d) else float("inf")
 
 
 def fit_plane_normal(points: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -190,9 +196,9 @@ def align_flow(new: SceneFlow, previous: SceneFlow | None, camera_center: np.nda
     radius = config.match_radius if config.match_radius is not None else default_match_radius(previous.points)
     dist, j = cKDTree(previous.points).query(new.points, k=1, distance_upper_bound=radius)
     matched = np.isfinite(dist)
+    matched &= np.linalg.norm(new.vectors, axis=1) > 0
+    matched[matched] &= np.linalg.norm(previous.vectors[j[matched]], axis=1) > 0
     a, b = new.vectors[matched], previous.vectors[j[matched]]
-    moving = (np.linalg.norm(a, axis=1) > 0) & (np.linalg.norm(b, axis=1) > 0)
-    a, b = a[moving], b[moving]
     if len(a) < config.min_matches:
         return AlignResult(constrain_to_surfaces(new, camera_center, config.ground_normal), eye, 1.0, "no_overlap",
                            matches=len(a))
@@ -201,6 +207,11 @@ def align_flow(new: SceneFlow, previous: SceneFlow | None, camera_center: np.nda
         raise InvalidInput("motion alignment found no rotation that maps the new view's flow onto the existing "
                            "one (the overlap's motion is inconsistent); check the motion hints of this view")
     res = np.linalg.norm(b - s * a @ r.T, axis=1)
-    aligned = constrain_to_surfaces(new.with_vectors(s * new.vectors @ r.T), camera_center, config.ground_normal)
+    # matched samples the robust fit rejected outright contradict the world's motion: they are dropped
+    keep = np.ones(len(new), bool)
+    keep[np.flatnonzero(matched)[w == 0]] = False
+    aligned = constrain_to_surfaces(new.with_vectors(s * new.vectors @ r.T).subset(keep), camera_center,
+                                    config.ground_normal)
     return AlignResult(aligned, r, s, "aligned", matches=len(a), inlier_fraction=float(np.mean(w > 0.5)),
-                       residual=float(np.median(res) / max(np.median(np.linalg.norm(b, axis=1)), 1e-30)))
+                       residual=float(np.median(res) / max(np.median(np.linalg.norm(b, axis=1)), 1e-30)),
+                       dropped=int((~keep).sum()))

@@ -64,12 +64,15 @@ def test_alignment_fixes_a_flipped_rotated_scaled_view_with_outliers(scene, flip
     rng = np.random.default_rng(1)
     out = rng.random(len(v)) < 0.25
     v[out] = rng.normal(size=(out.sum(), 3)) * np.linalg.norm(v, axis=1).mean() * 2
-    res = align_flow(raw.with_vectors(v), prev.flow, c2.center)
+    corrupted = raw.with_vectors(v)
+    corrupted.view = np.arange(len(v), dtype=np.int32)  # sample ids, to tell outliers apart after alignment
+    res = align_flow(corrupted, prev.flow, c2.center)
     assert res.status == "aligned" and res.matches > 100
-    inliers = res.flow.subset(~out)
-    ang, scale_err = _errors(inliers, scene.true_velocity)
+    ang, scale_err = _errors(res.flow.subset(~out[res.flow.view]), scene.true_velocity)
     assert ang < 10.0 and scale_err < 0.10
     assert 0.6 < res.inlier_fraction < 0.85
+    # most outliers are dropped, nearly all true samples kept
+    assert res.dropped >= 0.5 * out.sum() and np.isin(np.flatnonzero(~out), res.flow.view).mean() > 0.98
 
 
 def test_alignment_of_a_flipped_scaled_2d_cue_through_lifting(scene):
