@@ -101,7 +101,7 @@ def _scaled_camera(K: np.ndarray, w2c: np.ndarray, src_wh: tuple[int, int], dst_
 def _target_size(w: int, h: int, downsample: float) -> tuple[int, int]:
     if downsample < 1:
         raise InvalidInput(f"downsample must be >= 1, got {downsample}")
-    return max(1, int(round(w / downsample))), max(1, int(round(h / downsample)))
+    return max(1, round(w / downsample)), max(1, round(h / downsample))
 
 
 def _resize(img: np.ndarray, wh: tuple[int, int]) -> np.ndarray:

@@ -1,0 +1,71 @@
+"""``lw moe``: train, evaluate and export MoE-GS experts.
+
+    lw moe train DATASET --out RUN [--experts deformation trajectory keyframe] [--iterations N] [--downsample D]
+    lw moe eval RUN [--experts ...]
+    lw moe export RUN --out SEQ.lw4d [--expert NAME] [--frames T]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _progress(fraction: float, message: str) -> None:
+    print(f"[{fraction * 100:5.1f}%] {message}", file=sys.stderr, flush=True)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train experts on an N3V / Technicolor folder into a run folder (resumes an existing run)."""
+    from .train import TrainConfig, train_run
+
+    cfg = TrainConfig(iterations=args.iterations, downsample=args.downsample, torch_threads=args.threads)
+    run = train_run(args.dataset, args.out, args.experts, cfg, progress=_progress)
+    print(json.dumps({"run": str(run), "experts": args.experts}))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate a run on its held-out camera(s); prints the report and writes report.json + grid.png."""
+    from .evaluate import evaluate_run
+
+    report = evaluate_run(args.run, args.experts or None)
+    for name, r in report["experts"].items():
+        lp = f"{r['lpips']:.4f}" if r["lpips"] is not None else "n/a"
+        print(f"{name:12s} PSNR {r['psnr']:6.2f} dB  SSIM {r['ssim']:.4f}  LPIPS {lp}  FPS {r['fps']:7.1f}  "
+              f"{r['num_gaussians']} Gaussians  {r['size_bytes'] / 1e6:.2f} MB  train {r['train_time_s']:.0f} s")
+    print(f"LPIPS: {report['lpips']}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Bake one trained expert to a .lw4d sequence."""
+    from .export import export_expert
+
+    path = export_expert(args.run, args.out, args.expert, args.frames)
+    print(json.dumps({"sequence": str(path)}))
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    moe = subparsers.add_parser("moe", help="MoE-GS: dynamic Gaussian experts on multi-view video")
+    sub = moe.add_subparsers(dest="moe_command", required=True)
+    train = sub.add_parser("train", help="train experts", description=cmd_train.__doc__)
+    train.add_argument("dataset")
+    train.add_argument("--out", required=True, help="run folder")
+    train.add_argument("--experts", nargs="+", default=["deformation", "trajectory", "keyframe"])
+    train.add_argument("--iterations", type=int, default=3000)
+    train.add_argument("--downsample", type=float, default=1.0)
+    train.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    train.set_defaults(func=cmd_train)
+    ev = sub.add_parser("eval", help="evaluate a run on the held-out camera", description=cmd_eval.__doc__)
+    ev.add_argument("run")
+    ev.add_argument("--experts", nargs="+")
+    ev.set_defaults(func=cmd_eval)
+    ex = sub.add_parser("export", help="bake an expert to .lw4d", description=cmd_export.__doc__)
+    ex.add_argument("run")
+    ex.add_argument("--out", required=True)
+    ex.add_argument("--expert")
+    ex.add_argument("--frames", type=int)
+    ex.set_defaults(func=cmd_export)

@@ -1,0 +1,119 @@
+"""Evaluate trained experts on the held-out camera(s), the way the field reports dynamic novel-view synthesis.
+
+Per expert, over every frame of every test camera: PSNR (dB, -10 log10 MSE on [0, 1] images, averaged over
+images), SSIM (3DGS's definition: Gaussian window 11, sigma 1.5; ``losses.ssim``), LPIPS (AlexNet, the
+``lpips`` package) only when that package and its weights load locally, else reported as not available;
+render FPS (``gaussians_at(t)`` + rasterization of all test images after one warm-up render, on the device
+used), model size (bytes of parameters and buffers), Gaussian count and training time (from ``log.json``).
+
+Writes ``<run>/report.json`` and ``<run>/grid.png``: the held-out view at the first, middle and last frame,
+ground truth in the first column and one column per expert.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InvalidInput
+from ..render.rasterize import RasterConfig, rasterize
+from .data import MultiViewVideo
+from .losses import psnr, ssim
+from .train import TrainConfig, load_checkpoint, load_run_video, read_run, resolve_device
+
+
+def _lpips_model(device):
+    """(model, None) when LPIPS can run offline, else (None, reason)."""
+    try:
+        import lpips
+    except ImportError:
+        return None, "not available: the lpips package is not installed"
+    try:
+        return lpips.LPIPS(net="alex", verbose=False).to(device), None
+    except Exception as exc:  # noqa: BLE001 -- weights missing offline: reported, evaluation goes on
+        return None, f"not available: LPIPS weights could not be loaded ({exc.__class__.__name__})"
+
+
+@torch.no_grad()
+def render_expert(expert, video: MultiViewVideo, cam: int, frame: int, raster: RasterConfig) -> torch.Tensor:
+    """(H, W, 3) render of ``expert`` from camera ``cam`` at frame ``frame``."""
+    out = rasterize(expert.gaussians_at(float(video.times[frame])), video.cameras[cam], raster)
+    return out.color.clamp(0, 1)
+
+
+def evaluate_run(run: str | Path, experts: list[str] | None = None, device: str = "auto") -> dict:
+    """Evaluate the experts of ``run`` (default: all trained) and write report.json + grid.png."""
+    run = Path(run)
+    meta = read_run(run)
+    names = experts or [n for n in meta["experts"] if (run / n / "checkpoint.pt").is_file()]
+    if not names:
+        raise InvalidInput(f"{run} has no trained expert (no <expert>/checkpoint.pt)")
+    video = load_run_video(run)
+    cfg = TrainConfig.from_dict(meta["train_config"])
+    dev = resolve_device(device)
+    raster = RasterConfig(background=cfg.background)
+    lp, lp_reason = _lpips_model(dev)
+    pairs = [(c, f) for c in video.test for f in range(video.num_frames)]
+    grid_frames = sorted({0, video.num_frames // 2, video.num_frames - 1})
+    grid_cols = [[video.images[video.test[0], f] for f in grid_frames]]
+    report = {"dataset": meta["dataset"], "test_cameras": [video.names[c] for c in video.test],
+              "frames": video.num_frames, "size": list(video.size), "device": str(dev),
+              "lpips": "AlexNet (lpips package)" if lp is not None else lp_reason, "experts": {}}
+    for name in names:
+        expert, ckpt = load_checkpoint(run / name / "checkpoint.pt", dev)
+        expert.eval()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        render_expert(expert, video, *pairs[0], raster)  # warm-up
+        scores = {"psnr": [], "ssim": [], "lpips": []}
+        renders = {}
+        t0 = time.perf_counter()
+        for c, f in pairs:
+            renders[(c, f)] = render_expert(expert, video, c, f, raster)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        fps = len(pairs) / (time.perf_counter() - t0)
+        for (c, f), img in renders.items():
+            gt = torch.from_numpy(video.frame(c, f)).to(dev)
+            scores["psnr"].append(psnr(img, gt))
+            scores["ssim"].append(float(ssim(img, gt)))
+            if lp is not None:
+                scores["lpips"].append(float(lp(img.permute(2, 0, 1)[None] * 2 - 1, gt.permute(2, 0, 1)[None] * 2 - 1)))
+        log_path = run / name / "log.json"
+        log = json.loads(log_path.read_text()) if log_path.is_file() else {}
+        report["experts"][name] = {
+            "psnr": float(np.mean(scores["psnr"])), "ssim": float(np.mean(scores["ssim"])),
+            "lpips": float(np.mean(scores["lpips"])) if scores["lpips"] else None,
+            "psnr_per_frame": [round(v, 3) for v in scores["psnr"]],
+            "fps": fps, "num_gaussians": expert.num_gaussians, "size_bytes": expert.num_bytes(),
+            "iterations": ckpt["step"], "train_time_s": log.get("train_time_s", ckpt["elapsed_s"]),
+        }
+        grid_cols.append([(renders[(video.test[0], f)].cpu().numpy() * 255).round().astype(np.uint8)
+                          for f in grid_frames])
+    (run / "report.json").write_text(json.dumps(report, indent=1))
+    write_grid(run / "grid.png", grid_cols, ["ground truth"] + names, [f"t={video.times[f]:.2f}" for f in grid_frames])
+    return report
+
+
+def write_grid(path: Path, columns: list[list[np.ndarray]], titles: list[str], row_titles: list[str]) -> None:
+    """Picture grid: columns of equally sized uint8 images with a title above each column."""
+    import cv2
+
+    w = columns[0][0].shape[1]
+    scale = max(1, int(np.ceil(256 / w)))  # small test renders are enlarged (nearest) to stay readable
+    band = 22
+    rows = []
+    header = np.full((band, w * scale * len(columns), 3), 255, np.uint8)
+    for i, t in enumerate(titles):
+        cv2.putText(header, t, (i * w * scale + 4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    rows.append(header)
+    for r, label in enumerate(row_titles):
+        row = np.concatenate([np.kron(col[r], np.ones((scale, scale, 1), np.uint8)) for col in columns], 1)
+        row = np.ascontiguousarray(row)
+        cv2.putText(row, label, (4, row.shape[0] - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+        rows.append(row)
+    cv2.imwrite(str(path), np.concatenate(rows, 0)[..., ::-1])

@@ -1,0 +1,251 @@
+"""Train dynamic Gaussian experts on a multi-view video, one at a time, with checkpoints and resume.
+
+A run folder:
+
+    run.json              dataset path, loading options, training config, experts and their options
+    points.npz            the initial cloud (points (P, 3), colors (P, 3)) every expert starts from
+    <expert>/checkpoint.pt  {"expert", "options", "num_frames", "extent", "model", "optimizer", "step",
+                             "elapsed_s", "grad_accum", "count", "log"} (torch.save), rewritten atomically
+    <expert>/log.json     losses, Gaussian counts, densification events, training time
+
+One step (3DGS recipe): draw a training camera and a frame from a generator seeded by (seed, step) (so a
+resumed run draws exactly what an uninterrupted one would), render ``expert.gaussians_at(t)`` with
+``backend.render.rasterize``, loss = 0.8 L1 + 0.2 (1 - SSIM), Adam step; position-like learning rates decay
+exponentially by ``lr_decay`` over the run; screen-space gradients are accumulated for density control every
+``densify_every`` steps in [densify_from, densify_until).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InvalidInput, JobCancelled
+from ..io.atomic import atomic_file
+from ..render.rasterize import RasterConfig, rasterize
+from .data import MultiViewVideo, load_dataset
+from .experts import Expert, expert_options, make_expert
+from .losses import photometric_loss
+from .points import init_points
+
+DECAYING_GROUPS = ("means", "motion", "key_offsets")
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class TrainConfig:
+    """How to train every expert of a run (the CLI and job options map onto these one to one)."""
+
+    iterations: int = 3000
+    downsample: float = 1.0
+    frames: tuple[int, int | None] | None = None
+    densify_from: int = 100
+    densify_every: int = 100
+    densify_until: float = 0.6  # fraction of the iterations
+    opacity_reset_every: int = 0  # 0: never (short runs); 3DGS uses 3000
+    lr_decay: float = 0.01  # final / initial learning rate of the position-like groups
+    ssim_weight: float = 0.2
+    background: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    checkpoint_every: int = 500
+    init_points: str = "auto"
+    min_points: int = 2000
+    max_points: int = 200_000
+    seed: int = 0
+    device: str = "auto"
+    torch_threads: int = 0  # 0: leave torch's default
+
+    @staticmethod
+    def from_dict(d: dict) -> TrainConfig:
+        d = dict(d)
+        for k in ("frames", "background"):
+            if d.get(k) is not None:
+                d[k] = tuple(d[k])
+        return TrainConfig(**d)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidInput("device 'cuda' asked for but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def _gt_tensor(video: MultiViewVideo, cam: int, frame: int, device) -> torch.Tensor:
+    return torch.from_numpy(video.frame(cam, frame)).to(device)
+
+
+def _save_checkpoint(path: Path, payload: dict) -> None:
+    with atomic_file(path) as f:
+        torch.save(payload, f)
+
+
+def load_checkpoint(path: Path, device="cpu") -> tuple[Expert, dict]:
+    """Rebuild an expert from its checkpoint; returns (expert on ``device``, the raw checkpoint dict)."""
+    if not path.is_file():
+        raise InvalidInput(f"no checkpoint at {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    expert = make_expert(ckpt["expert"], ckpt["num_frames"], ckpt["extent"], ckpt["options"])
+    expert.load_state_dict(ckpt["model"])
+    return expert.to(device), ckpt
+
+
+def train_expert(video: MultiViewVideo, name: str, expert_dir: str | Path, points: np.ndarray, colors: np.ndarray,
+                 config: TrainConfig | None = None, options: dict | None = None, progress: Progress | None = None,
+                 cancel: threading.Event | None = None, resume: bool = True) -> Path:
+    """Train the expert ``name`` for ``config.iterations`` steps; returns its checkpoint path.
+
+    Resumes from ``expert_dir/checkpoint.pt`` when present and ``resume``. ``cancel`` set: a checkpoint is
+    written and ``JobCancelled`` raised (resume continues from there). ``progress(fraction, message)`` is
+    called every few steps.
+    """
+    config = config or TrainConfig()
+    expert_dir = Path(expert_dir)
+    expert_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = expert_dir / "checkpoint.pt"
+    device = resolve_device(config.device)
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    if resume and ckpt_path.is_file():
+        expert, ckpt = load_checkpoint(ckpt_path, device)
+        optimizer = expert.make_optimizer()
+        optimizer.load_state_dict(ckpt["optimizer"])
+        step, elapsed, log = ckpt["step"], ckpt["elapsed_s"], ckpt["log"]
+        grad_accum, count = ckpt["grad_accum"].to(device), ckpt["count"].to(device)
+    else:
+        expert = make_expert(name, video.num_frames, video.scene_extent(), options)
+        expert.init_from_points(points, colors)
+        expert = expert.to(device)
+        optimizer = expert.make_optimizer()
+        step, elapsed, log = 0, 0.0, {"loss": [], "events": []}
+        grad_accum = torch.zeros(expert.num_gaussians, device=device)
+        count = torch.zeros(expert.num_gaussians, device=device)
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+    raster = RasterConfig(background=config.background)
+    total = config.iterations
+    densify_until = int(config.densify_until * total)
+
+    def checkpoint():
+        _save_checkpoint(ckpt_path, {
+            "expert": expert.name, "options": expert_options(expert), "num_frames": expert.num_frames,
+            "extent": expert.extent, "model": expert.state_dict(), "optimizer": optimizer.state_dict(),
+            "step": step, "elapsed_s": elapsed, "grad_accum": grad_accum.cpu(), "count": count.cpu(), "log": log,
+        })
+
+    t_start = time.perf_counter() - elapsed
+    while step < total:
+        if cancel is not None and cancel.is_set():
+            elapsed = time.perf_counter() - t_start
+            checkpoint()
+            raise JobCancelled(f"training of {name} cancelled at step {step}; run again to resume")
+        rng = np.random.default_rng([config.seed, step])
+        cam = int(rng.choice(video.train))
+        frame = int(rng.integers(video.num_frames))
+        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+        frac = step / max(total - 1, 1)
+        for group in optimizer.param_groups:
+            if group.get("name") in DECAYING_GROUPS:
+                group["lr"] = group["initial_lr"] * config.lr_decay ** frac
+
+        g = expert.gaussians_at(float(video.times[frame]))
+        camera = video.cameras[cam]
+        out = rasterize(g, camera, raster)
+        means2d = out.meta["means2d"]
+        means2d.retain_grad()
+        loss = photometric_loss(out.color, _gt_tensor(video, cam, frame, device), config.ssim_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        densifying = config.densify_from <= step < densify_until
+        if densifying and means2d.grad is not None:
+            with torch.no_grad():
+                vis = out.meta["radii"] > 0
+                ndc = means2d.grad * torch.tensor([camera.width / 2, camera.height / 2], device=device)
+                grad_accum[vis] += ndc[vis].norm(dim=-1)
+                count[vis] += 1
+        optimizer.step()
+        step += 1
+        log["loss"].append(round(float(loss), 6))
+        if densifying and step % config.densify_every == 0:
+            stats = expert.densify_and_prune(optimizer, grad_accum, count, gen,
+                                             prune_big=config.opacity_reset_every > 0 and step > config.opacity_reset_every)
+            log["events"].append({"step": step, **stats})
+            grad_accum = torch.zeros(expert.num_gaussians, device=device)
+            count = torch.zeros(expert.num_gaussians, device=device)
+        if config.opacity_reset_every and step % config.opacity_reset_every == 0 and step < densify_until:
+            expert.reset_opacity(optimizer)
+        if step % config.checkpoint_every == 0 or step == total:
+            elapsed = time.perf_counter() - t_start
+            checkpoint()
+        if progress is not None and (step % 10 == 0 or step == total):
+            progress(step / total, f"{name}: step {step}/{total}, loss {float(loss):.4f}, "
+                                   f"{expert.num_gaussians} Gaussians")
+    elapsed = time.perf_counter() - t_start
+    log["train_time_s"] = elapsed
+    log["num_gaussians"] = expert.num_gaussians
+    log["iterations"] = total
+    (expert_dir / "log.json").write_text(json.dumps(log))
+    return ckpt_path
+
+
+def prepare_run(dataset: str | Path, out: str | Path, experts: list[str], config: TrainConfig,
+                options: dict[str, dict] | None = None) -> tuple[Path, MultiViewVideo]:
+    """Load the dataset, compute the initial cloud, write run.json + points.npz. Returns (run dir, video)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    video = load_dataset(dataset, config.downsample, config.frames)
+    pts_path = out / "points.npz"
+    if pts_path.is_file():
+        z = np.load(pts_path)
+        method = str(z["method"])
+    else:
+        pts, cols, method = init_points(video, config.init_points, config.min_points, config.max_points,
+                                        config.seed)
+        np.savez(pts_path, points=pts, colors=cols, method=method)
+    meta = {"dataset": str(Path(dataset).resolve()), "experts": list(experts), "options": options or {},
+            "train_config": asdict(config), "points_method": method, "cameras": video.names,
+            "train": video.train, "test": video.test, "frames": int(video.num_frames), "size": list(video.size),
+            "fps": video.fps}
+    (out / "run.json").write_text(json.dumps(meta, indent=1))
+    return out, video
+
+
+def read_run(run: str | Path) -> dict:
+    path = Path(run) / "run.json"
+    if not path.is_file():
+        raise InvalidInput(f"{run} is not a MoE-GS run folder (run.json is missing)")
+    return json.loads(path.read_text())
+
+
+def load_run_video(run: str | Path) -> MultiViewVideo:
+    meta = read_run(run)
+    cfg = TrainConfig.from_dict(meta["train_config"])
+    return load_dataset(meta["dataset"], cfg.downsample, cfg.frames)
+
+
+def train_run(dataset: str | Path, out: str | Path, experts: list[str], config: TrainConfig | None = None,
+              options: dict[str, dict] | None = None, progress: Progress | None = None,
+              cancel: threading.Event | None = None) -> Path:
+    """Train every expert of ``experts`` on ``dataset`` into the run folder ``out`` (resuming what exists)."""
+    config = config or TrainConfig()
+    if not experts:
+        raise InvalidInput("name at least one expert to train")
+    options = options or {}
+    run, video = prepare_run(dataset, out, experts, config, options)
+    z = np.load(run / "points.npz")
+    for i, name in enumerate(experts):
+        def sub(f, msg, i=i):
+            if progress is not None:
+                progress((i + f) / len(experts), msg)
+
+        train_expert(video, name, run / name, z["points"], z["colors"], config, options.get(name), sub, cancel)
+    return run
+
