@@ -183,16 +183,24 @@ def _connected(rt, client: Client) -> None:
         _refresh_current(rt, client)
 
 
+def _forget_dead_client() -> None:
+    """Drop a connection that stopped answering; if it was our local backend, make sure that process is gone
+    (a SIGKILLed process can still look alive for a moment after its socket closed; a hung one must not linger)."""
+    global _client
+    if _client is not None and _client.local_workspace is not None:
+        backend_process.stop()
+    _client = None
+
+
 def ensure_backend(context=None) -> Client:
     """Connect to (remote) or start (local) the backend per the preferences; idempotent. See module docstring."""
-    global _client
     context = context or bpy.context
     rt = state.runtime(context)
     s = _settings(context)
     if _live(_client, s):
         _set_connection(rt, _client)
         return _client
-    _client = None
+    _forget_dead_client()
     try:
         client = _connect(s)
     except BackendError as exc:
@@ -214,7 +222,7 @@ _starting = False
 def start_backend_async(context=None) -> None:
     """UI mode: start/connect on a worker thread (a local start takes seconds); ``wm.lw_runtime.connection`` is
     ``STARTING`` until ``drain_updates()`` applies the outcome (``CONNECTED``, or ``ERROR`` with last_error)."""
-    global _client, _starting
+    global _starting
     context = context or bpy.context
     rt = state.runtime(context)
     s = _settings(context)
@@ -223,7 +231,7 @@ def start_backend_async(context=None) -> None:
         return
     if _starting:
         return
-    _client = None
+    _forget_dead_client()
     _starting = True
     rt.connection, rt.url, rt.last_error = "STARTING", "", ""
 
