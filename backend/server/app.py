@@ -141,7 +141,10 @@ def create_app(workspace: Path, token: str, kinds: dict[str, JobKind] | None = N
     starts and stops with the app's lifespan.
     """
     workspace = Path(workspace).expanduser().resolve()
-    workspace.mkdir(parents=True, exist_ok=True)
+    try:
+        workspace.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInput(f"cannot create the workspace {workspace}: {exc.strerror}; choose another one") from exc
     store = JobStore(workspace / DB_NAME)  # first: a busy workspace is refused before the (slow) job imports
     store.interrupt_unfinished()
     kinds = registry() if kinds is None else dict(kinds)

@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
+from backend.errors import InvalidInput
 from backend.jobs import JobKind
 from backend.server import create_app
 from backend.server.store import JobStore, WorkspaceBusy
@@ -293,3 +294,25 @@ def test_a_misspelt_parameter_is_refused_not_ignored(client):
                  "secnds")
     schema = {k["name"]: k for k in client.get("/kinds").json()}["sleep"]["params_schema"]
     assert schema["additionalProperties"] is False
+
+
+def test_concurrent_clients_see_consistent_records(client, wait_job):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def submit_and_read(i):
+        job = client.post("/jobs", json={"kind": "sleep", "params": {"seconds": 0.01, "steps": 2}}).json()
+        for _ in range(5):
+            assert client.get(f"/jobs/{job['id']}").status_code == 200
+            assert client.get("/jobs").status_code == 200
+        return job["id"]
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(submit_and_read, range(24)))
+    assert len(set(ids)) == 24
+    assert all(wait_job(client, job_id)["state"] == "succeeded" for job_id in ids)
+
+
+def test_an_unusable_workspace_is_an_invalid_input_error(tmp_path, token):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(InvalidInput, match="cannot create the workspace"):
+        create_app(tmp_path / "file" / "ws", token)
