@@ -181,7 +181,8 @@ def create_app(workspace: Path, token: str, kinds: dict[str, JobKind] | None = N
 
     @app.exception_handler(LWError)
     async def lw_error(request: Request, exc: LWError) -> JSONResponse:
-        return _error(_LW_ERROR_STATUS.get(type(exc), 400), type(exc).__name__, str(exc))
+        status = next((_LW_ERROR_STATUS[c] for c in type(exc).__mro__ if c in _LW_ERROR_STATUS), 400)
+        return _error(status, type(exc).__name__, str(exc))
 
     @app.exception_handler(PermissionError)
     async def forbidden(request: Request, exc: PermissionError) -> JSONResponse:
