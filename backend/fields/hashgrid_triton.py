@@ -111,7 +111,7 @@ def _hashgrid_bwd(x_ptr, grad_out_ptr, grad_table_ptr, scale_ptr, res_ptr, size_
 
 class _TritonEncode(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, table, enc):  # noqa: D401 - autograd signature
+    def forward(ctx, x, table, enc):
         out = torch.empty(x.shape[0], enc.output_dim, device=x.device, dtype=torch.float32)
         enc._launch(_hashgrid_fwd, x, table, out)
         ctx.save_for_backward(x)

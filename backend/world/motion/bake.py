@@ -20,9 +20,9 @@ Loop quality metrics on rendered images (``loop_metrics``):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch

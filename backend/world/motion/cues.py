@@ -52,7 +52,7 @@ class MotionCue:
         return self.mask.shape
 
     @staticmethod
-    def empty(height: int, width: int) -> "MotionCue":
+    def empty(height: int, width: int) -> MotionCue:
         return MotionCue(np.zeros((height, width, 2), np.float32), np.zeros((height, width), bool),
                          np.zeros((height, width), np.uint8))
 

@@ -85,7 +85,7 @@ class EulerianFlowNet(nn.Module):
         return path
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> "EulerianFlowNet":
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> EulerianFlowNet:
         """Load a model saved by ``save_pretrained`` (or converted to that layout)."""
         from safetensors.torch import load_file
 
@@ -113,7 +113,7 @@ class EulerianMotionProvider:
         self.name = name
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str = "cpu") -> "EulerianMotionProvider":
+    def from_pretrained(cls, path: str | Path, device: str = "cpu") -> EulerianMotionProvider:
         return cls(EulerianFlowNet.from_pretrained(path, device), name=f"eulerian-unet:{Path(path).name}")
 
     @torch.no_grad()

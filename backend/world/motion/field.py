@@ -143,7 +143,7 @@ class MotionField(nn.Module):
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu", backend: str = "auto") -> "MotionField":
+    def load(cls, path: str | Path, device: str | torch.device = "cpu", backend: str = "auto") -> MotionField:
         """Read a field written by ``save``; ``backend`` picks the encoding implementation on this machine."""
         path = Path(path)
         if not path.is_file():

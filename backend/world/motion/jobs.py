@@ -7,9 +7,8 @@ import os
 
 from pydantic import BaseModel, Field
 
-from backend.jobs import JobContext, job_kind
-
 from backend.fields import HashGridConfig
+from backend.jobs import JobContext, job_kind
 
 from .bake import BakeConfig
 from .field import MotionFieldConfig

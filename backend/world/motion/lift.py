@@ -39,18 +39,18 @@ class SceneFlow:
     def __len__(self) -> int:
         return int(self.points.shape[0])
 
-    def subset(self, index) -> "SceneFlow":
+    def subset(self, index) -> SceneFlow:
         return SceneFlow(self.points[index], self.vectors[index], self.material[index], self.view[index])
 
-    def with_vectors(self, vectors: np.ndarray) -> "SceneFlow":
+    def with_vectors(self, vectors: np.ndarray) -> SceneFlow:
         return SceneFlow(self.points, np.asarray(vectors, np.float64), self.material, self.view)
 
     @staticmethod
-    def empty() -> "SceneFlow":
+    def empty() -> SceneFlow:
         return SceneFlow(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0, np.uint8), np.zeros(0, np.int32))
 
     @staticmethod
-    def concatenate(parts: list["SceneFlow"]) -> "SceneFlow":
+    def concatenate(parts: list[SceneFlow]) -> SceneFlow:
         parts = [p for p in parts if len(p)] or [SceneFlow.empty()]
         return SceneFlow(*(np.concatenate([getattr(p, f) for p in parts])
                            for f in ("points", "vectors", "material", "view")))
@@ -60,7 +60,7 @@ class SceneFlow:
         np.savez_compressed(path, points=self.points, vectors=self.vectors, material=self.material, view=self.view)
 
     @staticmethod
-    def load(path) -> "SceneFlow":
+    def load(path) -> SceneFlow:
         with np.load(path) as z:
             return SceneFlow(z["points"], z["vectors"], z["material"], z["view"])
 

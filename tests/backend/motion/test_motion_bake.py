@@ -9,7 +9,12 @@ from backend.fields import HashGridConfig
 from backend.gaussians import Gaussians, rgb_to_sh_dc
 from backend.io.lw4d import read_sequence
 from backend.world.motion.bake import (
-    BakeConfig, bake_loop, crossfade_weights, loop_metrics, render_loop, write_loop,
+    BakeConfig,
+    bake_loop,
+    crossfade_weights,
+    loop_metrics,
+    render_loop,
+    write_loop,
 )
 from backend.world.motion.field import MotionField, MotionFieldConfig, field_fit_error, new_motion_field
 from backend.world.motion.lift import SceneFlow

@@ -6,7 +6,13 @@ import torch
 
 from backend.errors import InvalidInput, ModelUnavailable
 from backend.world.motion.cues import (
-    MATERIAL_CODE, PRESETS, combine_cues, fallback_cue, fallback_cue_from_image, hint_cue, preset_cue,
+    MATERIAL_CODE,
+    PRESETS,
+    combine_cues,
+    fallback_cue,
+    fallback_cue_from_image,
+    hint_cue,
+    preset_cue,
 )
 from backend.world.motion.eulerian import EulerianFlowConfig, EulerianFlowNet, EulerianMotionProvider
 
