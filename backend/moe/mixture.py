@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 
 from ..errors import InvalidInput
@@ -200,3 +201,44 @@ def render_mixture(gaussians: list[Gaussians], router: Router, camera: Camera, t
     """Render the mixture of the experts whose Gaussians at time t are ``gaussians`` (list of K) from ``camera``."""
     gates = [router.gate_values(k, g.means, t)[:, None] for k, g in enumerate(gaussians)]
     return blend(splat_experts(gaussians, camera, raster, gates, mode), router)
+
+
+@torch.no_grad()
+def bake_mixture(experts: list, mean_weights: list[torch.Tensor], out, times, fps: float = 30.0,
+                 coordinate_frame: str = "blender_z_up_m", progress=None):
+    """Bake a mixture into ONE ``.lw4d`` cloud: the union of the experts' Gaussians at each time, the opacity of
+    Gaussian i of expert k scaled by m_i, its expert's mean pixel weight where it is seen
+    (``prune.GateScores.mean_weight``): a_i' = m_i a_i(t). Blending per pixel cannot be stored in one cloud;
+    this is its time-independent per-Gaussian approximation. Every Gaussian whose position, rotation, scale or
+    opacity changes over ``times`` is dynamic. Returns the sequence path."""
+    from ..io.lw4d import SequenceWriter
+
+    def decoded(t):
+        gs = Gaussians.concatenate([e.gaussians_at(float(t)) for e in experts])
+        scale = torch.cat(mean_weights).to(gs.means.device)
+        return gs, {"position": gs.means, "rotation": gs.unit_quats(), "scale": gs.log_scales.exp(),
+                    "opacity": gs.opacity_logits.sigmoid() * scale}
+
+    def numpy(d):
+        return {k: v.detach().cpu().numpy().astype(np.float32) for k, v in d.items()}
+
+    first, ref = decoded(times[0])
+    ref = numpy(ref)
+    moved = np.zeros(len(first), bool)
+    for t in times[1:]:
+        cur = numpy(decoded(t)[1])
+        for k, v in cur.items():
+            moved |= (np.abs(v - ref[k]) > 1e-6 * np.maximum(1.0, np.abs(ref[k]))).reshape(len(v), -1).any(1)
+    dynamic = np.nonzero(moved)[0].astype(np.int64)
+    base = Gaussians(means=ref["position"], quats=ref["rotation"], log_scales=np.log(np.maximum(ref["scale"], 1e-30)),
+                     opacity_logits=np.log(np.clip(ref["opacity"], 1e-6, 1 - 1e-6) / np.clip(1 - ref["opacity"], 1e-6, 1)),
+                     sh=first.sh.detach().cpu().numpy().astype(np.float32))
+    channels = ("position", "rotation", "scale", "opacity")
+    with SequenceWriter(out, base, dynamic, len(times), channels=channels, fps=fps, loop=False,
+                        coordinate_frame=coordinate_frame) as w:
+        for i, t in enumerate(times):
+            cur = numpy(decoded(t)[1])
+            w.append(**{k: cur[k][dynamic] for k in channels})
+            if progress is not None:
+                progress((i + 1) / len(times), f"baked frame {i + 1}/{len(times)}")
+    return out

@@ -186,12 +186,12 @@ def train_router(run: str | Path, video: MultiViewVideo, config: RouterTrainConf
         loss.backward()
         optimizer.step()
         step += 1
-        log["loss"].append(round(float(loss), 6))
+        log["loss"].append(round(loss.item(), 6))
         if step % config.checkpoint_every == 0 or step == config.iterations:
             elapsed = time.perf_counter() - t_start
             checkpoint()
         if progress is not None and (step % 10 == 0 or step == config.iterations):
-            progress(step / config.iterations, f"router: step {step}/{config.iterations}, loss {float(loss):.4f}")
+            progress(step / config.iterations, f"router: step {step}/{config.iterations}, loss {loss.item():.4f}")
     return out
 
 
