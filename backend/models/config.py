@@ -9,11 +9,12 @@ Each setting is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from ..errors import ModelUnavailable
-from .depth import DepthProvider, LandscapeDepth, TransformersDepth
+from .depth import DepthProvider, LandscapeDepth, LandscapeGeometry, TransformersDepth
 from .outpaint import DiffusersInpaint, OutpaintProvider, PyramidInpaint
 from .segmentation import HeuristicSegmentation, SegmentationProvider, TransformersSegmentation
 
@@ -52,9 +53,10 @@ def make_segmentation(config: ModelConfig) -> SegmentationProvider:
                    HeuristicSegmentation)
 
 
-def make_depth(config: ModelConfig, segmentation: SegmentationProvider | None = None) -> DepthProvider:
+def make_depth(config: ModelConfig, segmentation: SegmentationProvider | None = None,
+               geometry: LandscapeGeometry = LandscapeGeometry()) -> DepthProvider:
     return _choose(config.depth, "depth", lambda n: TransformersDepth(n, config.device),
-                   lambda: LandscapeDepth(segmentation or make_segmentation(config)))
+                   lambda: LandscapeDepth(segmentation or make_segmentation(config), geometry))
 
 
 def make_outpaint(config: ModelConfig) -> OutpaintProvider:

@@ -29,7 +29,7 @@ class RegionMasks:
     ground: np.ndarray
 
     @staticmethod
-    def from_sky_water(sky: np.ndarray, water: np.ndarray) -> "RegionMasks":
+    def from_sky_water(sky: np.ndarray, water: np.ndarray) -> RegionMasks:
         sky = sky.astype(bool)
         water = water.astype(bool) & ~sky
         return RegionMasks(sky=sky, water=water, ground=~(sky | water))

@@ -7,7 +7,7 @@ where a level horizon would be: pitch = atan((c_y - v_h) / f).
 
 ``expand_world`` from a new camera:
 1. render the world: colour C, alpha A, depth D;
-2. missing mask M = dilate(A < ``alpha_threshold``, ``dilate_px``);
+2. missing mask M = dilate(A < ``alpha_threshold``, ``dilate_px``); context colour C / A (straight colour);
 3. outpaint: I = outpaint(C, M, prompt);
 4. depth of I, aligned to D on the overlap (not missing, not sky) with the robust inverse-depth scale+shift
    fit (``depth_align``); then the remaining log-depth residual on the overlap, r = log D - log Z, is pushed
@@ -46,7 +46,7 @@ from .lift import REGION_SKY, REGION_WATER, LiftConfig, lift_image
 
 @dataclass(frozen=True)
 class ExpandConfig:
-    alpha_threshold: float = 0.5
+    alpha_threshold: float = 0.9  # softer edges of the rendered world count as missing (re-filled)
     dilate_px: int = 2
     seam_fade_px: float = 24.0
     min_missing_fraction: float = 0.002  # below this the camera shows nothing new
@@ -68,7 +68,7 @@ class WorldConfig:
         return asdict(self)
 
     @staticmethod
-    def from_json(d: dict) -> "WorldConfig":
+    def from_json(d: dict) -> WorldConfig:
         return WorldConfig(resolution=int(d["resolution"]), focal_px_at_512=float(d["focal_px_at_512"]),
                            camera_height=float(d["camera_height"]), models=ModelConfig(**d["models"]),
                            lift=LiftConfig(**d["lift"]), expand=ExpandConfig(**d["expand"]))
@@ -81,10 +81,7 @@ _outpaint = functools.lru_cache(maxsize=4)(make_outpaint)
 
 @functools.lru_cache(maxsize=4)
 def _depth(models: ModelConfig, geometry: LandscapeGeometry):
-    provider = make_depth(models, _segmentation(models))
-    if isinstance(provider, LandscapeDepth):
-        provider.geometry = geometry
-    return provider
+    return make_depth(models, _segmentation(models), geometry)
 
 
 def _geometry(cfg: WorldConfig) -> LandscapeGeometry:
@@ -281,8 +278,8 @@ def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: di
     t = time.perf_counter()
     color, alpha, rdepth = _render(old, camera)
     timings["render_s"] = time.perf_counter() - t
-    h, w = alpha.shape
     missing = alpha < ec.alpha_threshold
+    color = color / np.maximum(alpha, 1e-6)[..., None]  # straight colour: no dark fringe from the black background
     if ec.dilate_px > 0:
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * ec.dilate_px + 1, 2 * ec.dilate_px + 1))
         missing = cv2.dilate(missing.astype(np.uint8), k).astype(bool)
