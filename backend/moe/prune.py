@@ -75,13 +75,15 @@ def gate_scores(mixture: Mixture, video: MultiViewVideo, raster: RasterConfig = 
 
 
 @torch.no_grad()
-def prune_mixture(mixture: Mixture, scores: GateScores, threshold: float) -> dict:
-    """Remove the Gaussians with contribution < ``threshold`` from their experts (and router). Returns counts."""
-    stats = {"before": mixture.num_gaussians(), "removed": {}}
+def prune_mixture(mixture: Mixture, scores: GateScores, threshold: float) -> tuple[dict, list[torch.Tensor]]:
+    """Remove the Gaussians with contribution < ``threshold`` from their experts (and router).
+    Returns ({"before", "after", "removed": {expert: count}}, the kept masks (N_k,) per expert)."""
+    stats, keeps = {"before": mixture.num_gaussians(), "removed": {}}, []
     for k, (expert, s) in enumerate(zip(mixture.experts, scores.contribution)):
         keep = s >= threshold
+        keeps.append(keep)
         stats["removed"][mixture.names[k]] = int((~keep).sum())
         expert._keep(None, keep)
         mixture.router.keep(k, keep)
     stats["after"] = mixture.num_gaussians()
-    return stats
+    return stats, keeps

@@ -173,7 +173,8 @@ def train_expert(video: MultiViewVideo, name: str, expert_dir: str | Path, point
                 count[vis] += 1
         optimizer.step()
         step += 1
-        log["loss"].append(round(float(loss), 6))
+        loss_value = float(loss.detach())
+        log["loss"].append(round(loss_value, 6))
         if densifying and step % config.densify_every == 0:
             stats = expert.densify_and_prune(optimizer, grad_accum, count, gen,
                                              prune_big=config.opacity_reset_every > 0 and step > config.opacity_reset_every)
@@ -186,7 +187,7 @@ def train_expert(video: MultiViewVideo, name: str, expert_dir: str | Path, point
             elapsed = time.perf_counter() - t_start
             checkpoint()
         if progress is not None and (step % 10 == 0 or step == total):
-            progress(step / total, f"{name}: step {step}/{total}, loss {float(loss):.4f}, "
+            progress(step / total, f"{name}: step {step}/{total}, loss {loss_value:.4f}, "
                                    f"{expert.num_gaussians} Gaussians")
     elapsed = time.perf_counter() - t_start
     log["train_time_s"] = elapsed

@@ -230,5 +230,8 @@ def evaluate_mixture(mixture: Mixture, video: MultiViewVideo, raster: RasterConf
 
 
 def write_report(path: Path, report: dict) -> None:
-    path.write_text(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "renders"} if isinstance(v, dict) else v
-                                for k, v in report.items()}, indent=1))
+    """``report`` as JSON without its "renders" (image tensors)."""
+    def strip(v):
+        return {k: strip(x) for k, x in v.items() if k != "renders"} if isinstance(v, dict) else v
+
+    path.write_text(json.dumps(strip(report), indent=1))

@@ -41,6 +41,7 @@ class ExpertConfig:
     percent_dense: float = 0.01
     prune_opacity: float = 0.005
     max_gaussians: int = 300_000
+    seed: int = 0  # for the expert's random initial values (reproducible runs and resumes)
 
 
 def inverse_sigmoid(x: torch.Tensor) -> torch.Tensor:

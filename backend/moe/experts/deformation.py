@@ -40,8 +40,9 @@ class DeformationConfig(ExpertConfig):
 class HexPlane(nn.Module):
     """Multi-resolution HexPlane field: (M, 4) points in [-1, 1] -> (M, features * levels)."""
 
-    def __init__(self, resolutions, time_resolution: int, features: int):
+    def __init__(self, resolutions, time_resolution: int, features: int, seed: int = 0):
         super().__init__()
+        g = torch.Generator().manual_seed(seed)
         self.planes = nn.ParameterList()
         for r in resolutions:
             for a, b in PLANES:
@@ -49,7 +50,7 @@ class HexPlane(nn.Module):
                 if b == 3:
                     init = torch.ones(1, features, size_b, r)
                 else:
-                    init = torch.empty(1, features, size_b, r).uniform_(0.1, 0.5)
+                    init = 0.1 + 0.4 * torch.rand(1, features, size_b, r, generator=g)
                 self.planes.append(nn.Parameter(init))
         self.levels = len(resolutions)
         self.out_dim = features * self.levels
@@ -73,10 +74,12 @@ class DeformationExpert(Expert):
     def __init__(self, num_frames: int, config: DeformationConfig | None = None, extent: float = 1.0):
         super().__init__(num_frames, config or DeformationConfig(), extent)
         c = self.config
-        self.field = HexPlane(c.resolutions, c.time_resolution, c.features)
-        self.mlp = nn.Sequential(nn.Linear(self.field.out_dim, c.width), nn.ReLU(), nn.Linear(c.width, c.width),
-                                 nn.ReLU())
-        self.heads = nn.Linear(c.width, 3 + 4 + 3)
+        self.field = HexPlane(c.resolutions, c.time_resolution, c.features, c.seed)
+        with torch.random.fork_rng(devices=[]):  # seeded MLP initialisation, global generator left untouched
+            torch.manual_seed(c.seed)
+            self.mlp = nn.Sequential(nn.Linear(self.field.out_dim, c.width), nn.ReLU(), nn.Linear(c.width, c.width),
+                                     nn.ReLU())
+            self.heads = nn.Linear(c.width, 3 + 4 + 3)
         nn.init.zeros_(self.heads.weight)
         nn.init.zeros_(self.heads.bias)
         self.register_buffer("box_lo", torch.full((3,), -1.0))

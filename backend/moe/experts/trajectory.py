@@ -27,7 +27,6 @@ class TrajectoryConfig(ExpertConfig):
     lr_tcenter: float = 1e-3
     lr_tscale: float = 3e-3
     init_tscale: float = 0.5
-    seed: int = 0
 
 
 class TrajectoryExpert(Expert):
