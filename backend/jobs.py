@@ -32,6 +32,7 @@ JOB_MODULES: list[str] = [
     "backend.world.jobs",
     "backend.world.motion.jobs",
     "backend.moe.jobs",
+    "backend.moe.jobs_mixture",
 ]
 
 

@@ -120,3 +120,15 @@ def half_run(tmp_path_factory) -> Path:
         "points_method": "grid", "cameras": [f"cam{c:02d}" for c in range(len(cams))], "train": [1, 2, 3],
         "test": [0], "frames": 2, "size": [W, H], "fps": 30.0}))
     return run
+
+
+@pytest.fixture(scope="session")
+def trained_half(half_run):
+    """(mixture checkpoint, video): a router trained 80 steps over the half scene's two experts."""
+    from backend.moe.router import RouterConfig
+    from backend.moe.train import load_run_video
+    from backend.moe.train_router import RouterTrainConfig, train_router
+
+    video = load_run_video(half_run)
+    cfg = RouterTrainConfig(iterations=80, router=RouterConfig(lr=1e-2), device="cpu")
+    return train_router(half_run, video, cfg), video

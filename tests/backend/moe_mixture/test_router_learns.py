@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from backend.moe.mixture import render_mixture
-from backend.moe.train import load_run_video
-from backend.moe.train_router import RouterTrainConfig, evaluate_mixture, load_mixture, score_renders, train_router
-from backend.moe.router import RouterConfig
+from backend.moe.train_router import evaluate_mixture, load_mixture, score_renders
 from backend.render.rasterize import RasterConfig, rasterize
-
-
-@pytest.fixture(scope="session")
-def trained_half(half_run):
-    video = load_run_video(half_run)
-    cfg = RouterTrainConfig(iterations=80, router=RouterConfig(lr=1e-2), device="cpu")
-    path = train_router(half_run, video, cfg)
-    return path, video
 
 
 def test_learned_weights_pick_the_better_expert_per_region(trained_half):

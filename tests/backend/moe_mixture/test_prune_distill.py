@@ -1,0 +1,103 @@
+"""Gate-aware pruning, distillation into one expert, the mixture's .lw4d bake and the moe_router job."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import torch
+
+from backend.io.lw4d import read_sequence
+from backend.jobs import run_inline
+from backend.moe.distill import DistillConfig, distill, teacher_times, teacher_video
+from backend.moe.mixture import bake_mixture, render_mixture, splat_experts
+from backend.moe.prune import gate_scores, prune_mixture, training_views
+from backend.moe.train_router import evaluate_mixture, load_mixture
+from backend.render.rasterize import RasterConfig
+
+
+def test_gate_scores_add_up_to_the_blended_coverage(trained_half):
+    path, video = trained_half
+    mixture, _ = load_mixture(path)
+    scores = gate_scores(mixture, video, max_views=2)
+    # sum_i s_i over all Gaussians = mean over views of sum_p sum_k w_k(p) A_k(p)
+    expect = 0.0
+    views = training_views(video, 2)
+    for cam, frame in views:
+        t = float(video.times[frame])
+        with torch.no_grad():
+            out = render_mixture(mixture.gaussians_at(t), mixture.router, video.cameras[cam], t)
+        expect += float((out.weights * out.experts.alphas).sum()) / len(views)
+    total = sum(float(s.sum()) for s in scores.contribution)
+    assert abs(total - expect) < 1e-3 * expect
+    for s, c in zip(scores.contribution, scores.coverage):
+        assert bool((s <= c + 1e-5).all())
+
+
+def test_pruning_removes_the_gaussians_whose_expert_loses_there(trained_half):
+    path, video = trained_half
+    mixture, _ = load_mixture(path)
+    before = evaluate_mixture(mixture, video, RasterConfig())
+    scores = gate_scores(mixture, video)
+    xs = [e.means[:, 0].detach().clone() for e in mixture.experts]
+    stats, keeps = prune_mixture(mixture, scores, threshold=0.05)
+    assert stats["after"] == stats["before"] - sum(stats["removed"].values()) == mixture.num_gaussians()
+    k_def, k_key = mixture.names.index("deformation"), mixture.names.index("keyframe")
+    removed_def, removed_key = xs[k_def][~keeps[k_def]], xs[k_key][~keeps[k_key]]
+    assert len(removed_def) > 40 and len(removed_key) > 40
+    assert (removed_def > 0).float().mean() > 0.9  # the deformation expert is wrong on the right (x > 0)
+    assert (removed_key < 0).float().mean() > 0.9
+    after = evaluate_mixture(mixture, video, RasterConfig())
+    assert after["psnr"] > before["psnr"] - 1.0
+
+
+def test_teacher_times_insert_between_frames():
+    t = teacher_times(np.array([0.0, 0.5, 1.0]), 1)
+    np.testing.assert_allclose(t, [0.0, 0.25, 0.5, 0.75, 1.0])
+    np.testing.assert_allclose(teacher_times(np.array([0.0, 1.0]), 0), [0.0, 1.0])
+
+
+def test_distilled_student_learns_the_teachers_images(trained_half, tmp_path):
+    path, video = trained_half
+    mixture, _ = load_mixture(path)
+    teacher = teacher_video(mixture, video, 1, RasterConfig())
+    assert teacher.images.shape[1] == 3 and teacher.images[video.test[0]].max() == 0
+    with torch.no_grad():
+        ref = render_mixture(mixture.gaussians_at(0.5), mixture.router, video.cameras[1], 0.5).color
+    assert np.abs(teacher.images[1, 1] / 255.0 - ref.clamp(0, 1).numpy()).max() < 1 / 255 + 1e-6
+    run = path.parent.parent
+    ckpt = distill(run, mixture, video, DistillConfig(student="deformation", iterations=3), out=tmp_path / "student")
+    state = torch.load(ckpt, weights_only=False)
+    assert state["step"] == 1 + 3
+    assert len(state["log"]["loss"]) == 3
+
+
+def test_bake_scales_opacity_by_the_mean_gate(trained_half, tmp_path):
+    path, video = trained_half
+    mixture, _ = load_mixture(path)
+    scores = gate_scores(mixture, video, max_views=3)
+    m = scores.mean_weight()
+    seq_path = bake_mixture(mixture.experts, m, tmp_path / "mix.lw4d", np.array([0.0, 1.0]), 30.0)
+    seq = read_sequence(seq_path)
+    assert seq.count == mixture.num_gaussians()
+    with torch.no_grad():
+        opac = torch.cat([e.gaussians_at(0.0).opacity_logits.sigmoid() for e in mixture.experts])
+    base_opacity = 1 / (1 + np.exp(-seq.base.opacity_logits))
+    np.testing.assert_allclose(base_opacity, (opac * torch.cat(m)).numpy(), atol=1e-5)
+
+
+def test_moe_router_job_trains_prunes_distils_and_bakes(half_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(half_run, run, ignore=shutil.ignore_patterns("mixture"))
+    arts = run_inline("moe_router", {"run": str(run), "iterations": 3, "prune": True, "prune_threshold": 3.0,
+                                     "distill": "keyframe",
+                                     "distill_iterations": 2}, tmp_path)
+    names = {a.split("/")[-1] for a in arts}
+    assert {"mixture.pt", "pruned.pt", "checkpoint.pt", "manifest.json", "report.json"} <= names
+    report = json.loads((run / "mixture" / "report.json").read_text())
+    assert set(report["experts"]) == {"deformation", "keyframe"}
+    for key in ("moe", "pruned", "distilled", "finetuned"):
+        assert 5.0 < report[key]["psnr"] < 60.0 and report[key]["fps"] > 0
+    assert report["pruned"]["after"] < report["pruned"]["before"]
+    assert read_sequence(run / "mixture" / "mixture.lw4d").count == report["pruned"]["after"]
