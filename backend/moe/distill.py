@@ -80,10 +80,11 @@ def _fine_tune(run: Path, video: MultiViewVideo, name: str, out: Path, iteration
 
 
 def distill(run: str | Path, mixture: Mixture, video: MultiViewVideo, config: DistillConfig,
-            out: str | Path | None = None, raster: RasterConfig = RasterConfig(), mode: Mode = "single",
+            out: str | Path | None = None, raster: RasterConfig | None = None, mode: Mode = "single",
             progress: Progress | None = None, cancel: threading.Event | None = None) -> Path:
     """Fine-tune expert ``config.student`` of ``run`` on the mixture's renders; returns its checkpoint
     (default ``<run>/mixture/distilled/<student>/checkpoint.pt``)."""
+    raster = raster or RasterConfig()
     run = Path(run)
     out = Path(out) if out else run / "mixture" / "distilled" / config.student
 

@@ -54,8 +54,14 @@ def run_mixture(run: Path, config: MixtureRunConfig, video: MultiViewVideo | Non
     from .mixture import bake_mixture
     from .prune import gate_scores, prune_mixture
     from .router import RouterConfig
-    from .train_router import (RouterTrainConfig, evaluate_mixture, load_mixture, save_mixture, train_router,
-                               write_report)
+    from .train_router import (
+        RouterTrainConfig,
+        evaluate_mixture,
+        load_mixture,
+        save_mixture,
+        train_router,
+        write_report,
+    )
 
     run = Path(run)
     meta = read_run(run)

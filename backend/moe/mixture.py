@@ -60,13 +60,14 @@ class MixtureOutput:
     experts: ExpertImages
 
 
-def splat_experts(gaussians: list[Gaussians], camera: Camera, raster: RasterConfig = RasterConfig(),
+def splat_experts(gaussians: list[Gaussians], camera: Camera, raster: RasterConfig | None = None,
                   extras: list[torch.Tensor] | None = None, mode: Mode = "single") -> ExpertImages:
     """Render each expert's Gaussians (``gaussians[k]``, torch, one device) and splat ``extras[k]`` (N_k, C).
 
     mode "single": one pass over the union with one transmittance per expert (module docstring);
     "multipass": one ``rasterize`` call per expert. Both give the same images.
     """
+    raster = raster or RasterConfig()
     if not gaussians:
         raise InvalidInput("a mixture needs at least one expert")
     if extras is not None and len(extras) != len(gaussians):
@@ -197,8 +198,9 @@ def blend(images: ExpertImages, router: Router) -> MixtureOutput:
 
 
 def render_mixture(gaussians: list[Gaussians], router: Router, camera: Camera, t: float,
-                   raster: RasterConfig = RasterConfig(), mode: Mode = "single") -> MixtureOutput:
+                   raster: RasterConfig | None = None, mode: Mode = "single") -> MixtureOutput:
     """Render the mixture of the experts whose Gaussians at time t are ``gaussians`` (list of K) from ``camera``."""
+    raster = raster or RasterConfig()
     gates = [router.gate_values(k, g.means, t)[:, None] for k, g in enumerate(gaussians)]
     return blend(splat_experts(gaussians, camera, raster, gates, mode), router)
 

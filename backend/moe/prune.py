@@ -52,9 +52,10 @@ def training_views(video: MultiViewVideo, max_views: int = 0, seed: int = 0) -> 
     return views
 
 
-def gate_scores(mixture: Mixture, video: MultiViewVideo, raster: RasterConfig = RasterConfig(),
+def gate_scores(mixture: Mixture, video: MultiViewVideo, raster: RasterConfig | None = None,
                 mode: Mode = "single", max_views: int = 0) -> GateScores:
     """Accumulate s_i and c_i over the training views (module docstring)."""
+    raster = raster or RasterConfig()
     views = training_views(video, max_views)
     sums = [torch.zeros(e.num_gaussians, 2, device=e.means.device) for e in mixture.experts]
     for cam, frame in views:
