@@ -13,6 +13,7 @@ _MODULES = [
     "jobs",
     "gaussians",
     "playback",
+    "world",
 ]
 
 

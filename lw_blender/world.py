@@ -1,0 +1,552 @@
+"""LivingWorld in Blender: a world made from one image, expanded from the camera, brought to life, baked to a loop.
+
+The world lives on the backend (``backend/world``: a folder of versioned steps); Blender holds a view of it:
+
+    object "LW World"          ONE Gaussians carrier (lw_blender.gaussians), refilled in place after every step
+    object "LW World Camera"   a camera matching the photo (the first step's Blender camera spec), the scene camera
+    Scene.lw.world             the world folder (as the backend sees it), the steps so far, the motion cues waiting
+                               for the next motion update, field and bake settings
+    image "LW World Preview"   the backend's render of the current step from its camera
+
+Every action is a short chain of backend jobs, then ONE apply on the main thread:
+
+    new_world     world_new {image, depth?, prompt, resolution} -> import_gaussians {the step's PLY} -> apply
+    expand_world  world_expand {world, camera: spec of the ACTIVE camera, prompt}   -> import_gaussians -> apply
+    undo_world    world_undo {world}                                                -> import_gaussians -> apply
+    update_motion motion_update {world, view, presets, hints, field}                -> apply (steps, clear cues)
+    bake_world    world_bake {world, frames, loop, fps} -> import_gaussians {the .lw4d} -> apply (sequence)
+
+Nothing in the scene changes before the last job of a chain succeeded and its files were read, so a failing or
+cancelled job (or a bad artifact) leaves the scene as it was. In background mode (scripts, tests) the chain blocks;
+with a UI each job is submitted with ``jobs.submit_job`` and the next one starts from its ``on_done`` on the main
+thread (progress and cancel: the Backend panel, ``wm.lw_runtime``). ``busy()`` names the running chain.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import bpy
+
+from . import annotations, gaussians, jobs, playback, splat_material, splat_nodes, state
+
+CARRIER_NAME = "LW World"
+CAMERA_NAME = "LW World Camera"
+PREVIEW_IMAGE = "LW World Preview"
+PRESETS = ("CLOUDS", "WATER", "SMOKE", "FOG", "FIRE")
+PRESET_ITEMS = [
+    ("CLOUDS", "Clouds", "Clouds drift uniformly across the region"),
+    ("WATER", "Water", "Water flows along the direction with small turbulence"),
+    ("SMOKE", "Smoke", "Smoke rises and curls"),
+    ("FOG", "Fog", "Fog rolls slowly"),
+    ("FIRE", "Fire", "Fire flickers upwards"),
+]
+REGION_ITEMS = [
+    ("AUTO", "Auto", "The preset's usual region from the world's segmentation: water for Water, else sky"),
+    ("SKY", "Sky", "The sky region of the view"),
+    ("WATER", "Water", "The water region of the view"),
+    ("GROUND", "Ground", "The ground region of the view"),
+    ("ALL", "Whole View", "Every pixel of the view"),
+]
+
+
+class WorldError(Exception):
+    """An action on the world cannot start (no world yet, a missing file, no camera, another action running)."""
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """``step.json`` of a world job: the world folder (backend path), the current step and its camera spec."""
+
+    world: str
+    step: int
+    steps: int
+    camera: dict
+    stats: dict
+
+    @classmethod
+    def read(cls, path: Path) -> StepInfo:
+        try:
+            d = json.loads(Path(path).read_text())
+            return cls(world=str(d["world"]), step=int(d["step"]), steps=int(d["steps"]), camera=dict(d["camera"]),
+                       stats=dict(d.get("stats") or {}))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise WorldError(f"the world job wrote no valid step.json ({path}): {exc}") from exc
+
+
+def working_size(spec: dict, resolution: int) -> tuple[int, int]:
+    """Pixel size of the image the backend works on for a view with Blender camera ``spec``: the rendered size
+    (resolution x percentage) scaled so that its long side is the world's ``resolution`` (backend/world/pipeline)."""
+    pct = int(spec.get("resolution_percentage", 100))
+    w, h = int(spec["resolution_x"]) * pct // 100, int(spec["resolution_y"]) * pct // 100
+    s = resolution / max(w, h)
+    return max(round(w * s), 8), max(round(h * s), 8)
+
+
+# --- settings ----------------------------------------------------------------------------------------------------
+
+class LW_WorldStep(bpy.types.PropertyGroup):
+    """One version of the world as Blender last saw it."""
+
+    index: bpy.props.IntProperty(name="Step")
+    kind: bpy.props.StringProperty(name="Kind", description="new, expand or motion")
+    gaussians: bpy.props.IntProperty(name="Gaussians")
+    new_gaussians: bpy.props.IntProperty(name="New Gaussians")
+    prompt: bpy.props.StringProperty(name="Prompt")
+    camera: bpy.props.StringProperty(name="Camera", description="Blender camera spec of the step's view (JSON)")
+    width: bpy.props.IntProperty(name="Width", description="Pixel width of the view the backend works on")
+    height: bpy.props.IntProperty(name="Height", description="Pixel height of the view the backend works on")
+
+
+class LW_MotionRegion(bpy.types.PropertyGroup):
+    """A preset waiting for the next motion update."""
+
+    preset: bpy.props.EnumProperty(name="Preset", items=PRESET_ITEMS, default="CLOUDS")
+    region: bpy.props.EnumProperty(name="Region", items=REGION_ITEMS, default="AUTO")
+    direction: bpy.props.FloatVectorProperty(name="Direction", size=2, default=(1.0, 0.0),
+                                             description="On screen: x right, y up")
+    speed: bpy.props.FloatProperty(name="Speed", default=1.0, min=0.0, description="Pixels per frame")
+    mask: bpy.props.StringProperty(name="Mask", subtype="FILE_PATH",
+                                   description="Mask image of the region (non-zero = inside); overrides Region")
+
+
+class LW_MotionHint(bpy.types.PropertyGroup):
+    """Annotation strokes turned into pixel polylines of one view, waiting for the next motion update."""
+
+    strokes: bpy.props.StringProperty(name="Strokes", description="JSON list of polylines of (x, y) pixels, y down")
+    speed: bpy.props.FloatProperty(name="Speed", default=1.0, min=0.0, description="Pixels per frame")
+    view: bpy.props.IntProperty(name="View", description="World step whose view the strokes were projected into")
+
+
+class LW_WorldSettings(bpy.types.PropertyGroup):
+    """Scene.lw.world: the world this scene shows and the settings of the World and Motion panels."""
+
+    image: bpy.props.StringProperty(name="Image", subtype="FILE_PATH", description="The photo to build a world from")
+    depth: bpy.props.StringProperty(name="Depth", subtype="FILE_PATH",
+                                    description="Optional depth map: .npy in metres or 16-bit .png in millimetres")
+    prompt: bpy.props.StringProperty(name="Prompt", description="Text describing the scene (used by outpainting)")
+    resolution: bpy.props.IntProperty(name="Resolution", default=512, min=32, max=2048,
+                                      description="Long side of the image the backend works on (pixels)")
+    expand_prompt: bpy.props.StringProperty(name="Expand Prompt", description="Text for the new content")
+    directory: bpy.props.StringProperty(name="World", description="World folder, as the backend sees it")
+    world_resolution: bpy.props.IntProperty(name="World Resolution", description="Resolution the world was made at")
+    steps: bpy.props.CollectionProperty(type=LW_WorldStep)
+    # motion cues for the next update
+    preset: bpy.props.EnumProperty(name="Preset", items=PRESET_ITEMS, default="CLOUDS")
+    region: bpy.props.EnumProperty(name="Region", items=REGION_ITEMS, default="AUTO")
+    direction: bpy.props.FloatVectorProperty(name="Direction", size=2, default=(1.0, 0.0),
+                                             description="On screen: x right, y up")
+    speed: bpy.props.FloatProperty(name="Speed", default=1.0, min=0.0, description="Pixels per frame")
+    mask: bpy.props.StringProperty(name="Mask", subtype="FILE_PATH", description="Optional mask image of the region")
+    regions: bpy.props.CollectionProperty(type=LW_MotionRegion)
+    hints: bpy.props.CollectionProperty(type=LW_MotionHint)
+    motion_status: bpy.props.StringProperty(name="Motion", description="How the last motion update aligned")
+    # motion field (defaults: the backend's; smaller tables and fewer steps are much faster on a CPU)
+    field_levels: bpy.props.IntProperty(name="Levels", default=16, min=1, max=32,
+                                        description="Hash-grid levels of the motion field")
+    field_table_log2: bpy.props.IntProperty(name="Table Size (log2)", default=19, min=8, max=24,
+                                            description="log2 of the hash table size per level")
+    fit_steps: bpy.props.IntProperty(name="Fit Steps", default=400, min=1, description="Steps of the first fit")
+    update_steps: bpy.props.IntProperty(name="Update Steps", default=150, min=1,
+                                        description="Steps of each later (warm-started) fit")
+    # bake
+    bake_frames: bpy.props.IntProperty(name="Frames", default=60, min=2, max=100000)
+    bake_loop: bpy.props.BoolProperty(name="Loop", default=True, description="Bake a seamless loop")
+    sequence: bpy.props.StringProperty(name="Sequence", subtype="DIR_PATH", description="The last baked .lw4d")
+
+
+_CLASSES = (LW_WorldStep, LW_MotionRegion, LW_MotionHint, LW_WorldSettings)
+
+
+def settings(scene=None) -> LW_WorldSettings:
+    return (scene or bpy.context.scene).lw.world
+
+
+def carrier(scene):
+    """The scene's world object, or None."""
+    obj = scene.objects.get(CARRIER_NAME)
+    return obj if obj is not None and obj.type == "MESH" else None
+
+
+def current_step(scene) -> LW_WorldStep:
+    s = settings(scene)
+    if not s.directory or not s.steps:
+        raise WorldError("there is no world yet: pick an image and press New World")
+    return s.steps[-1]
+
+
+# --- job chains -------------------------------------------------------------------------------------------------
+
+# A chain link: a job kind, its params, and what to do with its result -> the next link or None (done).
+Link = tuple[str, dict, Callable[[object, jobs.JobResult], "Link | None"]]
+_busy = ""
+
+
+def busy() -> str:
+    """Label of the world action whose jobs are running ("" when none)."""
+    return _busy
+
+
+def _run_chain(context, label: str, first: Link, blocking: bool | None) -> None:
+    """Run the jobs of a chain one after the other (see the module docstring); raises ``jobs.JobFailed``
+    (blocking) or leaves the failure in ``wm.lw_runtime.last_error`` (UI)."""
+    global _busy
+    if _busy:
+        raise WorldError(f"{_busy} is still running: wait for it or cancel it")
+    blocking = bpy.app.background if blocking is None else blocking
+    _busy = label
+    if blocking:
+        try:
+            link = first
+            while link is not None:
+                kind, params, then = link
+                link = then(context, jobs.run_job_blocking(context, kind, params))
+        finally:
+            _busy = ""
+        return
+
+    def submit(link: Link) -> None:
+        global _busy
+        kind, params, then = link
+
+        def done(result: jobs.JobResult) -> None:
+            global _busy
+            following = None
+            try:
+                if result.ok:
+                    following = then(bpy.context, result)
+            finally:
+                if following is None:
+                    _busy = ""
+            if following is not None:
+                submit(following)
+
+        try:
+            jobs.submit_job(bpy.context, kind, params, done)
+        except BaseException:
+            _busy = ""
+            raise
+
+    submit(first)
+
+
+def _artifact(result: jobs.JobResult, suffix: str) -> str:
+    for name in result.artifacts:
+        if name.endswith(suffix):
+            return name
+    raise WorldError(f"job {result.kind} {result.id} returned no {suffix} (artifacts: {result.artifacts})")
+
+
+def _import_link(ply_or_lw4d: str, then: Callable[[object, Path], None]) -> Link:
+    """The import_gaussians job of a backend path (workspace-relative name), then ``then(context, decoded folder)``."""
+    def imported(context, result):
+        then(context, gaussians.decoded_folder(result))
+
+    return ("import_gaussians", {"path": ply_or_lw4d}, imported)
+
+
+# --- applying results to the scene ------------------------------------------------------------------------------
+
+def _fill_carrier(context, decoded: gaussians.DecodedGaussians, sequence: str | None = None):
+    """Show ``decoded`` (and the local ``.lw4d`` ``sequence``) on the scene's ONE world object, replacing its data.
+
+    Everything that can fail on bad data (sequence check, filling the new mesh) happens before the object changes.
+    """
+    scene = context.scene
+    if sequence:
+        playback.check_sequence(sequence, decoded.count)
+    mesh = bpy.data.meshes.new(CARRIER_NAME)
+    try:
+        gaussians.fill_mesh(mesh, decoded)
+    except BaseException:
+        bpy.data.meshes.remove(mesh)
+        raise
+    material = bpy.data.materials.get(splat_material.MATERIAL_NAME) or splat_material.build_material()
+    mesh.materials.append(material)
+    obj = carrier(scene)
+    if obj is None:
+        obj = bpy.data.objects.new(CARRIER_NAME, mesh)
+        scene.collection.objects.link(obj)
+    else:
+        obj.lw_seq.path = ""
+        playback.drop_players()  # the cached player of the old data (reopened lazily for other objects)
+        old = obj.data
+        obj.data = mesh
+        if old.users == 0:
+            bpy.data.meshes.remove(old)
+            mesh.name = CARRIER_NAME
+    obj[gaussians.SOURCE_PROPERTY] = decoded.source
+    obj[gaussians.DEGREE_PROPERTY] = decoded.sh_degree
+    splat_nodes.add_modifier(obj, material)
+    for other in context.selected_objects:
+        other.select_set(False)
+    obj.select_set(True)
+    context.view_layer.objects.active = obj
+    if sequence:
+        playback.attach_sequence(scene, obj, sequence)
+    elif decoded.sh_degree > 0:
+        playback.update_view_colors(scene, obj, force=True)
+    return obj
+
+
+def apply_camera_spec(scene, spec: dict, name: str = CAMERA_NAME):
+    """Create or update camera ``name`` from a Blender camera spec, set the render size, make it the scene camera."""
+    from mathutils import Matrix
+
+    obj = scene.objects.get(name)
+    if obj is None or obj.type != "CAMERA":
+        obj = bpy.data.objects.new(name, bpy.data.cameras.new(name))
+        scene.collection.objects.link(obj)
+    data, render = obj.data, scene.render
+    data.type = "PERSP"
+    data.lens = float(spec["lens"])
+    data.sensor_width, data.sensor_height = float(spec["sensor_width"]), float(spec["sensor_height"])
+    data.sensor_fit = spec.get("sensor_fit", "AUTO")
+    data.shift_x, data.shift_y = float(spec.get("shift_x", 0.0)), float(spec.get("shift_y", 0.0))
+    data.clip_start, data.clip_end = float(spec["clip_start"]), float(spec["clip_end"])
+    obj.matrix_world = Matrix(spec["matrix_world"])
+    render.resolution_x, render.resolution_y = int(spec["resolution_x"]), int(spec["resolution_y"])
+    render.resolution_percentage = int(spec.get("resolution_percentage", 100))
+    render.pixel_aspect_x = float(spec.get("pixel_aspect_x", 1.0))
+    render.pixel_aspect_y = float(spec.get("pixel_aspect_y", 1.0))
+    scene.camera = obj
+    return obj
+
+
+def _load_preview(path: Path):
+    image = bpy.data.images.get(PREVIEW_IMAGE)
+    if image is None:
+        image = bpy.data.images.load(str(path), check_existing=False)
+        image.name = PREVIEW_IMAGE
+    else:
+        image.filepath = str(path)
+        image.reload()
+    if not bpy.app.background:  # the sidebar shows the preview icon; previews need a UI
+        image.preview_ensure().reload()
+    return image
+
+
+def _record_step(s: LW_WorldSettings, info: StepInfo, kind: str, prompt: str) -> None:
+    """Make the step list end at ``info.step`` (an undo drops later ones) and describe that step."""
+    while len(s.steps) > info.step:
+        s.steps.remove(len(s.steps) - 1)
+    item = s.steps.add()
+    item.index, item.kind, item.prompt = info.step, kind, prompt
+    item.gaussians = int(info.stats.get("gaussians", 0))
+    item.new_gaussians = int(info.stats.get("new_gaussians", 0))
+    item.camera = json.dumps(info.camera)
+    item.width, item.height = working_size(info.camera, s.world_resolution)
+
+
+def _apply_world_step(context, info: StepInfo, preview: Path, folder: Path, kind: str, prompt: str) -> None:
+    """The world changed (new, expand, undo): refill the carrier, update camera, steps, preview; drop old cues."""
+    decoded = gaussians.read_decoded(folder)
+    scene = context.scene
+    s = settings(scene)
+    _fill_carrier(context, decoded)
+    if kind != "expand":  # after an expansion the camera is where the artist put it, which is the step's view
+        apply_camera_spec(scene, info.camera)
+    if kind == "new":
+        s.steps.clear()
+    s.directory = info.world
+    if kind == "undo":
+        while len(s.steps) > info.steps:
+            s.steps.remove(len(s.steps) - 1)
+        if len(s.steps) < info.steps:  # the scene did not know this step (the world was edited elsewhere)
+            _record_step(s, info, "step", "")
+    else:
+        _record_step(s, info, kind, prompt)
+    s.regions.clear()
+    s.hints.clear()
+    s.sequence = ""
+    s.motion_status = ""
+    _load_preview(preview)
+
+
+def _world_link(kind: str, params: dict, prompt: str, world_resolution: int | None = None) -> Link:
+    """world_new / world_expand / world_undo, then import the step's PLY, then apply."""
+    def stepped(context, result):
+        info = StepInfo.read(result.path(_artifact(result, "step.json")))
+        preview = result.path(_artifact(result, "preview.png"))
+
+        def apply(context, folder):
+            if world_resolution is not None:
+                settings(context.scene).world_resolution = world_resolution
+            _apply_world_step(context, info, preview, folder, kind.removeprefix("world_"), prompt)
+
+        return _import_link(_artifact(result, "gaussians.ply"), apply)
+
+    return (kind, params, stepped)
+
+
+def _local_file(filepath: str, what: str) -> str:
+    path = Path(bpy.path.abspath(filepath)).resolve()
+    if not path.is_file():
+        raise WorldError(f"{what} {path} does not exist" if not path.exists() else f"{what} {path} is not a file")
+    return str(path)
+
+
+def new_world(context, image: str, depth: str = "", prompt: str = "", resolution: int = 512,
+              blocking: bool | None = None) -> None:
+    """Build a world from ``image`` (a local file; ``depth`` optional), replacing the scene's world."""
+    params = {"image": _local_file(image, "image"), "prompt": prompt, "resolution": int(resolution)}
+    if depth:
+        params["depth"] = _local_file(depth, "depth map")
+    _run_chain(context, "New World", _world_link("world_new", params, prompt, int(resolution)), blocking)
+
+
+def expand_world(context, prompt: str = "", blocking: bool | None = None) -> None:
+    """Expand the world with what the scene's active camera sees."""
+    scene = context.scene
+    current_step(scene)
+    if scene.camera is None:
+        raise WorldError("the scene has no active camera: the expansion is seen from the active camera")
+    params = {"world": settings(scene).directory, "camera": gaussians.camera_spec(scene, scene.camera),
+              "prompt": prompt}
+    _run_chain(context, "Expand World", _world_link("world_expand", params, prompt), blocking)
+
+
+def undo_world(context, blocking: bool | None = None) -> None:
+    """Step the world back to its previous version (camera back to that view)."""
+    s = settings(context.scene)
+    current_step(context.scene)
+    if len(s.steps) < 2:
+        raise WorldError("nothing to undo: the world has only its first step")
+    _run_chain(context, "Undo", _world_link("world_undo", {"world": s.directory}, ""), blocking)
+
+
+def view_camera(context) -> None:
+    """Put "LW World Camera" back at the current step's view (and make it the scene camera)."""
+    apply_camera_spec(context.scene, json.loads(current_step(context.scene).camera))
+
+
+# --- motion -----------------------------------------------------------------------------------------------------
+
+def add_region(scene, preset: str, direction=(1.0, 0.0), speed: float = 1.0, mask: str = "",
+               region: str = "AUTO") -> LW_MotionRegion:
+    """Queue a preset for the next motion update (on ``region`` of the view, or the ``mask`` image)."""
+    current_step(scene)
+    if preset not in PRESETS:
+        raise WorldError(f"unknown motion preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    item = settings(scene).regions.add()
+    item.preset, item.region = preset, region
+    item.direction, item.speed = tuple(direction), float(speed)
+    item.mask = _local_file(mask, "mask image") if mask else ""
+    return item
+
+
+def matching_view(scene, camera, tolerance: float = 1e-3) -> LW_WorldStep:
+    """The latest world step whose view is where ``camera`` is now (same matrix_world)."""
+    import numpy as np
+
+    now = np.array(camera.matrix_world, dtype=np.float64)
+    for step in reversed(list(settings(scene).steps)):
+        spec = json.loads(step.camera)
+        if np.abs(np.array(spec["matrix_world"], dtype=np.float64) - now).max() <= tolerance * max(1.0, np.abs(now).max()):
+            return step
+    raise WorldError(f"the camera {camera.name!r} is not at any view of the world: move it back to a view "
+                     "(View Camera) or expand from where it is first, then draw the strokes")
+
+
+def add_annotation_hints(context, speed: float = 1.0) -> LW_MotionHint:
+    """Queue the scene's annotation strokes, projected through the active camera into its world view, as hints."""
+    scene = context.scene
+    current_step(scene)
+    if scene.camera is None:
+        raise WorldError("the scene has no active camera to project the annotation strokes through")
+    view = matching_view(scene, scene.camera)
+    try:
+        strokes = annotations.view_strokes(scene, scene.camera, view.width, view.height)
+    except annotations.AnnotationError as exc:
+        raise WorldError(str(exc)) from exc
+    item = settings(scene).hints.add()
+    item.strokes, item.speed, item.view = json.dumps(strokes), float(speed), view.index
+    return item
+
+
+def motion_params(scene, view: int = -1) -> dict:
+    """Parameters of the motion_update job from the queued cues (none: the backend's sky/water fallback)."""
+    s = settings(scene)
+    current_step(scene)
+    views = {h.view for h in s.hints}
+    if len(views) > 1:
+        raise WorldError(f"the queued hints belong to views {sorted(views)}: update one view at a time")
+    if views and view >= 0 and view not in views:
+        raise WorldError(f"the queued hints were drawn in view {views.pop()}, not view {view}")
+    target = views.pop() if views else (view if view >= 0 else None)
+    presets = [{"preset": r.preset.lower(), "region": "" if r.region == "AUTO" else r.region.lower(),
+                "mask": bpy.path.abspath(r.mask) if r.mask else None, "direction": list(r.direction),
+                "speed": r.speed} for r in s.regions]
+    hints = [{"strokes": json.loads(h.strokes), "speed": h.speed} for h in s.hints]
+    return {"world": s.directory, "view": target, "presets": presets, "hints": hints, "speed": s.speed,
+            "field": {"n_levels": s.field_levels, "log2_table_size": s.field_table_log2, "steps": s.fit_steps,
+                      "update_steps": s.update_steps}}
+
+
+def update_motion(context, view: int = -1, blocking: bool | None = None) -> None:
+    """Send the queued cues (of ``view``, -1: the current one) to the world's motion field; clears the queue."""
+    params = motion_params(context.scene, view)
+
+    def updated(context, result):
+        report = json.loads(result.path(_artifact(result, "motion.json")).read_text())
+        s = settings(context.scene)
+        while len(s.steps) > int(report["step"]):
+            s.steps.remove(len(s.steps) - 1)
+        previous = s.steps[-1]
+        item = s.steps.add()
+        item.index, item.kind, item.prompt = int(report["step"]), "motion", f"view {report.get('view')}"
+        item.gaussians, item.camera = previous.gaussians, previous.camera
+        item.width, item.height = previous.width, previous.height
+        s.regions.clear()
+        s.hints.clear()
+        s.motion_status = f"{report.get('status', '')}: {report.get('samples', 0)} samples"
+
+    _run_chain(context, "Update Motion", ("motion_update", params, updated), blocking)
+
+
+def bake_world(context, frames: int = 60, loop: bool = True, blocking: bool | None = None) -> None:
+    """Bake the world's motion to a ``.lw4d`` loop and play it on the world object; the scene's frame range
+    becomes the loop (frame_start .. frame_start + frames - 1)."""
+    scene = context.scene
+    s = settings(scene)
+    current_step(scene)
+    if not any(step.kind == "motion" for step in s.steps):
+        raise WorldError("the world has no motion yet: add presets or hints and press Update Motion first")
+    params = {"world": s.directory, "frames": int(frames), "loop": bool(loop),
+              "fps": scene.render.fps / scene.render.fps_base}
+
+    def baked(context, result):
+        manifest = _artifact(result, ".lw4d/manifest.json")
+        for name in result.artifacts:  # a remote backend: download the whole sequence once
+            result.path(name)
+        local = result.path(manifest).parent
+
+        def apply(context, folder):
+            decoded = gaussians.read_decoded(folder)
+            scene = context.scene
+            obj = _fill_carrier(context, decoded, sequence=str(local))
+            obj.lw_seq.use_scene_time, obj.lw_seq.speed, obj.lw_seq.offset = True, 1.0, 0.0
+            scene.frame_end = scene.frame_start + obj.lw_seq.frame_count - 1
+            playback.show_frame(scene, obj, scene.frame_current)
+            settings(scene).sequence = str(local)
+
+        return _import_link(manifest.rpartition("/")[0], apply)
+
+    _run_chain(context, "Bake Loop", ("world_bake", params, baked), blocking)
+
+
+def register():
+    for cls in _CLASSES:
+        bpy.utils.register_class(cls)
+    state.add_scene_settings("world", LW_WorldSettings)
+
+
+def unregister():
+    global _busy
+    _busy = ""
+    state.remove_scene_settings("world")
+    for cls in reversed(_CLASSES):
+        bpy.utils.unregister_class(cls)
