@@ -15,6 +15,7 @@ to ``<workspace>/<name>`` directly; for a remote backend (``local_workspace=None
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -155,16 +156,16 @@ class Client:
             raise BackendError(typ, msg, status=exc.code) from None
         except urllib.error.URLError as exc:
             raise BackendUnavailable(f"cannot reach the backend at {self.url}: {exc.reason}") from None
-        except (ConnectionError, TimeoutError) as exc:
-            raise BackendUnavailable(f"cannot reach the backend at {self.url}: {exc}") from None
+        except (OSError, http.client.HTTPException) as exc:  # reset, refused, timeout, closed mid-response
+            raise BackendUnavailable(f"cannot reach the backend at {self.url}: {type(exc).__name__}: {exc}") from None
 
     def _json(self, method: str, path: str, body: dict | None = None, timeout: float | None = None):
         resp = self._open(method, path, body, timeout)
         try:
             with resp:
                 raw = resp.read()
-        except (ConnectionError, TimeoutError) as exc:
-            raise BackendUnavailable(f"connection to {self.url} lost: {exc}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise BackendUnavailable(f"connection to {self.url} lost: {type(exc).__name__}: {exc}") from None
         try:
             return json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):

@@ -364,6 +364,11 @@ def _poll(client: Client, job_id: str, kind: str) -> None:
         except BackendError as exc:
             _updates.put(_Update(job_id, kind, JobRecord(job_id, kind, "failed", message=str(exc))))
             return
+        except Exception as exc:  # noqa: BLE001  a dead poller would leave the job pending forever: end it visibly
+            traceback.print_exc()
+            _updates.put(_Update(job_id, kind, JobRecord(job_id, kind, "failed",
+                                                         message=f"polling failed: {type(exc).__name__}: {exc}")))
+            return
         if rec != last:
             _updates.put(_Update(job_id, kind, rec))
             last = rec

@@ -63,7 +63,7 @@ def test_submit_job_and_drain_updates_follow_progress_on_the_main_thread(lw, bac
     def on_done(result):
         done.append((result, threading.current_thread() is threading.main_thread()))
 
-    job_id = jobs.submit_job(bpy.context, "sleep", {"seconds": 1.0, "steps": 10}, on_done)
+    job_id = jobs.submit_job(bpy.context, "sleep", {"seconds": 2.0, "steps": 20}, on_done)
     assert bpy.app.timers.is_registered(jobs.drain_updates)
     _drain_until_done(jobs, job_id, on_each=lambda: seen.append((_rt().job_state, _rt().progress)))
     (result, on_main), = done
