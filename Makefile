@@ -3,8 +3,15 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-PY311 ?= $(shell command -v python3.11 2>/dev/null || ls $$HOME/.pyenv/versions/3.11*/bin/python3 2>/dev/null | tail -n 1)
-PY313 ?= $(shell command -v python3.13 2>/dev/null || ls $$HOME/.pyenv/versions/3.13*/bin/python3 2>/dev/null | tail -n 1)
+# First interpreter that really is the wanted version (pyenv shims exist even when that version is not selected).
+find_python = $(shell for p in python$(1) $$HOME/.pyenv/versions/$(1)*/bin/python3 /usr/bin/python$(1) /usr/local/bin/python$(1); do \
+  $$p -c 'import sys; sys.exit(sys.version_info[:2] != tuple(map(int, "$(1)".split("."))))' >/dev/null 2>&1 && { command -v $$p; break; }; done)
+ifndef PY311
+PY311 := $(call find_python,3.11)
+endif
+ifndef PY313
+PY313 := $(call find_python,3.13)
+endif
 VENV := .venv
 BVENV := .venv-blender
 BPY_VERSION := 5.2.3
