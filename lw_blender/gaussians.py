@@ -188,7 +188,7 @@ def load_decoded(context, folder: str | os.PathLike, name: str):
     """
     import bpy
 
-    from . import playback, splat_nodes
+    from . import playback, sorting, splat_nodes
 
     gaussians = read_decoded(folder)
     if gaussians.sequence:
@@ -210,6 +210,7 @@ def load_decoded(context, folder: str | os.PathLike, name: str):
         playback.attach_sequence(context.scene, obj, gaussians.sequence)
     elif gaussians.sh_degree > 0:
         playback.update_view_colors(context.scene, obj)
+    sorting.update_order(context.scene, obj)
     return obj
 
 

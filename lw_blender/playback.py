@@ -12,6 +12,14 @@ Values. For t between frames i0 and i1 = i0 + 1 with w = t - i0, every channel i
 v = (1 - w) v_i0 + w v_i1; rotations are blended on the same hemisphere and renormalised (nlerp).
 Only the M dynamic Gaussians (``dynamic_index``) are read, two frame rows per channel, from the memory-mapped
 arrays; they are scattered into a cached full (N, C) array per object and written with one foreach_set.
+
+Handlers. ``frame_change_pre`` writes the new frame before the depsgraph evaluates it (so renders get it).
+A driver on ``lw_seq.time`` is evaluated by that same depsgraph pass, after the pre handler: driven carriers
+are written in ``frame_change_post`` instead (Blender evaluates again when a post handler changed data), so
+they do not lag one frame. The back-to-front order for EEVEE (``sorting``) is refreshed in
+``frame_change_post`` (the camera of the new frame is evaluated by then), on depsgraph updates (a moved
+camera) and by a timer watching the 3D viewports (navigation is no depsgraph update); every rendered frame is
+re-sorted because the Gaussians move.
 """
 
 import json
@@ -21,12 +29,23 @@ from pathlib import Path
 
 import numpy as np
 
-from . import gaussians, splat_material
+from . import gaussians, sorting, splat_material
 
 TIME_PATH = "lw_seq.time"
 LOOP_MODES = ("ONCE", "LOOP", "PING_PONG")
 # channel -> (carrier attribute, values per Gaussian)
 CHANNELS = {"position": 3, "opacity": 1, "rotation": 4, "scale": 3, "color": 3}
+VIEW_POLL_S = 0.2  # how often the viewport timer checks the 3D views for a changed view
+
+
+def scatter(full: np.ndarray, index: np.ndarray, values: np.ndarray):
+    """full[index] = values for row arrays, through a one-element-per-row byte view (a row copy per index,
+    several times faster than numpy's fancy assignment over (M, C) float rows)."""
+    if full.ndim == 1:
+        full[index] = values
+        return
+    row = np.dtype((np.void, full.dtype.itemsize * full.shape[1]))
+    full.view(row).reshape(-1)[index] = np.ascontiguousarray(values).view(row).reshape(-1)
 
 
 def frame_pair(t: float, frame_count: int, loop_mode: str) -> tuple[int, int, float]:
@@ -198,9 +217,9 @@ class SequencePlayer:
                 values = self.reader.frame(name, i0, i1, w, out=full)
             else:
                 values = self.reader.frame(name, i0, i1, w, out=self.scratch[name])
-                full[index] = values
+                scatter(full, index, values)
             if name == "color":
-                full[index] = splat_material.rgb_to_dc(values)
+                scatter(full, index, splat_material.rgb_to_dc(values))
                 gaussians._set(mesh, "sh_0", full, "FLOAT_VECTOR", "vector")
                 if int(obj.get(gaussians.DEGREE_PROPERTY, 0)) == 0:
                     gaussians.set_color(mesh, splat_material.dc_to_rgb(full))
@@ -242,12 +261,24 @@ def time_fcurve(obj):
     return bag.fcurves.find(TIME_PATH) if bag is not None else None
 
 
+def time_driver(obj):
+    """The driver F-curve of ``lw_seq.time`` on ``obj``, or None."""
+    data = obj.animation_data
+    return data.drivers.find(TIME_PATH) if data is not None else None
+
+
 def sequence_time(scene, obj, frame: float) -> float:
-    """Sequence time of ``obj`` at scene ``frame`` (keyframes > scene mapping > typed value)."""
+    """Sequence time of ``obj`` at scene ``frame`` (keyframes > driver > scene mapping > typed value).
+
+    A driven time is the value the depsgraph last computed: call this after the frame's evaluation
+    (``frame_change_post``) to get the value of ``frame``.
+    """
     settings = obj.lw_seq
     fcurve = time_fcurve(obj)
     if fcurve is not None:
         return float(fcurve.evaluate(frame))
+    if time_driver(obj) is not None:
+        return float(settings.time)
     if settings.use_scene_time:
         t = (frame - scene.frame_start) * settings.speed + settings.offset
         if settings.time != t:
@@ -280,6 +311,18 @@ def sequence_objects(scene):
     return [obj for obj in scene.objects if obj.type == "MESH" and obj.lw_seq.path]
 
 
+def carriers(scene):
+    return [obj for obj in scene.objects if gaussians.is_carrier(obj)]
+
+
+_RENDERING = [False]
+
+
+def rendering() -> bool:
+    """True between render_init and render_complete/cancel (handlers then run on the render thread)."""
+    return _RENDERING[0]
+
+
 def show_frame(scene, obj, frame: float):
     """Bring ``obj`` to the sequence state of scene ``frame``."""
     found = player(obj)
@@ -309,19 +352,62 @@ def attach_sequence(scene, obj, path: str):
 
 
 def on_frame_change(scene, depsgraph=None):
+    """frame_change_pre: write every sequence that does not depend on a driver."""
     frame = scene.frame_current + scene.frame_subframe
     for obj in sequence_objects(scene):
-        show_frame(scene, obj, frame)
+        if time_driver(obj) is None or time_fcurve(obj) is not None:
+            show_frame(scene, obj, frame)
+
+
+def on_frame_change_post(scene, depsgraph=None):
+    """frame_change_post: write driven sequences (their driver has just been evaluated) and refresh the
+    draw order for the new frame's view (every frame while rendering, since the Gaussians move)."""
+    frame = scene.frame_current + scene.frame_subframe
+    for obj in sequence_objects(scene):
+        if time_driver(obj) is not None and time_fcurve(obj) is None:
+            show_frame(scene, obj, frame)
+    for obj in carriers(scene):
+        sorting.update_order(scene, obj, force=rendering() and bool(obj.lw_seq.path), rendering=rendering())
 
 
 def on_load(_filepath=None, *_args):
     drop_players()
+    sorting.forget()
 
 
 def on_depsgraph_update(scene, depsgraph=None):
-    for obj in scene.objects:
-        if obj.type == "MESH" and int(obj.get(gaussians.DEGREE_PROPERTY, 0)) > 0:
+    for obj in carriers(scene):
+        if int(obj.get(gaussians.DEGREE_PROPERTY, 0)) > 0:
             update_view_colors(scene, obj)
+        if not rendering():
+            sorting.update_order(scene, obj)
+
+
+def on_render_init(scene=None, *_args):
+    """render_init: from now on handlers sort for the render camera; sort every carrier for it now (a still
+    render runs no frame handler)."""
+    import bpy
+
+    _RENDERING[0] = True
+    scene = scene if scene is not None and hasattr(scene, "render") else bpy.context.scene
+    for obj in carriers(scene):
+        sorting.update_order(scene, obj, force=True, rendering=True)
+
+
+def on_render_end(*_args):
+    _RENDERING[0] = False
+
+
+def poll_views():
+    """Timer body: re-sort carriers whose viewport view changed (navigation does not update the depsgraph)."""
+    import bpy
+
+    context = bpy.context
+    scene = getattr(context, "scene", None)
+    if scene is not None and not rendering():
+        for obj in carriers(scene):
+            sorting.update_order(scene, obj)
+    return VIEW_POLL_S
 
 
 def _settings_class():
@@ -369,6 +455,8 @@ def register():
         persistent(fn)
         if fn not in handlers:
             handlers.append(fn)
+    if not bpy.app.background and not bpy.app.timers.is_registered(poll_views):
+        bpy.app.timers.register(poll_views, first_interval=VIEW_POLL_S, persistent=True)
 
 
 def unregister():
@@ -377,7 +465,10 @@ def unregister():
     for handlers, fn in _handlers():
         if fn in handlers:
             handlers.remove(fn)
+    if bpy.app.timers.is_registered(poll_views):
+        bpy.app.timers.unregister(poll_views)
     drop_players()
+    sorting.forget()
     del bpy.types.Object.lw_seq
     while _CLASSES:
         bpy.utils.unregister_class(_CLASSES.pop())
@@ -387,4 +478,6 @@ def _handlers():
     import bpy
 
     h = bpy.app.handlers
-    return ((h.frame_change_pre, on_frame_change), (h.load_post, on_load), (h.depsgraph_update_post, on_depsgraph_update))
+    return ((h.frame_change_pre, on_frame_change), (h.frame_change_post, on_frame_change_post), (h.load_post, on_load),
+            (h.depsgraph_update_post, on_depsgraph_update), (h.render_init, on_render_init),
+            (h.render_complete, on_render_end), (h.render_cancel, on_render_end))

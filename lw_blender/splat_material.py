@@ -9,6 +9,15 @@ Material, per shading point of a splat quad (``lw_uv`` = position in sigma units
 Emission-only shading makes a splat show its stored colour whatever the lights are (use the Standard view
 transform for exact colours). EEVEE uses blended transparency (splats are sorted back to front).
 
+Viewport point material ("LW Splat Point", for the "Viewport Points" display of splat_nodes): each Gaussian is
+one sphere of radius R = POINT_EXTENT * sigma; at a shading point with normal n seen along the incoming
+direction i, the distance from the sphere's centre across the view is r = R sqrt(1 - (n . i)^2), so
+
+    alpha = opacity * exp(-(POINT_EXTENT^2 (1 - (n . i)^2)) / 2)
+
+an isotropic Gaussian facing the viewer; opacity and colour are read from the points (type GEOMETRY). Its EEVEE
+transparency is dithered (order-independent), so viewport points need no back-to-front sort.
+
 SH colour (3DGS convention, view direction d = normalize(mu - camera), coefficients c_k of degree <= 3):
 
     rgb = clamp(sum_k c_k Y_k(d) + 0.5, 0, 1)
@@ -17,6 +26,8 @@ SH colour (3DGS convention, view direction d = normalize(mu - camera), coefficie
 import numpy as np
 
 MATERIAL_NAME = "LW Splat"
+POINT_MATERIAL_NAME = "LW Splat Point"
+POINT_EXTENT = 3.0
 COLOR_ATTRIBUTE = "gs_color"
 DC_ATTRIBUTE = "sh_0"
 SH_C0 = 0.28209479177387814
@@ -86,21 +97,23 @@ def dc_to_rgb(dc: np.ndarray) -> np.ndarray:
     return np.clip(dc * SH_C0 + 0.5, 0.0, 1.0).astype(np.float32)
 
 
-def build_material():
-    """Create (or rebuild in place) the "LW Splat" material and return it."""
+def _new_material(name, blended: bool = True):
+    """An emptied node material; EEVEE transparency blended (needs sorted splats) or dithered (order-free)."""
     import bpy
 
-    mat = bpy.data.materials.get(MATERIAL_NAME) or bpy.data.materials.new(MATERIAL_NAME)
+    mat = bpy.data.materials.get(name) or bpy.data.materials.new(name)
     if bpy.app.version < (5, 0, 0):  # 5.x materials always use nodes (the property is deprecated)
         mat.use_nodes = True
     if hasattr(mat, "surface_render_method"):
-        mat.surface_render_method = "BLENDED"
+        mat.surface_render_method = "BLENDED" if blended else "DITHERED"
     else:
-        mat.blend_method = "BLEND"
+        mat.blend_method = "BLEND" if blended else "HASHED"
     mat.use_backface_culling = False
-    tree = mat.node_tree
-    tree.nodes.clear()
+    mat.node_tree.nodes.clear()
+    return mat
 
+
+def _adder(tree):
     def node(type_name, location, **props):
         n = tree.nodes.new(type_name)
         n.location = location
@@ -108,6 +121,28 @@ def build_material():
             setattr(n, key, value)
         return n
 
+    return node
+
+
+def _emit(tree, node, alpha, color):
+    """Surface = mix(Transparent, Emission(color), alpha)."""
+    emission = node("ShaderNodeEmission", (-100, -100))
+    tree.links.new(color, emission.inputs["Color"])
+    emission.inputs["Strength"].default_value = 1.0
+    transparent = node("ShaderNodeBsdfTransparent", (-100, 100))
+    mix = node("ShaderNodeMixShader", (150, 100))
+    tree.links.new(alpha, mix.inputs["Fac"])
+    tree.links.new(transparent.outputs[0], mix.inputs[1])
+    tree.links.new(emission.outputs[0], mix.inputs[2])
+    out = node("ShaderNodeOutputMaterial", (350, 100))
+    tree.links.new(mix.outputs[0], out.inputs["Surface"])
+
+
+def build_material():
+    """Create (or rebuild in place) the "LW Splat" material and return it."""
+    mat = _new_material(MATERIAL_NAME)
+    tree = mat.node_tree
+    node = _adder(tree)
     uv = node("ShaderNodeAttribute", (-900, 200), attribute_type="GEOMETRY", attribute_name="lw_uv")
     r2 = node("ShaderNodeVectorMath", (-700, 200), operation="DOT_PRODUCT")
     tree.links.new(uv.outputs["Vector"], r2.inputs[0])
@@ -123,14 +158,33 @@ def build_material():
     tree.links.new(opacity.outputs["Fac"], alpha.inputs[1])
 
     color = node("ShaderNodeAttribute", (-300, -100), attribute_type="INSTANCER", attribute_name=COLOR_ATTRIBUTE)
-    emission = node("ShaderNodeEmission", (-100, -100))
-    tree.links.new(color.outputs["Color"], emission.inputs["Color"])
-    emission.inputs["Strength"].default_value = 1.0
-    transparent = node("ShaderNodeBsdfTransparent", (-100, 100))
-    mix = node("ShaderNodeMixShader", (150, 100))
-    tree.links.new(alpha.outputs[0], mix.inputs["Fac"])
-    tree.links.new(transparent.outputs[0], mix.inputs[1])
-    tree.links.new(emission.outputs[0], mix.inputs[2])
-    out = node("ShaderNodeOutputMaterial", (350, 100))
-    tree.links.new(mix.outputs[0], out.inputs["Surface"])
+    _emit(tree, node, alpha.outputs[0], color.outputs["Color"])
+    return mat
+
+
+def build_point_material():
+    """Create (or rebuild in place) the "LW Splat Point" material of the viewport points and return it."""
+    mat = _new_material(POINT_MATERIAL_NAME, blended=False)
+    tree = mat.node_tree
+    node = _adder(tree)
+    geometry = node("ShaderNodeNewGeometry", (-1100, 200))
+    facing = node("ShaderNodeVectorMath", (-900, 200), operation="DOT_PRODUCT")
+    tree.links.new(geometry.outputs["Normal"], facing.inputs[0])
+    tree.links.new(geometry.outputs["Incoming"], facing.inputs[1])
+    squared = node("ShaderNodeMath", (-700, 200), operation="MULTIPLY")
+    tree.links.new(facing.outputs["Value"], squared.inputs[0])
+    tree.links.new(facing.outputs["Value"], squared.inputs[1])
+    # -(k^2 / 2) (1 - f^2) = (k^2 / 2) f^2 - k^2 / 2
+    exponent = node("ShaderNodeMath", (-500, 200), operation="MULTIPLY_ADD")
+    tree.links.new(squared.outputs[0], exponent.inputs[0])
+    exponent.inputs[1].default_value = POINT_EXTENT**2 / 2.0
+    exponent.inputs[2].default_value = -(POINT_EXTENT**2) / 2.0
+    falloff = node("ShaderNodeMath", (-300, 200), operation="EXPONENT")
+    tree.links.new(exponent.outputs[0], falloff.inputs[0])
+    opacity = node("ShaderNodeAttribute", (-500, 400), attribute_type="GEOMETRY", attribute_name="opacity")
+    alpha = node("ShaderNodeMath", (-100, 300), operation="MULTIPLY", use_clamp=True)
+    tree.links.new(falloff.outputs[0], alpha.inputs[0])
+    tree.links.new(opacity.outputs["Fac"], alpha.inputs[1])
+    color = node("ShaderNodeAttribute", (-300, -100), attribute_type="GEOMETRY", attribute_name=COLOR_ATTRIBUTE)
+    _emit(tree, node, alpha.outputs[0], color.outputs["Color"])
     return mat

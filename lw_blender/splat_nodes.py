@@ -11,18 +11,38 @@ attribute (linear sigmas), P a fixed axis permutation that moves the smallest si
 k the "Extent" input (sigmas covered by the quad, default 3). The quad stores ``lw_uv = k p``, the position
 in sigma units, which the splat material turns into exp(-|lw_uv|^2 / 2).
 
-Points are sorted back to front by distance to the scene's active camera (Sort Elements, weight = -|mu - c|)
-for EEVEE's blended transparency; the modifier re-evaluates when the camera moves because the group reads the
-camera's transform.
+Draw order. EEVEE's blended transparency needs splats back to front. The group does not sort (a Sort Elements
+node re-sorted 1M points on every evaluation, 0.4 s): with the "Sort" input on, draw slot i shows Gaussian
+``lw_order[i]`` (an INT point attribute; every channel the display reads is gathered with Sample Index).
+``lw_blender.sorting`` computes that permutation in numpy when the view changes and switches "Sort" on with
+it; engines that need no order (Cycles, Workbench) get "Sort" off and pay nothing.
+
+Viewport points. With "Viewport Points" on, viewport evaluations (``Is Viewport``) show each Gaussian as one
+point of radius 3 * |s| / sqrt(2) (the "LW Splat Point" material draws a view-facing Gaussian falloff on it)
+instead of an oriented quad: building 1M instances costs ~60 ms of CPU per evaluation, points ~5 ms. Renders
+(F12, ``render.render``) always use the quads.
 """
 
 import bpy
 
+from . import splat_material
+
 GROUP_NAME = "LW Splats"
+GROUP_VERSION = 2  # stored on the group; an older group in a loaded .blend is rebuilt in place
+VERSION_PROPERTY = "lw_version"
 MODIFIER_NAME = "LW Splats"
 UV_ATTRIBUTE = "lw_uv"
+ORDER_ATTRIBUTE = "lw_order"
 EXTENT_INPUT = "Extent"
 SORT_INPUT = "Sort"
+POINTS_INPUT = "Viewport Points"
+# Sigmas covered by a viewport point's radius (the point material's falloff assumes the same).
+POINT_EXTENT = splat_material.POINT_EXTENT
+# Carriers with at least this many Gaussians get "Viewport Points" on at import (the user can switch it).
+POINTS_DEFAULT_COUNT = 500_000
+# (attribute, data type of Sample Index / Store Named Attribute) gathered through lw_order
+_DRAWN = (("opacity", "FLOAT"), (splat_material.COLOR_ATTRIBUTE, "FLOAT_COLOR"), ("rotation", "QUATERNION"),
+          ("scale", "FLOAT_VECTOR"))
 
 
 def _link(tree, out_socket, in_socket):
@@ -63,40 +83,93 @@ def _fixed_rotation(tree, columns, rotation_socket, location):
     return node.outputs[0]
 
 
-def build_group(material: bpy.types.Material) -> bpy.types.NodeTree:
-    """Create (or rebuild in place) the "LW Splats" node group, its quads carrying ``material``."""
+def _named(tree, name, data_type, location):
+    node = _node(tree, "GeometryNodeInputNamedAttribute", location, data_type=data_type)
+    node.inputs["Name"].default_value = name
+    return node
+
+
+def _socket(tree, name, socket_type, default, description, **limits):
+    item = tree.interface.new_socket(name, in_out="INPUT", socket_type=socket_type)
+    item.default_value = default
+    item.description = description
+    for key, value in limits.items():
+        setattr(item, key, value)
+    return item
+
+
+def _ordered(tree, geometry, use_order, location):
+    """Geometry whose point i carries Gaussian lw_order[i] (position and every drawn channel), or ``geometry``."""
+    x, y = location
+    order = _named(tree, ORDER_ATTRIBUTE, "INT", (x, y - 200)).outputs["Attribute"]
+
+    def gather(value, data_type, row):
+        node = _node(tree, "GeometryNodeSampleIndex", (x + 200, y - 150 * row), data_type=data_type, domain="POINT")
+        _link(tree, geometry, node.inputs["Geometry"])
+        _link(tree, value, node.inputs["Value"])
+        _link(tree, order, node.inputs["Index"])
+        return node.outputs[0]
+
+    position = _node(tree, "GeometryNodeInputPosition", (x, y))
+    moved = _node(tree, "GeometryNodeSetPosition", (x + 400, y))
+    _link(tree, geometry, moved.inputs["Geometry"])
+    _link(tree, gather(position.outputs[0], "FLOAT_VECTOR", 0), moved.inputs["Position"])
+    current = moved.outputs[0]
+    for row, (name, data_type) in enumerate(_DRAWN, start=1):
+        store = _node(tree, "GeometryNodeStoreNamedAttribute", (x + 400 + 200 * row, y), data_type=data_type,
+                      domain="POINT")
+        store.inputs["Name"].default_value = name
+        _link(tree, current, store.inputs["Geometry"])
+        value = _named(tree, name, data_type, (x, y - 150 * row - 300)).outputs["Attribute"]
+        _link(tree, gather(value, data_type, row), store.inputs["Value"])
+        current = store.outputs[0]
+    return _switch(tree, "GEOMETRY", use_order, geometry, current, (x + 1400, y))
+
+
+def _points(tree, geometry, material, location):
+    """One point per Gaussian, radius POINT_EXTENT * |s| / sqrt(2), with the point material."""
+    x, y = location
+    scale = _named(tree, "scale", "FLOAT_VECTOR", (x, y - 200))
+    length = _node(tree, "ShaderNodeVectorMath", (x + 200, y - 200), operation="LENGTH")
+    _link(tree, scale.outputs["Attribute"], length.inputs[0])
+    radius = _node(tree, "ShaderNodeMath", (x + 400, y - 200), operation="MULTIPLY")
+    _link(tree, length.outputs["Value"], radius.inputs[0])
+    radius.inputs[1].default_value = POINT_EXTENT / 2.0**0.5
+    points = _node(tree, "GeometryNodeMeshToPoints", (x + 600, y), mode="VERTICES")
+    _link(tree, geometry, points.inputs["Mesh"])
+    _link(tree, radius.outputs[0], points.inputs["Radius"])
+    set_material = _node(tree, "GeometryNodeSetMaterial", (x + 800, y))
+    _link(tree, points.outputs[0], set_material.inputs["Geometry"])
+    set_material.inputs["Material"].default_value = material
+    return set_material.outputs[0]
+
+
+def build_group(material: bpy.types.Material, point_material: bpy.types.Material | None = None) -> bpy.types.NodeTree:
+    """Create (or rebuild in place) the "LW Splats" node group: quads carrying ``material``, viewport points
+    carrying ``point_material`` (built when not given)."""
+    if point_material is None:
+        point_material = (bpy.data.materials.get(splat_material.POINT_MATERIAL_NAME)
+                          or splat_material.build_point_material())
     tree = bpy.data.node_groups.get(GROUP_NAME)
     if tree is None:
         tree = bpy.data.node_groups.new(GROUP_NAME, "GeometryNodeTree")
     tree.nodes.clear()
     tree.interface.clear()
     tree.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
-    extent = tree.interface.new_socket(EXTENT_INPUT, in_out="INPUT", socket_type="NodeSocketFloat")
-    extent.default_value = 3.0
-    extent.min_value = 0.1
-    extent.max_value = 10.0
-    extent.description = "Half size of each splat quad, in standard deviations of its Gaussian"
-    sort = tree.interface.new_socket(SORT_INPUT, in_out="INPUT", socket_type="NodeSocketBool")
-    sort.default_value = True
-    sort.description = "Sort splats back to front from the active camera (needed by EEVEE blended alpha)"
+    _socket(tree, EXTENT_INPUT, "NodeSocketFloat", 3.0, "Half size of each splat quad, in standard deviations "
+            "of its Gaussian", min_value=0.1, max_value=10.0)
+    _socket(tree, SORT_INPUT, "NodeSocketBool", False, "Draw splats in the back-to-front order kept in the "
+            f"{ORDER_ATTRIBUTE!r} attribute (EEVEE blended alpha); switched by the add-on with the engine")
+    _socket(tree, POINTS_INPUT, "NodeSocketBool", False, "In the viewport, show each Gaussian as a round point "
+            "instead of an oriented quad (much faster for millions of splats); renders always use quads")
     tree.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
+    tree[VERSION_PROPERTY] = GROUP_VERSION
 
-    group_in = _node(tree, "NodeGroupInput", (-1400, 0))
-    group_out = _node(tree, "NodeGroupOutput", (1000, 0))
+    group_in = _node(tree, "NodeGroupInput", (-2200, 0))
+    group_out = _node(tree, "NodeGroupOutput", (1200, 0))
 
-    # Back-to-front order: ascending sort on -distance to the active camera.
-    camera = _node(tree, "GeometryNodeInputActiveCamera", (-1400, 300))
-    camera_info = _node(tree, "GeometryNodeObjectInfo", (-1200, 300))
-    _link(tree, camera.outputs[0], camera_info.inputs["Object"])
-    position = _node(tree, "GeometryNodeInputPosition", (-1200, 450))
-    distance = _vector_math(tree, "DISTANCE", position.outputs[0], camera_info.outputs["Location"], (-1000, 400))
-    negate = _node(tree, "ShaderNodeMath", (-800, 400), operation="MULTIPLY")
-    _link(tree, distance.outputs["Value"], negate.inputs[0])
-    negate.inputs[1].default_value = -1.0
-    sort = _node(tree, "GeometryNodeSortElements", (-600, 200), domain="POINT")
-    _link(tree, group_in.outputs[0], sort.inputs["Geometry"])
-    _link(tree, group_in.outputs[SORT_INPUT], sort.inputs["Selection"])
-    _link(tree, negate.outputs[0], sort.inputs["Sort Weight"])
+    # Draw order: gather through lw_order when Sort is on (lw_blender.sorting keeps both in step).
+    ordered = _ordered(tree, group_in.outputs[0], group_in.outputs[SORT_INPUT], (-2000, 1400))
 
     # The unit quad, with its sigma-unit coordinate for the material.
     grid = _node(tree, "GeometryNodeMeshGrid", (-1000, -300))
@@ -117,10 +190,8 @@ def build_group(material: bpy.types.Material) -> bpy.types.NodeTree:
     set_material.inputs["Material"].default_value = material
 
     # Per-point rotation and scale; put the smallest sigma on the quad normal.
-    rotation = _node(tree, "GeometryNodeInputNamedAttribute", (-1200, -800), data_type="QUATERNION")
-    rotation.inputs["Name"].default_value = "rotation"
-    scale = _node(tree, "GeometryNodeInputNamedAttribute", (-1200, -1000), data_type="FLOAT_VECTOR")
-    scale.inputs["Name"].default_value = "scale"
+    rotation = _named(tree, "rotation", "QUATERNION", (-1200, -800))
+    scale = _named(tree, "scale", "FLOAT_VECTOR", (-1200, -1000))
     sep = _node(tree, "ShaderNodeSeparateXYZ", (-1000, -1000))
     _link(tree, scale.outputs["Attribute"], sep.inputs[0])
     sx, sy, sz = sep.outputs["X"], sep.outputs["Y"], sep.outputs["Z"]
@@ -161,30 +232,65 @@ def build_group(material: bpy.types.Material) -> bpy.types.NodeTree:
     _link(tree, group_in.outputs[EXTENT_INPUT], scale_k.inputs["Scale"])
 
     instance = _node(tree, "GeometryNodeInstanceOnPoints", (300, 0))
-    _link(tree, sort.outputs[0], instance.inputs["Points"])
+    _link(tree, ordered, instance.inputs["Points"])
     _link(tree, set_material.outputs[0], instance.inputs["Instance"])
     _link(tree, rot_out, instance.inputs["Rotation"])
     _link(tree, scale_k.outputs[0], instance.inputs["Scale"])
-    _link(tree, instance.outputs[0], group_out.inputs[0])
+
+    # Viewport points instead of quads (the Switch evaluates only the branch it outputs).
+    points = _points(tree, ordered, point_material, (-400, 600))
+    is_viewport = _node(tree, "GeometryNodeIsViewport", (300, 400))
+    use_points = _node(tree, "FunctionNodeBooleanMath", (500, 400), operation="AND")
+    _link(tree, group_in.outputs[POINTS_INPUT], use_points.inputs[0])
+    _link(tree, is_viewport.outputs[0], use_points.inputs[1])
+    shown = _switch(tree, "GEOMETRY", use_points.outputs[0], instance.outputs[0], points, (800, 0))
+    _link(tree, shown, group_out.inputs[0])
     return tree
 
 
-def add_modifier(obj: bpy.types.Object, material: bpy.types.Material, extent: float = 3.0) -> bpy.types.Modifier:
-    """Give ``obj`` the splat display modifier (building the node group once per file)."""
-    tree = bpy.data.node_groups.get(GROUP_NAME) or build_group(material)
+def splat_group(material: bpy.types.Material) -> bpy.types.NodeTree:
+    """The file's "LW Splats" group, built (or rebuilt from an older add-on version) when needed."""
+    tree = bpy.data.node_groups.get(GROUP_NAME)
+    if tree is None or tree.get(VERSION_PROPERTY) != GROUP_VERSION:
+        tree = build_group(material)
+    return tree
+
+
+def add_modifier(obj: bpy.types.Object, material: bpy.types.Material, extent: float = 3.0,
+                 viewport_points: bool | None = None) -> bpy.types.Modifier:
+    """Give ``obj`` the splat display modifier (building the node group once per file).
+
+    ``viewport_points`` None: on for carriers of at least POINTS_DEFAULT_COUNT Gaussians.
+    """
+    tree = splat_group(material)
     modifier = obj.modifiers.get(MODIFIER_NAME) or obj.modifiers.new(MODIFIER_NAME, "NODES")
     modifier.node_group = tree
     set_input(modifier, EXTENT_INPUT, float(extent))
+    if viewport_points is None:
+        viewport_points = len(obj.data.vertices) >= POINTS_DEFAULT_COUNT
+    set_input(modifier, POINTS_INPUT, bool(viewport_points))
     return modifier
+
+
+def get_input(modifier, name: str):
+    """A group input's value on a Geometry Nodes modifier, by its interface name (Blender 4.2 .. 5.x)."""
+    item = _input_item(modifier, name)
+    if "properties" in modifier.bl_rna.properties:
+        return getattr(modifier.properties.inputs, item.identifier).value
+    return modifier.get(item.identifier, item.default_value)
+
+
+def _input_item(modifier, name: str):
+    for item in modifier.node_group.interface.items_tree:
+        if item.item_type == "SOCKET" and item.in_out == "INPUT" and item.name == name:
+            return item
+    raise KeyError(f"node group {modifier.node_group.name!r} has no input {name!r}")
 
 
 def set_input(modifier, name: str, value):
     """Set a group input of a Geometry Nodes modifier by its interface name (Blender 4.2 .. 5.x)."""
-    for item in modifier.node_group.interface.items_tree:
-        if item.item_type == "SOCKET" and item.in_out == "INPUT" and item.name == name:
-            if "properties" in modifier.bl_rna.properties:  # Blender 5.x: typed modifier interface
-                getattr(modifier.properties.inputs, item.identifier).value = value
-            else:
-                modifier[item.identifier] = value
-            return
-    raise KeyError(f"node group {modifier.node_group.name!r} has no input {name!r}")
+    item = _input_item(modifier, name)
+    if "properties" in modifier.bl_rna.properties:  # Blender 5.x: typed modifier interface
+        getattr(modifier.properties.inputs, item.identifier).value = value
+    else:
+        modifier[item.identifier] = value
