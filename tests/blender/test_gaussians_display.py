@@ -1,0 +1,201 @@
+"""Splat display speed paths: back-to-front order kept in numpy (EEVEE only), viewport points, driven time.
+
+Carriers are built from decoded folders written with numpy (as in test_gaussians_playback.py); no backend.
+"""
+
+import json
+
+import bpy
+import numpy as np
+import pytest
+
+N = 40
+T = 3
+SH_C0 = 0.28209479177387814
+
+
+def _decoded(folder, n=N, sequence=None, scale=None, position=None):
+    rng = np.random.default_rng(3)
+    q = rng.normal(size=(n, 4)).astype(np.float32)
+    color = rng.uniform(0, 1, size=(n, 3)).astype(np.float32)
+    arrays = {
+        "position": rng.uniform(-1, 1, size=(n, 3)).astype(np.float32) if position is None else position,
+        "scale": rng.uniform(0.01, 0.05, size=(n, 3)).astype(np.float32) if scale is None else scale,
+        "rotation": q / np.linalg.norm(q, axis=1, keepdims=True),
+        "opacity": rng.uniform(0.3, 1, size=n).astype(np.float32),
+        "color": color,
+        "sh": ((color - 0.5) / SH_C0)[:, None, :].astype(np.float32),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, a in arrays.items():
+        np.save(folder / f"{name}.npy", np.ascontiguousarray(a, dtype=np.float32))
+    (folder / "manifest.json").write_text(json.dumps({"version": 1, "count": n, "sh_degree": 0, "source": "t.ply",
+                                                      "sequence": None if sequence is None else str(sequence)}))
+    return folder, arrays
+
+
+def _sequence(folder, position0):
+    """All N Gaussians move +0.5 z per frame."""
+    folder.mkdir(parents=True, exist_ok=True)
+    t = np.arange(T, dtype=np.float32)[:, None, None]
+    np.save(folder / "position.npy", (position0[None] + t * np.array([0, 0, 0.5], np.float32)).astype(np.float32))
+    np.save(folder / "dynamic_index.npy", np.arange(N, dtype=np.int64))
+    (folder / "manifest.json").write_text(json.dumps({
+        "format": "lw4d", "version": 1, "frame_count": T, "fps": 24.0, "loop": False,
+        "coordinate_frame": "blender_z_up_m", "count": N, "dynamic_count": N, "channels": {"position": "float32"}}))
+    return folder
+
+
+def _camera(scene, location=(0.0, -4.0, 0.0), rotation=(np.pi / 2, 0.0, 0.0)):
+    cam = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
+    scene.collection.objects.link(cam)
+    cam.location = location
+    cam.rotation_euler = rotation
+    scene.camera = cam
+    bpy.context.view_layer.update()
+    return cam
+
+
+def _attr(mesh_or_cloud, name, width, key="vector", dtype=np.float32):
+    attr = mesh_or_cloud.attributes[name]
+    out = np.empty(len(attr.data) * width, dtype)
+    attr.data.foreach_get(key, out)
+    return out.reshape(-1, width) if width > 1 else out
+
+
+def _instance_locations(obj):
+    """Locations of the quad instances of ``obj``'s display, in drawing order."""
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    return np.array([tuple(i.matrix_world.translation) for i in depsgraph.object_instances
+                     if i.is_instance and i.parent.name == obj.name and i.object.type == "MESH"], np.float32)
+
+
+def _sort_input(lw, obj):
+    nodes = lw.lw_blender.splat_nodes
+    return nodes.get_input(obj.modifiers[nodes.MODIFIER_NAME], nodes.SORT_INPUT)
+
+
+def test_eevee_draws_back_to_front_and_cycles_keeps_no_order(lw, clean_scene, tmp_path):
+    scene = clean_scene
+    scene.render.engine = "BLENDER_EEVEE"
+    cam = _camera(scene)
+    folder, arrays = _decoded(tmp_path / "d")
+    obj = lw.lw_blender.gaussians.load_decoded(bpy.context, folder, "g")
+    order = _attr(obj.data, "lw_order", 1, "value", np.int32)
+    assert sorted(order.tolist()) == list(range(N)) and _sort_input(lw, obj)
+    eye = np.array(cam.location, np.float32)
+    distance = np.linalg.norm(arrays["position"][order] - eye, axis=1)
+    assert np.all(np.diff(distance) <= 1e-4), "lw_order is not far-to-near"
+    # the display draws instance i at Gaussian order[i]
+    np.testing.assert_allclose(_instance_locations(obj), arrays["position"][order], atol=1e-5)
+    # the carrier's own attributes keep the imported order
+    np.testing.assert_array_equal(_attr(obj.data, "position", 3), arrays["position"])
+
+    scene.render.engine = "CYCLES"
+    bpy.context.view_layer.update()
+    assert "lw_order" not in obj.data.attributes and not _sort_input(lw, obj)
+    np.testing.assert_allclose(_instance_locations(obj), arrays["position"], atol=1e-5)
+
+
+def test_order_is_rewritten_only_when_the_view_changes(lw, clean_scene, tmp_path):
+    scene = clean_scene
+    scene.render.engine = "BLENDER_EEVEE"
+    cam = _camera(scene)
+    folder, arrays = _decoded(tmp_path / "d")
+    obj = lw.lw_blender.gaussians.load_decoded(bpy.context, folder, "g")
+    sorting = lw.lw_blender.sorting
+    first = _attr(obj.data, "lw_order", 1, "value", np.int32)
+    # a move below the threshold (1% of the distance to the Gaussians) keeps the order
+    cam.location = (0.0, -4.0 + 0.01, 0.0)
+    bpy.context.view_layer.update()
+    assert sorting.update_order(scene, obj) is False
+    # from the opposite side, near and far swap
+    cam.location = (0.0, 4.0, 0.0)
+    cam.rotation_euler = (np.pi / 2, 0.0, np.pi)
+    bpy.context.view_layer.update()
+    second = _attr(obj.data, "lw_order", 1, "value", np.int32)
+    distance = np.linalg.norm(arrays["position"][second] - np.array(cam.location, np.float32), axis=1)
+    assert np.all(np.diff(distance) <= 1e-4)
+    assert not np.array_equal(first, second)
+
+
+def test_back_to_front_orders_by_distance_or_depth(lw):
+    sorting = lw.lw_blender.sorting
+    positions = np.array([[0, 1, 0], [0, 5, 0], [3, 0.5, 0], [0, 3, 0]], np.float32)
+    eye, forward = np.zeros(3, np.float32), np.array([0, 1, 0], np.float32)
+    assert sorting.back_to_front(positions, eye, forward, True).tolist() == [1, 2, 3, 0]  # |p|: 1, 5, 3.04, 3
+    assert sorting.back_to_front(positions, eye, forward, False).tolist() == [1, 3, 0, 2]  # y: 1, 5, 0.5, 3
+
+
+def test_viewport_points_show_points_in_the_viewport_and_quads_in_renders(lw, clean_scene, tmp_path):
+    scene = clean_scene
+    nodes = lw.lw_blender.splat_nodes
+    # one long flat Gaussian along x (sigma 0.4 x, 0.01 y, 0.1 z), facing the camera on -Y
+    scale = np.array([[0.4, 0.01, 0.1]], np.float32)
+    folder, arrays = _decoded(tmp_path / "d", n=1, scale=scale, position=np.zeros((1, 3), np.float32))
+    np.save(folder / "rotation.npy", np.array([[1, 0, 0, 0]], np.float32))
+    np.save(folder / "opacity.npy", np.array([1.0], np.float32))
+    obj = lw.lw_blender.gaussians.load_decoded(bpy.context, folder, "g")
+    modifier = obj.modifiers[nodes.MODIFIER_NAME]
+    assert nodes.get_input(modifier, nodes.POINTS_INPUT) is False  # small carriers show quads by default
+    nodes.set_input(modifier, nodes.POINTS_INPUT, True)
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    geometry = obj.evaluated_get(depsgraph).evaluated_geometry()
+    cloud = geometry.pointcloud
+    assert cloud is not None and len(cloud.points) == 1 and len(_instance_locations(obj)) == 0
+    np.testing.assert_allclose(_attr(cloud, "radius", 1, "value"), 3.0 * np.linalg.norm(scale, axis=1) / np.sqrt(2),
+                               rtol=1e-5)
+    np.testing.assert_allclose(_attr(cloud, "opacity", 1, "value"), [1.0])
+    assert cloud.materials[0].name == "LW Splat Point"
+
+    # A render shows the quad: wide along x, thin along z (a point of radius 0.88 would cover z = 0.5).
+    cam = _camera(scene, location=(0.0, -4.0, 0.0))
+    scene.render.engine = "CYCLES"
+    scene.cycles.samples = 4
+    scene.render.resolution_x = scene.render.resolution_y = 32
+    scene.render.film_transparent = True
+    scene.render.filepath = str(tmp_path / "r.png")
+    bpy.ops.render.render(write_still=True)
+    image = bpy.data.images.load(str(tmp_path / "r.png"))
+    px = np.array(image.pixels[:], np.float32).reshape(32, 32, 4)[::-1]
+    from bpy_extras.object_utils import world_to_camera_view
+    from mathutils import Vector
+
+    def alpha(world):
+        v = world_to_camera_view(scene, cam, Vector(world))
+        return px[int((1.0 - v.y) * 32), int(v.x * 32), 3]
+
+    assert alpha((0.4, 0.0, 0.0)) > 0.3 and alpha((0.0, 0.0, 0.5)) < 0.05
+
+
+def test_large_carriers_default_to_viewport_points(lw, clean_scene):
+    nodes, sm = lw.lw_blender.splat_nodes, lw.lw_blender.splat_material
+    mesh = bpy.data.meshes.new("big")
+    mesh.vertices.add(nodes.POINTS_DEFAULT_COUNT)
+    obj = bpy.data.objects.new("big", mesh)
+    modifier = nodes.add_modifier(obj, sm.build_material())
+    assert nodes.get_input(modifier, nodes.POINTS_INPUT) is True
+
+
+def test_driven_time_shows_the_current_frame(lw, clean_scene, tmp_path):
+    scene = clean_scene
+    scene.frame_start, scene.frame_end = 1, 10
+    scene.frame_set(1)
+    folder, arrays = _decoded(tmp_path / "d")
+    seq = _sequence(tmp_path / "s.lw4d", arrays["position"])
+    np.save(folder / "position.npy", arrays["position"])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["sequence"] = str(seq)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    obj = lw.lw_blender.gaussians.load_decoded(bpy.context, folder, "g")
+    driver = obj.driver_add("lw_seq.time").driver
+    driver.type = "SCRIPTED"
+    driver.expression = "frame * 0.25"
+    for frame in (3, 6, 2):  # t = 0.75, 1.5, 0.5: the frame's own value, not the previous frame's
+        scene.frame_set(frame)
+        t = frame * 0.25
+        np.testing.assert_allclose(_attr(obj.data, "position", 3), arrays["position"] + [0, 0, 0.5 * t], atol=1e-6)
+        assert obj.lw_seq.time == pytest.approx(t)
+    # the evaluated display agrees (the post handler's change was evaluated within frame_set)
+    np.testing.assert_allclose(np.sort(_instance_locations(obj)[:, 2]), np.sort(arrays["position"][:, 2] + 0.25),
+                               atol=1e-5)
