@@ -21,8 +21,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backend.moe.evaluate import evaluate_run  # noqa: E402
-from backend.moe.train import TrainConfig, train_run  # noqa: E402
+from backend.moe.evaluate import evaluate_run
+from backend.moe.train import TrainConfig, train_run
 
 
 def main() -> None:
@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--experts", nargs="+", default=["deformation", "trajectory", "keyframe"])
     ap.add_argument("--work", type=Path, default=Path("/tmp/lw_moe_bench"))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-points", type=int, default=4000)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     data = a.work / f"data_{a.preset}"
@@ -39,7 +40,8 @@ def main() -> None:
         subprocess.run([str(ROOT / ".venv-blender/bin/python"), str(ROOT / "scripts/make_synthetic_dataset.py"),
                         "--out", str(data), "--preset", a.preset], check=True, capture_output=True)
     run = a.work / f"run_{a.preset}_{a.iterations}"
-    cfg = TrainConfig(iterations=a.iterations, densify_from=100, densify_every=100, checkpoint_every=a.iterations)
+    cfg = TrainConfig(iterations=a.iterations, densify_from=100, densify_every=100, checkpoint_every=a.iterations,
+                      max_points=a.max_points)
     t0 = time.perf_counter()
     train_run(data, run, a.experts, cfg)
     print(f"trained in {time.perf_counter() - t0:.0f} s")

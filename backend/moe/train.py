@@ -79,10 +79,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _gt_tensor(video: MultiViewVideo, cam: int, frame: int, device) -> torch.Tensor:
-    return torch.from_numpy(video.frame(cam, frame)).to(device)
-
-
 def _save_checkpoint(path: Path, payload: dict) -> None:
     with atomic_file(path) as f:
         torch.save(payload, f)
@@ -131,6 +127,9 @@ def train_expert(video: MultiViewVideo, name: str, expert_dir: str | Path, point
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])
     raster = RasterConfig(background=config.background)
+    # every frame once on the device as uint8 (STG keeps its ground truth on the GPU the same way); on CPU this
+    # is a view of the numpy array, not a copy
+    frames_u8 = torch.from_numpy(video.images).to(device)
     total = config.iterations
     densify_until = int(config.densify_until * total)
 
@@ -161,10 +160,11 @@ def train_expert(video: MultiViewVideo, name: str, expert_dir: str | Path, point
         out = rasterize(g, camera, raster)
         means2d = out.meta["means2d"]
         means2d.retain_grad()
-        loss = photometric_loss(out.color, _gt_tensor(video, cam, frame, device), config.ssim_weight)
+        gt = frames_u8[cam, frame].to(out.color.dtype) / 255.0
+        loss = photometric_loss(out.color, gt, config.ssim_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        densifying = config.densify_from <= step < densify_until
+        densifying = config.densify_from <= step < densify_until  # gradient statistics of this step count
         if densifying and means2d.grad is not None:
             with torch.no_grad():
                 vis = out.meta["radii"] > 0
@@ -175,7 +175,7 @@ def train_expert(video: MultiViewVideo, name: str, expert_dir: str | Path, point
         step += 1
         loss_value = float(loss.detach())
         log["loss"].append(round(loss_value, 6))
-        if densifying and step % config.densify_every == 0:
+        if config.densify_from < step <= densify_until and step % config.densify_every == 0:
             stats = expert.densify_and_prune(optimizer, grad_accum, count, gen,
                                              prune_big=config.opacity_reset_every > 0 and step > config.opacity_reset_every)
             log["events"].append({"step": step, **stats})

@@ -33,8 +33,8 @@ class DeformationConfig(ExpertConfig):
     time_resolution: int = 8  # plane size along t (4DGaussians: about half the frame count)
     features: int = 16
     width: int = 64
-    lr_grid: float = 1.6e-2
-    lr_mlp: float = 1.6e-3
+    lr_grid: float = 1.6e-3  # 4DGaussians: grid 1.6e-3, deformation MLP 1.6e-4
+    lr_mlp: float = 1.6e-4
 
 
 class HexPlane(nn.Module):
