@@ -7,6 +7,7 @@ the motion field is shrunk (4 levels, 2^12 table, 30 fit steps) for the same rea
 
 import json
 import math
+import time
 from pathlib import Path
 
 import bpy
@@ -149,19 +150,30 @@ def test_bad_image_path_or_unreadable_image_reports_and_leaves_the_scene_unchang
     assert (scene.lw.world.directory, len(obj.data.vertices), len(scene.lw.world.steps)) == before
 
 
-def test_ui_path_runs_the_job_chain_in_the_background_and_applies_once_at_the_end(scene, lw, small_image):
+def _drain(lw):
+    for _ in range(6000):
+        if lw.lw_blender.jobs.drain_updates() is None and not lw.lw_blender.world.busy():
+            return
+        time.sleep(0.01)
+    raise AssertionError("the world jobs did not end")
+
+
+def test_ui_path_runs_the_job_chain_in_the_background_applies_once_and_cancels(scene, lw, small_image):
     world, jobs = lw.lw_blender.world, lw.lw_blender.jobs
+    rt = bpy.context.window_manager.lw_runtime
+    # cancelled while running: the chain stops, nothing is applied
+    world.new_world(bpy.context, str(small_image), resolution=RESOLUTION, blocking=False)
+    assert world.busy() == "New World" and rt.job_kind == "world_new"
+    jobs.cancel_current(bpy.context)
+    _drain(lw)
+    assert rt.job_state == "cancelled" and not _world_objects() and not scene.lw.world.directory
+    # runs to the end: applied once, after the last job (world_new -> import_gaussians)
     world.new_world(bpy.context, str(small_image), resolution=RESOLUTION, blocking=False)
     assert world.busy() == "New World" and not _world_objects()  # nothing applied while jobs run
     with pytest.raises(world.WorldError, match="still running"):
         world.new_world(bpy.context, str(small_image), resolution=RESOLUTION, blocking=False)
-    for _ in range(6000):
-        if jobs.drain_updates() is None and not world.busy():
-            break
-        import time
-
-        time.sleep(0.01)
-    assert not world.busy()
+    _drain(lw)
+    assert rt.job_kind == "import_gaussians" and rt.job_state == "succeeded"
     obj = bpy.data.objects["LW World"]
     assert len(obj.data.vertices) == _ply_count(_current_ply(scene))
     assert scene.camera.name == "LW World Camera"
