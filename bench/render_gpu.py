@@ -21,7 +21,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -231,27 +230,31 @@ def print_table(rows: list[dict], keys: list[str]) -> None:
         print(" | ".join(f"{r[k]:.3g}" if isinstance(r[k], float) else str(r[k]) for k in keys))
 
 
+def report_parity(parity: list[dict]) -> list[dict]:
+    head = ["n", "size", "sh", "aa"]
+    print("\n== parity: images (relative L2 error vs float64 reference)")
+    print_table(parity, head + [f"{who}.img.{k}.rel_l2" for who in ("gsplat", "ref32")
+                                for k in ("color", "alpha", "depth", "extra")])
+    print("\n== parity: images (max abs error vs float64 reference)")
+    print_table(parity, head + [f"{who}.img.{k}.max_abs" for who in ("gsplat", "ref32")
+                                for k in ("color", "alpha", "extra")])
+    print("\n== parity: gradients (relative L2 error vs float64 reference)")
+    print_table(parity, head + [f"{who}.grad.{p}.rel_l2" for who in ("gsplat", "ref32") for p in PARAMS + ("extra",)])
+    return parity
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--skip-parity", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
     args = ap.parse_args()
-    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}")
     import gsplat
 
-    print(f"gsplat {gsplat.__version__}")
-    parity = parity_table([(200, 64, 48), (5000, 256, 192), (50000, 640, 360)])
-    keys = ["n", "size", "sh", "aa"] + [f"{who}.img.{k}.rel_l2" for who in ("gsplat", "ref32")
-                                        for k in ("color", "alpha", "depth", "extra")]
-    print("\n== parity: images (relative L2 error vs float64 reference)")
-    print_table(parity, keys)
-    print("\n== parity: images (max abs error vs float64 reference)")
-    print_table(parity, ["n", "size", "sh", "aa"] + [f"{who}.img.{k}.max_abs" for who in ("gsplat", "ref32")
-                                                     for k in ("color", "alpha", "extra")])
-    print("\n== parity: gradients (relative L2 error vs float64 reference)")
-    print_table(parity, ["n", "size", "sh", "aa"] + [f"{who}.grad.{p}.rel_l2" for who in ("gsplat", "ref32")
-                                                     for p in PARAMS + ("extra",)])
-    result = {"device": torch.cuda.get_device_name(), "parity": parity}
+    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  gsplat {gsplat.__version__}")
+    result = {"device": torch.cuda.get_device_name()}
+    if not args.skip_parity:
+        result["parity"] = report_parity(parity_table([(200, 64, 48), (5000, 256, 192), (50000, 640, 360)]))
     if not args.skip_speed:
         speed = speed_table()
         print("\n== speed at 1920x1080 (ms, CUDA events, median)")
@@ -266,5 +269,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=4)
     main()
