@@ -19,10 +19,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from render_gpu import PARAMS, SCENES  # noqa: E402
+from render_gpu import PARAMS, SCENES
 
-from backend.gaussians import Gaussians  # noqa: E402
-from backend.render.rasterize import rasterize  # noqa: E402
+from backend.gaussians import Gaussians
+from backend.render.rasterize import rasterize
 
 
 def median_s(fn, runs: int = 3) -> float:
@@ -47,11 +47,11 @@ def main() -> None:
         g = build(n, 0, "cpu")
         cam = make_cam(size, size)
 
-        def forward():
+        def forward(g=g, cam=cam):
             with torch.no_grad():
                 rasterize(g, cam)
 
-        def forward_backward():
+        def forward_backward(g=g, cam=cam):
             leaves = {p: getattr(g, p).clone().requires_grad_() for p in PARAMS}
             out = rasterize(Gaussians(**leaves), cam)
             (out.color.sum() + out.alpha.sum()).backward()
