@@ -288,9 +288,11 @@ def _input_item(modifier, name: str):
 
 
 def set_input(modifier, name: str, value):
-    """Set a group input of a Geometry Nodes modifier by its interface name (Blender 4.2 .. 5.x)."""
+    """Set a group input of a Geometry Nodes modifier by its interface name (Blender 4.2 .. 5.x) and tag its
+    object for re-evaluation (neither way of setting it does that by itself)."""
     item = _input_item(modifier, name)
     if "properties" in modifier.bl_rna.properties:  # Blender 5.x: typed modifier interface
         getattr(modifier.properties.inputs, item.identifier).value = value
     else:
         modifier[item.identifier] = value
+    modifier.id_data.update_tag()

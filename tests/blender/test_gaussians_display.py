@@ -132,12 +132,13 @@ def test_viewport_points_show_points_in_the_viewport_and_quads_in_renders(lw, cl
     nodes = lw.lw_blender.splat_nodes
     # one long flat Gaussian along x (sigma 0.4 x, 0.01 y, 0.1 z), facing the camera on -Y
     scale = np.array([[0.4, 0.01, 0.1]], np.float32)
-    folder, arrays = _decoded(tmp_path / "d", n=1, scale=scale, position=np.zeros((1, 3), np.float32))
+    folder, _ = _decoded(tmp_path / "d", n=1, scale=scale, position=np.zeros((1, 3), np.float32))
     np.save(folder / "rotation.npy", np.array([[1, 0, 0, 0]], np.float32))
     np.save(folder / "opacity.npy", np.array([1.0], np.float32))
     obj = lw.lw_blender.gaussians.load_decoded(bpy.context, folder, "g")
     modifier = obj.modifiers[nodes.MODIFIER_NAME]
     assert nodes.get_input(modifier, nodes.POINTS_INPUT) is False  # small carriers show quads by default
+    assert len(_instance_locations(obj)) == 1  # evaluated once with quads: the switch must re-evaluate it
     nodes.set_input(modifier, nodes.POINTS_INPUT, True)
     depsgraph = bpy.context.evaluated_depsgraph_get()
     geometry = obj.evaluated_get(depsgraph).evaluated_geometry()
