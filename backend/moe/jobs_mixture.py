@@ -30,6 +30,7 @@ class MixtureRunConfig:
     distill: str = ""
     distill_iterations: int = 1000
     bake: bool = True
+    mode: str = "single"  # multi-expert rendering: "single" pass or "multipass" (same images; mixture.py)
     device: str = "auto"
     torch_threads: int = 0
 
@@ -74,28 +75,28 @@ def run_mixture(run: Path, config: MixtureRunConfig, video: MultiViewVideo | Non
         return None if progress is None else (lambda f, msg: progress(lo + (hi - lo) * f, msg))
 
     rcfg = RouterTrainConfig(iterations=config.iterations, router=RouterConfig(gate=config.gate), joint=config.joint,
-                             device=config.device, torch_threads=config.torch_threads)
+                             mode=config.mode, device=config.device, torch_threads=config.torch_threads)
     path = train_router(run, video, rcfg, progress=sub(0.0, 0.4), cancel=cancel)
     mixture, _ = load_mixture(path, device)
     report = {"run": str(run), "router": asdict(rcfg), "device": str(device), "experts": {}, "artifacts": [path]}
     for name in mixture.names:  # the stage-1 experts, scored with the same code as the mixture
         expert, _ = load_checkpoint(run / name / "checkpoint.pt", device)
         report["experts"][name] = _expert_scores(expert, video, raster, device)
-    report["moe"] = evaluate_mixture(mixture, video, raster)
+    report["moe"] = evaluate_mixture(mixture, video, raster, config.mode)
     if progress is not None:
         progress(0.45, f"mixture PSNR {report['moe']['psnr']:.2f} dB on the held-out view")
-    scores = gate_scores(mixture, video, raster)
+    scores = gate_scores(mixture, video, raster, config.mode)
     if config.prune:
         stats, keeps = prune_mixture(mixture, scores, config.prune_threshold)
         scores = type(scores)([s[k] for s, k in zip(scores.contribution, keeps)],
                               [c[k] for c, k in zip(scores.coverage, keeps)])
         save_mixture(out / "pruned.pt", mixture)
-        report["pruned"] = {**evaluate_mixture(mixture, video, raster), "threshold": config.prune_threshold,
+        report["pruned"] = {**evaluate_mixture(mixture, video, raster, config.mode), "threshold": config.prune_threshold,
                             **stats}
         report["artifacts"].append(out / "pruned.pt")
     if config.distill:
         dcfg = DistillConfig(student=config.distill, iterations=config.distill_iterations)
-        student = distill(run, mixture, video, dcfg, raster=raster, progress=sub(0.5, 0.75), cancel=cancel)
+        student = distill(run, mixture, video, dcfg, raster=raster, mode=config.mode, progress=sub(0.5, 0.75), cancel=cancel)
         baseline = finetune_on_truth(run, video, config.distill, config.distill_iterations,
                                      progress=sub(0.75, 0.95), cancel=cancel)
         for key, ckpt in (("distilled", student), ("finetuned", baseline)):

@@ -1,0 +1,126 @@
+"""MoE-GS stage 2 results on a generated multi-view scene: every expert, the mixture, the pruned mixture and the
+distilled expert on the held-out camera (cam00): PSNR, SSIM, FPS, Gaussians, size.
+
+Steps: the Blender synthetic dataset (``scripts/make_synthetic_dataset.py``, made when missing), the three
+experts trained with ``train.train_run`` (resumed when present), then ``jobs_mixture.run_mixture``: router
+(experts frozen), gate-aware pruning, distillation into ``--student`` (with its fine-tuned-on-truth baseline
+for the same number of extra steps), bake. Prints a markdown table and writes a picture of the held-out view
+(ground truth | experts | MoE | pruned | distilled | pixel weights as RGB = experts 1..3).
+
+    .venv/bin/python bench/moe_mixture_results.py --dataset /tmp/moemix/small --run /tmp/moemix/run
+        [--downsample 4] [--expert-iterations 500] [--router-iterations 300] [--student deformation]
+        [--distill-iterations 300] [--prune-threshold 0.05] [--device cpu] [--picture PATH]
+        [--save-video V.pkl | --video V.pkl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from backend.moe.evaluate import write_grid
+from backend.moe.jobs_mixture import MixtureRunConfig, run_mixture
+from backend.moe.mixture import render_mixture
+from backend.moe.train import TrainConfig, prepare_run, train_expert
+from backend.moe.train_router import load_mixture
+from backend.render.rasterize import RasterConfig
+
+EXPERTS = ["deformation", "trajectory", "keyframe"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dataset", default="/tmp/moemix/small")
+    ap.add_argument("--run", default="/tmp/moemix/run")
+    ap.add_argument("--downsample", type=float, default=4.0)
+    ap.add_argument("--expert-iterations", type=int, default=500)
+    ap.add_argument("--router-iterations", type=int, default=300)
+    ap.add_argument("--student", default="deformation")
+    ap.add_argument("--distill-iterations", type=int, default=300)
+    ap.add_argument("--prune-threshold", type=float, default=0.05)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--densify-from", type=int, default=50, help="a value above the iterations: no densification")
+    ap.add_argument("--mode", default="single", choices=["single", "multipass"])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--picture", default="docs/images/moe_mixture_results.png", help="empty: no picture")
+    ap.add_argument("--video", default="", help="a pickled MultiViewVideo to use instead of decoding the dataset "
+                                                 "(machines without ffmpeg; the run folder must be prepared)")
+    ap.add_argument("--save-video", default="", help="pickle the decoded MultiViewVideo here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    dataset, run = Path(args.dataset), Path(args.run)
+    if not args.video and not (dataset / "poses_bounds.npy").is_file():
+        subprocess.run([".venv-blender/bin/python", "scripts/make_synthetic_dataset.py", "--out", str(dataset),
+                        "--preset", "small", "--cameras", "8"], check=True)
+    t0 = time.perf_counter()
+    cfg = TrainConfig(iterations=args.expert_iterations, downsample=args.downsample, densify_from=args.densify_from,
+                      densify_every=50, device=args.device, torch_threads=args.threads)
+    if args.video:
+        video = pickle.loads(Path(args.video).read_bytes())
+    else:
+        run, video = prepare_run(dataset, run, EXPERTS, cfg)
+    if args.save_video:
+        Path(args.save_video).write_bytes(pickle.dumps(video))
+    z = np.load(run / "points.npz")
+    for name in EXPERTS:
+        train_expert(video, name, run / name, z["points"], z["colors"], cfg)
+    t_experts = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    report = run_mixture(run, MixtureRunConfig(iterations=args.router_iterations, prune=True,
+                                               prune_threshold=args.prune_threshold, distill=args.student,
+                                               distill_iterations=args.distill_iterations, device=args.device, mode=args.mode,
+                                               torch_threads=args.threads), video,
+                         progress=lambda f, m: print(f"  {f:.2f} {m}", flush=True) if "step" not in m else None)
+    t_stage2 = time.perf_counter() - t0
+    w, h = video.size
+    print(f"\ndataset {dataset} ({len(video.cameras)} cameras, {video.num_frames} frames, {w}x{h}), held-out "
+          f"{[video.names[c] for c in video.test]}, device {report['device']}; experts {args.expert_iterations} "
+          f"steps each ({t_experts:.0f} s incl. resume), stage 2 {t_stage2:.0f} s")
+    print("| model | PSNR (dB) | SSIM | FPS | Gaussians | size (MB) |")
+    print("|---|---|---|---|---|---|")
+    rows = [(n, report["experts"][n]) for n in EXPERTS]
+    rows += [("MoE (router, single pass)", report["moe"]), (f"MoE pruned (s < {args.prune_threshold} px)",
+                                                             report["pruned"]),
+             (f"{args.student} + {args.distill_iterations} steps on truth", report["finetuned"]),
+             (f"{args.student} distilled ({args.distill_iterations} steps on MoE)", report["distilled"])]
+    for name, r in rows:
+        print(f"| {name} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['fps']:.1f} | {r['num_gaussians']} | "
+              f"{r['size_bytes'] / 1e6:.2f} |")
+    best = max(report["experts"][n]["psnr"] for n in EXPERTS)
+    print(f"MoE - best expert: {report['moe']['psnr'] - best:+.2f} dB; pruned removed "
+          f"{report['pruned']['before'] - report['pruned']['after']} of {report['pruned']['before']} Gaussians "
+          f"({report['pruned']['removed']})")
+
+    if not args.picture:
+        return
+    mixture, _ = load_mixture(run / "mixture" / "mixture.pt", report["device"])
+    frames = sorted({0, video.num_frames // 2, video.num_frames - 1})
+    cam = video.cameras[video.test[0]]
+    weights = []
+    with torch.no_grad():
+        for f in frames:
+            t = float(video.times[f])
+            out = render_mixture(mixture.gaussians_at(t), mixture.router, cam, t, RasterConfig())
+            wk = out.weights.permute(1, 2, 0)[..., :3].cpu().numpy()
+            weights.append((wk * 255).round().astype(np.uint8))
+
+    def col(r):
+        return [(r["renders"][f].numpy() * 255).round().astype(np.uint8) for f in frames]
+
+    columns = [[video.images[video.test[0], f] for f in frames]] + [col(r) for _, r in rows[:3]]
+    columns += [col(report["moe"]), col(report["pruned"]), col(report["distilled"]), weights]
+    Path(args.picture).parent.mkdir(parents=True, exist_ok=True)
+    write_grid(Path(args.picture), columns, ["truth", "deform", "traj", "keyfr", "MoE", "pruned", "distill",
+                                             "weights"], [f"t={video.times[f]:.2f}" for f in frames])
+    print(f"picture: {args.picture}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
