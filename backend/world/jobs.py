@@ -21,7 +21,6 @@ from ..io.atomic import atomic_file
 from ..jobs import JobContext, job_kind
 from ..models.config import ModelConfig
 from . import store
-from .pipeline import WorldConfig, camera_from_blender, expand_world, new_world, undo_world
 
 
 class ModelChoice(BaseModel):
@@ -75,6 +74,8 @@ def _publish(ctx: JobContext, world: store.World) -> list[str]:
 @job_kind("world_new", WorldNewParams)
 def world_new_job(ctx: JobContext, params: WorldNewParams) -> list[str]:
     """Create a world from one image: depth, sky/water/ground, one Gaussian surfel per pixel."""
+    from .pipeline import WorldConfig, new_world  # torch: imported when a job runs, not at server start
+
     out = ctx.resolve(params.out) if params.out else ctx.workspace / "worlds" / secrets.token_hex(4)
     config = WorldConfig(resolution=params.resolution, models=ModelConfig(**params.models.model_dump()))
     world = new_world(ctx.resolve(params.image), out, ctx.resolve(params.depth) if params.depth else None,
@@ -86,6 +87,8 @@ def world_new_job(ctx: JobContext, params: WorldNewParams) -> list[str]:
 @job_kind("world_expand", WorldExpandParams)
 def world_expand_job(ctx: JobContext, params: WorldExpandParams) -> list[str]:
     """Expand a world from a new Blender camera: render, outpaint the missing part, add aligned Gaussians."""
+    from .pipeline import camera_from_blender, expand_world
+
     root = ctx.resolve(params.world)
     world = store.load_world(root)
     camera = camera_from_blender(params.camera, world)
@@ -96,5 +99,7 @@ def world_expand_job(ctx: JobContext, params: WorldExpandParams) -> list[str]:
 @job_kind("world_undo", WorldUndoParams)
 def world_undo_job(ctx: JobContext, params: WorldUndoParams) -> list[str]:
     """Step the world back to its previous version."""
+    from .pipeline import undo_world
+
     world = undo_world(ctx.resolve(params.world))
     return _publish(ctx, world)

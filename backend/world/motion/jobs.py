@@ -7,12 +7,7 @@ import os
 
 from pydantic import BaseModel, Field
 
-from backend.fields import HashGridConfig
 from backend.jobs import JobContext, job_kind
-
-from .bake import BakeConfig
-from .field import MotionFieldConfig
-from .pipeline import HintStrokes, MotionUpdate, PresetRegion, bake_world, update_motion
 
 
 class PresetSpec(BaseModel):
@@ -62,6 +57,12 @@ class WorldBakeParams(BaseModel):
 @job_kind("motion_update", MotionUpdateParams)
 def motion_update(ctx: JobContext, params: MotionUpdateParams) -> list[str]:
     """Add a view's motion (presets, hints, model or the sky/water fallback) to the world's motion field."""
+    # torch-heavy modules are imported when a job runs, so the server starts without them
+    from backend.fields import HashGridConfig
+
+    from .field import MotionFieldConfig
+    from .pipeline import HintStrokes, MotionUpdate, PresetRegion, update_motion
+
     request = MotionUpdate(
         view=params.view,
         presets=tuple(PresetRegion(p.preset, p.region, str(ctx.resolve(p.mask)) if p.mask else None,
@@ -83,6 +84,9 @@ def motion_update(ctx: JobContext, params: MotionUpdateParams) -> list[str]:
 @job_kind("world_bake", WorldBakeParams)
 def world_bake(ctx: JobContext, params: WorldBakeParams) -> list[str]:
     """Bake the world's motion to a seamless .lw4d loop by bidirectional propagation."""
+    from .bake import BakeConfig
+    from .pipeline import bake_world
+
     out = ctx.resolve(params.out) if params.out else ctx.job_dir / "loop.lw4d"
     cfg = BakeConfig(frames=params.frames, loop=params.loop, smooth=params.smooth, fps=params.fps)
     path = bake_world(ctx.resolve(params.world), out, cfg, device=params.device, progress=ctx.progress)
