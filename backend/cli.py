@@ -86,7 +86,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.parent_pid is not None and not process_alive(args.parent_pid):
         raise InvalidInput(f"--parent-pid {args.parent_pid}: no such process")
     sock = _listen(args.host, args.port)
-    app = create_app(workspace, token)
+    app = create_app(workspace, token, ray_address=args.ray or os.environ.get("LW_RAY") or None)
     host, port = sock.getsockname()[:2]
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, access_log=False, lifespan="on"))
@@ -172,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="workspace folder (default: $LW_WORKSPACE or ~/.cache/livingworld)")
     serve.add_argument("--parent-pid", type=int, default=None,
                        help="stop when this process dies (checked every second)")
+    serve.add_argument("--ray", default=None, metavar="auto|local|ADDRESS",
+                       help="run jobs as tasks on a Ray cluster instead of the local worker: 'auto' (the cluster "
+                            "`ray start` runs on this machine), 'local' (start one here) or its HOST:PORT / "
+                            "ray://HOST:PORT (default: $LW_RAY; unset: the local worker). See docs/SCALING.md")
     serve.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=cmd_serve)
 

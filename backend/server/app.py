@@ -134,11 +134,13 @@ ERROR_RESPONSES = {
 
 
 def create_app(workspace: Path, token: str, kinds: dict[str, JobKind] | None = None,
-               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+               max_body_bytes: int = MAX_BODY_BYTES, ray_address: str | None = None) -> FastAPI:
     """The backend app over ``workspace`` (created if missing). ``kinds`` defaults to every registered job kind.
 
     Opening the workspace marks jobs a previous process left unfinished as ``interrupted``; the job worker
-    starts and stops with the app's lifespan.
+    starts and stops with the app's lifespan. ``ray_address`` (``auto``, ``local`` or ``HOST:PORT``): jobs run
+    as tasks on that Ray cluster (``backend.cluster.dispatch.RayWorker``) instead of the local worker thread;
+    without it Ray is not imported.
     """
     workspace = Path(workspace).expanduser().resolve()
     try:
@@ -148,7 +150,16 @@ def create_app(workspace: Path, token: str, kinds: dict[str, JobKind] | None = N
     store = JobStore(workspace / DB_NAME)  # first: a busy workspace is refused before the (slow) job imports
     store.interrupt_unfinished()
     kinds = registry() if kinds is None else dict(kinds)
-    worker = Worker(store, kinds, workspace)
+    if ray_address is None:
+        worker = Worker(store, kinds, workspace)
+    else:
+        try:
+            from ..cluster.dispatch import RayWorker  # ClusterUnavailable when ray is not installed
+
+            worker = RayWorker(store, kinds, workspace, ray_address)
+        except BaseException:
+            store.close()  # the workspace lock is released: a second try may follow
+            raise
     SubmitBody = submit_body(kinds)
 
     @asynccontextmanager
