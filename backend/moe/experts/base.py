@@ -167,7 +167,8 @@ class Expert(nn.Module, ABC):
         if split.any():
             idx = torch.nonzero(split).squeeze(1).repeat(2)
             std = self.log_scales[idx].exp()
-            noise = torch.randn(std.shape, generator=generator) * std
+            # the generator lives on the CPU (seeded, device-independent): draw there, then move
+            noise = torch.randn(std.shape, generator=generator).to(std.device) * std
             rot = _quat_to_rotmat(self.quats[idx])
             offset = (rot @ noise[:, :, None]).squeeze(-1)
             for k in self.per_gaussian + self.per_gaussian_buffers:
