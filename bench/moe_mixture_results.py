@@ -2,7 +2,7 @@
 distilled expert on the held-out camera (cam00): PSNR, SSIM, FPS, Gaussians, size.
 
 Steps: the Blender synthetic dataset (``scripts/make_synthetic_dataset.py``, made when missing), the three
-experts trained with ``train.train_run`` (resumed when present), then ``jobs_mixture.run_mixture``: router
+experts trained with ``train.train_run`` (resumed when present), then ``run_mixture.run_mixture``: router
 (experts frozen), gate-aware pruning, distillation into ``--student`` (with its fine-tuned-on-truth baseline
 for the same number of extra steps), bake. Prints a markdown table and writes a picture of the held-out view
 (ground truth | experts | MoE | pruned | distilled | pixel weights as RGB = experts 1..3).
@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from backend.moe.evaluate import write_grid
-from backend.moe.jobs_mixture import MixtureRunConfig, run_mixture
 from backend.moe.mixture import render_mixture
+from backend.moe.run_mixture import MixtureRunConfig, run_mixture
 from backend.moe.train import TrainConfig, prepare_run, train_expert
 from backend.moe.train_router import load_mixture
 from backend.render.rasterize import RasterConfig

@@ -1,0 +1,112 @@
+"""Stage 2 of MoE-GS end to end: router training, held-out scores of every expert and of the mixture, then
+pruning, distillation and the .lw4d bake (the body of the ``moe_router`` job in ``jobs_mixture.py``)."""
+
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..render.rasterize import RasterConfig, rasterize
+from .data import MultiViewVideo
+from .train import Progress, TrainConfig, load_checkpoint, load_run_video, read_run, resolve_device
+
+
+@dataclass
+class MixtureRunConfig:
+    """Stage 2 end to end (``run_mixture``); fields as in ``MoeRouterParams``."""
+
+    iterations: int = 2000
+    gate: str = "field"
+    joint: bool = False
+    prune: bool = False
+    prune_threshold: float = 0.05
+    distill: str = ""
+    distill_iterations: int = 1000
+    bake: bool = True
+    mode: str = "single"  # multi-expert rendering: "single" pass or "multipass" (same images; mixture.py)
+    device: str = "auto"
+    torch_threads: int = 0
+
+
+def _expert_scores(expert, video: MultiViewVideo, raster: RasterConfig, device) -> dict:
+    from .train_router import score_renders
+
+    def render(c, f):
+        return rasterize(expert.gaussians_at(float(video.times[f])), video.cameras[c], raster).color
+
+    return {**score_renders(render, video, device), "num_gaussians": expert.num_gaussians,
+            "size_bytes": expert.num_bytes()}
+
+
+def run_mixture(run: Path, config: MixtureRunConfig, video: MultiViewVideo | None = None,
+                progress: Progress | None = None, cancel: threading.Event | None = None) -> dict:
+    """Train the router over ``run``'s experts, evaluate every expert and the mixture on the held-out cameras,
+    then (as configured) prune, distil and bake. Writes ``<run>/mixture/report.json`` and returns the report
+    (``"artifacts"``: the files written). Renders of the held-out view are kept under ``"renders"``."""
+    from .distill import DistillConfig, distill, finetune_on_truth
+    from .export import coordinate_frame_of
+    from .mixture import bake_mixture
+    from .prune import gate_scores, prune_mixture
+    from .router import RouterConfig
+    from .train_router import (
+        RouterTrainConfig,
+        evaluate_mixture,
+        load_mixture,
+        save_mixture,
+        train_router,
+        write_report,
+    )
+
+    run = Path(run)
+    meta = read_run(run)
+    video = video or load_run_video(run)
+    device = resolve_device(config.device)
+    raster = RasterConfig(background=TrainConfig.from_dict(meta["train_config"]).background)
+    out = run / "mixture"
+
+    def sub(lo, hi):
+        return None if progress is None else (lambda f, msg: progress(lo + (hi - lo) * f, msg))
+
+    rcfg = RouterTrainConfig(iterations=config.iterations, router=RouterConfig(gate=config.gate), joint=config.joint,
+                             mode=config.mode, device=config.device, torch_threads=config.torch_threads)
+    path = train_router(run, video, rcfg, progress=sub(0.0, 0.4), cancel=cancel)
+    mixture, _ = load_mixture(path, device)
+    report = {"run": str(run), "router": asdict(rcfg), "device": str(device), "experts": {}, "artifacts": [path]}
+    for name in mixture.names:  # the stage-1 experts, scored with the same code as the mixture
+        expert, _ = load_checkpoint(run / name / "checkpoint.pt", device)
+        report["experts"][name] = _expert_scores(expert, video, raster, device)
+    report["moe"] = evaluate_mixture(mixture, video, raster, config.mode)
+    if progress is not None:
+        progress(0.45, f"mixture PSNR {report['moe']['psnr']:.2f} dB on the held-out view")
+    scores = gate_scores(mixture, video, raster, config.mode)
+    if config.prune:
+        stats, keeps = prune_mixture(mixture, scores, config.prune_threshold)
+        scores = type(scores)([s[k] for s, k in zip(scores.contribution, keeps)],
+                              [c[k] for c, k in zip(scores.coverage, keeps)])
+        save_mixture(out / "pruned.pt", mixture)
+        report["pruned"] = {**evaluate_mixture(mixture, video, raster, config.mode), "threshold": config.prune_threshold,
+                            **stats}
+        report["artifacts"].append(out / "pruned.pt")
+    if config.distill:
+        dcfg = DistillConfig(student=config.distill, iterations=config.distill_iterations)
+        student = distill(run, mixture, video, dcfg, raster=raster, mode=config.mode, progress=sub(0.5, 0.75), cancel=cancel)
+        baseline = finetune_on_truth(run, video, config.distill, config.distill_iterations,
+                                     progress=sub(0.75, 0.95), cancel=cancel)
+        for key, ckpt in (("distilled", student), ("finetuned", baseline)):
+            report[key] = {**_expert_scores(load_checkpoint(ckpt, device)[0], video, raster, device),
+                           "expert": config.distill, "extra_iterations": config.distill_iterations}
+            report["artifacts"].append(ckpt)
+    if config.bake:
+        with torch.no_grad():
+            lw4d = bake_mixture(mixture.experts, scores.mean_weight(), out / "mixture.lw4d",
+                                np.asarray(video.times), video.fps, coordinate_frame_of(meta["dataset"]),
+                                progress=sub(0.95, 1.0))
+        report["artifacts"].append(lw4d / "manifest.json")
+    report["artifacts"] = [str(p) for p in report["artifacts"]] + [str(out / "report.json")]
+    write_report(out / "report.json", report)
+    return report
