@@ -206,7 +206,7 @@ def create_app(workspace: Path, token: str, kinds: dict[str, JobKind] | None = N
     @app.get("/health", response_model=Health, tags=["service"])
     def health() -> Health:
         """Liveness check; needs no token."""
-        return Health(version=__version__, pid=os.getpid())
+        return Health(version=__version__, pid=os.getpid(), dispatch="local" if ray_address is None else "ray")
 
     api = APIRouter(dependencies=[Depends(_require_token(token))], responses=ERROR_RESPONSES)
 

@@ -31,6 +31,8 @@ class Health(BaseModel):
     status: Literal["ok"] = "ok"
     version: str
     pid: int = Field(description="Process id of the backend (lets a client check it talks to its own process).")
+    dispatch: Literal["local", "ray"] = Field(
+        "local", description="Where jobs run: the backend's worker thread, or tasks on a Ray cluster (--ray).")
 
 
 class JobKindInfo(BaseModel):

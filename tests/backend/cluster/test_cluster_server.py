@@ -28,7 +28,7 @@ def make_client(workspace, ray_address=None) -> TestClient:
 @pytest.fixture(scope="module")
 def ray_client(ray_cluster, tmp_path_factory):
     with make_client(tmp_path_factory.mktemp("ray") / "ws", ray_cluster) as client:
-        assert type(client.app.state.worker).__name__ == "RayWorker"
+        assert client.get("/health").json()["dispatch"] == "ray"
         yield client
 
 
@@ -89,6 +89,7 @@ MOE = {"experts": ["deformation", "trajectory"], "iterations": 12, "downsample":
 def test_moe_train_on_ray_matches_the_local_worker(ray_client, tiny_dataset, tmp_path):
     runs = {}
     with make_client(tmp_path / "local") as local:
+        assert local.get("/health").json()["dispatch"] == "local"
         for name, client in (("local", local), ("ray", ray_client)):
             job_id = submit(client, "moe_train", dataset=str(tiny_dataset), out=f"{name}-run", **MOE)
             job = wait_job(client, job_id)
