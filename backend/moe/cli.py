@@ -21,7 +21,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train_run
 
     cfg = TrainConfig(iterations=args.iterations, downsample=args.downsample, torch_threads=args.threads)
-    run = train_run(args.dataset, args.out, args.experts, cfg, progress=_progress)
+    if args.ray:  # backend/cluster: one Ray task per expert, then the router
+        from ..cluster.moe import train_run_with_ray
+
+        run = train_run_with_ray(args.ray, args.dataset, args.out, args.experts, cfg, args.router_iterations,
+                                 progress=_progress)
+    else:
+        run = train_run(args.dataset, args.out, args.experts, cfg, progress=_progress)
     print(json.dumps({"run": str(run), "experts": args.experts}))
     return 0
 
@@ -58,6 +64,10 @@ def add_parser(subparsers) -> None:
     train.add_argument("--iterations", type=int, default=3000)
     train.add_argument("--downsample", type=float, default=1.0)
     train.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    train.add_argument("--ray", metavar="auto|local|ADDRESS",
+                       help="train the experts in parallel on a Ray cluster (docs/SCALING.md), then the router")
+    train.add_argument("--router-iterations", type=int, default=2000,
+                       help="router steps after the experts, with --ray and two or more experts (0: none)")
     train.set_defaults(func=cmd_train)
     ev = sub.add_parser("eval", help="evaluate a run on the held-out camera", description=cmd_eval.__doc__)
     ev.add_argument("run")
