@@ -155,6 +155,7 @@ def train_expert(video: MultiViewVideo, name: str, expert_dir: str | Path, point
             if group.get("name") in DECAYING_GROUPS:
                 group["lr"] = group["initial_lr"] * config.lr_decay ** frac
 
+        expert.on_step(step, total)
         g = expert.gaussians_at(float(video.times[frame]))
         camera = video.cameras[cam]
         out = rasterize(g, camera, raster)

@@ -119,6 +119,9 @@ class Expert(nn.Module, ABC):
     def gaussians_at(self, t: float) -> Gaussians:
         """The Gaussians at normalised time t in [0, 1]: torch tensors, differentiable, N rows in a fixed order."""
 
+    def on_step(self, step: int, total: int) -> None:
+        """Called by the trainer before each step (``step`` of ``total``); experts with stages override it."""
+
     def sh(self) -> torch.Tensor:
         return torch.cat([self.sh_dc, self.sh_rest], 1)
 
