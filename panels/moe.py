@@ -1,0 +1,72 @@
+"""Sidebar panel "LivingWorld > MoE-GS": dataset, experts and options, Train, the held-out metrics table, the
+preview grid (ground truth | each expert) and Import. Progress and cancel are in the Backend panel."""
+
+import bpy
+
+from ..lw_blender import moe
+
+
+class VIEW3D_PT_lw_moe(bpy.types.Panel):
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "LivingWorld"
+    bl_label = "MoE-GS"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        s = moe.settings(context.scene)
+        layout.prop(s, "directory")
+        layout.label(text="Experts")
+        layout.row(align=True).prop(s, "experts", expand=True)
+        col = layout.column(align=True)
+        col.prop(s, "iterations")
+        col.prop(s, "downsample")
+        box = layout.box()
+        box.prop(s, "router")
+        col = box.column(align=True)
+        col.active = s.router
+        col.prop(s, "router_iterations", text="Iterations")
+        row = col.row(align=True)
+        row.prop(s, "prune")
+        sub = row.row(align=True)
+        sub.active = s.prune
+        sub.prop(s, "prune_threshold", text="Threshold")
+        col.prop(s, "distill")
+        sub = col.row(align=True)
+        sub.active = s.distill != "NONE"
+        sub.prop(s, "distill_iterations", text="Distil Iterations")
+        layout.operator("lw.moe_train", icon="PLAY")
+        running = moe.busy()
+        if running:
+            layout.label(text=f"{running}... (progress and cancel: Backend panel)", icon="SORTTIME")
+        if not s.run:
+            return
+        box = layout.box()
+        box.label(text=bpy.path.basename(s.run.rstrip("/\\")) or s.run, icon="FILE_FOLDER")
+        box.label(text=f"Held-out camera: {s.held_out or '-'}")
+        self.draw_metrics(box, s)
+        image = bpy.data.images.get(moe.PREVIEW_IMAGE)
+        if image is not None and image.preview is not None:
+            box.template_icon(icon_value=image.preview.icon_id, scale=10.0)
+        row = box.row(align=True)
+        row.prop(s, "import_expert", text="")
+        row.prop(s, "import_frames")
+        box.operator("lw.moe_import", icon="IMPORT").use_panel = True
+        if s.import_note:
+            box.label(text=s.import_note, icon="CAMERA_DATA")
+
+    @staticmethod
+    def draw_metrics(layout, s):
+        grid = layout.grid_flow(row_major=True, columns=5, even_columns=False, align=True)
+        for title in ("", "PSNR", "SSIM", "FPS", "MB"):
+            grid.label(text=title)
+        for m in s.metrics:
+            grid.label(text=m.name, icon="NODE_COMPOSITING" if m.kind != "expert" else "NONE")
+            grid.label(text=f"{m.psnr:.2f}")
+            grid.label(text=f"{m.ssim:.3f}")
+            grid.label(text=f"{m.fps:.0f}")
+            grid.label(text=f"{m.size_mb:.1f}")
+
+
+classes = (VIEW3D_PT_lw_moe,)
