@@ -14,6 +14,7 @@ _MODULES = [
     "gaussians",
     "playback",
     "world",
+    "moe",
 ]
 
 
