@@ -13,6 +13,7 @@ attempt resumed (the step of the checkpoint it found), so a caller can see that 
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -24,6 +25,7 @@ from . import ClusterUnavailable
 
 REPORT_INTERVAL_S = 0.1
 CANCEL_POLL_S = 0.2
+CONNECT_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,7 @@ def connect(address: str) -> bool:
     initialised in this process (a test's cluster, say), which is used as it is."""
     if ray.is_initialized():
         return False
+    _check_reachable(address)
     try:
         if address == "local":
             ray.init(include_dashboard=False, log_to_driver=False)
@@ -148,3 +151,15 @@ def connect(address: str) -> bool:
         raise ClusterUnavailable(f"cannot join the Ray cluster at {address!r}: {exc}; start one with "
                                  f"`ray start --head` and pass its address (or 'auto' on its head node)") from exc
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """Fail at once when nothing listens at ``HOST:PORT`` (``ray.init`` would retry for minutes)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto" / "local": Ray finds (or starts) the cluster itself and fails fast when it cannot
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ClusterUnavailable(f"nothing answers at the Ray address {address!r} ({exc.strerror or exc}); start "
+                                 f"the head node with `ray start --head` and pass the address it prints") from exc

@@ -3,6 +3,7 @@ Where jobs run on a cluster (placement) is a pure function of the job kind and t
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +54,15 @@ def test_placement_gpu_jobs_cpu_jobs_and_plans():
         assert placement(kind, gpus=True).num_gpus == 0.0
     plan = placement("moe_train", gpus=True)  # a coordinator: its expert tasks ask for the GPUs
     assert "moe_train" in PLANS and plan.num_cpus == 0.0 and plan.num_gpus == 0.0 and plan.max_retries > 0
+
+
+def test_an_address_where_nothing_listens_fails_at_once(tmp_path):
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    res = subprocess.run([sys.executable, "-m", "backend.cli", "serve", "--workspace", str(tmp_path / "ws"),
+                          "--ray", f"127.0.0.1:{port}"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         check=False)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1].startswith(f"lw: error: nothing answers at the Ray address "
+                                                          f"'127.0.0.1:{port}'")
