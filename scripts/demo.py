@@ -8,7 +8,8 @@ Steps (each printed with its time):
      (BLENDER_USER_RESOURCES in a temp folder), set the preferences, start the backend
   2. bpy.ops.lw.world_new on the bundled sample (backend/world/samples/landscape.png) at --resolution px
   3. bpy.ops.lw.world_expand twice, the camera turned to the left, then to the right
-  4. bpy.ops.lw.motion_region (clouds on the sky, water on the water) + bpy.ops.lw.motion_update for every view
+  4. bpy.ops.lw.motion_region (clouds on the sky, water on the water, the ground held still) +
+     bpy.ops.lw.motion_update for every view
   5. bpy.ops.lw.world_bake: a --frames loop, played on the "LW World" object
   6. bpy.ops.lw.render_splats(animation=True) with the camera panning left-right-left over the loop -> PNG frames
      + MP4 (backend rasterizer), and one frame rendered by Blender (Cycles)
@@ -69,7 +70,7 @@ def parse_args(argv=None):
     ap.add_argument("--frames", type=int, default=48, help="frames of the baked loop")
     ap.add_argument("--turn", type=float, default=30.0, help="degrees the camera turns for each expansion")
     ap.add_argument("--samples", type=int, default=16, help="Cycles samples of the Blender render")
-    ap.add_argument("--fit-steps", type=int, default=40,
+    ap.add_argument("--fit-steps", type=int, default=30,
                     help="motion-field fit steps for the first view (later views: half, warm-started)")
     return ap.parse_args(argv)
 
@@ -169,7 +170,7 @@ def run(args, out: Path, timer: Timer) -> int:
         bpy.data.objects.remove(obj)
     s = scene.lw.world
     # A motion field sized for a CPU (the backend's defaults are for a GPU).
-    s.field_levels, s.field_table_log2, s.fit_steps, s.update_steps = 6, 14, args.fit_steps, max(args.fit_steps // 2, 1)
+    s.field_levels, s.field_table_log2, s.fit_steps, s.update_steps = 4, 14, args.fit_steps, max(args.fit_steps // 2, 1)
 
     timer.step(f"new world from {args.image.name}",
                lambda: bpy.ops.lw.world_new(filepath=str(args.image), resolution=args.resolution),
@@ -187,11 +188,17 @@ def run(args, out: Path, timer: Timer) -> int:
     views = [step.index for step in s.steps]
     for view in views:
         def update(view=view):
-            bpy.ops.lw.motion_region(preset="CLOUDS", direction=(1.0, 0.1), speed=1.5)
-            bpy.ops.lw.motion_region(preset="WATER", direction=(0.0, -1.0), speed=1.0)
+            bpy.ops.lw.motion_region(preset="CLOUDS", direction=(1.0, 0.1), speed=1.0)
+            # the lake flows sideways, along its band: motion towards the viewer leaves it at 1 px/frame
+            bpy.ops.lw.motion_region(preset="WATER", direction=(-1.0, 0.0), speed=0.5)
+            # the ground holds still: zero-motion samples there keep the field from carrying the water's motion
+            # onto the shore (the field is only fitted where cues are given)
+            bpy.ops.lw.motion_region(preset="CLOUDS", region="GROUND", speed=0.0)
             return bpy.ops.lw.motion_update(view=view)
 
-        timer.step(f"motion: clouds + water presets on view {view}", update, lambda _: s.motion_status)
+        timer.step(f"motion: clouds, water, still ground on view {view}", update, lambda _: s.motion_status)
+    print(f"    motion field: {s.field_levels} levels x 2^{s.field_table_log2} rows, {s.fit_steps} + "
+          f"{s.update_steps} fit steps per view")
 
     scene.frame_start = 1
     scene.frame_set(1)
