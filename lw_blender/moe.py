@@ -126,7 +126,7 @@ def settings(scene=None) -> LW_MoeSettings:
 
 # --- job chains -------------------------------------------------------------------------------------------------
 
-# A chain link: a job kind, its params, and what to do with its result -> the next link or None (done).
+# A chain link: a job kind, its params, and what to do with its result -> the next link, or None when done.
 Link = tuple[str, dict, Callable[[object, jobs.JobResult], "Link | None"]]
 _busy = ""
 
@@ -294,7 +294,6 @@ def train(context, directory: str, experts=EXPERTS, iterations: int = 3000, down
             grid = result.path(_artifact(result, "grid.png"))
             run_dir = result.path(f"{run}/run.json").parent
             _apply_trained(context, run, run_dir, dataset, chosen, report, rows, grid, mixture_report is not None)
-            return None
 
         return ("moe_eval", {"run": run}, evaluated)
 
@@ -373,7 +372,7 @@ def n3v_camera(dataset: Path, index: int) -> tuple[np.ndarray, np.ndarray, int, 
     h, w, f = pose[:, 4]
     K = np.array([[f, 0.0, w / 2], [0.0, f, h / 2], [0.0, 0.0, 1.0]])
     near, far = float(pb[index, 15]) * 0.5, float(pb[index, 16]) * 2.0  # as backend/moe/data.py pads them
-    return K, np.linalg.inv(c2w), int(round(w)), int(round(h)), near, far
+    return K, np.linalg.inv(c2w), round(float(w)), round(float(h)), near, far
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -474,7 +473,6 @@ def import_run(context, directory: str = "", expert: str = "MIXTURE", frames: in
     def imported(context, res):
         result["object"] = _apply_import(context, gaussians.decoded_folder(res), name, spec)
         settings(context.scene).import_note = note
-        return None
 
     if expert == "MIXTURE":
         local = _run_files(context, run) / "mixture" / "mixture.lw4d"
@@ -504,7 +502,7 @@ def _apply_import(context, folder: Path, name: str, spec: dict | None):
     scene.frame_end = scene.frame_start + max(seq.frame_count, 1) - 1
     fps = float(_read_json(Path(seq.path) / "manifest.json", "sequence manifest").get("fps", 0.0)) if seq.path else 0.0
     if fps > 0 and math.isclose(fps, round(fps)):
-        scene.render.fps, scene.render.fps_base = int(round(fps)), 1.0
+        scene.render.fps, scene.render.fps_base = round(fps), 1.0
     if spec is not None:
         world.apply_camera_spec(scene, spec, CAMERA_NAME)
     scene.frame_set(scene.frame_start)

@@ -101,6 +101,7 @@ def test_train_stores_run_metrics_and_preview(scene, moe_dataset):
     assert tuple(image.size) == (px.shape[1], px.shape[0]) and px.shape[0] > 36 and px.shape[1] > 3 * 48
     assert px[..., :3].std() > 0.02  # a picture, not a flat fill
     assert _rt().job_kind == "moe_eval" and _rt().job_state == "succeeded" and not _rt().last_error
+    assert hasattr(bpy.types, "VIEW3D_PT_lw_moe")  # the panel that draws all of this is registered
 
 
 def test_import_mixture_plays_with_frame_range_and_held_out_camera(trained):
@@ -129,10 +130,19 @@ def test_import_mixture_plays_with_frame_range_and_held_out_camera(trained):
     assert target.x == pytest.approx(0.5, abs=1e-4) and target.y == pytest.approx(0.5, abs=1e-4) and target.z > 0
 
 
-def test_import_one_expert_bakes_it_through_moe_export(trained):
+def test_import_one_expert_bakes_it_through_moe_export_on_the_ui_path(trained, lw):
+    """The UI path: moe_export -> import_gaussians are submitted one after the other; the scene changes once."""
+    moe, jobs = lw.lw_blender.moe, lw.lw_blender.jobs
     scene = bpy.context.scene
-    assert bpy.ops.lw.moe_import(directory=trained["run_dir"], expert="trajectory", frames=4, camera=False) \
-        == {"FINISHED"}
+    assert moe.import_run(bpy.context, trained["run_dir"], "trajectory", frames=4, camera=False,
+                          blocking=False) is None
+    assert moe.busy() == "Import MoE trajectory" and len(bpy.data.objects) == 0
+    deadline = time.monotonic() + 120
+    while moe.busy():
+        assert time.monotonic() < deadline, "the import chain did not end"
+        jobs.drain_updates()
+        time.sleep(0.02)
+    assert _rt().job_kind == "import_gaussians" and _rt().job_state == "succeeded"
     obj = bpy.context.active_object
     assert obj.name.endswith("trajectory") and obj.lw_seq.frame_count == 4
     assert scene.frame_end - scene.frame_start == 3 and scene.camera is None
