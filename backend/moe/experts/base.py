@@ -182,7 +182,7 @@ class Expert(nn.Module, ABC):
                     v = v - math.log(1.6)
                 new[k] = torch.cat([new[k], v])
         self._append(optimizer, new)
-        keep = torch.ones(self.num_gaussians, dtype=torch.bool)
+        keep = torch.ones(self.num_gaussians, dtype=torch.bool, device=self.opacity_logits.device)
         keep[:n0][split] = False
         keep &= self.base_opacity() >= c.prune_opacity
         if prune_big:
