@@ -70,6 +70,8 @@ def parse_args(argv=None):
     ap.add_argument("--frames", type=int, default=48, help="frames of the baked loop")
     ap.add_argument("--turn", type=float, default=30.0, help="degrees the camera turns for each expansion")
     ap.add_argument("--samples", type=int, default=16, help="Cycles samples of the Blender render")
+    ap.add_argument("--movie-percentage", type=int, default=50,
+                    help="render size of the backend MP4 in percent of the world's (the CPU rasterizer is pixel-bound)")
     ap.add_argument("--fit-steps", type=int, default=30,
                     help="motion-field fit steps for the first view (later views: half, warm-started)")
     return ap.parse_args(argv)
@@ -210,11 +212,16 @@ def run(args, out: Path, timer: Timer) -> int:
 
     def render_backend():
         bpy.context.view_layer.objects.active = carrier
-        assert bpy.ops.lw.render_splats(animation=True) == {"FINISHED"}
+        full, scene.render.resolution_percentage = scene.render.resolution_percentage, args.movie_percentage
+        try:
+            assert bpy.ops.lw.render_splats(animation=True) == {"FINISHED"}
+        finally:
+            scene.render.resolution_percentage = full
         strip = max(scene.sequence_editor.strips, key=lambda st: st.channel)
         return Path(bpy.path.abspath(strip.filepath))
 
-    mp4 = timer.step(f"render the loop with the backend rasterizer ({scene.frame_end - scene.frame_start + 1} frames)",
+    size = f"{scene.render.resolution_x * args.movie_percentage // 100}x{scene.render.resolution_y * args.movie_percentage // 100}"
+    mp4 = timer.step(f"render the loop with the backend rasterizer ({scene.frame_end - scene.frame_start + 1} frames, {size})",
                      render_backend, lambda p: p.name)
     shutil.copyfile(mp4, out / "living_world.mp4")
     frames = sorted(mp4.parent.rglob("*.png"))
