@@ -36,9 +36,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cluster_estimate import Task, simulate
+
 from backend.moe.train import TrainConfig, load_run_video, train_run
 from backend.moe.train_router import RouterTrainConfig, train_router
-from cluster_estimate import Task, simulate
 
 
 class TaskClock:
@@ -98,6 +99,8 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=200)
     ap.add_argument("--downsample", type=float, default=2.0)
     ap.add_argument("--points", type=int, default=2000, help="initial points of every expert")
+    ap.add_argument("--densify-from", type=int, default=TrainConfig.densify_from,
+                    help="first densification step (>= --iterations: densification off)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--workers", type=int, default=2, help="CPU workers of the Ray cluster (--device cpu)")
     ap.add_argument("--gpus", type=int, default=1, help="GPUs of the Ray cluster (--device cuda)")
@@ -112,7 +115,8 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     work = Path(a.work or tempfile.mkdtemp(prefix="lw-cluster-bench-"))
     cfg = TrainConfig(iterations=a.iterations, downsample=a.downsample, min_points=a.points, max_points=a.points,
-                      checkpoint_every=max(a.iterations // 4, 1), device=a.device, torch_threads=a.threads)
+                      checkpoint_every=max(a.iterations // 4, 1), densify_from=a.densify_from, device=a.device,
+                      torch_threads=a.threads)
     router = RouterTrainConfig(iterations=a.router_iterations, device=a.device, torch_threads=a.threads) \
         if a.router_iterations and len(a.experts) >= 2 else None
     gpu = torch.cuda.get_device_name(0) if a.device == "cuda" else "CPU"

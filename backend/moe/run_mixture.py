@@ -22,7 +22,9 @@ class MixtureRunConfig:
 
     iterations: int = 2000
     gate: str = "field"
+    router_lr: float = 5e-3
     joint: bool = False
+    expert_lr_scale: float = 0.1  # joint: the experts' own learning rates times this
     prune: bool = False
     prune_threshold: float = 0.05
     distill: str = ""
@@ -72,8 +74,9 @@ def run_mixture(run: Path, config: MixtureRunConfig, video: MultiViewVideo | Non
     def sub(lo, hi):
         return None if progress is None else (lambda f, msg: progress(lo + (hi - lo) * f, msg))
 
-    rcfg = RouterTrainConfig(iterations=config.iterations, router=RouterConfig(gate=config.gate), joint=config.joint,
-                             mode=config.mode, device=config.device, torch_threads=config.torch_threads)
+    rcfg = RouterTrainConfig(iterations=config.iterations, router=RouterConfig(gate=config.gate, lr=config.router_lr),
+                             joint=config.joint, expert_lr_scale=config.expert_lr_scale, mode=config.mode,
+                             device=config.device, torch_threads=config.torch_threads)
     path = train_router(run, video, rcfg, progress=sub(0.0, 0.4), cancel=cancel)
     mixture, _ = load_mixture(path, device)
     report = {"run": str(run), "router": asdict(rcfg), "device": str(device), "experts": {}, "artifacts": [path]}
@@ -81,6 +84,13 @@ def run_mixture(run: Path, config: MixtureRunConfig, video: MultiViewVideo | Non
         expert, _ = load_checkpoint(run / name / "checkpoint.pt", device)
         report["experts"][name] = _expert_scores(expert, video, raster, device)
     report["moe"] = evaluate_mixture(mixture, video, raster, config.mode)
+    if config.joint:  # the fair single-expert baseline: the best expert trained as many extra steps on the truth
+        best = max(report["experts"], key=lambda n: report["experts"][n]["psnr"])
+        ckpt = finetune_on_truth(run, video, best, config.iterations, out=out / "joint_baseline" / best,
+                                 progress=sub(0.4, 0.45), cancel=cancel)
+        report["joint_baseline"] = {**_expert_scores(load_checkpoint(ckpt, device)[0], video, raster, device),
+                                    "expert": best, "extra_iterations": config.iterations}
+        report["artifacts"].append(ckpt)
     if progress is not None:
         progress(0.45, f"mixture PSNR {report['moe']['psnr']:.2f} dB on the held-out view")
     scores = gate_scores(mixture, video, raster, config.mode)

@@ -101,3 +101,19 @@ def test_moe_router_job_trains_prunes_distils_and_bakes(half_run, tmp_path):
         assert 5.0 < report[key]["psnr"] < 60.0 and report[key]["fps"] > 0
     assert report["pruned"]["after"] < report["pruned"]["before"]
     assert read_sequence(run / "mixture" / "mixture.lw4d").count == report["pruned"]["after"]
+
+
+def test_joint_run_reports_the_best_expert_trained_as_long(half_run, tmp_path):
+    """Joint (stage-2 unfrozen) mixture runs also score the fair baseline: the best expert given the same extra
+    steps on the ground truth."""
+    from backend.moe.run_mixture import MixtureRunConfig, run_mixture
+
+    run = tmp_path / "run"
+    shutil.copytree(half_run, run, ignore=shutil.ignore_patterns("mixture"))
+    report = run_mixture(run, MixtureRunConfig(iterations=3, joint=True, device="cpu", torch_threads=1))
+    jb = report["joint_baseline"]
+    best = max(report["experts"], key=lambda n: report["experts"][n]["psnr"])
+    assert jb["expert"] == best and jb["extra_iterations"] == 3
+    assert 5.0 < jb["psnr"] < 60.0
+    assert (run / "mixture" / "joint_baseline" / best / "checkpoint.pt").is_file()
+    assert report["router"]["joint"] is True
