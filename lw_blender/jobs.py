@@ -105,6 +105,68 @@ class JobFailed(BackendError):
         self.result = result
 
 
+def artifact(result: JobResult, suffix: str, error: type[Exception] = BackendError) -> str:
+    """The name of ``result``'s first artifact ending in ``suffix``; ``error`` (message naming the job) if none."""
+    for name in result.artifacts:
+        if name.endswith(suffix):
+            return name
+    message = f"job {result.kind} {result.id} returned no {suffix} (artifacts: {result.artifacts})"
+    raise error("MissingArtifact", message) if error is BackendError else error(message)
+
+
+# A link of a job chain: (kind, params, then). ``then(context, result)`` runs when the job succeeded and returns
+# the next link, or None to end the chain.
+Link = tuple[str, dict, Callable[[object, "JobResult"], "Link | None"]]
+
+
+class Chain:
+    """Jobs of one user action run one after the other, each link choosing the next from its result; one action
+    at a time per chain (the world's, the MoE's). Blocking (the background/bpy-console default) raises
+    ``JobFailed``; otherwise the jobs run through ``submit_job`` and a failure is left in
+    ``wm.lw_runtime.last_error`` like any job's, and the chain ends there."""
+
+    def __init__(self, error: type[Exception]):
+        self.error = error
+        self.busy = ""  # label of the action whose jobs run ("" when none)
+
+    def run(self, context, label: str, first: Link, blocking: bool | None) -> None:
+        if self.busy:
+            raise self.error(f"{self.busy} is still running: wait for it or cancel it")
+        blocking = bpy.app.background if blocking is None else blocking
+        self.busy = label
+        if blocking:
+            try:
+                link = first
+                while link is not None:
+                    kind, params, then = link
+                    link = then(context, run_job_blocking(context, kind, params))
+            finally:
+                self.busy = ""
+            return
+
+        def submit(link: Link) -> None:
+            kind, params, then = link
+
+            def done(result: JobResult) -> None:
+                following = None
+                try:
+                    if result.ok:
+                        following = then(bpy.context, result)
+                finally:
+                    if following is None:
+                        self.busy = ""
+                if following is not None:
+                    submit(following)
+
+            try:
+                submit_job(bpy.context, kind, params, done)
+            except BaseException:
+                self.busy = ""
+                raise
+
+        submit(first)
+
+
 # --- connection ----------------------------------------------------------------------------------------------
 
 _client: Client | None = None

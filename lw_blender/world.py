@@ -181,63 +181,20 @@ def current_step(scene) -> LW_WorldStep:
 # --- job chains -------------------------------------------------------------------------------------------------
 
 # A chain link: a job kind, its params, and what to do with its result -> the next link or None (done).
-Link = tuple[str, dict, Callable[[object, jobs.JobResult], "Link | None"]]
-_busy = ""
+Link = jobs.Link
+_chain = jobs.Chain(WorldError)
 
 
 def busy() -> str:
     """Label of the world action whose jobs are running ("" when none)."""
-    return _busy
+    return _chain.busy
 
 
-def _run_chain(context, label: str, first: Link, blocking: bool | None) -> None:
-    """Run the jobs of a chain one after the other (see the module docstring); raises ``jobs.JobFailed``
-    (blocking) or leaves the failure in ``wm.lw_runtime.last_error`` (UI)."""
-    global _busy
-    if _busy:
-        raise WorldError(f"{_busy} is still running: wait for it or cancel it")
-    blocking = bpy.app.background if blocking is None else blocking
-    _busy = label
-    if blocking:
-        try:
-            link = first
-            while link is not None:
-                kind, params, then = link
-                link = then(context, jobs.run_job_blocking(context, kind, params))
-        finally:
-            _busy = ""
-        return
-
-    def submit(link: Link) -> None:
-        global _busy
-        kind, params, then = link
-
-        def done(result: jobs.JobResult) -> None:
-            global _busy
-            following = None
-            try:
-                if result.ok:
-                    following = then(bpy.context, result)
-            finally:
-                if following is None:
-                    _busy = ""
-            if following is not None:
-                submit(following)
-
-        try:
-            jobs.submit_job(bpy.context, kind, params, done)
-        except BaseException:
-            _busy = ""
-            raise
-
-    submit(first)
+_run_chain = _chain.run
 
 
 def _artifact(result: jobs.JobResult, suffix: str) -> str:
-    for name in result.artifacts:
-        if name.endswith(suffix):
-            return name
-    raise WorldError(f"job {result.kind} {result.id} returned no {suffix} (artifacts: {result.artifacts})")
+    return jobs.artifact(result, suffix, WorldError)
 
 
 def _import_link(ply_or_lw4d: str, then: Callable[[object, Path], None]) -> Link:
