@@ -84,10 +84,14 @@ def tasks_of(spans: dict[str, float], experts: list[str]) -> list[Task]:
 
 
 def max_param_diff(a: Path, b: Path, experts: list[str]) -> float:
+    """Largest parameter difference between two runs' experts; NaN when their Gaussian counts differ (on CUDA the
+    gradients' atomic adds are not bit-reproducible, so densification can split different Gaussians)."""
     diff = 0.0
     for e in experts:
         ma = torch.load(a / e / "checkpoint.pt", map_location="cpu", weights_only=False)["model"]
         mb = torch.load(b / e / "checkpoint.pt", map_location="cpu", weights_only=False)["model"]
+        if any(ma[k].shape != mb[k].shape for k in ma):
+            return float("nan")
         diff = max(diff, *((ma[k].float() - mb[k].float()).abs().max().item() for k in ma))
     return diff
 

@@ -63,7 +63,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dataset, run = Path(args.dataset), Path(args.run)
-    if not args.video and not (dataset / "poses_bounds.npy").is_file():
+    if not args.video and not dataset.exists():
         subprocess.run([".venv-blender/bin/python", "scripts/make_synthetic_dataset.py", "--out", str(dataset),
                         "--preset", "small", "--cameras", "8"], check=True)
     t0 = time.perf_counter()

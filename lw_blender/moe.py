@@ -97,8 +97,8 @@ class LW_MoeSettings(bpy.types.PropertyGroup):
     router_iterations: bpy.props.IntProperty(name="Router Iterations", default=2000, min=1, max=1_000_000)
     prune: bpy.props.BoolProperty(name="Prune", description="Remove Gaussians that never win the gate")
     prune_threshold: bpy.props.FloatProperty(name="Prune Threshold", default=0.05, min=0.0,
-                                             description="Pixels per training view a Gaussian must paint into "
-                                                         "the blended image to be kept")
+                                             description="Pixels a Gaussian must paint into the blended "
+                                                         "image in at least one training view to be kept")
     distill: bpy.props.EnumProperty(name="Distil Into", items=DISTILL_ITEMS, default="NONE")
     distill_iterations: bpy.props.IntProperty(name="Distil Iterations", default=1000, min=1, max=1_000_000)
     # the last trained run

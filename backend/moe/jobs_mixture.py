@@ -18,8 +18,8 @@ class MoeRouterParams(BaseModel):
                                                                  "('field') or a free per-Gaussian logit ('param').")
     joint: bool = Field(False, description="Also fine-tune the experts (learning rates x 0.1) with the router.")
     prune: bool = Field(False, description="Remove Gaussians whose gate contribution is below prune_threshold.")
-    prune_threshold: float = Field(0.05, ge=0.0, description="Pixels per training view a Gaussian must paint "
-                                                             "into the blended image to be kept.")
+    prune_threshold: float = Field(0.05, ge=0.0, description="Pixels a Gaussian must paint into the blended "
+                                                             "image in at least one training view to be kept.")
     distill: str = Field("", description="Expert family to distil the mixture into (fine-tuned on its renders); "
                                          "empty: no distillation.")
     distill_iterations: int = Field(1000, ge=1, le=1_000_000, description="Fine-tuning steps of the student.")

@@ -8,8 +8,14 @@ i.e. how many pixels per view Gaussian i paints into the blended image. It is re
 probe channel e_i with the colour's weights, take L = sum_p w_k(p) E_k(p) with w detached; then
 dL/de_i = sum_p w_k(p) alpha_i(p) T_i(p). A second probe with weight 1 gives the coverage
 c_i = (1 / V) sum_v sum_p alpha_i T_i, and m_i = s_i / c_i is the Gaussian's mean pixel weight where it is seen
-(used to bake a mixture into one cloud, ``mixture_bake``). Gaussians with s_i < ``threshold`` are removed
-from their expert (and their gates from a per-Gaussian router).
+(used to bake a mixture into one cloud, ``mixture_bake``).
+
+Pruning reads the peak contribution p_i = max_v sum_p w_k^v(p) alpha_i^v(p) T_i^v(p): a Gaussian is removed
+when in no training view its expert's gate lets it paint ``threshold`` pixels or more, i.e. its expert never
+wins where it is. (The mean s_i would also remove the Gaussians of dynamic experts that exist for a short time
+only: averaged over every frame they look negligible. Measured on an 8-camera, 20-frame scene with densified
+experts, pruning on s_i < 0.05 removed 83 % of the Gaussians and lost 5.2 dB on the held-out camera.) They
+are removed from their expert, and their gates from a per-Gaussian router.
 """
 
 from __future__ import annotations
@@ -27,16 +33,23 @@ from .train_router import Mixture
 
 @dataclass
 class PruneConfig:
-    threshold: float = 0.05  # pixels of the blended image per view (s_i above)
+    threshold: float = 0.05  # pixels of the blended image in the Gaussian's best view (p_i above)
     max_views: int = 0  # views (training camera, frame) to accumulate over; 0: all
 
 
 @dataclass
 class GateScores:
-    """Per expert: contribution s (N_k,) and coverage c (N_k,) in pixels per view (module docstring)."""
+    """Per expert: contribution s (N_k,) and coverage c (N_k,) in pixels per view, and peak contribution p (N_k,)
+    in pixels in the best view (module docstring)."""
 
     contribution: list[torch.Tensor]
     coverage: list[torch.Tensor]
+    peak: list[torch.Tensor]
+
+    def select(self, keeps: list[torch.Tensor]) -> GateScores:
+        """The scores of the kept Gaussians (``keeps``: a mask per expert)."""
+        return GateScores(*([v[k] for v, k in zip(values, keeps)]
+                            for values in (self.contribution, self.coverage, self.peak)))
 
     def mean_weight(self) -> list[torch.Tensor]:
         """m_i = s_i / c_i, the mean pixel weight of each Gaussian's expert where the Gaussian is seen (0 if unseen)."""
@@ -58,6 +71,7 @@ def gate_scores(mixture: Mixture, video: MultiViewVideo, raster: RasterConfig | 
     raster = raster or RasterConfig()
     views = training_views(video, max_views)
     sums = [torch.zeros(e.num_gaussians, 2, device=e.means.device) for e in mixture.experts]
+    peaks = [torch.zeros(e.num_gaussians, device=e.means.device) for e in mixture.experts]
     for cam, frame in views:
         t = float(video.times[frame])
         with torch.no_grad():
@@ -69,18 +83,19 @@ def gate_scores(mixture: Mixture, video: MultiViewVideo, raster: RasterConfig | 
         weights = mixture.router.normalise(images.extras[..., 0])
         loss = (weights.detach() * images.extras[..., 1]).sum() + images.extras[..., 2].sum()
         loss.backward()
-        for acc, p in zip(sums, probes):
+        for acc, peak, p in zip(sums, peaks, probes):
             acc += p.grad
+            torch.maximum(peak, p.grad[:, 0], out=peak)
     n = max(len(views), 1)
-    return GateScores([s[:, 0] / n for s in sums], [s[:, 1] / n for s in sums])
+    return GateScores([s[:, 0] / n for s in sums], [s[:, 1] / n for s in sums], peaks)
 
 
 @torch.no_grad()
 def prune_mixture(mixture: Mixture, scores: GateScores, threshold: float) -> tuple[dict, list[torch.Tensor]]:
-    """Remove the Gaussians with contribution < ``threshold`` from their experts (and router).
+    """Remove the Gaussians with peak contribution < ``threshold`` pixels from their experts (and router).
     Returns ({"before", "after", "removed": {expert: count}}, the kept masks (N_k,) per expert)."""
     stats, keeps = {"before": mixture.num_gaussians(), "removed": {}}, []
-    for k, (expert, s) in enumerate(zip(mixture.experts, scores.contribution)):
+    for k, (expert, s) in enumerate(zip(mixture.experts, scores.peak)):
         keep = s >= threshold
         keeps.append(keep)
         stats["removed"][mixture.names[k]] = int((~keep).sum())

@@ -96,8 +96,7 @@ def run_mixture(run: Path, config: MixtureRunConfig, video: MultiViewVideo | Non
     scores = gate_scores(mixture, video, raster, config.mode)
     if config.prune:
         stats, keeps = prune_mixture(mixture, scores, config.prune_threshold)
-        scores = type(scores)([s[k] for s, k in zip(scores.contribution, keeps)],
-                              [c[k] for c, k in zip(scores.coverage, keeps)])
+        scores = scores.select(keeps)
         save_mixture(out / "pruned.pt", mixture)
         report["pruned"] = {**evaluate_mixture(mixture, video, raster, config.mode), "threshold": config.prune_threshold,
                             **stats}

@@ -117,3 +117,21 @@ def test_joint_run_reports_the_best_expert_trained_as_long(half_run, tmp_path):
     assert 5.0 < jb["psnr"] < 60.0
     assert (run / "mixture" / "joint_baseline" / best / "checkpoint.pt").is_file()
     assert report["router"]["joint"] is True
+
+
+def test_pruning_reads_each_gaussians_best_view_not_its_mean(trained_half):
+    """The criterion is the best view's contribution, not the mean over views: a Gaussian that paints in a
+    single (camera, frame) -- a dynamic expert's short-lived Gaussian -- is kept."""
+    path, video = trained_half
+    mixture, _ = load_mixture(path)
+    scores = gate_scores(mixture, video)
+    n_views = len(training_views(video))
+    for s, p in zip(scores.contribution, scores.peak):
+        assert bool((p >= s - 1e-6).all()) and bool((p <= s * n_views + 1e-5).all())
+    k = 0
+    i = int(torch.argmax(scores.peak[k]))
+    threshold = float(scores.contribution[k][i]) * 1.01  # above its mean over views, below its peak
+    peak = scores.peak[k].clone()
+    _, keeps = prune_mixture(mixture, scores, threshold)
+    assert bool(keeps[k][i]) and float(peak[i]) > threshold
+    assert bool((keeps[k] == (peak >= threshold)).all())
