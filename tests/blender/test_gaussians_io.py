@@ -204,7 +204,7 @@ def test_render_splats_animation_adds_a_movie_strip_of_moving_splats(backend, cl
     assert bpy.ops.lw.render_splats(animation=True) == {"FINISHED"}
     editor = clean_scene.sequence_editor
     strips = list(editor.strips if hasattr(editor, "strips") else editor.sequences)
-    assert len(strips) == 1 and strips[0].type == "MOVIE" and strips[0].frame_duration == 3
+    assert len(strips) == 1 and strips[0].type == "MOVIE" and strips[0].duration == 3
     movie = Path(bpy.path.abspath(strips[0].filepath))
     frames = sorted(movie.parent.glob("frame_*.png"))
     assert [f.name for f in frames] == ["frame_0001.png", "frame_0002.png", "frame_0003.png"]
