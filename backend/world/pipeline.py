@@ -109,7 +109,7 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
 
 def _working_size(w: int, h: int, resolution: int) -> tuple[int, int]:
     s = resolution / max(w, h)
-    return max(int(round(w * s)), 8), max(int(round(h * s)), 8)
+    return max(round(w * s), 8), max(round(h * s), 8)
 
 
 def _render_far(cfg: WorldConfig) -> float:

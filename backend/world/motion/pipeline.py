@@ -30,7 +30,7 @@ from backend.io.lw4d import read_sequence
 from backend.io.ply import read_ply
 from backend.world import store
 
-from .align import AlignConfig, align_flow, default_match_radius
+from .align import AlignConfig, align_flow
 from .bake import BakeConfig, bake_loop, write_loop
 from .cues import MotionCue, combine_cues, fallback_cue, hint_cue, preset_cue
 from .field import MotionField, MotionFieldConfig, new_motion_field
@@ -197,11 +197,36 @@ def update_motion(root: str | Path, request: MotionUpdate = MotionUpdate(), prog
     return store.commit_step(world.root, world, new_step, write_files)
 
 
-def bake_world(root: str | Path, out: str | Path, config: BakeConfig = BakeConfig(), device: str = "auto",
+def moving_gaussians(means: np.ndarray, samples: SceneFlow, still: float = 1e-3) -> np.ndarray:
+    """(N,) bool: the Gaussians at ``means`` (N, 3) that move. A Gaussian moves when its nearest motion sample
+    moves (speed above ``still`` x the samples' RMS speed: regions held still by a zero-speed preset stay static)
+    and lies within 3x that sample's own spacing (distance to its nearest sample at another place). The radius is
+    per sample, so the sky's samples, metres apart a kilometre away, do not widen the radius of the dense samples
+    near the camera (with one radius for all, nearly every Gaussian of a world counted as moving)."""
+    means = np.asarray(means, np.float64)
+    if len(samples) == 0 or len(means) == 0:
+        return np.zeros(len(means), bool)
+    tree = cKDTree(samples.points)
+    if len(samples) > 1:
+        d, _ = tree.query(samples.points, k=min(9, len(samples)))
+        d = np.where(d > 0, d, np.inf).min(axis=1)  # repeats of a view's samples coincide: the nearest other place
+        finite = np.isfinite(d)
+        spacing = np.where(finite, d, np.median(d[finite]) if finite.any() else np.inf)
+    else:
+        spacing = np.full(1, np.inf)
+    speed = np.linalg.norm(samples.vectors, axis=1)
+    rms = float(np.sqrt(np.mean(speed**2)))
+    moving = speed > still * rms if rms > 0 else np.zeros(len(samples), bool)
+    dist, idx = tree.query(means, k=1)
+    return (dist <= 3.0 * spacing[idx]) & moving[idx]
+
+
+def bake_world(root: str | Path, out: str | Path, config: BakeConfig | None = None, device: str = "auto",
                progress=lambda f, m: None) -> Path:
     """Bake the current world with its latest motion field to the ``.lw4d`` folder ``out``.
 
-    Dynamic Gaussians are those within the sample spacing of an aligned motion sample (3D nearest neighbour)."""
+    Dynamic Gaussians: ``moving_gaussians``."""
+    config = config or BakeConfig()
     world = store.load_world(root)
     motion_step = latest_motion_step(world)
     if motion_step is None:
@@ -211,9 +236,7 @@ def bake_world(root: str | Path, out: str | Path, config: BakeConfig = BakeConfi
     samples = SceneFlow.load(world.root / motion_step.folder / SAMPLES_FILE)
     gaussians = read_ply(world.file(world.current.gaussians))
     progress(0.1, "finding the moving Gaussians")
-    radius = default_match_radius(samples.points)
-    dist, _ = cKDTree(samples.points).query(gaussians.means, k=1, distance_upper_bound=radius)
-    dynamic = np.isfinite(dist)
+    dynamic = moving_gaussians(gaussians.means, samples)
     progress(0.2, f"integrating {int(dynamic.sum())} moving Gaussians over {config.frames} frames")
     baked = bake_loop(gaussians, dynamic, motion, config, device=dev)
     progress(0.8, "writing the sequence")

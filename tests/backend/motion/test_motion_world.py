@@ -98,3 +98,28 @@ def test_cli_parses_motion_and_bake(tmp_path):
     assert a.direction == (1.0, 0.5) and a.preset == "smoke" and a.func.__name__ == "cmd_motion"
     b = parser.parse_args(["bake", "w", "--frames", "48", "--no-loop", "--out", "x.lw4d"])
     assert b.frames == 48 and b.loop is False and b.func.__name__ == "cmd_bake"
+
+
+def test_moving_gaussians_use_each_samples_own_spacing_and_skip_still_regions():
+    """Dense water samples near the camera, sparse sky samples far away, ground held still (zero speed): the
+    sky's spacing must not make the whole near field move, and still regions stay static."""
+    from backend.world.motion.lift import SceneFlow
+    from backend.world.motion.pipeline import moving_gaussians
+
+    gx, gy = np.meshgrid(np.arange(0, 2, 0.05), np.arange(0, 2, 0.05))
+    water = np.stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)], 1)  # 5 cm apart, moving
+    ground = water + [3.0, 0.0, 0.0]  # 5 cm apart, zero speed
+    sx, sy = np.meshgrid(np.arange(-500, 500, 50.0), np.arange(-500, 500, 50.0))
+    sky = np.stack([sx.ravel(), sy.ravel(), np.full(sx.size, 1000.0)], 1)  # 50 m apart, moving
+    pts = np.concatenate([water, ground, sky])
+    vec = np.concatenate([np.tile([0.01, 0, 0], (len(water), 1)), np.zeros((len(ground), 3)),
+                          np.tile([1.0, 0, 0], (len(sky), 1))])
+    flow = SceneFlow(pts, vec, np.zeros(len(pts), np.uint8), np.zeros(len(pts), np.int32))
+    queries = np.array([[1.0, 1.0, 0.02],   # on the water: moves
+                        [4.0, 1.0, 0.02],   # on the still ground: static
+                        [1.0, 1.0, 1.0],    # 1 m above the water, far from its 5 cm spacing: static
+                        [10.0, 10.0, 990.0],  # among the sky samples: moves
+                        [0.0, 0.0, 400.0]])  # between: static
+    np.testing.assert_array_equal(moving_gaussians(queries, flow), [True, False, False, True, False])
+    assert not moving_gaussians(queries, flow.subset(slice(len(water), len(water) + len(ground)))).any()
+    assert moving_gaussians(np.zeros((0, 3)), flow).shape == (0,)
