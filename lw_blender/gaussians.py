@@ -211,6 +211,7 @@ def load_decoded(context, folder: str | os.PathLike, name: str):
     elif gaussians.sh_degree > 0:
         playback.update_view_colors(context.scene, obj)
     sorting.update_order(context.scene, obj)
+    splat_material.prefer_standard_view(context.scene)
     return obj
 
 

@@ -6,8 +6,11 @@ Material, per shading point of a splat quad (``lw_uv`` = position in sigma units
     surface = mix(Transparent, Emission(colour), alpha)
 
 ``opacity`` and the colour attribute are per-point values read through Attribute nodes of type INSTANCER.
-Emission-only shading makes a splat show its stored colour whatever the lights are (use the Standard view
-transform for exact colours). EEVEE uses blended transparency (splats are sorted back to front).
+Gaussian splats store display (sRGB) colours, as the photos they were fitted to; Blender shades in scene-linear,
+so the material converts the colour with the sRGB curve (c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055)^2.4)
+before emitting it. Emission-only shading makes a splat show its stored colour whatever the lights are; with
+the Standard view transform the rendered pixel is the stored colour (``prefer_standard_view`` sets it for a
+scene that holds nothing but splats and cameras). EEVEE uses blended transparency (splats sorted back to front).
 
 Viewport point material ("LW Splat Point", for the "Viewport Points" display of splat_nodes): each Gaussian is
 one sphere of radius R = POINT_EXTENT * sigma; at a shading point with normal n seen along the incoming
@@ -124,10 +127,59 @@ def _adder(tree):
     return node
 
 
+def _srgb_to_linear(tree, node, color):
+    """Socket of ``color`` (sRGB display values) converted to scene-linear, channel by channel (module docstring)."""
+    split = node("ShaderNodeSeparateColor", (-1300, -300))
+    tree.links.new(color, split.inputs[0])
+    join = node("ShaderNodeCombineColor", (-300, -300))
+    for i in range(3):
+        c = split.outputs[i]
+        y = -150 - 250 * i
+        low = node("ShaderNodeMath", (-1100, y), operation="MULTIPLY")
+        tree.links.new(c, low.inputs[0])
+        low.inputs[1].default_value = 1.0 / 12.92
+        shifted = node("ShaderNodeMath", (-1100, y - 60), operation="MULTIPLY_ADD")
+        tree.links.new(c, shifted.inputs[0])
+        shifted.inputs[1].default_value = 1.0 / 1.055
+        shifted.inputs[2].default_value = 0.055 / 1.055
+        high = node("ShaderNodeMath", (-900, y - 60), operation="POWER")
+        tree.links.new(shifted.outputs[0], high.inputs[0])
+        high.inputs[1].default_value = 2.4
+        is_low = node("ShaderNodeMath", (-900, y + 60), operation="LESS_THAN")
+        tree.links.new(c, is_low.inputs[0])
+        is_low.inputs[1].default_value = 0.04045
+        diff = node("ShaderNodeMath", (-700, y), operation="SUBTRACT")
+        tree.links.new(low.outputs[0], diff.inputs[0])
+        tree.links.new(high.outputs[0], diff.inputs[1])
+        out = node("ShaderNodeMath", (-500, y), operation="MULTIPLY_ADD")  # high + is_low * (low - high)
+        tree.links.new(is_low.outputs[0], out.inputs[0])
+        tree.links.new(diff.outputs[0], out.inputs[1])
+        tree.links.new(high.outputs[0], out.inputs[2])
+        tree.links.new(out.outputs[0], join.inputs[i])
+    return join.outputs[0]
+
+
+def prefer_standard_view(scene) -> bool:
+    """Set the Standard view transform (rendered pixel = the splats' stored colour) when ``scene`` holds nothing
+    but splat carriers and cameras, so a user's own look is never changed; True when it was set."""
+    carrier_attribute = "opacity"
+    for obj in scene.objects:
+        if obj.type == "CAMERA" or obj.type == "EMPTY":
+            continue
+        if obj.type == "MESH" and carrier_attribute in obj.data.attributes:
+            continue
+        return False
+    if scene.view_settings.view_transform == "Standard":
+        return False
+    scene.view_settings.view_transform = "Standard"
+    scene.view_settings.look = "None"
+    return True
+
+
 def _emit(tree, node, alpha, color):
-    """Surface = mix(Transparent, Emission(color), alpha)."""
+    """Surface = mix(Transparent, Emission(linear(color)), alpha)."""
     emission = node("ShaderNodeEmission", (-100, -100))
-    tree.links.new(color, emission.inputs["Color"])
+    tree.links.new(_srgb_to_linear(tree, node, color), emission.inputs["Color"])
     emission.inputs["Strength"].default_value = 1.0
     transparent = node("ShaderNodeBsdfTransparent", (-100, 100))
     mix = node("ShaderNodeMixShader", (150, 100))

@@ -200,3 +200,51 @@ def test_driven_time_shows_the_current_frame(lw, clean_scene, tmp_path):
     # the evaluated display agrees (the post handler's change was evaluated within frame_set)
     np.testing.assert_allclose(np.sort(_instance_locations(obj)[:, 2]), np.sort(arrays["position"][:, 2] + 0.25),
                                atol=1e-5)
+
+
+@pytest.mark.parametrize("engine", ["CYCLES", "BLENDER_EEVEE"])
+def test_render_shows_the_stored_srgb_colours(lw, clean_scene, tmp_path, engine):
+    """Splats store display (sRGB) colours; the material linearises them and a splats-only scene gets the Standard
+    view transform, so a rendered opaque splat has its stored colour (dark, mid and bright values)."""
+    scene = clean_scene
+    scene.render.engine = engine
+    if engine == "CYCLES":
+        scene.cycles.device, scene.cycles.samples = "CPU", 16
+    assert scene.view_settings.view_transform != "Standard"  # Blender's default (AgX) first
+    _camera(scene)
+    colors = np.array([[0.02, 0.5, 0.9], [0.8, 0.25, 0.05], [0.35, 0.35, 0.35]], np.float32)
+    n = len(colors)
+    position = np.array([[-0.9, 0.0, 0.0], [0.0, 0.0, 0.0], [0.9, 0.0, 0.0]], np.float32)
+    flat = np.tile(np.float32([0.2, 0.01, 0.2]), (n, 1))  # discs facing the camera (it looks along +y), 3 sigma apart
+    folder, _ = _decoded(tmp_path / "d", n=n, position=position, scale=flat)
+    np.save(folder / "color.npy", colors)
+    np.save(folder / "opacity.npy", np.ones(n, np.float32))
+    np.save(folder / "rotation.npy", np.tile(np.float32([1, 0, 0, 0]), (n, 1)))
+    np.save(folder / "sh.npy", ((colors - 0.5) / SH_C0)[:, None, :].astype(np.float32))
+    lw.lw_blender.gaussians.load_decoded(bpy.context, folder, "g")
+    assert scene.view_settings.view_transform == "Standard"
+    scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = 96, 32, 100
+    scene.render.film_transparent = True
+    scene.render.dither_intensity = 0.0
+    scene.render.filepath = str(tmp_path / "colours.png")
+    bpy.ops.render.render(write_still=True)
+    img = bpy.data.images.load(str(tmp_path / "colours.png"))
+    px = np.array(img.pixels[:], np.float32).reshape(32, 96, 4)[::-1]
+    from bpy_extras.object_utils import world_to_camera_view
+    from mathutils import Vector
+
+    for p, c in zip(position, colors):
+        v = world_to_camera_view(scene, scene.camera, Vector(p.tolist()))
+        got = px[int((1 - v.y) * 32), int(v.x * 96)]
+        assert got[3] > 0.9, got
+        # unconverted, the colours would render as sRGB(c): 0.5 -> 0.74, 0.02 -> 0.15 (AgX shifts them further)
+        np.testing.assert_allclose(got[:3], c, atol=0.03)
+
+
+def test_a_scene_with_its_own_objects_keeps_its_view_transform(lw, clean_scene, tmp_path):
+    scene = clean_scene
+    bpy.ops.mesh.primitive_cube_add()
+    before = scene.view_settings.view_transform
+    folder, _ = _decoded(tmp_path / "d")
+    lw.lw_blender.gaussians.load_decoded(bpy.context, folder, "g")
+    assert scene.view_settings.view_transform == before != "Standard"
