@@ -160,14 +160,18 @@ def _srgb_to_linear(tree, node, color):
 
 
 def prefer_standard_view(scene) -> bool:
-    """Set the Standard view transform (rendered pixel = the splats' stored colour) when ``scene`` holds nothing
-    but splat carriers and cameras, so a user's own look is never changed; True when it was set."""
-    carrier_attribute = "opacity"
+    """Set the Standard view transform (rendered pixel = the splats' stored colour) when the first splat carrier
+    arrives in a ``scene`` that holds nothing else but cameras, so a user's own look (or a view transform chosen
+    after the first import) is never changed; True when it was set."""
+    carriers = 0
     for obj in scene.objects:
-        if obj.type == "CAMERA" or obj.type == "EMPTY":
+        if obj.type in ("CAMERA", "EMPTY"):
             continue
-        if obj.type == "MESH" and carrier_attribute in obj.data.attributes:
+        if obj.type == "MESH" and "opacity" in obj.data.attributes and "position" in obj.data.attributes:
+            carriers += 1
             continue
+        return False
+    if carriers != 1:
         return False
     if scene.view_settings.view_transform == "Standard":
         return False

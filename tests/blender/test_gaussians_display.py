@@ -223,6 +223,11 @@ def test_render_shows_the_stored_srgb_colours(lw, clean_scene, tmp_path, engine)
     np.save(folder / "sh.npy", ((colors - 0.5) / SH_C0)[:, None, :].astype(np.float32))
     lw.lw_blender.gaussians.load_decoded(bpy.context, folder, "g")
     assert scene.view_settings.view_transform == "Standard"
+    scene.view_settings.view_transform = "AgX"  # the user's choice after the first import stays
+    lw.lw_blender.gaussians.load_decoded(bpy.context, folder, "g2")
+    assert scene.view_settings.view_transform == "AgX"
+    bpy.data.objects.remove(bpy.data.objects["g2"])
+    scene.view_settings.view_transform = "Standard"
     scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = 96, 32, 100
     scene.render.film_transparent = True
     scene.render.dither_intensity = 0.0
