@@ -14,6 +14,8 @@ Fixtures:
     backend        (function) a running local backend started through ``bpy.ops.lw.backend_start()`` (reused
                               between tests, restarted if a test stopped or killed it; stopped at session end);
                               returns the ``client.Client``
+    drain          (function) ``drain(job_id, timeout, on_each=None)``: drives the UI path by hand (timers never
+                              fire headless), calling ``jobs.drain_updates()`` until the job's on_done ran
     clean_scene    (function) an empty scene (``wm.read_homefile(use_empty=True, use_factory_startup=True)``),
                               add-on still enabled; returns ``bpy.context.scene``
 
@@ -121,3 +123,21 @@ def clean_scene(addon):
     if not _enabled():
         bpy.ops.preferences.addon_enable(module=ADDON_MODULE)
     return bpy.context.scene
+
+
+@pytest.fixture
+def drain(lw):
+    import time
+
+    jobs = lw.lw_blender.jobs
+
+    def run(job_id: str, timeout: float = 30.0, on_each=None) -> None:
+        deadline = time.monotonic() + timeout
+        while job_id in jobs.pending_jobs():
+            assert time.monotonic() < deadline, f"job {job_id} did not end within {timeout} s"
+            jobs.drain_updates()
+            if on_each is not None:
+                on_each()
+            time.sleep(0.02)
+
+    return run

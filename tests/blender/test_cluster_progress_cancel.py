@@ -35,17 +35,7 @@ def ray_backend(tmp_path, backend_python, addon):
         stderr.close()
 
 
-def _drain(jobs, job_id, timeout, on_each=None):
-    deadline = time.monotonic() + timeout
-    while job_id in jobs.pending_jobs():
-        assert time.monotonic() < deadline, f"job {job_id} did not end within {timeout} s"
-        jobs.drain_updates()
-        if on_each is not None:
-            on_each()
-        time.sleep(0.02)
-
-
-def test_progress_and_cancel_reach_blender_from_a_ray_backend(lw, prefs, ray_backend):
+def test_progress_and_cancel_reach_blender_from_a_ray_backend(lw, prefs, ray_backend, drain):
     prefs.backend_url, prefs.backend_token = ray_backend["url"], "s3cret"
     assert bpy.ops.lw.backend_start() == {"FINISHED"}
     assert _rt().connection == "CONNECTED" and _rt().remote
@@ -55,7 +45,7 @@ def test_progress_and_cancel_reach_blender_from_a_ray_backend(lw, prefs, ray_bac
 
     seen, done = [], []
     job_id = jobs.submit_job(bpy.context, "sleep", {"seconds": 3.0, "steps": 30}, done.append)
-    _drain(jobs, job_id, 120, on_each=lambda: seen.append((_rt().job_state, _rt().progress, _rt().message)))
+    drain(job_id, 120, on_each=lambda: seen.append((_rt().job_state, _rt().progress, _rt().message)))
     assert done[0].ok and done[0].state == "succeeded"
     assert any(s == "running" and 0.0 < p < 1.0 for s, p, _ in seen), seen[-5:]
 
@@ -67,6 +57,6 @@ def test_progress_and_cancel_reach_blender_from_a_ray_backend(lw, prefs, ray_bac
         jobs.drain_updates()
         time.sleep(0.02)
     assert bpy.ops.lw.job_cancel() == {"FINISHED"}
-    _drain(jobs, job_id, 60)
+    drain(job_id, 60)
     assert done[0].state == "cancelled" and _rt().job_state == "cancelled"
     assert client.job(job_id).state == "cancelled"
