@@ -14,17 +14,6 @@ def _rt():
     return bpy.context.window_manager.lw_runtime
 
 
-def _drain_until_done(jobs, job_id, timeout=30.0, on_each=None):
-    """Drive the UI path by hand (timers never fire headless): call drain_updates() until the job's on_done ran."""
-    deadline = time.monotonic() + timeout
-    while job_id in jobs.pending_jobs():
-        assert time.monotonic() < deadline, f"job {job_id} did not end within {timeout} s"
-        jobs.drain_updates()
-        if on_each is not None:
-            on_each()
-        time.sleep(0.02)
-
-
 def _wait_state(client, job_id, states, timeout=20.0):
     deadline = time.monotonic() + timeout
     while (rec := client.job(job_id)).state not in states:
@@ -55,7 +44,7 @@ def test_sleep_job_through_operator_succeeds_blocking(backend):
     assert rt.last_error == ""
 
 
-def test_submit_job_and_drain_updates_follow_progress_on_the_main_thread(lw, backend):
+def test_submit_job_and_drain_updates_follow_progress_on_the_main_thread(lw, backend, drain):
     jobs = lw.lw_blender.jobs
     done = []
     seen = []
@@ -65,7 +54,7 @@ def test_submit_job_and_drain_updates_follow_progress_on_the_main_thread(lw, bac
 
     job_id = jobs.submit_job(bpy.context, "sleep", {"seconds": 2.0, "steps": 20}, on_done)
     assert bpy.app.timers.is_registered(jobs.drain_updates)
-    _drain_until_done(jobs, job_id, on_each=lambda: seen.append((_rt().job_state, _rt().progress)))
+    drain(job_id, on_each=lambda: seen.append((_rt().job_state, _rt().progress)))
     (result, on_main), = done
     assert on_main
     assert result.ok and result.state == "succeeded" and result.kind == "sleep" and result.id == job_id
@@ -100,26 +89,26 @@ def test_unknown_kind_and_bad_params_are_reported_with_the_backend_reason(backen
         bpy.ops.lw.job_run(kind="sleep", params="{seconds")
 
 
-def test_cancel_round_trip(lw, backend):
+def test_cancel_round_trip(lw, backend, drain):
     jobs = lw.lw_blender.jobs
     done = []
     job_id = jobs.submit_job(bpy.context, "sleep", {"seconds": 20.0, "steps": 200}, done.append)
     _wait_state(backend, job_id, {"running"})
     assert bpy.ops.lw.job_cancel() == {"FINISHED"}
-    _drain_until_done(jobs, job_id, timeout=10.0)
+    drain(job_id, timeout=10.0)
     assert done[0].state == "cancelled" and not done[0].ok
     assert _rt().job_state == "cancelled"
     assert backend.job(job_id).state == "cancelled"
 
 
-def test_backend_killed_mid_job_is_reported_and_restart_shows_the_job_interrupted(lw, backend):
+def test_backend_killed_mid_job_is_reported_and_restart_shows_the_job_interrupted(lw, backend, drain):
     jobs = lw.lw_blender.jobs
     done = []
     job_id = jobs.submit_job(bpy.context, "sleep", {"seconds": 30.0, "steps": 300}, done.append)
     _wait_state(backend, job_id, {"running"})
     old_pid = _rt().backend_pid
     os.kill(old_pid, signal.SIGKILL)
-    _drain_until_done(jobs, job_id, timeout=15.0)
+    drain(job_id, timeout=15.0)
 
     rt = _rt()
     assert done[0].state == "interrupted" and done[0].error_type == "BackendUnavailable"
@@ -166,7 +155,7 @@ def test_run_job_in_background_mode_blocks_and_calls_on_done(lw, backend):
     assert result.workspace == backend.local_workspace
 
 
-def test_a_raising_on_done_is_reported_and_other_jobs_still_finish(lw, backend):
+def test_a_raising_on_done_is_reported_and_other_jobs_still_finish(lw, backend, drain):
     jobs = lw.lw_blender.jobs
     done = []
 
@@ -176,9 +165,9 @@ def test_a_raising_on_done_is_reported_and_other_jobs_still_finish(lw, backend):
     first = jobs.submit_job(bpy.context, "sleep", {"seconds": 0.05, "steps": 1}, broken)
     _wait_state(backend, first, {"succeeded"})
     second = jobs.submit_job(bpy.context, "sleep", {"seconds": 0.3, "steps": 3}, done.append)
-    _drain_until_done(jobs, first)
+    drain(first)
     assert "applying the result failed: ValueError: scene data did not fit" in _rt().last_error
-    _drain_until_done(jobs, second)
+    drain(second)
     assert done[0].id == second and done[0].ok
 
 
