@@ -210,7 +210,7 @@ def load_decoded(context, folder: str | os.PathLike, name: str):
         playback.attach_sequence(context.scene, obj, gaussians.sequence)
     elif gaussians.sh_degree > 0:
         playback.update_view_colors(context.scene, obj)
-    sorting.update_order(context.scene, obj)
+    sorting.update_view(context.scene, obj)
     splat_material.prefer_standard_view(context.scene)
     return obj
 

@@ -367,7 +367,7 @@ def on_frame_change_post(scene, depsgraph=None):
         if time_driver(obj) is not None and time_fcurve(obj) is None:
             show_frame(scene, obj, frame)
     for obj in carriers(scene):
-        sorting.update_order(scene, obj, force=rendering() and bool(obj.lw_seq.path), rendering=rendering())
+        sorting.update_view(scene, obj, force=rendering() and bool(obj.lw_seq.path), rendering=rendering())
 
 
 def on_load(_filepath=None, *_args):
@@ -380,7 +380,7 @@ def on_depsgraph_update(scene, depsgraph=None):
         if int(obj.get(gaussians.DEGREE_PROPERTY, 0)) > 0:
             update_view_colors(scene, obj)
         if not rendering():
-            sorting.update_order(scene, obj)
+            sorting.update_view(scene, obj)
 
 
 def on_render_init(scene=None, *_args):
@@ -391,7 +391,7 @@ def on_render_init(scene=None, *_args):
     _RENDERING[0] = True
     scene = scene if scene is not None and hasattr(scene, "render") else bpy.context.scene
     for obj in carriers(scene):
-        sorting.update_order(scene, obj, force=True, rendering=True)
+        sorting.update_view(scene, obj, force=True, rendering=True)
 
 
 def on_render_end(*_args):
@@ -406,7 +406,7 @@ def poll_views():
     scene = getattr(context, "scene", None)
     if scene is not None and not rendering():
         for obj in carriers(scene):
-            sorting.update_order(scene, obj)
+            sorting.update_view(scene, obj)
     return VIEW_POLL_S
 
 

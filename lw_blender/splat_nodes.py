@@ -9,7 +9,10 @@ screen size follows the camera's focal length like any other geometry:
 with mu the vertex position, R_q the rotation of the "rotation" attribute (w, x, y, z), s the "scale"
 attribute (linear sigmas), P a fixed axis permutation that moves the smallest sigma to the quad normal and
 k the "Extent" input (sigmas covered by the quad, default 3). The quad stores ``lw_uv = k p``, the position
-in sigma units, which the splat material turns into exp(-|lw_uv|^2 / 2).
+in sigma units, which the splat material turns into exp(-|lw_uv|^2 / 2). When the points carry the view-facing
+frame ``lw_view_rotation`` / ``lw_view_scale`` (written by ``lw_blender.sorting.update_facing`` for the current
+view), those replace ``rotation`` / ``scale``: each quad then faces the view with the Gaussian's projected
+ellipse, as 3DGS draws it, instead of lying in the plane of its two largest axes (a sliver when seen edge-on).
 
 Draw order. EEVEE's blended transparency needs splats back to front. The group does not sort (a Sort Elements
 node re-sorted 1M points on every evaluation, 0.4 s): with the "Sort" input on, draw slot i shows Gaussian
@@ -28,11 +31,13 @@ import bpy
 from . import splat_material
 
 GROUP_NAME = "LW Splats"
-GROUP_VERSION = 2  # stored on the group; an older group in a loaded .blend is rebuilt in place
+GROUP_VERSION = 3  # stored on the group; an older group in a loaded .blend is rebuilt in place
 VERSION_PROPERTY = "lw_version"
 MODIFIER_NAME = "LW Splats"
 UV_ATTRIBUTE = "lw_uv"
 ORDER_ATTRIBUTE = "lw_order"
+VIEW_ROTATION = "lw_view_rotation"
+VIEW_SCALE = "lw_view_scale"
 EXTENT_INPUT = "Extent"
 SORT_INPUT = "Sort"
 POINTS_INPUT = "Viewport Points"
@@ -42,7 +47,7 @@ POINT_EXTENT = splat_material.POINT_EXTENT
 POINTS_DEFAULT_COUNT = 500_000
 # (attribute, data type of Sample Index / Store Named Attribute) gathered through lw_order
 _DRAWN = (("opacity", "FLOAT"), (splat_material.COLOR_ATTRIBUTE, "FLOAT_COLOR"), ("rotation", "QUATERNION"),
-          ("scale", "FLOAT_VECTOR"))
+          ("scale", "FLOAT_VECTOR"), (VIEW_ROTATION, "QUATERNION"), (VIEW_SCALE, "FLOAT_VECTOR"))
 
 
 def _link(tree, out_socket, in_socket):
@@ -189,11 +194,20 @@ def build_group(material: bpy.types.Material, point_material: bpy.types.Material
     _link(tree, store_uv.outputs[0], set_material.inputs["Geometry"])
     set_material.inputs["Material"].default_value = material
 
-    # Per-point rotation and scale; put the smallest sigma on the quad normal.
-    rotation = _named(tree, "rotation", "QUATERNION", (-1200, -800))
-    scale = _named(tree, "scale", "FLOAT_VECTOR", (-1200, -1000))
+    # Per-point rotation and scale (the view-facing frame when written); put the smallest sigma on the quad normal.
+    view_scale = _named(tree, VIEW_SCALE, "FLOAT_VECTOR", (-1600, -1100)).outputs["Attribute"]
+    view_length = _node(tree, "ShaderNodeVectorMath", (-1450, -650), operation="LENGTH")
+    _link(tree, view_scale, view_length.inputs[0])
+    facing = _node(tree, "FunctionNodeCompare", (-1300, -650), data_type="FLOAT", operation="GREATER_THAN")
+    _link(tree, view_length.outputs["Value"], facing.inputs["A"])
+    facing = facing.outputs[0]  # per point: a view-facing frame was written (a missing attribute reads as zeros)
+    rotation_socket = _switch(tree, "ROTATION", facing, _named(tree, "rotation", "QUATERNION", (-1600, -800))
+                              .outputs["Attribute"], _named(tree, VIEW_ROTATION, "QUATERNION", (-1600, -900))
+                              .outputs["Attribute"], (-1300, -800))
+    scale_socket = _switch(tree, "VECTOR", facing, _named(tree, "scale", "FLOAT_VECTOR", (-1600, -1000))
+                           .outputs["Attribute"], view_scale, (-1300, -1000))
     sep = _node(tree, "ShaderNodeSeparateXYZ", (-1000, -1000))
-    _link(tree, scale.outputs["Attribute"], sep.inputs[0])
+    _link(tree, scale_socket, sep.inputs[0])
     sx, sy, sz = sep.outputs["X"], sep.outputs["Y"], sep.outputs["Z"]
 
     def less_equal(a, b, location):
@@ -210,7 +224,7 @@ def build_group(material: bpy.types.Material, point_material: bpy.types.Material
     _link(tree, x_le_z, x_min.inputs[1])
     x_min = x_min.outputs[0]
 
-    quat = rotation.outputs["Attribute"]
+    quat = rotation_socket
     # x smallest: quad x -> y axis, quad y -> z axis, normal -> x axis; y smallest: x -> z, y -> x, normal -> y.
     rot_x_min = _fixed_rotation(tree, ((0, 1, 0), (0, 0, 1), (1, 0, 0)), quat, (-600, -700))
     rot_y_min = _fixed_rotation(tree, ((0, 0, 1), (1, 0, 0), (0, 1, 0)), quat, (-600, -600))
@@ -225,7 +239,7 @@ def build_group(material: bpy.types.Material, point_material: bpy.types.Material
     scale_x_min = combine(sy, sz, sx, (-600, -1450))
     rot_yz = _switch(tree, "ROTATION", y_le_z, quat, rot_y_min, (-400, -700))
     rot_out = _switch(tree, "ROTATION", x_min, rot_yz, rot_x_min, (-200, -700))
-    scale_yz = _switch(tree, "VECTOR", y_le_z, scale.outputs["Attribute"], scale_y_min, (-400, -1100))
+    scale_yz = _switch(tree, "VECTOR", y_le_z, scale_socket, scale_y_min, (-400, -1100))
     scale_out = _switch(tree, "VECTOR", x_min, scale_yz, scale_x_min, (-200, -1100))
     scale_k = _node(tree, "ShaderNodeVectorMath", (0, -1100), operation="SCALE")
     _link(tree, scale_out, scale_k.inputs[0])

@@ -253,3 +253,69 @@ def test_a_scene_with_its_own_objects_keeps_its_view_transform(lw, clean_scene, 
     folder, _ = _decoded(tmp_path / "d")
     lw.lw_blender.gaussians.load_decoded(bpy.context, folder, "g")
     assert scene.view_settings.view_transform == before != "Standard"
+
+
+def _quat_matrix(q):
+    w, x, y, z = (q / np.linalg.norm(q, axis=1, keepdims=True)).T
+    return np.stack([np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], 1),
+                     np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], 1),
+                     np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], 1)], 1)
+
+
+def test_facing_quads_carry_the_projected_covariance(lw):
+    """Each quad faces the view (normal = viewing direction) and its two sigmas and axes give back the marginal
+    of the 3D covariance across the view: E^T Sigma E in any basis E of the quad plane."""
+    sorting = lw.lw_blender.sorting
+    rng = np.random.default_rng(5)
+    n = 200
+    pos = rng.uniform(-2, 2, (n, 3))
+    q = rng.normal(size=(n, 4))
+    s = rng.uniform(0.01, 0.5, (n, 3))
+    eye = np.array([0.5, -6.0, 1.0])
+    rot, sig = sorting.facing_quads(pos, q, s, eye, np.array([0.0, 1.0, 0.0]), True)
+    frames = _quat_matrix(rot.astype(np.float64))
+    np.testing.assert_allclose(np.linalg.det(frames), 1.0, atol=1e-5)
+    d = (pos - eye) / np.linalg.norm(pos - eye, axis=1, keepdims=True)
+    np.testing.assert_allclose(frames[:, :, 2], d, atol=1e-5)  # quad normal along the view ray
+    m = _quat_matrix(q) * s[:, None, :]
+    cov = m @ m.transpose(0, 2, 1)
+    plane = frames[:, :, :2]
+    want = plane.transpose(0, 2, 1) @ cov @ plane
+    got = np.zeros((n, 2, 2))  # in the quad's own axes the projected covariance is diag(sigma_x^2, sigma_y^2)
+    got[:, 0, 0], got[:, 1, 1] = sig[:, 0].astype(np.float64) ** 2, sig[:, 1].astype(np.float64) ** 2
+    np.testing.assert_allclose(want, got, rtol=1e-3, atol=1e-6)
+    assert (sig[:, 2] < sig[:, 1]).all() and (sig[:, 1] <= sig[:, 0] + 1e-7).all()
+
+
+def test_a_gaussian_seen_edge_on_to_its_quad_plane_still_renders_its_projected_ellipse(lw, clean_scene, tmp_path):
+    """The quad of a Gaussian lies in the plane of its two largest axes; seen edge-on to that plane it used to
+    render as a sliver. With the view-facing frame the render shows its projected ellipse: vertical sigma 0.25 m
+    (its smallest axis, z), horizontal 0.3 m, as 3DGS would draw it."""
+    scene = clean_scene
+    scene.render.engine = "CYCLES"
+    scene.cycles.device, scene.cycles.samples = "CPU", 16
+    _camera(scene)  # at y = -4 looking along +y: sees the x-z plane
+    folder, _ = _decoded(tmp_path / "d", n=1, position=np.zeros((1, 3), np.float32),
+                         scale=np.float32([[0.3, 0.3, 0.25]]))  # quad in the x-y plane: edge-on to the camera
+    np.save(folder / "rotation.npy", np.float32([[1, 0, 0, 0]]))
+    np.save(folder / "opacity.npy", np.ones(1, np.float32))
+    obj = lw.lw_blender.gaussians.load_decoded(bpy.context, folder, "g")
+    scene.render.resolution_x = scene.render.resolution_y = 64
+    scene.render.resolution_percentage = 100
+    scene.render.film_transparent = True
+    scene.render.dither_intensity = 0.0
+    scene.render.filepath = str(tmp_path / "edge.png")
+    bpy.ops.render.render(write_still=True)
+    assert "lw_view_rotation" in obj.data.attributes
+    img = bpy.data.images.load(str(tmp_path / "edge.png"))
+    px = np.array(img.pixels[:], np.float32).reshape(64, 64, 4)[::-1]
+    from bpy_extras.object_utils import world_to_camera_view
+    from mathutils import Vector
+
+    def alpha_at(p):
+        v = world_to_camera_view(scene, scene.camera, Vector(p))
+        return float(px[int((1 - v.y) * 64), int(v.x * 64)][3])
+
+    assert alpha_at((0, 0, 0)) > 0.9
+    assert abs(alpha_at((0, 0, 0.25)) - np.exp(-0.5)) < 0.12  # one vertical sigma up
+    assert abs(alpha_at((0.3, 0, 0)) - np.exp(-0.5)) < 0.12  # one horizontal sigma right
