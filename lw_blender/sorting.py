@@ -24,7 +24,9 @@ basis of the plane normal to d and M = R_q diag(s),
 
 written as the ``lw_view_rotation`` (QUATERNION) and ``lw_view_scale`` (FLOAT_VECTOR) point attributes, which the
 node group uses instead of ``rotation`` / ``scale`` when they exist (splat_nodes). Same view-change rule as the
-order; every frame while rendering.
+order; every frame while rendering. Outside renders only carriers of at most VIEWPORT_FACING_MAX Gaussians get
+them (larger ones show the axis-plane quads in the viewport, or points by default from 500k); during viewport
+playback the frame is kept from the last view change (sequences move Gaussians a little per frame).
 
 The view is the render camera while rendering, otherwise the first 3D viewport that shades
 with the render engine (its ``region_3d`` view matrix; in Camera view that is the camera), else the scene
@@ -207,6 +209,9 @@ def update_order(scene, obj, force: bool = False, rendering: bool = False) -> bo
 
 VIEW_ROTATION = "lw_view_rotation"
 VIEW_SCALE = "lw_view_scale"
+# Outside renders, carriers above this many Gaussians keep the axis-plane quads: the facing frame costs ~1.2 s per
+# view change at 1M on the 2-core box (numpy), too slow for navigation. Renders always get it.
+VIEWPORT_FACING_MAX = 250_000
 # session_uid -> (eye, forward, perspective, count, centre) of the last written view-facing quads (local space)
 _FACING: dict[int, tuple] = {}
 
@@ -315,11 +320,19 @@ def update_facing(scene, obj, force: bool = False, rendering: bool = False) -> b
     mesh = obj.data
     if not quads_shown(obj, rendering) or "rotation" not in mesh.attributes or "scale" not in mesh.attributes:
         return False
+    count = len(mesh.vertices)
+    if not rendering and count > VIEWPORT_FACING_MAX:
+        _FACING.pop(obj.session_uid, None)
+        stale = [a for a in (VIEW_ROTATION, VIEW_SCALE) if a in mesh.attributes]  # a render's view, not this one
+        for name in stale:
+            mesh.attributes.remove(mesh.attributes[name])
+        if stale:
+            mesh.update()
+        return bool(stale)
     view = current_view(scene, rendering)
     if view is None:
         return False
     view = _to_local(obj, view)
-    count = len(mesh.vertices)
     old = _FACING.get(obj.session_uid) if VIEW_ROTATION in mesh.attributes else None
     if old is not None and old[3] != count:
         old = None

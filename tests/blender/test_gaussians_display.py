@@ -319,3 +319,18 @@ def test_a_gaussian_seen_edge_on_to_its_quad_plane_still_renders_its_projected_e
     assert alpha_at((0, 0, 0)) > 0.9
     assert abs(alpha_at((0, 0, 0.25)) - np.exp(-0.5)) < 0.12  # one vertical sigma up
     assert abs(alpha_at((0.3, 0, 0)) - np.exp(-0.5)) < 0.12  # one horizontal sigma right
+
+
+def test_large_carriers_get_facing_quads_in_renders_only(lw, clean_scene, tmp_path, monkeypatch):
+    sorting = lw.lw_blender.sorting
+    scene = clean_scene
+    scene.render.engine = "CYCLES"
+    _camera(scene)
+    folder, _ = _decoded(tmp_path / "d")
+    obj = lw.lw_blender.gaussians.load_decoded(bpy.context, folder, "g")
+    assert sorting.VIEW_ROTATION in obj.data.attributes  # N = 40: small enough for the viewport
+    monkeypatch.setattr(sorting, "VIEWPORT_FACING_MAX", N - 1)
+    assert sorting.update_view(scene, obj)  # the render-time frame is dropped outside renders
+    assert sorting.VIEW_ROTATION not in obj.data.attributes and sorting.VIEW_SCALE not in obj.data.attributes
+    assert sorting.update_view(scene, obj, force=True, rendering=True)
+    assert sorting.VIEW_ROTATION in obj.data.attributes
