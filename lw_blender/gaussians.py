@@ -212,6 +212,7 @@ def load_decoded(context, folder: str | os.PathLike, name: str):
         playback.update_view_colors(context.scene, obj)
     sorting.update_view(context.scene, obj)
     splat_material.prefer_standard_view(context.scene)
+    splat_material.raise_transparent_bounces(context.scene)
     return obj
 
 

@@ -159,6 +159,21 @@ def _srgb_to_linear(tree, node, color):
     return join.outputs[0]
 
 
+# Cycles stops a ray after this many transparent surfaces; overlapping splat layers (a world's sky from several
+# views, a trained cloud) need far more than Blender's default 8, or they render with black holes.
+TRANSPARENT_BOUNCES = 128
+
+
+def raise_transparent_bounces(scene) -> bool:
+    """Raise Cycles' transparent bounce limit of ``scene`` to TRANSPARENT_BOUNCES (never lowers it); True when
+    it was raised."""
+    cycles = getattr(scene, "cycles", None)
+    if cycles is None or cycles.transparent_max_bounces >= TRANSPARENT_BOUNCES:
+        return False
+    cycles.transparent_max_bounces = TRANSPARENT_BOUNCES
+    return True
+
+
 def prefer_standard_view(scene) -> bool:
     """Set the Standard view transform (rendered pixel = the splats' stored colour) when the first splat carrier
     arrives in a ``scene`` that holds nothing else but cameras, so a user's own look (or a view transform chosen

@@ -250,9 +250,14 @@ def test_a_scene_with_its_own_objects_keeps_its_view_transform(lw, clean_scene, 
     scene = clean_scene
     bpy.ops.mesh.primitive_cube_add()
     before = scene.view_settings.view_transform
+    scene.cycles.transparent_max_bounces = 8  # Blender's default: too few for overlapping splat layers
     folder, _ = _decoded(tmp_path / "d")
     lw.lw_blender.gaussians.load_decoded(bpy.context, folder, "g")
     assert scene.view_settings.view_transform == before != "Standard"
+    assert scene.cycles.transparent_max_bounces == lw.lw_blender.splat_material.TRANSPARENT_BOUNCES
+    scene.cycles.transparent_max_bounces = 512  # a higher limit is kept
+    lw.lw_blender.gaussians.load_decoded(bpy.context, folder, "g2")
+    assert scene.cycles.transparent_max_bounces == 512
 
 
 def _quat_matrix(q):
@@ -334,3 +339,29 @@ def test_large_carriers_get_facing_quads_in_renders_only(lw, clean_scene, tmp_pa
     assert sorting.VIEW_ROTATION not in obj.data.attributes and sorting.VIEW_SCALE not in obj.data.attributes
     assert sorting.update_view(scene, obj, force=True, rendering=True)
     assert sorting.VIEW_ROTATION in obj.data.attributes
+
+
+def test_many_overlapping_splats_render_without_holes_in_cycles(lw, clean_scene, tmp_path):
+    """80 faint splats one behind the other (the low-alpha skirts of a world's stacked sky layers): with Blender's
+    default of 8 transparent bounces Cycles cuts the ray short and the pixel goes dark; the import raises it."""
+    scene = clean_scene
+    scene.render.engine = "CYCLES"
+    scene.cycles.device, scene.cycles.samples = "CPU", 8
+    _camera(scene)
+    n = 80
+    position = np.stack([np.zeros(n), np.linspace(0.0, 2.0, n), np.zeros(n)], 1).astype(np.float32)
+    folder, _ = _decoded(tmp_path / "d", n=n, position=position, scale=np.tile(np.float32([0.3, 0.01, 0.3]), (n, 1)))
+    white = np.ones((n, 3), np.float32)
+    np.save(folder / "color.npy", white)
+    np.save(folder / "sh.npy", ((white - 0.5) / SH_C0)[:, None, :].astype(np.float32))
+    np.save(folder / "opacity.npy", np.full(n, 0.05, np.float32))
+    np.save(folder / "rotation.npy", np.tile(np.float32([1, 0, 0, 0]), (n, 1)))
+    lw.lw_blender.gaussians.load_decoded(bpy.context, folder, "g")
+    scene.render.resolution_x = scene.render.resolution_y = 16
+    scene.render.resolution_percentage = 100
+    scene.render.film_transparent = True
+    scene.render.filepath = str(tmp_path / "stack.png")
+    bpy.ops.render.render(write_still=True)
+    img = bpy.data.images.load(str(tmp_path / "stack.png"))
+    centre = np.array(img.pixels[:], np.float32).reshape(16, 16, 4)[8, 8]
+    assert centre[3] > 0.95 and (centre[:3] > 0.9).all(), centre  # 1 - 0.95^80 = 0.98 of white
