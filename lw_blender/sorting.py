@@ -121,13 +121,10 @@ def current_view(scene, rendering: bool = False):
     return _from_matrix(camera.matrix_world, camera.data.type != "ORTHO")
 
 
-def needs_order(scene, obj, rendering: bool = False) -> bool:
-    """True when ``obj`` shows quads that EEVEE draws with blended alpha: engine EEVEE, display modifier on, and
-    (outside renders) "Viewport Points" off (the points' dithered transparency needs no order)."""
+def quads_shown(obj, rendering: bool) -> bool:
+    """Whether ``obj``'s display shows quads now: always in renders, in the viewport unless it shows points."""
     from . import splat_nodes
 
-    if scene.render.engine not in SORTING_ENGINES:
-        return False
     modifier = obj.modifiers.get(splat_nodes.MODIFIER_NAME)
     if modifier is None or modifier.node_group is None:
         return False
@@ -138,6 +135,12 @@ def needs_order(scene, obj, rendering: bool = False) -> bool:
     except KeyError:
         points = False
     return modifier.show_viewport and not points
+
+
+def needs_order(scene, obj, rendering: bool = False) -> bool:
+    """True when ``obj`` shows quads that EEVEE draws with blended alpha: engine EEVEE, display modifier on, and
+    (outside renders) "Viewport Points" off (the points' dithered transparency needs no order)."""
+    return scene.render.engine in SORTING_ENGINES and quads_shown(obj, rendering)
 
 
 def _use_order(obj, on: bool):
@@ -279,22 +282,6 @@ def facing_quads(positions, rotations, scales, eye, forward, perspective: bool =
     s2 = np.maximum(s2, 1e-6 * np.maximum(s1, 1e-12))
     sigmas = np.stack([s1, s2, 1e-3 * s2], 1)
     return matrices_to_wxyz(frames).astype(np.float32), sigmas.astype(np.float32)
-
-
-def quads_shown(obj, rendering: bool) -> bool:
-    """Whether ``obj``'s display shows quads now: always in renders, in the viewport unless it shows points."""
-    from . import splat_nodes
-
-    modifier = obj.modifiers.get(splat_nodes.MODIFIER_NAME)
-    if modifier is None or modifier.node_group is None:
-        return False
-    if rendering:
-        return modifier.show_render
-    try:
-        points = bool(splat_nodes.get_input(modifier, splat_nodes.POINTS_INPUT))
-    except KeyError:
-        points = False
-    return modifier.show_viewport and not points
 
 
 def _read(mesh, name: str, width: int, key: str) -> np.ndarray:
