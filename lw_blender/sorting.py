@@ -212,76 +212,69 @@ def update_order(scene, obj, force: bool = False, rendering: bool = False) -> bo
 
 VIEW_ROTATION = "lw_view_rotation"
 VIEW_SCALE = "lw_view_scale"
-# Outside renders, carriers above this many Gaussians keep the axis-plane quads: the facing frame costs ~1.2 s per
+# Outside renders, carriers above this many Gaussians keep the axis-plane quads: the facing frame costs ~0.6 s per
 # view change at 1M on the 2-core box (numpy), too slow for navigation. Renders always get it.
 VIEWPORT_FACING_MAX = 250_000
 # session_uid -> (eye, forward, perspective, count, centre) of the last written view-facing quads (local space)
 _FACING: dict[int, tuple] = {}
 
 
-def matrices_to_wxyz(m: np.ndarray) -> np.ndarray:
-    """Unit quaternions (N, 4) w, x, y, z of rotation matrices (N, 3, 3) (the largest of w, x, y, z first)."""
-    m = np.asarray(m, np.float64)
-    tr = m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2]
-    cand = np.stack([tr, m[:, 0, 0], m[:, 1, 1], m[:, 2, 2]], 1)
-    pick = np.argmax(cand, axis=1)
-    q = np.empty((len(m), 4))
-    for k in range(4):
-        sel = pick == k
-        if not sel.any():
-            continue
-        a = m[sel]
-        if k == 0:
-            r = np.sqrt(np.maximum(1.0 + tr[sel], 1e-12)) * 2.0
-            q[sel] = np.stack([0.25 * r, (a[:, 2, 1] - a[:, 1, 2]) / r, (a[:, 0, 2] - a[:, 2, 0]) / r,
-                               (a[:, 1, 0] - a[:, 0, 1]) / r], 1)
-        else:
-            i = k - 1
-            j, l = (i + 1) % 3, (i + 2) % 3
-            r = np.sqrt(np.maximum(1.0 + a[:, i, i] - a[:, j, j] - a[:, l, l], 1e-12)) * 2.0
-            qq = np.empty((len(a), 4))
-            qq[:, 0] = (a[:, l, j] - a[:, j, l]) / r
-            qq[:, 1 + i] = 0.25 * r
-            qq[:, 1 + j] = (a[:, j, i] + a[:, i, j]) / r
-            qq[:, 1 + l] = (a[:, l, i] + a[:, i, l]) / r
-            q[sel] = qq
-    return q / np.linalg.norm(q, axis=1, keepdims=True)
+def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton products a b of quaternions (N, 4) w, x, y, z (the rotation b first, then a)."""
+    aw, ax, ay, az = a.T
+    bw, bx, by, bz = b.T
+    return np.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+                     aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], 1)
+
+
+def _rotate(q: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """v (N, 3) rotated by the unit quaternions q (N, 4) w, x, y, z."""
+    u = q[:, 1:]
+    t = 2.0 * np.cross(u, v)
+    return v + q[:, :1] * t + np.cross(u, t)
 
 
 def facing_quads(positions, rotations, scales, eye, forward, perspective: bool = True):
     """(rotation (N, 4) wxyz float32, sigmas (N, 3) float32) of each Gaussian's view-facing quad (module
-    docstring) for a view from ``eye`` along ``forward``."""
-    mu = np.asarray(positions, np.float64)
+    docstring) for a view from ``eye`` along ``forward``.
+
+    The plane basis comes from the shortest-arc rotation taking z to +-d (to the hemisphere of z, so it is never
+    singular; a half turn about x then makes the normal d), and the quad frame is that basis turned by theta
+    about d: everything stays in quaternions, with no 3x3 matrices per Gaussian."""
+    mu = np.asarray(positions, np.float32)
     n = len(mu)
     if n == 0:
         return np.empty((0, 4), np.float32), np.empty((0, 3), np.float32)
-    d = mu - np.asarray(eye, np.float64) if perspective else np.broadcast_to(np.asarray(forward, np.float64), mu.shape)
+    fwd = np.asarray(forward, np.float32)
+    d = mu - np.asarray(eye, np.float32) if perspective else np.broadcast_to(fwd, mu.shape)
     length = np.linalg.norm(d, axis=1, keepdims=True)
-    d = np.where(length > 1e-12, d / np.maximum(length, 1e-12), np.asarray(forward, np.float64))
-    helper = np.where(np.abs(d[:, 2:3]) < 0.9, [[0.0, 0.0, 1.0]], [[1.0, 0.0, 0.0]])
-    e1 = np.cross(helper, d)
-    e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
-    e2 = np.cross(d, e1)
-    q = np.asarray(rotations, np.float64)
+    d = np.where(length > 1e-12, d / np.maximum(length, 1e-12), fwd)
+    flip = d[:, 2] < 0
+    dd = np.where(flip[:, None], -d, d)  # z -> dd: w = 1 + dd_z >= 1, axis z x dd
+    arc = np.stack([1.0 + dd[:, 2], -dd[:, 1], dd[:, 0], np.zeros(n, np.float32)], 1)
+    arc /= np.linalg.norm(arc, axis=1, keepdims=True)
+    half_x = np.zeros((n, 4), np.float32)
+    half_x[:, 1] = 1.0  # a half turn about x: z -> -z
+    basis = np.where(flip[:, None], _quat_mul(arc, half_x), arc)  # columns e1, e2, d
+    e1 = _rotate(basis, np.broadcast_to(np.float32([1.0, 0.0, 0.0]), (n, 3)))
+    e2 = _rotate(basis, np.broadcast_to(np.float32([0.0, 1.0, 0.0]), (n, 3)))
+    q = np.asarray(rotations, np.float32)
     q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-    w, x, y, z = q.T
-    rot = np.stack([np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], 1),
-                    np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], 1),
-                    np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], 1)], 1)
-    m = rot * np.asarray(scales, np.float64)[:, None, :]  # R diag(s)
-    p1 = np.einsum("nij,ni->nj", m, e1)  # M^T e1
-    p2 = np.einsum("nij,ni->nj", m, e2)
+    inverse = q * np.float32([1.0, -1.0, -1.0, -1.0])
+    s = np.asarray(scales, np.float32)
+    p1 = s * _rotate(inverse, e1)  # M^T e1 = diag(s) R^T e1
+    p2 = s * _rotate(inverse, e2)
     a, b, c = (p1 * p1).sum(1), (p1 * p2).sum(1), (p2 * p2).sum(1)
     mid, rad = 0.5 * (a + c), np.sqrt((0.5 * (a - c)) ** 2 + b * b)
     l1, l2 = mid + rad, np.maximum(mid - rad, 0.0)
-    theta = 0.5 * np.arctan2(2.0 * b, a - c)
-    u = np.cos(theta)[:, None] * e1 + np.sin(theta)[:, None] * e2
-    v = np.cross(d, u)
-    frames = np.stack([u, v, d], axis=2)  # columns: quad x, quad y, normal
+    half = 0.25 * np.arctan2(2.0 * b, a - c)  # theta / 2
+    turn = np.zeros((n, 4), np.float32)
+    turn[:, 0], turn[:, 3] = np.cos(half), np.sin(half)
+    frame = _quat_mul(basis, turn)  # columns u, v = d x u, d
     s1, s2 = np.sqrt(l1), np.sqrt(l2)
     s2 = np.maximum(s2, 1e-6 * np.maximum(s1, 1e-12))
     sigmas = np.stack([s1, s2, 1e-3 * s2], 1)
-    return matrices_to_wxyz(frames).astype(np.float32), sigmas.astype(np.float32)
+    return frame.astype(np.float32), sigmas.astype(np.float32)
 
 
 def _read(mesh, name: str, width: int, key: str) -> np.ndarray:
