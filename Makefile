@@ -19,7 +19,7 @@ BPY_VERSION := 5.2.3
 help:
 	@echo "make demo   - create environments if missing, run the image -> living world demo into out/"
 	@echo "make test   - create environments if missing, run the default test suite (CPU, no GPU)"
-	@echo "make test-slow, make bench-cpu, make zip, make clean-env"
+	@echo "make test-slow, make lint, make zip, make clean-env"
 
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PY311)" || { echo "error: Python 3.11 not found; set PY311=/path/to/python3.11"; exit 1; }
@@ -53,6 +53,9 @@ test: envs
 test-slow: envs
 	@$(VENV)/bin/python -m pytest -q tests/backend -m slow
 
+lint: $(VENV)/.installed
+	@$(VENV)/bin/ruff check .
+
 zip: $(BVENV)/.installed
 	@mkdir -p dist
 	@$(BVENV)/bin/python scripts/build_extension.py --out dist
@@ -60,4 +63,4 @@ zip: $(BVENV)/.installed
 clean-env:
 	rm -rf $(VENV) $(BVENV)
 
-.PHONY: help envs demo test test-slow zip clean-env
+.PHONY: help envs demo test test-slow lint zip clean-env

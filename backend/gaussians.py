@@ -25,7 +25,7 @@ SH_C0 = 0.28209479177387814
 
 def sh_degree_for(k: int) -> int:
     """SH degree for K coefficients per channel (1, 4, 9, 16 -> 0..3)."""
-    d = int(round(math.sqrt(k))) - 1
+    d = round(math.sqrt(k)) - 1
     if (d + 1) ** 2 != k or not 0 <= d <= 3:
         raise ValueError(f"{k} SH coefficients per channel is not (degree+1)^2 for a degree 0..3")
     return d
@@ -69,7 +69,7 @@ class Gaussians:
             raise ValueError(f"Gaussians.sh has shape {tuple(self.sh.shape)}, expected ({n}, K, 3)")
         sh_degree_for(int(self.sh.shape[1]))
 
-    def to_numpy(self) -> "Gaussians":
+    def to_numpy(self) -> Gaussians:
         def conv(x):
             if isinstance(x, np.ndarray):
                 return x
@@ -78,7 +78,7 @@ class Gaussians:
         return Gaussians(**{f.name: conv(getattr(self, f.name)) for f in fields(self) if f.name != "extra"},
                          extra={k: conv(v) for k, v in self.extra.items()})
 
-    def to_torch(self, device="cpu", dtype=None, requires_grad: bool = False) -> "Gaussians":
+    def to_torch(self, device="cpu", dtype=None, requires_grad: bool = False) -> Gaussians:
         import torch
 
         dtype = dtype or torch.float32
@@ -91,18 +91,18 @@ class Gaussians:
         return Gaussians(**{f.name: conv(getattr(self, f.name)) for f in fields(self) if f.name != "extra"},
                          extra=dict(self.extra))
 
-    def subset(self, index) -> "Gaussians":
+    def subset(self, index) -> Gaussians:
         """Gaussians selected by an index or boolean mask (same array type)."""
         return Gaussians(
             **{f.name: getattr(self, f.name)[index] for f in fields(self) if f.name != "extra"},
             extra={k: v[index] for k, v in self.extra.items()},
         )
 
-    def with_(self, **changes) -> "Gaussians":
+    def with_(self, **changes) -> Gaussians:
         return replace(self, **changes)
 
     @staticmethod
-    def concatenate(parts: list["Gaussians"]) -> "Gaussians":
+    def concatenate(parts: list[Gaussians]) -> Gaussians:
         """Join clouds of the same SH degree (numpy or torch, not mixed)."""
         if not parts:
             raise ValueError("nothing to concatenate")

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import importlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from pydantic import BaseModel
 
@@ -40,7 +40,7 @@ JOB_MODULES: list[str] = [
 class JobKind:
     name: str
     params: type[BaseModel]
-    fn: Callable[["JobContext", BaseModel], list[str]]
+    fn: Callable[[JobContext, BaseModel], list[str]]
     doc: str
 
 

@@ -60,11 +60,11 @@ def main():
         for name, e in encs.items():
             gout = torch.randn(n, e.output_dim, device="cuda")
 
-            def fwd():
+            def fwd(e=e, x=x):
                 with torch.no_grad():
                     e(x)
 
-            def fwdbwd():
+            def fwdbwd(e=e, x=x, gout=gout):
                 e.table.grad = None
                 (e(x) * gout).sum().backward()
 

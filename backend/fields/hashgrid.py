@@ -94,7 +94,7 @@ def level_layout(config: HashGridConfig) -> LevelLayout:
     for lvl in range(config.n_levels):
         # float32 like tcnn: exp2f(level * log2(per_level_scale)) * base_resolution - 1
         s = np.float32(np.exp2(np.float32(lvl * log2_pls)) * np.float32(config.base_resolution) - np.float32(1.0))
-        r = int(math.ceil(float(s))) + 1
+        r = math.ceil(float(s)) + 1
         dense = r**3
         sizes.append(min(((dense + 7) // 8) * 8, t))
         scales.append(s)

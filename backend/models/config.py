@@ -54,9 +54,9 @@ def make_segmentation(config: ModelConfig) -> SegmentationProvider:
 
 
 def make_depth(config: ModelConfig, segmentation: SegmentationProvider | None = None,
-               geometry: LandscapeGeometry = LandscapeGeometry()) -> DepthProvider:
+               geometry: LandscapeGeometry | None = None) -> DepthProvider:
     return _choose(config.depth, "depth", lambda n: TransformersDepth(n, config.device),
-                   lambda: LandscapeDepth(segmentation or make_segmentation(config), geometry))
+                   lambda: LandscapeDepth(segmentation or make_segmentation(config), geometry or LandscapeGeometry()))
 
 
 def make_outpaint(config: ModelConfig) -> OutpaintProvider:

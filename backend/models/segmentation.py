@@ -76,7 +76,7 @@ class HeuristicSegmentation:
         luma = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
         gy = np.abs(cv2.Sobel(luma, cv2.CV_32F, 0, 1, ksize=3))
         cand = ((blue | cloud) & (gy < 0.5)).astype(np.uint8)  # a strong horizontal edge (a sea horizon) stops the sky
-        k = max(int(round(5 * px)) | 1, 3)
+        k = max(round(5 * px) | 1, 3)
         cand = cv2.morphologyEx(cand, cv2.MORPH_CLOSE, np.ones((k, k), np.uint8))
         _, labels = cv2.connectedComponents(cand, connectivity=4)
         top = np.unique(labels[0][cand[0] > 0])

@@ -68,7 +68,7 @@ def test_a_ground_plane_gets_surfels_lying_in_the_plane():
     K = np.array([[f, 0, n / 2], [0, f, n / 2], [0, 0, 1.0]])
     # Camera looking down 45 degrees at the plane y_cam-z_cam: depth from ray-plane intersection.
     cam = Camera(K, np.eye(4), n, n)
-    v, u = np.mgrid[0:n, 0:n] + 0.5
+    v, _ = np.mgrid[0:n, 0:n] + 0.5
     ray_y = (v - n / 2) / f
     normal = np.array([0, -1.0, -1.0]) / np.sqrt(2)  # plane n.x = -d, tilted 45 degrees
     depth = (-3.0 / (normal[1] * ray_y + normal[2])).astype(np.float32)

@@ -45,18 +45,18 @@ def test_lw_world_cli_new_expand_undo(tmp_path, turn):
     common = [sys.executable, "-m", "backend.cli", "world"]
     r = subprocess.run(common + ["new", str(SAMPLE_PATH), "--out", str(out), "--resolution", "48",
                                  "--depth-model", "builtin", "--segmentation-model", "builtin",
-                                 "--outpaint-model", "builtin"], capture_output=True, text=True, timeout=300)
+                                 "--outpaint-model", "builtin"], check=False, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout.strip().splitlines()[-1])
     assert info["step"] == 0 and info["gaussians"] == 48 * 48
     cam = turn(store.load_world(out).current.opencv_camera(), 30)
     (tmp_path / "cam.json").write_text(json.dumps(opencv_to_blender(cam).to_dict()))
-    r = subprocess.run(common + ["expand", str(out), "--camera", str(tmp_path / "cam.json")], capture_output=True,
+    r = subprocess.run(common + ["expand", str(out), "--camera", str(tmp_path / "cam.json")], check=False, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1])["step"] == 1
-    r = subprocess.run(common + ["undo", str(out)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(common + ["undo", str(out)], check=False, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and json.loads(r.stdout.strip().splitlines()[-1])["steps"] == 1
-    r = subprocess.run(common + ["undo", str(out)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(common + ["undo", str(out)], check=False, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "nothing to undo" in r.stderr
     assert np.load(store.load_world(out).file("depth.npy")).shape == (48, 48)
