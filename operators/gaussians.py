@@ -65,7 +65,22 @@ def _menu_export(self, context):
     self.layout.operator(LW_OT_export_gaussians.bl_idname, text="Gaussian Splats (.ply)")
 
 
-classes = (LW_OT_import_gaussians, LW_OT_export_gaussians)
+class LW_OT_splat_colors(bpy.types.Operator):
+    """Show splats in the colours they were fitted to: the Standard view transform, no look (AgX and Filmic
+    tone-map their emission)"""
+
+    bl_idname = "lw.splat_colors"
+    bl_label = "Use Standard View"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        settings = context.scene.view_settings
+        settings.view_transform, settings.look = "Standard", "None"
+        self.report({"INFO"}, "View transform set to Standard: renders show the splats' stored colours")
+        return {"FINISHED"}
+
+
+classes = (LW_OT_import_gaussians, LW_OT_export_gaussians, LW_OT_splat_colors)
 
 
 def register():

@@ -23,6 +23,11 @@ class VIEW3D_PT_lw_gaussians(bpy.types.Panel):
         if not gaussians.is_carrier(obj):
             return
         layout.label(text=f"{len(obj.data.vertices):,} Gaussians, SH degree {obj.get(gaussians.DEGREE_PROPERTY, 0)}")
+        view = context.scene.view_settings.view_transform
+        if view != "Standard":
+            row = layout.row()
+            row.label(text=f"{view} tone-maps the splats' colours", icon="INFO")
+            row.operator("lw.splat_colors", text="Standard")
         seq = obj.lw_seq
         if not seq.path:
             return

@@ -258,6 +258,9 @@ def test_a_scene_with_its_own_objects_keeps_its_view_transform(lw, clean_scene, 
     scene.cycles.transparent_max_bounces = 512  # a higher limit is kept
     lw.lw_blender.gaussians.load_decoded(bpy.context, folder, "g2")
     assert scene.cycles.transparent_max_bounces == 512
+    scene.view_settings.look = "AgX - Punchy"
+    assert bpy.ops.lw.splat_colors() == {"FINISHED"}  # the panel's button when the user wants the photo's colours
+    assert (scene.view_settings.view_transform, scene.view_settings.look) == ("Standard", "None")
 
 
 def _quat_matrix(q):
