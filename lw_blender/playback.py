@@ -361,13 +361,16 @@ def on_frame_change(scene, depsgraph=None):
 
 def on_frame_change_post(scene, depsgraph=None):
     """frame_change_post: write driven sequences (their driver has just been evaluated) and refresh the
-    draw order for the new frame's view (every frame while rendering, since the Gaussians move)."""
+    draw order and view-facing quads for the new frame (every frame of a sequence while rendering, since the
+    Gaussians move; in the viewport for carriers of up to sorting.PLAYBACK_FACING_MAX Gaussians)."""
     frame = scene.frame_current + scene.frame_subframe
     for obj in sequence_objects(scene):
         if time_driver(obj) is not None and time_fcurve(obj) is None:
             show_frame(scene, obj, frame)
     for obj in carriers(scene):
-        sorting.update_view(scene, obj, force=rendering() and bool(obj.lw_seq.path), rendering=rendering())
+        moving = bool(obj.lw_seq.path)
+        live = rendering() or len(obj.data.vertices) <= sorting.PLAYBACK_FACING_MAX
+        sorting.update_view(scene, obj, force=moving and live, rendering=rendering())
 
 
 def on_load(_filepath=None, *_args):

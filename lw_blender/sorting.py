@@ -26,7 +26,8 @@ written as the ``lw_view_rotation`` (QUATERNION) and ``lw_view_scale`` (FLOAT_VE
 node group uses instead of ``rotation`` / ``scale`` when they exist (splat_nodes). Same view-change rule as the
 order; every frame while rendering. Outside renders only carriers of at most VIEWPORT_FACING_MAX Gaussians get
 them (larger ones show the axis-plane quads in the viewport, or points by default from 500k); during viewport
-playback the frame is kept from the last view change (sequences move Gaussians a little per frame).
+playback sequences up to PLAYBACK_FACING_MAX Gaussians are refreshed every frame, larger ones keep the frame
+of the last view change.
 
 The view is the render camera while rendering, otherwise the first 3D viewport that shades
 with the render engine (its ``region_3d`` view matrix; in Camera view that is the camera), else the scene
@@ -215,6 +216,9 @@ VIEW_SCALE = "lw_view_scale"
 # Outside renders, carriers above this many Gaussians keep the axis-plane quads: the facing frame costs ~0.6 s per
 # view change at 1M on the 2-core box (numpy), too slow for navigation. Renders always get it.
 VIEWPORT_FACING_MAX = 250_000
+# During viewport playback, sequences of up to this many Gaussians get the frame (and order) every frame (~30 ms);
+# larger ones keep those of the last view change until the view moves (renders: every frame).
+PLAYBACK_FACING_MAX = 50_000
 # session_uid -> (eye, forward, perspective, count, centre) of the last written view-facing quads (local space)
 _FACING: dict[int, tuple] = {}
 

@@ -200,6 +200,17 @@ def test_driven_time_shows_the_current_frame(lw, clean_scene, tmp_path):
     # the evaluated display agrees (the post handler's change was evaluated within frame_set)
     np.testing.assert_allclose(np.sort(_instance_locations(obj)[:, 2]), np.sort(arrays["position"][:, 2] + 0.25),
                                atol=1e-5)
+    # a small sequence's view-facing quads follow the moving Gaussians during playback (no view change)
+    sorting = lw.lw_blender.sorting
+    _camera(scene)
+    sorting.update_view(scene, obj, force=True)
+    before = _attr(obj.data, sorting.VIEW_ROTATION, 4, "value")
+    scene.frame_set(6)
+    after = _attr(obj.data, sorting.VIEW_ROTATION, 4, "value")
+    _, want = sorting.facing_quads(_attr(obj.data, "position", 3), _attr(obj.data, "rotation", 4, "value"),
+                                   _attr(obj.data, "scale", 3), np.array(scene.camera.location), np.zeros(3))
+    np.testing.assert_allclose(_attr(obj.data, sorting.VIEW_SCALE, 3), want, rtol=1e-4, atol=1e-7)
+    assert np.abs(after - before).max() > 1e-3
 
 
 @pytest.mark.parametrize("engine", ["CYCLES", "BLENDER_EEVEE"])
