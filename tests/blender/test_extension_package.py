@@ -33,6 +33,7 @@ def test_zip_holds_the_addon_and_nothing_of_backend_tests_or_tooling(extension_z
     excluded = ("backend/", "tests/", "bench/", "scripts/", "docs/", ".venv", ".git", "dist/", "out/", ".whl/")
     assert not [n for n in names if n.startswith(excluded)]
     assert not [n for n in names if n.endswith((".pyc", ".whl", ".zip"))]
+    assert not [n for n in names if n.startswith(".")]  # no local caches (.ruff_cache, .hypothesis, ...)
 
 
 def test_installed_extension_registers_operators_panel_and_properties(addon, prefs):
