@@ -180,6 +180,42 @@ def is_carrier(obj) -> bool:
     return obj is not None and obj.type == "MESH" and SOURCE_PROPERTY in obj
 
 
+# Cycles stops a ray after this many transparent surfaces; overlapping splat layers (a world's sky from several
+# views, a trained cloud) need far more than Blender's default 8, or they render with black holes.
+TRANSPARENT_BOUNCES = 128
+
+
+def raise_transparent_bounces(scene) -> bool:
+    """Raise Cycles' transparent bounce limit of ``scene`` to TRANSPARENT_BOUNCES (never lowers it); True when
+    it was raised."""
+    cycles = getattr(scene, "cycles", None)
+    if cycles is None or cycles.transparent_max_bounces >= TRANSPARENT_BOUNCES:
+        return False
+    cycles.transparent_max_bounces = TRANSPARENT_BOUNCES
+    return True
+
+
+def use_standard_view(scene) -> None:
+    """The Standard view transform and no look: a render shows the splats' stored colours (splat_material)."""
+    scene.view_settings.view_transform, scene.view_settings.look = "Standard", "None"
+
+
+def prefer_standard_view(scene) -> bool:
+    """``use_standard_view`` when the first carrier arrives in a ``scene`` that holds nothing else but cameras and
+    empties, so a user's own look (or a view transform chosen after the first import) is never changed; True
+    when it was set."""
+    carriers = 0
+    for obj in scene.objects:
+        if is_carrier(obj):
+            carriers += 1
+        elif obj.type not in ("CAMERA", "EMPTY"):
+            return False
+    if carriers != 1 or scene.view_settings.view_transform == "Standard":
+        return False
+    use_standard_view(scene)
+    return True
+
+
 def load_decoded(context, folder: str | os.PathLike, name: str):
     """Create a carrier object from a decoded folder, linked to the active collection; returns the object.
 
@@ -211,8 +247,8 @@ def load_decoded(context, folder: str | os.PathLike, name: str):
     elif gaussians.sh_degree > 0:
         playback.update_view_colors(context.scene, obj)
     sorting.update_view(context.scene, obj)
-    splat_material.prefer_standard_view(context.scene)
-    splat_material.raise_transparent_bounces(context.scene)
+    prefer_standard_view(context.scene)
+    raise_transparent_bounces(context.scene)
     return obj
 
 

@@ -281,22 +281,6 @@ def facing_quads(positions, rotations, scales, eye, forward, perspective: bool =
     return frame.astype(np.float32), sigmas.astype(np.float32)
 
 
-def _read(mesh, name: str, width: int, key: str) -> np.ndarray:
-    out = np.empty(len(mesh.vertices) * width, np.float32)
-    mesh.attributes[name].data.foreach_get(key, out)
-    return out.reshape(-1, width)
-
-
-def _write(mesh, name: str, data_type: str, key: str, values: np.ndarray) -> None:
-    attr = mesh.attributes.get(name)
-    if attr is not None and (attr.data_type != data_type or attr.domain != "POINT"):
-        mesh.attributes.remove(attr)
-        attr = None
-    if attr is None:
-        attr = mesh.attributes.new(name, data_type, "POINT")
-    attr.data.foreach_set(key, np.ascontiguousarray(values, np.float32).ravel())
-
-
 def update_facing(scene, obj, force: bool = False, rendering: bool = False) -> bool:
     """Keep ``obj``'s view-facing quads right for the current view while quads are shown; True when written.
 
@@ -322,11 +306,13 @@ def update_facing(scene, obj, force: bool = False, rendering: bool = False) -> b
         old = None
     if not force and old is not None and not view_changed(old, *view, old[4]):
         return False
-    positions = _read(mesh, "position", 3, "vector")
-    rotation, sigmas = facing_quads(positions, _read(mesh, "rotation", 4, "value"), _read(mesh, "scale", 3, "vector"),
+    from .gaussians import _get, _set
+
+    positions = _get(mesh, "position", 3, "vector")
+    rotation, sigmas = facing_quads(positions, _get(mesh, "rotation", 4, "value"), _get(mesh, "scale", 3, "vector"),
                                     *view)
-    _write(mesh, VIEW_ROTATION, "QUATERNION", "value", rotation)
-    _write(mesh, VIEW_SCALE, "FLOAT_VECTOR", "vector", sigmas)
+    _set(mesh, VIEW_ROTATION, rotation, "QUATERNION", "value")
+    _set(mesh, VIEW_SCALE, sigmas, "FLOAT_VECTOR", "vector")
     mesh.update()
     centre = 0.5 * (positions.min(axis=0) + positions.max(axis=0)) if count else np.zeros(3, np.float32)
     _FACING[obj.session_uid] = (*view, count, centre)

@@ -9,8 +9,8 @@ Material, per shading point of a splat quad (``lw_uv`` = position in sigma units
 Gaussian splats store display (sRGB) colours, as the photos they were fitted to; Blender shades in scene-linear,
 so the material converts the colour with the sRGB curve (c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055)^2.4)
 before emitting it. Emission-only shading makes a splat show its stored colour whatever the lights are; with
-the Standard view transform the rendered pixel is the stored colour (``prefer_standard_view`` sets it for a
-scene that holds nothing but splats and cameras). EEVEE uses blended transparency (splats sorted back to front).
+the Standard view transform the rendered pixel is the stored colour (``gaussians.prefer_standard_view``
+sets it for a scene that holds nothing but splats and cameras). EEVEE uses blended transparency (splats sorted back to front).
 
 Viewport point material ("LW Splat Point", for the "Viewport Points" display of splat_nodes): each Gaussian is
 one sphere of radius R = POINT_EXTENT * sigma; at a shading point with normal n seen along the incoming
@@ -157,42 +157,6 @@ def _srgb_to_linear(tree, node, color):
         tree.links.new(high.outputs[0], out.inputs[2])
         tree.links.new(out.outputs[0], join.inputs[i])
     return join.outputs[0]
-
-
-# Cycles stops a ray after this many transparent surfaces; overlapping splat layers (a world's sky from several
-# views, a trained cloud) need far more than Blender's default 8, or they render with black holes.
-TRANSPARENT_BOUNCES = 128
-
-
-def raise_transparent_bounces(scene) -> bool:
-    """Raise Cycles' transparent bounce limit of ``scene`` to TRANSPARENT_BOUNCES (never lowers it); True when
-    it was raised."""
-    cycles = getattr(scene, "cycles", None)
-    if cycles is None or cycles.transparent_max_bounces >= TRANSPARENT_BOUNCES:
-        return False
-    cycles.transparent_max_bounces = TRANSPARENT_BOUNCES
-    return True
-
-
-def prefer_standard_view(scene) -> bool:
-    """Set the Standard view transform (rendered pixel = the splats' stored colour) when the first splat carrier
-    arrives in a ``scene`` that holds nothing else but cameras, so a user's own look (or a view transform chosen
-    after the first import) is never changed; True when it was set."""
-    carriers = 0
-    for obj in scene.objects:
-        if obj.type in ("CAMERA", "EMPTY"):
-            continue
-        if obj.type == "MESH" and "opacity" in obj.data.attributes and "position" in obj.data.attributes:
-            carriers += 1
-            continue
-        return False
-    if carriers != 1:
-        return False
-    if scene.view_settings.view_transform == "Standard":
-        return False
-    scene.view_settings.view_transform = "Standard"
-    scene.view_settings.look = "None"
-    return True
 
 
 def _emit(tree, node, alpha, color):

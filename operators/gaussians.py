@@ -74,8 +74,7 @@ class LW_OT_splat_colors(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     def execute(self, context):
-        settings = context.scene.view_settings
-        settings.view_transform, settings.look = "Standard", "None"
+        gaussians.use_standard_view(context.scene)
         self.report({"INFO"}, "View transform set to Standard: renders show the splats' stored colours")
         return {"FINISHED"}
 

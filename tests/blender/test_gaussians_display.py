@@ -265,7 +265,7 @@ def test_a_scene_with_its_own_objects_keeps_its_view_transform(lw, clean_scene, 
     folder, _ = _decoded(tmp_path / "d")
     lw.lw_blender.gaussians.load_decoded(bpy.context, folder, "g")
     assert scene.view_settings.view_transform == before != "Standard"
-    assert scene.cycles.transparent_max_bounces == lw.lw_blender.splat_material.TRANSPARENT_BOUNCES
+    assert scene.cycles.transparent_max_bounces == lw.lw_blender.gaussians.TRANSPARENT_BOUNCES
     scene.cycles.transparent_max_bounces = 512  # a higher limit is kept
     lw.lw_blender.gaussians.load_decoded(bpy.context, folder, "g2")
     assert scene.cycles.transparent_max_bounces == 512
