@@ -11,7 +11,7 @@ import torch
 from backend.errors import InvalidInput, ModelUnavailable, NotFound
 from backend.models.config import ModelConfig, make_depth, make_outpaint, make_segmentation
 from backend.models.depth import DepthMapFile, LandscapeDepth, TransformersDepth
-from backend.models.outpaint import PyramidInpaint, push_pull_fill
+from backend.models.outpaint import DiffusersInpaint, PyramidInpaint, push_pull_fill
 from backend.models.segmentation import HeuristicSegmentation, TransformersSegmentation, estimate_horizon
 from backend.world.samples.make_landscape import SAMPLE_PATH
 
@@ -22,41 +22,6 @@ torch.set_num_threads(2)
 def landscape() -> np.ndarray:
     img = cv2.cvtColor(cv2.imread(str(SAMPLE_PATH)), cv2.COLOR_BGR2RGB).astype(np.float32) / 255
     return cv2.resize(img, (128, 128), interpolation=cv2.INTER_AREA)
-
-
-@pytest.fixture(scope="module")
-def tiny_depth_anything(tmp_path_factory):
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
-
-    torch.manual_seed(0)
-    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
-                            image_size=56, patch_size=14, out_indices=[1, 2, 3, 4], reshape_hidden_states=False)
-    cfg = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[8, 16, 32, 32],
-                              fusion_hidden_size=16, head_hidden_size=8, depth_estimation_type="relative")
-    model = DepthAnythingForDepthEstimation(cfg).eval()
-    proc = DPTImageProcessor(size={"height": 56, "width": 56}, keep_aspect_ratio=False, ensure_multiple_of=14,
-                             do_pad=False)
-    path = tmp_path_factory.mktemp("tiny-depth-anything")
-    model.save_pretrained(path)
-    proc.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny_segformer(tmp_path_factory):
-    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
-
-    torch.manual_seed(0)
-    labels = {0: "wall", 1: "sky", 2: "tree", 3: "water", 4: "sea"}
-    cfg = SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16],
-                          patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 1], mlp_ratios=[2, 2],
-                          decoder_hidden_size=16, id2label=labels, label2id={v: k for k, v in labels.items()})
-    model = SegformerForSemanticSegmentation(cfg).eval()
-    proc = SegformerImageProcessor(size={"height": 64, "width": 64})
-    path = tmp_path_factory.mktemp("tiny-segformer")
-    model.save_pretrained(path)
-    proc.save_pretrained(path)
-    return path
 
 
 def test_transformers_depth_loads_a_saved_depth_anything_and_predicts_full_size_inverse_depth(tiny_depth_anything,
@@ -98,6 +63,31 @@ def test_transformers_segmentation_maps_ade_labels_to_sky_water_ground(tiny_segf
     assert (total == 1).all()  # a partition
     r2 = provider.segment(landscape)
     np.testing.assert_array_equal(r.sky, r2.sky)
+
+
+def test_diffusers_inpaint_loads_a_saved_sd2_inpainting_pipeline_and_fills_only_the_hole(tiny_sd2_inpainting,
+                                                                                          landscape):
+    provider = DiffusersInpaint(str(tiny_sd2_inpainting), device="cpu", steps=2, size=64)
+    hole = np.zeros(landscape.shape[:2], bool)
+    hole[:, 80:] = True  # the right third is missing, as after turning the camera
+    a = provider.outpaint(landscape, hole, prompt="a lake at dusk", seed=3)
+    assert a.shape == landscape.shape and a.dtype == np.float32
+    np.testing.assert_array_equal(a[~hole], landscape[~hole])  # known pixels are returned unchanged
+    assert np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1
+    assert np.abs(a[hole] - landscape[hole]).mean() > 0.02  # the hole holds the pipeline's output, not the input
+    np.testing.assert_array_equal(a, provider.outpaint(landscape, hole, prompt="a lake at dusk", seed=3))
+    assert np.abs(a[hole] - provider.outpaint(landscape, hole, prompt="a lake at dusk", seed=4)[hole]).max() > 1e-3
+
+
+def test_outpaint_config_with_a_pipeline_folder_uses_it_and_a_missing_one_says_where_to_put_weights(
+        tiny_sd2_inpainting, tmp_path):
+    provider = make_outpaint(ModelConfig(outpaint=str(tiny_sd2_inpainting), device="cpu", outpaint_steps=3))
+    assert provider.name.startswith("diffusers:") and provider.steps == 3
+    with pytest.raises(ModelUnavailable, match="builtin"):
+        make_outpaint(ModelConfig(outpaint=str(tmp_path / "nowhere")))
+    (tmp_path / "half").mkdir()  # a folder without a pipeline in it
+    with pytest.raises(ModelUnavailable, match="inpainting model"):
+        make_outpaint(ModelConfig(outpaint=str(tmp_path / "half")))
 
 
 def test_heuristic_segmentation_finds_the_sample_sky_on_top_and_ground_at_the_bottom(landscape):

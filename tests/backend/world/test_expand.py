@@ -65,3 +65,26 @@ def test_refine_lowers_the_l1_error_of_new_gaussians(tmp_path, make_config):
     _, later = refine(g.subset(np.arange(0)), g, cam, target, ExpandConfig(refine_steps=4, refine_size=48,
                                                                            refine_lr=0.05))
     assert later < first
+
+
+def test_new_world_and_expansion_run_through_the_real_model_classes(tmp_path, turn, tiny_depth_anything,
+                                                                    tiny_segformer, tiny_sd2_inpainting):
+    """Depth Anything V2, SegFormer and SD-2 inpainting (tiny random weights, saved with save_pretrained) drive
+    one new world and one expansion exactly as downloaded weights would."""
+    from backend.models.config import ModelConfig
+    from backend.world.pipeline import WorldConfig
+
+    models = ModelConfig(depth=str(tiny_depth_anything), segmentation=str(tiny_segformer),
+                         outpaint=str(tiny_sd2_inpainting), device="cpu", outpaint_steps=2)
+    root = tmp_path / "w"
+    w0 = new_world(SAMPLE_PATH, root, config=WorldConfig(resolution=64, models=models))
+    assert w0.current.providers["depth"] == f"transformers:{tiny_depth_anything}"
+    assert w0.current.providers["segmentation"] == f"transformers:{tiny_segformer}"
+    cam = turn(w0.current.opencv_camera(), 35)
+    _, a0, _ = _render(w0.file("gaussians.ply"), cam)
+    w1 = expand_world(root, cam)
+    assert w1.current.index == 1 and w1.current.providers["outpaint"] == f"diffusers:{tiny_sd2_inpainting}"
+    _, a1, _ = _render(w1.file("gaussians.ply"), cam)
+    missing = a0 < 0.5
+    assert missing.mean() > 0.2 and a1[missing].mean() > 0.9  # the diffusion pipeline's pixels filled the hole
+    assert len(read_ply(w1.file("gaussians.ply"))) > len(read_ply(w0.file("gaussians.ply")))
