@@ -59,3 +59,27 @@ def test_tcnn_matches_reference():
     x = _inputs(100_000, cfg)
     torch.testing.assert_close(enc(x), encode_reference(enc.normalize(x), enc.table, enc.layout),
                                rtol=1e-3, atol=1e-3)
+
+
+@needs_triton
+def test_motion_field_fit_replayed_as_a_cuda_graph_matches_the_eager_fit():
+    import numpy as np
+
+    from backend.world.motion.field import MotionFieldConfig, new_motion_field
+    from backend.world.motion.lift import SceneFlow
+
+    rng = np.random.default_rng(0)
+    pts = np.c_[rng.uniform(-5, 5, (50_000, 2)), np.zeros(50_000)]
+    vel = np.array([0.04, 0.02, 0.0]) + np.cross([0, 0, 0.015], pts)
+    samples = SceneFlow(pts, vel, np.zeros(len(pts), np.uint8), np.zeros(len(pts), np.int32))
+    reports = []
+    for graph in (False, True):
+        field = new_motion_field(pts, MotionFieldConfig(cuda_graph=graph, steps=120, update_steps=40,
+                                                        batch_size=8192), device="cuda")
+        first = field.fit(samples)
+        update = field.fit(samples)  # warm-started: a second optimiser and graph on the same parameters
+        reports.append((first.relative_error, update.relative_error))
+    (e_first, e_update), (g_first, g_update) = reports
+    assert e_first < 0.1 and g_first < 0.1
+    assert abs(g_first - e_first) < 0.25 * e_first + 2e-3
+    assert g_update <= g_first * 1.05 and abs(g_update - e_update) < 0.25 * e_update + 2e-3

@@ -143,13 +143,14 @@ def robust_rotation_scale(a: np.ndarray, b: np.ndarray, config: AlignConfig = Al
     return r, s, w
 
 
-def default_match_radius(points: np.ndarray, sample: int = 2000, seed: int = 0) -> float:
-    """3 x the median distance from a previous sample to its nearest other sample (duplicates ignored)."""
+def default_match_radius(points: np.ndarray, sample: int = 2000, seed: int = 0, tree: cKDTree | None = None) -> float:
+    """3 x the median distance from a previous sample to its nearest other sample (duplicates ignored).
+    ``tree``: a ``cKDTree`` of ``points`` already built (one build serves this and the matching)."""
     if len(points) < 2:
         return float("inf")
     rng = np.random.default_rng(seed)
     q = points[rng.choice(len(points), min(sample, len(points)), replace=False)]
-    d, _ = cKDTree(points).query(q, k=8)
+    d, _ = (tree if tree is not None else cKDTree(points)).query(q, k=8, workers=-1)
     d = np.where(d > 0, d, np.inf).min(axis=1)  # the nearest sample at another place (repeats of a view coincide)
     d = d[np.isfinite(d)]
     return 3.0 * float(np.median(d)) if len(d) else float("inf")
@@ -193,8 +194,10 @@ def align_flow(new: SceneFlow, previous: SceneFlow | None, camera_center: np.nda
     eye = np.eye(3)
     if previous is None or len(previous) == 0:
         return AlignResult(constrain_to_surfaces(new, camera_center, config.ground_normal), eye, 1.0, "first_view")
-    radius = config.match_radius if config.match_radius is not None else default_match_radius(previous.points)
-    dist, j = cKDTree(previous.points).query(new.points, k=1, distance_upper_bound=radius)
+    tree = cKDTree(previous.points, balanced_tree=False, compact_nodes=False)  # faster to build, as fast to query
+    radius = (config.match_radius if config.match_radius is not None
+              else default_match_radius(previous.points, tree=tree))
+    dist, j = tree.query(new.points, k=1, distance_upper_bound=radius, workers=-1)
     matched = np.isfinite(dist)
     matched &= np.linalg.norm(new.vectors, axis=1) > 0
     matched[matched] &= np.linalg.norm(previous.vectors[j[matched]], axis=1) > 0

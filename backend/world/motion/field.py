@@ -3,13 +3,15 @@
     F(x) = v_scale * MLP(enc(x)),  MLP: Linear(L F, 64) - ReLU - Linear(64, 64) - ReLU - Linear(64, 3)
 
 fitted to the aligned scene-flow samples (x_k, S_k) by minimising the Huber loss of (F(x_k) - S_k) / v_scale
-with Adam. ``v_scale`` (the RMS sample speed of the first fit) keeps the MLP's outputs near unit size. Each
+with Adam (on CUDA fused, and each step captured once as a CUDA graph and replayed: the step is ~40 small kernels
+whose launches, not the GPU, set its time). ``v_scale`` (the RMS sample speed of the first fit) keeps the MLP's outputs near unit size. Each
 expansion calls ``fit`` again on the samples so far: parameters are kept (warm start), so an update takes a
 fraction of the first fit's steps. Positions outside the field's box are clamped to it (the encoding clamps).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 from dataclasses import asdict, dataclass, field, replace
@@ -37,6 +39,7 @@ class MotionFieldConfig:
     batch_size: int = 1 << 16
     huber_delta: float = 0.1  # in units of v_scale
     seed: int = 0
+    cuda_graph: bool = True  # on CUDA, replay each training step as one captured CUDA graph (fused Adam)
 
 
 @dataclass(frozen=True)
@@ -110,21 +113,47 @@ class MotionField(nn.Module):
             self.velocity_scale.fill_(rms if rms > 0 else 1.0)
         scale = self.velocity_scale
         target = s / scale
+        graphed = dev.type == "cuda" and self.config.cuda_graph
         opt = torch.optim.Adam([{"params": self.encoding.parameters(), "eps": 1e-15},
                                 {"params": self.mlp.parameters(), "weight_decay": 1e-6}], lr=cfg.lr,
-                               betas=(0.9, 0.99))
+                               betas=(0.9, 0.99), **({"fused": True, "capturable": True} if graphed else {}))
         gen = torch.Generator(device=dev).manual_seed(cfg.seed + int(steps))
         n = len(samples)
         bs = min(cfg.batch_size, n)
         loss_fn = nn.HuberLoss(delta=cfg.huber_delta)
-        loss = torch.zeros((), device=dev)
-        for _ in range(steps):
-            idx = torch.randint(0, n, (bs,), device=dev, generator=gen) if bs < n else slice(None)
+        idx = torch.zeros(bs, dtype=torch.long, device=dev)  # the batch's sample indices (static for the graph)
+
+        def step() -> torch.Tensor:
             pred = self.mlp(self.encoding(x[idx]))
             loss = loss_fn(pred, target[idx])
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad(set_to_none=False)
             loss.backward()
             opt.step()
+            return loss
+
+        def draw() -> None:
+            if bs < n:
+                idx.copy_(torch.randint(0, n, (bs,), device=dev, generator=gen))
+            else:
+                idx.copy_(torch.arange(n, device=dev))
+
+        loss = torch.zeros((), device=dev)
+        eager = min(steps, 3) if graphed else steps  # a graph is captured after a few eager steps (warm-up)
+        side = torch.cuda.Stream(dev) if graphed else None
+        if graphed:
+            side.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(side) if graphed else contextlib.nullcontext():
+            for _ in range(eager):
+                draw()
+                loss = step()
+        if graphed and steps > eager:
+            torch.cuda.current_stream(dev).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                loss = step()
+            for _ in range(steps - eager):
+                draw()
+                graph.replay()
         with torch.no_grad():
             err = torch.cat([(self(x[i:i + (1 << 20)]) - s[i:i + (1 << 20)]) for i in range(0, n, 1 << 20)])
             rms_err = float(err.square().sum(dim=1).mean().sqrt())
