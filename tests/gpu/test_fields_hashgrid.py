@@ -80,6 +80,7 @@ def test_motion_field_fit_replayed_as_a_cuda_graph_matches_the_eager_fit():
         update = field.fit(samples)  # warm-started: a second optimiser and graph on the same parameters
         reports.append((first.relative_error, update.relative_error))
     (e_first, e_update), (g_first, g_update) = reports
-    assert e_first < 0.1 and g_first < 0.1
+    assert e_first < 0.1 and g_first < 0.1 and e_update < 0.1 and g_update < 0.1
+    # the same optimisation (fused vs foreach Adam differ in rounding only)
     assert abs(g_first - e_first) < 0.25 * e_first + 2e-3
-    assert g_update <= g_first * 1.05 and abs(g_update - e_update) < 0.25 * e_update + 2e-3
+    assert abs(g_update - e_update) < 0.25 * e_update + 2e-3

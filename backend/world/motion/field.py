@@ -139,7 +139,7 @@ class MotionField(nn.Module):
 
         loss = torch.zeros((), device=dev)
         eager = min(steps, 3) if graphed else steps  # a graph is captured after a few eager steps (warm-up)
-        side = torch.cuda.Stream(dev) if graphed else None
+        side = self._side_stream() if graphed else None
         if graphed:
             side.wait_stream(torch.cuda.current_stream(dev))
         with torch.cuda.stream(side) if graphed else contextlib.nullcontext():
@@ -149,7 +149,7 @@ class MotionField(nn.Module):
         if graphed and steps > eager:
             torch.cuda.current_stream(dev).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, stream=side):  # the stream the warm-up ran on (autograd's streams match)
                 loss = step()
             for _ in range(steps - eager):
                 draw()
@@ -160,6 +160,12 @@ class MotionField(nn.Module):
             rms_s = float(s.square().sum(dim=1).mean().sqrt())
         return FitReport(loss=float(loss.detach()), rms_error=rms_err, relative_error=rms_err / max(rms_s, 1e-30),
                          steps=int(steps), samples=n)
+
+    def _side_stream(self) -> torch.cuda.Stream:
+        """One CUDA stream per field for the warm-up and capture of every fit (see ``fit``)."""
+        if getattr(self, "_stream", None) is None or self._stream.device != self.device:
+            self._stream = torch.cuda.Stream(self.device)
+        return self._stream
 
     # ---------------------------------------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
