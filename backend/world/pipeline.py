@@ -50,8 +50,8 @@ class ExpandConfig:
     dilate_px: int = 2
     seam_fade_px: float = 24.0
     min_missing_fraction: float = 0.002  # below this the camera shows nothing new
-    refine_steps: int = 0  # off by default: on this CPU each step costs seconds (docs/bench/world.md)
-    refine_size: int = 128  # long side of the image the refinement renders (px)
+    refine_steps: int | None = None  # None: 100 on CUDA, 0 on the CPU (each step costs seconds there, docs/bench/world.md)
+    refine_size: int | None = None  # long side of the refinement's renders (px); None: the working size on CUDA, 128 on the CPU
     refine_lr: float = 0.02
 
 
@@ -235,29 +235,35 @@ def camera_from_blender(spec: dict | BlenderCameraSpec, world: store.World) -> C
 
 def refine(old: Gaussians, new: Gaussians, camera: Camera, target: np.ndarray, cfg: ExpandConfig) -> tuple[Gaussians, float]:
     """Adam on the new Gaussians' SH DC and opacity logits, minimising mean |render - target| at
-    ``cfg.refine_size`` px (old Gaussians frozen, only those in front of the camera). Returns (new, final L1)."""
+    ``cfg.refine_size`` px (old Gaussians frozen, only those in front of the camera). Returns (new, final L1).
+    Runs on CUDA (gsplat) when available; ``None`` settings pick the device's defaults (``ExpandConfig``)."""
     import torch
 
-    if cfg.refine_steps <= 0 or len(new) == 0:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    steps = cfg.refine_steps if cfg.refine_steps is not None else (100 if device == "cuda" else 0)
+    if steps <= 0 or len(new) == 0:
         return new, float("nan")
-    w, h = _working_size(camera.width, camera.height, cfg.refine_size)
+    size = cfg.refine_size if cfg.refine_size is not None else (max(camera.width, camera.height) if device == "cuda"
+                                                                else 128)
+    w, h = _working_size(camera.width, camera.height, size)
     cam = scale_camera(camera, w, h)
-    tgt = torch.as_tensor(cv2.resize(target, (w, h), interpolation=cv2.INTER_AREA))
+    tgt = torch.as_tensor(cv2.resize(target, (w, h), interpolation=cv2.INTER_AREA), device=device)
     z = old.means @ np.asarray(camera.world_to_cam)[:3, :3].T[:, 2] + camera.world_to_cam[2, 3]
-    frozen = old.subset(z > camera.near).to_torch()
-    moving = new.to_torch()
+    frozen = old.subset(z > camera.near).to_torch(device).with_(extra={})
+    moving = new.to_torch(device)
     dc = moving.sh.clone().requires_grad_(True)
     op = moving.opacity_logits.clone().requires_grad_(True)
     optim = torch.optim.Adam([dc, op], lr=cfg.refine_lr)
     loss = torch.tensor(float("nan"))
-    for _ in range(cfg.refine_steps):
-        both = Gaussians.concatenate([frozen.with_(extra={}), moving.with_(sh=dc, opacity_logits=op, extra={})])
+    for _ in range(steps):
+        both = Gaussians.concatenate([frozen, moving.with_(sh=dc, opacity_logits=op, extra={})])
         out = rasterize(both, cam)
         loss = (out.color - tgt).abs().mean()
         optim.zero_grad()
         loss.backward()
         optim.step()
-    refined = new.with_(sh=dc.detach().numpy().astype(np.float32), opacity_logits=op.detach().numpy().astype(np.float32))
+    refined = new.with_(sh=dc.detach().cpu().numpy().astype(np.float32),
+                        opacity_logits=op.detach().cpu().numpy().astype(np.float32))
     return refined, float(loss.detach())
 
 
