@@ -22,26 +22,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.models.config import ModelConfig
 from backend.models.random_init import save_depth_anything, save_sd2_inpainting, save_segformer
-from backend.render.cameras import look_at
 from backend.world.pipeline import WorldConfig, expand_world, new_world
 from backend.world.samples.make_landscape import SAMPLE_PATH
+from bench.world_fallback_step import turned
 
 STAGES = ["render_s", "outpaint_s", "depth_s", "lift_s", "refine_s", "preview_s", "write_s"]
-
-
-def turned(camera, degrees):
-    eye, fwd = camera.center, camera.cam_to_world[:3, 2]
-    a = np.radians(degrees)
-    rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
-    return look_at(eye, eye + rot @ fwd, K=camera.K, width=camera.width, height=camera.height, near=camera.near,
-                   far=camera.far)
 
 
 def build_models(root: Path) -> dict[str, str]:

@@ -30,6 +30,13 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _save(model, processor, path: str | Path) -> Path:
+    path = Path(path)
+    model.eval().save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
 def save_depth_anything(path: str | Path, size: Literal["tiny", "large"] = "tiny", seed: int = 0) -> Path:
     """A relative Depth Anything V2 with its ``DPTImageProcessor`` (518 px, keep aspect, multiple of 14)."""
     from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
@@ -54,10 +61,7 @@ def save_depth_anything(path: str | Path, size: Literal["tiny", "large"] = "tiny
                                  image_std=[0.229, 0.224, 0.225])
     else:
         raise ValueError(f"size must be 'tiny' or 'large', not {size!r}")
-    path = Path(path)
-    DepthAnythingForDepthEstimation(cfg).eval().save_pretrained(path)
-    proc.save_pretrained(path)
-    return path
+    return _save(DepthAnythingForDepthEstimation(cfg), proc, path)
 
 
 def save_segformer(path: str | Path, size: Literal["tiny", "b0"] = "tiny", seed: int = 0) -> Path:
@@ -79,10 +83,7 @@ def save_segformer(path: str | Path, size: Literal["tiny", "b0"] = "tiny", seed:
         proc = SegformerImageProcessor(size={"height": 512, "width": 512})
     else:
         raise ValueError(f"size must be 'tiny' or 'b0', not {size!r}")
-    path = Path(path)
-    SegformerForSemanticSegmentation(cfg).eval().save_pretrained(path)
-    proc.save_pretrained(path)
-    return path
+    return _save(SegformerForSemanticSegmentation(cfg), proc, path)
 
 
 def _clip_tokenizer(max_length: int = 77):
