@@ -133,7 +133,19 @@ def train_expert(video: MultiViewVideo, name: str, expert_dir: str | Path, point
     total = config.iterations
     densify_until = int(config.densify_until * total)
 
+    # Losses stay on the device until a progress report or checkpoint reads them: a read per step would make the
+    # host wait for the whole step before it can queue the next one (the loop is launch-bound at small sizes).
+    pending: list[torch.Tensor] = []
+
+    def flush_losses() -> float:
+        if pending:
+            values = torch.stack(pending).cpu().tolist()
+            log["loss"].extend(round(v, 6) for v in values)
+            pending.clear()
+        return log["loss"][-1] if log["loss"] else float("nan")
+
     def checkpoint():
+        flush_losses()
         _save_checkpoint(ckpt_path, {
             "expert": expert.name, "options": expert_options(expert), "num_frames": expert.num_frames,
             "extent": expert.extent, "model": expert.state_dict(), "optimizer": optimizer.state_dict(),
@@ -167,15 +179,14 @@ def train_expert(video: MultiViewVideo, name: str, expert_dir: str | Path, point
         loss.backward()
         densifying = config.densify_from <= step < densify_until  # gradient statistics of this step count
         if densifying and means2d.grad is not None:
-            with torch.no_grad():
+            with torch.no_grad():  # masked by multiplication: boolean indexing would wait for the device
                 vis = out.meta["radii"] > 0
-                ndc = means2d.grad * torch.tensor([camera.width / 2, camera.height / 2], device=device)
-                grad_accum[vis] += ndc[vis].norm(dim=-1)
-                count[vis] += 1
+                gx, gy = means2d.grad[:, 0] * (camera.width / 2), means2d.grad[:, 1] * (camera.height / 2)
+                grad_accum += torch.where(vis, torch.sqrt(gx * gx + gy * gy), 0.0)
+                count += vis.to(count.dtype)
         optimizer.step()
         step += 1
-        loss_value = float(loss.detach())
-        log["loss"].append(round(loss_value, 6))
+        pending.append(loss.detach())
         if config.densify_from < step <= densify_until and step % config.densify_every == 0:
             stats = expert.densify_and_prune(optimizer, grad_accum, count, gen,
                                              prune_big=config.opacity_reset_every > 0 and step > config.opacity_reset_every)
@@ -188,8 +199,9 @@ def train_expert(video: MultiViewVideo, name: str, expert_dir: str | Path, point
             elapsed = time.perf_counter() - t_start
             checkpoint()
         if progress is not None and (step % 10 == 0 or step == total):
-            progress(step / total, f"{name}: step {step}/{total}, loss {loss_value:.4f}, "
+            progress(step / total, f"{name}: step {step}/{total}, loss {flush_losses():.4f}, "
                                    f"{expert.num_gaussians} Gaussians")
+    flush_losses()
     elapsed = time.perf_counter() - t_start
     log["train_time_s"] = elapsed
     log["num_gaussians"] = expert.num_gaussians

@@ -75,6 +75,16 @@ def _check_inputs(gaussians: Gaussians, camera: Camera, extra, sh_degree: int | 
     return degree
 
 
+def _small_to(values, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A small host array on ``device``. To CUDA through pinned memory without blocking: a copy from pageable
+    memory makes the host wait for every kernel queued before it (four such waits per render, every training
+    step)."""
+    t = torch.as_tensor(values, dtype=dtype)
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def rasterize(gaussians: Gaussians, camera: Camera, config: RasterConfig = RasterConfig(),
               extra: torch.Tensor | None = None) -> RenderOutput:
     """Render ``gaussians`` (raw parameters, torch, one device) from ``camera``.
@@ -92,9 +102,9 @@ def rasterize(gaussians: Gaussians, camera: Camera, config: RasterConfig = Raste
         raise InvalidInput("the gsplat backend needs CUDA tensors; use backend='reference' on CPU")
     if backend == "gsplat" and dtype != torch.float32:
         raise InvalidInput(f"gsplat renders float32 Gaussians, got {dtype}; convert them or use backend='reference'")
-    viewmat = torch.as_tensor(camera.world_to_cam, dtype=dtype, device=device)
-    K = torch.as_tensor(camera.K, dtype=dtype, device=device)
-    campos = torch.as_tensor(camera.center, dtype=dtype, device=device)
+    viewmat = _small_to(camera.world_to_cam, dtype, device)
+    K = _small_to(camera.K, dtype, device)
+    campos = _small_to(camera.center, dtype, device)
     w, h = int(camera.width), int(camera.height)
     scales = gaussians.log_scales.exp()
     opacities = gaussians.opacity_logits.sigmoid()
@@ -114,7 +124,7 @@ def rasterize(gaussians: Gaussians, camera: Camera, config: RasterConfig = Raste
         parts = [colors, proj.depths[:, None]] + ([extra] if extra is not None else [])
         img, alpha = reference.composite(proj, torch.cat(parts, -1), w, h, config.tile_size)
 
-    bg = torch.as_tensor(config.background, dtype=dtype, device=device)
+    bg = _small_to(config.background, dtype, device)
     color = img[..., :3] + (1.0 - alpha)[..., None] * bg
     depth = img[..., 3] / alpha.clamp_min(1e-10)
     meta = {"means2d": proj.means2d, "radii": proj.radii.max(-1).values.to(torch.int32), "visible": proj.valid,
