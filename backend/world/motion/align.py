@@ -106,6 +106,17 @@ def _batched_rotation_scale(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, n
     return r, s
 
 
+def _minimal_sets(rng: np.random.Generator, k: int, count: int) -> np.ndarray:
+    """``count`` random triples of distinct indices below ``k`` (k >= 3): drawn at once, triples with a repeat
+    drawn again (rare for large k)."""
+    idx = rng.integers(0, k, (count, 3))
+    while True:
+        bad = (idx[:, 0] == idx[:, 1]) | (idx[:, 0] == idx[:, 2]) | (idx[:, 1] == idx[:, 2])
+        if not bad.any():
+            return idx
+        idx[bad] = rng.integers(0, k, (int(bad.sum()), 3))
+
+
 def robust_rotation_scale(a: np.ndarray, b: np.ndarray, config: AlignConfig = AlignConfig()
                           ) -> tuple[np.ndarray, float, np.ndarray]:
     """RANSAC start + Huber IRLS (see module docstring). Returns R, s and the final weights (K,)."""
@@ -114,13 +125,14 @@ def robust_rotation_scale(a: np.ndarray, b: np.ndarray, config: AlignConfig = Al
     bnorm = np.linalg.norm(b, axis=1)
     thr = config.ransac_threshold * max(float(np.median(bnorm)), 1e-12)
     if k >= 3 and config.ransac_iterations > 0:
-        idx = np.stack([rng.choice(k, 3, replace=False) for _ in range(config.ransac_iterations)])
+        idx = _minimal_sets(rng, k, config.ransac_iterations)
         rs, ss = _batched_rotation_scale(a[idx], b[idx])
         # hypotheses are scored on a random subset (enough to rank them), the winner on every match
         sub = rng.choice(k, min(k, config.ransac_score_samples), replace=False)
-        ra = a[sub] @ rs.transpose(0, 2, 1)  # (H, S, 3)
-        res = np.sqrt(np.sum((b[sub][None] - ss[:, None, None] * ra) ** 2, axis=2))  # (H, S)
-        score = (res < thr).sum(axis=1) - 1e-9 * np.median(res, axis=1)
+        d = b[sub][None] - a[sub] @ (rs * ss[:, None, None]).transpose(0, 2, 1)  # b - s R a, (H, S, 3)
+        res2 = np.sum(d * d, axis=2)  # squared residuals (H, S)
+        mid = res2.shape[1] // 2  # ties broken by the (upper) median residual: squares rank like residuals
+        score = (res2 < thr * thr).sum(axis=1) - 1e-9 * np.sqrt(np.partition(res2, mid, axis=1)[:, mid])
         best = int(np.argmax(score))
         inliers = np.linalg.norm(b - ss[best] * a @ rs[best].T, axis=1) < thr
         if inliers.sum() < 3:
@@ -194,7 +206,7 @@ def align_flow(new: SceneFlow, previous: SceneFlow | None, camera_center: np.nda
     eye = np.eye(3)
     if previous is None or len(previous) == 0:
         return AlignResult(constrain_to_surfaces(new, camera_center, config.ground_normal), eye, 1.0, "first_view")
-    tree = cKDTree(previous.points, balanced_tree=False, compact_nodes=False)  # faster to build, as fast to query
+    tree = cKDTree(previous.points, leafsize=32, balanced_tree=False, compact_nodes=False)  # quick to build
     radius = (config.match_radius if config.match_radius is not None
               else default_match_radius(previous.points, tree=tree))
     dist, j = tree.query(new.points, k=1, distance_upper_bound=radius, workers=-1)
