@@ -26,7 +26,7 @@ def load_local(loader: Callable[..., Any], name_or_path: str, what: str, **kwarg
     except (OSError, ValueError) as exc:  # transformers/diffusers raise OSError (ValueError in places) when files are missing
         raise ModelUnavailable(
             f"{what}: weights {name_or_path!r} are not on this machine and the backend never downloads them. "
-            f"Either fetch them once yourself (`huggingface-cli download {name_or_path}` puts them in the Hugging "
+            f"Either fetch them once yourself (`hf download {name_or_path}`, the CLI of huggingface_hub, puts them in the Hugging "
             f"Face cache, ~/.cache/huggingface), or save a model folder and set the model setting to its path, or "
             f"set it to 'builtin' for the built-in fallback. ({type(exc).__name__}: {exc})") from exc
 

@@ -40,7 +40,7 @@ def test_depth_config_with_a_model_folder_uses_it_and_a_missing_one_raises_with_
     assert make_depth(ModelConfig(depth=str(tiny_depth_anything), device="cpu")).name.startswith("transformers:")
     with pytest.raises(ModelUnavailable, match="builtin"):
         make_depth(ModelConfig(depth=str(tmp_path / "nowhere")))
-    with pytest.raises(ModelUnavailable, match="huggingface-cli download"):
+    with pytest.raises(ModelUnavailable, match="hf download"):
         make_depth(ModelConfig(depth="no-such-org/no-such-depth-model"))
 
 
