@@ -5,7 +5,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from backend.errors import InvalidInput
-from backend.world.motion.align import AlignConfig, align_flow, solve_rotation_scale
+from backend.world.motion.align import AlignConfig, _minimal_sets, align_flow, solve_rotation_scale
 from backend.world.motion.cues import MATERIAL_CODE, MotionCue
 from backend.world.motion.lift import SceneFlow, lift_cue
 
@@ -107,3 +107,11 @@ def test_cloud_flow_stays_tangent_to_the_sky_shell():
                      np.zeros(200, np.int32))
     res = align_flow(flow, None, np.zeros(3))
     np.testing.assert_allclose(np.sum(res.flow.vectors * dirs, axis=1), 0, atol=1e-9)
+
+
+@pytest.mark.parametrize("k", [3, 4, 1000])
+def test_ransac_minimal_sets_are_distinct_triples_in_range(k):
+    idx = _minimal_sets(np.random.default_rng(0), k, 500)
+    assert idx.shape == (500, 3) and idx.min() >= 0 and idx.max() < k
+    assert all(len(set(row)) == 3 for row in idx.tolist())
+    assert len({tuple(sorted(r)) for r in idx.tolist()}) > (1 if k == 3 else 3)  # not one triple repeated
