@@ -114,4 +114,4 @@ def test_ransac_minimal_sets_are_distinct_triples_in_range(k):
     idx = _minimal_sets(np.random.default_rng(0), k, 500)
     assert idx.shape == (500, 3) and idx.min() >= 0 and idx.max() < k
     assert all(len(set(row)) == 3 for row in idx.tolist())
-    assert len({tuple(sorted(r)) for r in idx.tolist()}) > (1 if k == 3 else 3)  # not one triple repeated
+    assert len({tuple(r) for r in idx.tolist()}) > 3  # random, not one triple repeated
