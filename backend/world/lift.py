@@ -16,7 +16,8 @@ Surfels face the camera instead where the surface normal is unreliable: on the s
 max(|d log z / du|, |d log z / dv|) > ``edge_threshold`` (per pixel, on one-sided differences). A surfel there is
 pixel-sized and faces the camera, so nothing is stretched across the gap: no "curtains" in novel views.
 
-The sky is put on a far layer at the hard depth ``sky_depth``. Colour is the SH DC term of the pixel's colour.
+The sky is put on a far layer: the sphere of radius ``sky_depth`` around the camera centre (``sky_z``), so
+the skies of views that share a centre (the camera turned in place) lie on one surface and move together. Colour is the SH DC term of the pixel's colour.
 Every Gaussian carries ``extra["region"]`` (0 ground, 1 sky, 2 water) and ``extra["step"]`` (the world step
 that created it) as float32, kept in the PLY for motion and for the add-on.
 """
@@ -64,6 +65,15 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
 
 
+def sky_z(K: np.ndarray, height: int, width: int, sky_depth: float) -> np.ndarray:
+    """(H, W) depth along the camera axis at which each pixel's ray meets the sky sphere (radius ``sky_depth``
+    around the camera centre): z = sky_depth / |K^-1 (u, v, 1)|, at pixel centres."""
+    K = np.asarray(K, np.float64)
+    v, u = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5
+    x, y = (u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1]
+    return (sky_depth / np.sqrt(1.0 + x * x + y * y)).astype(np.float32)
+
+
 def lift_image(image: np.ndarray, depth: np.ndarray, camera: Camera, sky: np.ndarray | None = None,
                water: np.ndarray | None = None, select: np.ndarray | None = None, step: int = 0,
                config: LiftConfig = LiftConfig()) -> Gaussians:
@@ -91,7 +101,7 @@ def lift_image(image: np.ndarray, depth: np.ndarray, camera: Camera, sky: np.nda
         K = K.copy()
         K[:2] /= s
         h, w = depth.shape
-    depth = np.where(sky, config.sky_depth, depth).astype(np.float64)
+    depth = np.where(sky, sky_z(K, h, w, config.sky_depth), depth).astype(np.float64)
     select = select & np.isfinite(depth) & (depth > 0)
     if not select.any():
         return _empty()

@@ -41,7 +41,7 @@ from ..render.cameras import BlenderCameraSpec, Camera, blender_to_opencv, look_
 from ..render.rasterize import RasterConfig, rasterize
 from . import store
 from .depth_align import align_depth
-from .lift import REGION_SKY, REGION_WATER, LiftConfig, lift_image
+from .lift import REGION_SKY, REGION_WATER, LiftConfig, lift_image, sky_z
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,7 @@ def new_world(image_path: str | Path, out_dir: str | Path, depth_path: str | Pat
         ref = prior.predict(image, f).values
         depth, fit = align_depth(pred, ref, ~regions.sky, max_depth=config.lift.sky_depth)
         fit_residual = fit.median_rel_error
-    depth = np.where(regions.sky, config.lift.sky_depth, depth).astype(np.float32)
+    depth = np.where(regions.sky, sky_z(camera.K, h, w, config.lift.sky_depth), depth).astype(np.float32)
     timings["depth_s"] = time.perf_counter() - t
     progress(0.5, "lifting pixels to Gaussians")
     t = time.perf_counter()
@@ -300,7 +300,8 @@ def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: di
     progress(0.45, "segmenting and estimating depth")
     t = time.perf_counter()
     regions = _segmentation(cfg.models).segment(image)
-    sky_seen = rdepth > 0.5 * cfg.lift.sky_depth  # the world's sky layer, where it is rendered
+    sky_far = sky_z(camera.K, camera.height, camera.width, cfg.lift.sky_depth)
+    sky_seen = rdepth > 0.5 * sky_far  # the world's sky layer, where it is rendered
     sky_new = regions.sky & missing | (~missing & sky_seen)
     water_new = regions.water & missing
     depth_provider = _depth(cfg.models, _geometry(cfg))
@@ -315,7 +316,7 @@ def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: di
         dist = cv2.distanceTransform(missing.astype(np.uint8), cv2.DIST_L2, 5)
         depth = depth * np.exp(filled * np.exp(-dist / ec.seam_fade_px))
     depth = np.where(~missing, rdepth, depth)
-    depth = np.where(sky_new, cfg.lift.sky_depth, depth).astype(np.float32)
+    depth = np.where(sky_new, sky_far, depth).astype(np.float32)
     timings["depth_s"] = time.perf_counter() - t
     progress(0.6, "lifting the new content")
     t = time.perf_counter()

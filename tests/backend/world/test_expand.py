@@ -43,6 +43,13 @@ def test_expansion_fills_the_hole_and_keeps_the_overlap(tmp_path, make_config, t
     fit = w1.current.stats["depth_fit"]
     assert fit["overlap_pixels"] > 100 and fit["median_rel_error"] < 0.1
     assert set(w1.current.stats["timings"]) >= {"render_s", "outpaint_s", "depth_s", "lift_s", "total_s"}
+    # the new view's sky joins the old one on the sphere around the shared camera centre: one layer, which the
+    # motion field moves as one (two planes at different depths drift apart and open a gap at the seam)
+    g1 = read_ply(w1.file("gaussians.ply"))
+    sky = g1.extra["region"] == 1.0
+    new_sky = sky & (g1.extra["step"] == 1.0)
+    assert new_sky.sum() > 100
+    np.testing.assert_allclose(np.linalg.norm(g1.means[sky] - cam.center, axis=1), 1000.0, rtol=1e-4)
 
 
 def test_robust_scale_shift_fit_ignores_outliers():
