@@ -2,8 +2,9 @@
 stage 4).
 
 A motion cue is known only up to a rotation and scale of its vectors (a flow model may say "left" in one view and
-"right, twice as fast" in the next). With the match set M (each new sample paired with its nearest previous
-sample in 3D, within ``match_radius``) we solve
+"right, twice as fast" in the next), and each material's cue on its own (one preset or stroke set per region).
+Per material, with the match set M (each new sample paired with its nearest previous sample of the same material
+in 3D, within ``match_radius``) we solve
 
     min over R in SO(3), s > 0 of  sum_{k in M} w_k || b_k - s R a_k ||^2      (a = new vectors, b = previous)
 
@@ -23,7 +24,7 @@ camera centre).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -31,7 +32,7 @@ from scipy.spatial import cKDTree
 
 from backend.errors import InvalidInput
 
-from .cues import MATERIAL_CODE
+from .cues import MATERIAL_CODE, MATERIALS
 from .lift import SceneFlow
 
 AlignStatus = Literal["first_view", "no_overlap", "aligned"]
@@ -70,6 +71,7 @@ class AlignResult:
     inlier_fraction: float = 0.0
     residual: float = 0.0
     dropped: int = 0  # matched samples rejected as outliers and left out of ``flow``
+    materials: dict = field(default_factory=dict)  # material name -> {"rotation", "scale", "matches"} it was aligned with
 
 
 def solve_rotation_scale(a: np.ndarray, b: np.ndarray, weights: np.ndarray | None = None,
@@ -200,33 +202,63 @@ def constrain_to_surfaces(flow: SceneFlow, camera_center: np.ndarray | None,
 
 def align_flow(new: SceneFlow, previous: SceneFlow | None, camera_center: np.ndarray | None = None,
                config: AlignConfig = AlignConfig()) -> AlignResult:
-    """Align ``new`` (one view's lifted flow) to ``previous`` (the world's aligned samples so far)."""
+    """Align ``new`` (one view's lifted flow) to ``previous`` (the world's aligned samples so far).
+
+    Each material is aligned on its own matches (new samples paired with previous samples of the same material):
+    cues of different materials are independent (a preset per region, strokes per region), and a dense sky
+    overlap must not decide the water's transform. A material with too few matches of its own takes the
+    transform of the material with the most matches (the view-level guess). ``rotation``/``scale`` report that
+    best-matched material's transform; ``materials`` each aligned material's.
+    """
     if len(new) == 0:
         raise InvalidInput("the view has no motion samples to align (empty mask, or no depth under it)")
     eye = np.eye(3)
     if previous is None or len(previous) == 0:
         return AlignResult(constrain_to_surfaces(new, camera_center, config.ground_normal), eye, 1.0, "first_view")
-    tree = cKDTree(previous.points, leafsize=32, balanced_tree=False, compact_nodes=False)  # quick to build
-    radius = (config.match_radius if config.match_radius is not None
-              else default_match_radius(previous.points, tree=tree))
-    dist, j = tree.query(new.points, k=1, distance_upper_bound=radius, workers=-1)
-    matched = np.isfinite(dist)
-    matched &= np.linalg.norm(new.vectors, axis=1) > 0
-    matched[matched] &= np.linalg.norm(previous.vectors[j[matched]], axis=1) > 0
-    a, b = new.vectors[matched], previous.vectors[j[matched]]
-    if len(a) < config.min_matches:
+    moving_new = np.linalg.norm(new.vectors, axis=1) > 0
+    moving_prev = np.linalg.norm(previous.vectors, axis=1) > 0
+    solved: dict[int, tuple[np.ndarray, float, np.ndarray, np.ndarray, np.ndarray]] = {}
+    total = 0
+    for code in np.unique(new.material):
+        sel = np.flatnonzero(new.material == code)
+        prev_sel = np.flatnonzero(previous.material == code)
+        if len(prev_sel) == 0:
+            continue
+        prev_pts = previous.points[prev_sel]
+        tree = cKDTree(prev_pts, leafsize=32, balanced_tree=False, compact_nodes=False)  # quick to build
+        radius = (config.match_radius if config.match_radius is not None
+                  else default_match_radius(prev_pts, tree=tree))
+        dist, j = tree.query(new.points[sel], k=1, distance_upper_bound=radius, workers=-1)
+        matched = np.isfinite(dist)
+        matched &= moving_new[sel]
+        matched[matched] &= moving_prev[prev_sel[j[matched]]]
+        a, b = new.vectors[sel[matched]], previous.vectors[prev_sel[j[matched]]]
+        total += len(a)
+        if len(a) < config.min_matches:
+            continue
+        r, s, w = robust_rotation_scale(a, b, config)
+        if s <= 0:
+            raise InvalidInput("motion alignment found no rotation that maps the new view's flow onto the existing "
+                               f"one for {MATERIALS[int(code)]} (the overlap's motion is inconsistent); check the "
+                               "motion hints of this view")
+        solved[int(code)] = (r, s, w, sel[matched], np.linalg.norm(b - s * a @ r.T, axis=1) /
+                             max(float(np.median(np.linalg.norm(b, axis=1))), 1e-30))
+    if not solved:
         return AlignResult(constrain_to_surfaces(new, camera_center, config.ground_normal), eye, 1.0, "no_overlap",
-                           matches=len(a))
-    r, s, w = robust_rotation_scale(a, b, config)
-    if s <= 0:
-        raise InvalidInput("motion alignment found no rotation that maps the new view's flow onto the existing "
-                           "one (the overlap's motion is inconsistent); check the motion hints of this view")
-    res = np.linalg.norm(b - s * a @ r.T, axis=1)
-    # matched samples the robust fit rejected outright contradict the world's motion: they are dropped
+                           matches=total)
+    best = max(solved, key=lambda c: len(solved[c][3]))
+    vectors = new.vectors.copy()
     keep = np.ones(len(new), bool)
-    keep[np.flatnonzero(matched)[w == 0]] = False
-    aligned = constrain_to_surfaces(new.with_vectors(s * new.vectors @ r.T).subset(keep), camera_center,
-                                    config.ground_normal)
-    return AlignResult(aligned, r, s, "aligned", matches=len(a), inlier_fraction=float(np.mean(w > 0.5)),
-                       residual=float(np.median(res) / max(np.median(np.linalg.norm(b, axis=1)), 1e-30)),
-                       dropped=int((~keep).sum()))
+    for code in np.unique(new.material):
+        r, s = solved[int(code)][:2] if int(code) in solved else solved[best][:2]
+        sel = new.material == code
+        vectors[sel] = s * vectors[sel] @ r.T
+    for r, s, w, rows, _ in solved.values():
+        keep[rows[w == 0]] = False  # matched samples the robust fit rejected contradict the world's motion
+    aligned = constrain_to_surfaces(new.with_vectors(vectors).subset(keep), camera_center, config.ground_normal)
+    weights = np.concatenate([v[2] for v in solved.values()])
+    r, s, _, _, rel = solved[best]
+    return AlignResult(aligned, r, s, "aligned", matches=total, inlier_fraction=float(np.mean(weights > 0.5)),
+                       residual=float(np.median(rel)), dropped=int((~keep).sum()),
+                       materials={MATERIALS[c]: {"rotation": v[0].tolist(), "scale": v[1], "matches": len(v[3])}
+                                  for c, v in solved.items()})

@@ -191,6 +191,7 @@ def update_motion(root: str | Path, request: MotionUpdate = MotionUpdate(), prog
         stats={"motion": {"view": step.index, "status": aligned.status, "rotation": aligned.rotation.tolist(),
                           "scale": aligned.scale, "matches": aligned.matches,
                           "inlier_fraction": aligned.inlier_fraction, "residual": aligned.residual,
+                          "materials": aligned.materials,
                           "samples": len(samples), "fit": asdict(report),
                           "timings": {**timings, "total_s": time.perf_counter() - t0}}})
     progress(0.9, "writing the world")

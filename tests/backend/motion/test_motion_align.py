@@ -115,3 +115,30 @@ def test_ransac_minimal_sets_are_distinct_triples_in_range(k):
     assert idx.shape == (500, 3) and idx.min() >= 0 and idx.max() < k
     assert all(len(set(row)) == 3 for row in idx.tolist())
     assert len({tuple(r) for r in idx.tolist()}) > 3  # random, not one triple repeated
+
+
+def test_each_material_is_aligned_on_its_own_matches():
+    """Clouds (dense overlap, raw cue flipped) and water (raw cue scaled 3x) of one view get their own transforms:
+    the sky's many matches do not decide the water's."""
+    rng = np.random.default_rng(1)
+    sky_prev = rng.uniform(-50, 50, (4000, 3)) + [0, 0, 200]
+    water_prev = np.c_[rng.uniform(-10, 10, (2000, 2)), np.zeros(2000)]
+    v_sky, v_water = np.array([2.0, 0.5, 0.0]), np.array([0.0, 0.3, 0.0])
+    n_prev = len(sky_prev) + len(water_prev)
+    prev = SceneFlow(np.r_[sky_prev, water_prev], np.r_[np.tile(v_sky, (4000, 1)), np.tile(v_water, (2000, 1))],
+                     np.r_[np.full(4000, MATERIAL_CODE["clouds"]), np.full(2000, MATERIAL_CODE["water"])].astype(np.uint8),
+                     np.zeros(n_prev, np.int32))
+    sky_new = sky_prev[:1500] + rng.normal(0, 0.01, (1500, 3))
+    water_new = water_prev[:800] + np.r_[rng.normal(0, 0.01, (800, 2)).T, np.zeros((1, 800))].T
+    flipped = Rotation.from_euler("z", 180, degrees=True).as_matrix()
+    new = SceneFlow(np.r_[sky_new, water_new],
+                    np.r_[np.tile(v_sky @ flipped.T, (1500, 1)), np.tile(3.0 * v_water, (800, 1))],
+                    np.r_[np.full(1500, MATERIAL_CODE["clouds"]), np.full(800, MATERIAL_CODE["water"])].astype(np.uint8),
+                    np.ones(2300, np.int32))
+    res = align_flow(new, prev, camera_center=None)
+    assert res.status == "aligned" and set(res.materials) == {"clouds", "water"}
+    assert res.materials["water"]["scale"] == pytest.approx(1 / 3, rel=1e-3)
+    assert res.materials["clouds"]["scale"] == pytest.approx(1.0, rel=1e-3)
+    water = res.flow.material == MATERIAL_CODE["water"]
+    np.testing.assert_allclose(res.flow.vectors[water], np.tile(v_water, (water.sum(), 1)), atol=1e-3)
+    np.testing.assert_allclose(res.flow.vectors[~water], np.tile(v_sky, ((~water).sum(), 1)), atol=1e-3)
