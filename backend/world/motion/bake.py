@@ -6,8 +6,15 @@ For a loop of N frames each dynamic Gaussian starting at x0 gets two copies:
 with the midpoint rule RK2(x, h) = x + h F(x + h/2 F(x)), and cross-fade opacity weights
     alpha_f(t) = 1 - w(t),  alpha_b(t) = w(t),  w(t) = t / N  (or smoothstep 3 tau^2 - 2 tau^3 of tau = t / N).
 Frame N would equal frame 0 (forward copy back at x0 fully opaque, backward copy invisible), so the loop closes
-without a seam; content flowing away is replaced by content flowing in, so no holes open. Static Gaussians are
-untouched. Frames t = 0 .. N-1 are written; a looping player wraps N-1 -> 0.
+without a seam; content flowing away is replaced by content flowing in. Static Gaussians are untouched.
+Frames t = 0 .. N-1 are written; a looping player wraps N-1 -> 0.
+
+Backdrop (``BakeConfig.backdrop``, with the viewer's ``eye``): where nothing lies behind moving content (the
+far side of a lake sliding along a wavy shore, the sky at the explored world's edge) the copies uncover the
+empty background, and at mid-loop the two half-opaque copies let a quarter of it through. A still copy of every
+dynamic Gaussian is kept as a static bed just behind its rest position (pushed away from ``eye`` by
+``backdrop_offset`` of its distance), so those pixels show the surface's own colour instead; in front of it
+the moving copies are unchanged.
 
 Loop quality metrics on rendered images (``loop_metrics``):
     seam error      mean |I_0 - I_{N-1}| (the wrap step), compared with the mean consecutive step
@@ -43,6 +50,8 @@ class BakeConfig:
     smooth: bool = False  # smoothstep cross-fade instead of linear
     fps: float = 24.0
     chunk: int = 1 << 20  # Gaussians per field evaluation
+    backdrop: bool = True  # keep a still bed behind the moving content (module docstring); needs the eye
+    backdrop_offset: float = 0.01  # the bed's push away from the eye, as a fraction of the distance
 
 
 @dataclass
@@ -124,8 +133,11 @@ def integrate_loop(field: VelocityField, x0: torch.Tensor, frames: int, dt: floa
 
 
 def bake_loop(gaussians: Gaussians, dynamic: np.ndarray, field: VelocityField, config: BakeConfig = BakeConfig(),
-              device: str | torch.device = "cpu") -> BakedLoop:
-    """Bake ``config.frames`` frames: dynamic Gaussians (``dynamic`` (N,) bool) advected by ``field``."""
+              device: str | torch.device = "cpu", eye: np.ndarray | None = None) -> BakedLoop:
+    """Bake ``config.frames`` frames: dynamic Gaussians (``dynamic`` (N,) bool) advected by ``field``.
+
+    ``eye``: where the world is seen from (its first camera's centre); with ``config.backdrop`` the still bed is
+    put behind the dynamic Gaussians as seen from there (``BakedLoop.static`` then ends with it)."""
     if config.frames < 2:
         raise InvalidInput(f"a loop needs at least 2 frames, got {config.frames}")
     g = gaussians.to_numpy()
@@ -135,6 +147,9 @@ def bake_loop(gaussians: Gaussians, dynamic: np.ndarray, field: VelocityField, c
     if not dynamic.any():
         raise InvalidInput("no Gaussian lies in a moving region: add motion (presets, hints) before baking")
     dyn, static = g.subset(dynamic), g.subset(~dynamic)
+    if config.backdrop and eye is not None:
+        pushed = dyn.means + config.backdrop_offset * (dyn.means - np.asarray(eye, np.float64))
+        static = Gaussians.concatenate([static, dyn.with_(means=pushed.astype(np.float32))])
     x0 = torch.as_tensor(np.ascontiguousarray(dyn.means, np.float32), device=device)
     traj = integrate_loop(field, x0, config.frames, config.dt, config.loop, config.chunk).cpu().numpy()
     base_opacity = dyn.opacities().astype(np.float64)

@@ -239,7 +239,7 @@ def bake_world(root: str | Path, out: str | Path, config: BakeConfig | None = No
     progress(0.1, "finding the moving Gaussians")
     dynamic = moving_gaussians(gaussians.means, samples)
     progress(0.2, f"integrating {int(dynamic.sum())} moving Gaussians over {config.frames} frames")
-    baked = bake_loop(gaussians, dynamic, motion, config, device=dev)
+    baked = bake_loop(gaussians, dynamic, motion, config, device=dev, eye=world.steps[0].opencv_camera().center)
     progress(0.8, "writing the sequence")
     path = write_loop(out, baked)
     read_sequence(path)  # the written folder opens as a sequence
