@@ -31,7 +31,7 @@ from pathlib import Path
 
 import bpy
 
-from . import annotations, gaussians, jobs, playback, splat_material, splat_nodes, state
+from . import annotations, gaussians, jobs, playback, sorting, splat_material, splat_nodes, state
 
 CARRIER_NAME = "LW World"
 CAMERA_NAME = "LW World Camera"
@@ -246,6 +246,11 @@ def _fill_carrier(context, decoded: gaussians.DecodedGaussians, sequence: str | 
         playback.attach_sequence(scene, obj, sequence)
     elif decoded.sh_degree > 0:
         playback.update_view_colors(scene, obj, force=True)
+    sorting.update_view(scene, obj)
+    # the scene settings every splat carrier gets (gaussians.load_decoded): Standard view in an otherwise empty
+    # scene, and Cycles' transparent bounces raised (the world's sky, moving copies and bed stack many layers)
+    gaussians.prefer_standard_view(scene)
+    gaussians.raise_transparent_bounces(scene)
     return obj
 
 

@@ -170,6 +170,8 @@ def run(args, out: Path, timer: Timer) -> int:
     scene = bpy.context.scene
     for obj in list(scene.objects):  # the factory scene's cube, light and camera
         bpy.data.objects.remove(obj)
+    # Cycles is on in every installed Blender (the bpy module starts without it): the add-on sets its options
+    bpy.ops.preferences.addon_enable(module="cycles")
     s = scene.lw.world
     # A motion field sized for a CPU (the backend's defaults are for a GPU).
     s.field_levels, s.field_table_log2, s.fit_steps, s.update_steps = 4, 14, args.fit_steps, max(args.fit_steps // 2, 1)

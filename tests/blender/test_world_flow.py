@@ -80,7 +80,8 @@ def _world_objects():
     return [o for o in bpy.data.objects if o.name.startswith("LW World") and o.type == "MESH"]
 
 
-def test_world_new_makes_one_carrier_matching_the_ply_and_a_camera_that_sees_it(scene, small_image):
+def test_world_new_makes_one_carrier_matching_the_ply_and_a_camera_that_sees_it(scene, lw, small_image):
+    bpy.ops.preferences.addon_enable(module="cycles")  # on in every installed Blender; the bpy module starts without
     obj = _new_world(small_image)
     s = scene.lw.world
     assert Path(s.directory, "world.json").is_file()
@@ -103,6 +104,10 @@ def test_world_new_makes_one_carrier_matching_the_ply_and_a_camera_that_sees_it(
         assert -0.01 <= x <= 1.01 and -0.01 <= y <= 1.01 and z > 0, (p, x, y, z)
     # the preview of the step is loaded
     assert bpy.data.images["LW World Preview"].size[:] == (RESOLUTION, RESOLUTION)
+    # the splat scene settings of every carrier: Standard view (an otherwise empty scene) and Cycles' transparent
+    # bounces raised, so stacked sky layers do not render dark and the colours are the stored ones
+    assert scene.view_settings.view_transform == "Standard"
+    assert scene.cycles.transparent_max_bounces >= lw.lw_blender.gaussians.TRANSPARENT_BOUNCES
 
 
 def test_expand_from_a_turned_camera_adds_points_to_the_same_object_and_undo_restores(scene, small_image):
