@@ -224,7 +224,7 @@ def load_decoded(context, folder: str | os.PathLike, name: str):
     """
     import bpy
 
-    from . import playback, sorting, splat_nodes
+    from . import playback
 
     gaussians = read_decoded(folder)
     if gaussians.sequence:
@@ -236,20 +236,30 @@ def load_decoded(context, folder: str | os.PathLike, name: str):
     obj[DEGREE_PROPERTY] = gaussians.sh_degree
     material = bpy.data.materials.get(splat_material.MATERIAL_NAME) or splat_material.build_material()
     mesh.materials.append(material)
-    splat_nodes.add_modifier(obj, material)
     context.collection.objects.link(obj)
+    show_carrier(context, obj, material, gaussians.sequence, gaussians.sh_degree)
+    return obj
+
+
+def show_carrier(context, obj, material, sequence: str | None, sh_degree: int) -> None:
+    """What every carrier gets once its mesh is filled and it is in the scene (an import, the world object):
+    the splat modifier, selection, its sequence or view-dependent colours, draw order and view-facing quads,
+    and the splat scene settings (``prefer_standard_view``, ``raise_transparent_bounces``)."""
+    from . import playback, sorting, splat_nodes
+
+    scene = context.scene
+    splat_nodes.add_modifier(obj, material)
     for other in context.selected_objects:
         other.select_set(False)
     obj.select_set(True)
     context.view_layer.objects.active = obj
-    if gaussians.sequence:
-        playback.attach_sequence(context.scene, obj, gaussians.sequence)
-    elif gaussians.sh_degree > 0:
-        playback.update_view_colors(context.scene, obj)
-    sorting.update_view(context.scene, obj)
-    prefer_standard_view(context.scene)
-    raise_transparent_bounces(context.scene)
-    return obj
+    if sequence:
+        playback.attach_sequence(scene, obj, sequence)
+    elif sh_degree > 0:
+        playback.update_view_colors(scene, obj, force=True)
+    sorting.update_view(scene, obj)
+    prefer_standard_view(scene)
+    raise_transparent_bounces(scene)
 
 
 def decoded_folder(result) -> Path:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import bpy
 
-from . import annotations, gaussians, jobs, playback, sorting, splat_material, splat_nodes, state
+from . import annotations, gaussians, jobs, playback, splat_material, state
 
 CARRIER_NAME = "LW World"
 CAMERA_NAME = "LW World Camera"
@@ -237,20 +237,7 @@ def _fill_carrier(context, decoded: gaussians.DecodedGaussians, sequence: str | 
             mesh.name = CARRIER_NAME
     obj[gaussians.SOURCE_PROPERTY] = decoded.source
     obj[gaussians.DEGREE_PROPERTY] = decoded.sh_degree
-    splat_nodes.add_modifier(obj, material)
-    for other in context.selected_objects:
-        other.select_set(False)
-    obj.select_set(True)
-    context.view_layer.objects.active = obj
-    if sequence:
-        playback.attach_sequence(scene, obj, sequence)
-    elif decoded.sh_degree > 0:
-        playback.update_view_colors(scene, obj, force=True)
-    sorting.update_view(scene, obj)
-    # the scene settings every splat carrier gets (gaussians.load_decoded): Standard view in an otherwise empty
-    # scene, and Cycles' transparent bounces raised (the world's sky, moving copies and bed stack many layers)
-    gaussians.prefer_standard_view(scene)
-    gaussians.raise_transparent_bounces(scene)
+    gaussians.show_carrier(context, obj, material, sequence, decoded.sh_degree)
     return obj
 
 

@@ -121,7 +121,8 @@ class MotionField(nn.Module):
         n = len(samples)
         bs = min(cfg.batch_size, n)
         loss_fn = nn.HuberLoss(delta=cfg.huber_delta)
-        idx = torch.zeros(bs, dtype=torch.long, device=dev)  # the batch's sample indices (static for the graph)
+        # the batch's sample indices (a static buffer for the graph); every sample each step when the batch holds all
+        idx = torch.arange(bs, device=dev)
 
         def step() -> torch.Tensor:
             pred = self.mlp(self.encoding(x[idx]))
@@ -134,8 +135,6 @@ class MotionField(nn.Module):
         def draw() -> None:
             if bs < n:
                 idx.copy_(torch.randint(0, n, (bs,), device=dev, generator=gen))
-            else:
-                idx.copy_(torch.arange(n, device=dev))
 
         loss = torch.zeros((), device=dev)
         eager = min(steps, 3) if graphed else steps  # a graph is captured after a few eager steps (warm-up)
