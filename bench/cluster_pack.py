@@ -51,7 +51,7 @@ def unpack_wheels(ray_wheel: Path, wheels: list[Path], site: Path) -> None:
                     path.chmod(mode)
 
 
-def to_technicolor(n3v: Path, out: Path, points: int) -> None:
+def to_technicolor(n3v: Path, out: Path, points: int, jpeg: int = 0) -> None:
     """Write the N3V folder ``n3v`` as a Technicolor folder ``out`` and check both load to the same video; write
     the N3V folder's initial cloud of ``points`` points beside ``out``."""
     import cv2
@@ -71,12 +71,20 @@ def to_technicolor(n3v: Path, out: Path, points: int) -> None:
         q = rotmat_to_quat_wxyz(w2c[:3, :3])
         lines.append(" ".join(f"{v:.12g}" for v in [K[0, 0], K[0, 2], K[1, 2], 1.0, 0.0, *q, *w2c[:3, 3]]))
         for f in range(video.num_frames):
-            cv2.imwrite(str(out / f"Scene_undist_{f:05d}_{c:02d}.png"), video.images[c, f][..., ::-1])
+            if jpeg:
+                cv2.imwrite(str(out / f"Scene_undist_{f:05d}_{c:02d}.jpg"), video.images[c, f][..., ::-1],
+                            [cv2.IMWRITE_JPEG_QUALITY, jpeg])
+            else:
+                cv2.imwrite(str(out / f"Scene_undist_{f:05d}_{c:02d}.png"), video.images[c, f][..., ::-1])
     (out / "cameras_parameters.txt").write_text("\n".join(lines) + "\n")
     pts, cols, method = init_points(video, "sweep", points, points, seed=0)
     np.savez(out.parent / "scene_points.npz", points=pts, colors=cols, method=method)
     back = load_dataset(out)
-    assert np.array_equal(back.images, video.images), "pixels differ"
+    if jpeg:  # lossy: report how far the stored frames are from the decoded video
+        mse = np.mean((back.images.astype(np.float64) - video.images) ** 2)
+        print(f"JPEG quality {jpeg}: PSNR {10 * np.log10(255.0 ** 2 / max(mse, 1e-12)):.1f} dB against the video")
+    else:
+        assert np.array_equal(back.images, video.images), "pixels differ"
     for a, b in zip(video.cameras, back.cameras):
         assert np.allclose(a.K, b.K, atol=1e-6) and np.allclose(a.world_to_cam, b.world_to_cam, atol=1e-6)
     assert back.test == video.test and back.train == video.train, (back.test, video.test)
@@ -109,6 +117,8 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=5000, help="points of the initial cloud (scene_points.npz)")
     ap.add_argument("--out", type=Path, default=Path(".cluster_carry"))
     ap.add_argument("--no-site", action="store_true", help="only the dataset")
+    ap.add_argument("--jpeg", type=int, default=0, help="write the frames as JPEG of this quality (1-100) instead of "
+                    "PNG: large frames fit a call's 64 MiB (0: PNG, lossless)")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     if not a.no_site:
@@ -119,7 +129,7 @@ def main() -> None:
                            check=True, env={"XZ_OPT": "-9 -T2", "PATH": "/usr/bin:/bin"})
         print(f"{a.out / 'site.tar.xz'}: {(a.out / 'site.tar.xz').stat().st_size / 2**20:.1f} MiB")
     if a.dataset:
-        to_technicolor(a.dataset, a.out / "scene", a.points)
+        to_technicolor(a.dataset, a.out / "scene", a.points, a.jpeg)
         size = sum(p.stat().st_size for p in (a.out / "scene").iterdir())
         print(f"{a.out / 'scene'}: {size / 2**20:.1f} MiB")
 

@@ -12,13 +12,14 @@ as RGB = experts 1..3).
     .venv/bin/python bench/moe_mixture_results.py --dataset /tmp/moemix/small --run /tmp/moemix/run
         [--downsample 4] [--expert-iterations 500] [--router-iterations 300] [--gate field|param]
         [--router-lr 5e-3] [--joint [--expert-lr-scale 0.1]] [--student deformation]
-        [--distill-iterations 300] [--prune-threshold 0.05] [--device cpu] [--picture PATH]
+        [--distill-iterations 300] [--prune-threshold 0.05] [--router-views 1] [--device cpu] [--picture PATH]
         [--save-video V.pkl | --video V.pkl]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import pickle
 import subprocess
 import sys
@@ -30,9 +31,10 @@ import torch
 
 from backend.moe.evaluate import write_grid
 from backend.moe.mixture import render_mixture
+from backend.moe.router import RouterConfig
 from backend.moe.run_mixture import MixtureRunConfig, run_mixture
 from backend.moe.train import TrainConfig, prepare_run, train_expert
-from backend.moe.train_router import load_mixture
+from backend.moe.train_router import RouterTrainConfig, evaluate_mixture, load_mixture, train_router
 from backend.render.rasterize import RasterConfig
 
 EXPERTS = ["deformation", "trajectory", "keyframe"]
@@ -54,6 +56,8 @@ def main() -> None:
     ap.add_argument("--prune-threshold", type=float, default=0.05)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--densify-from", type=int, default=50, help="a value above the iterations: no densification")
+    ap.add_argument("--router-views", type=int, default=0,
+                    help="training cameras the experts never see, for the router (0: router on the training views)")
     ap.add_argument("--mode", default="single", choices=["single", "multipass"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--picture", default="docs/images/moe_mixture_results.png", help="empty: no picture")
@@ -68,7 +72,8 @@ def main() -> None:
                         "--preset", "small", "--cameras", "8"], check=True)
     t0 = time.perf_counter()
     cfg = TrainConfig(iterations=args.expert_iterations, downsample=args.downsample, densify_from=args.densify_from,
-                      densify_every=50, device=args.device, torch_threads=args.threads)
+                      densify_every=50, device=args.device, torch_threads=args.threads,
+                      router_views=args.router_views)
     if args.video:
         video = pickle.loads(Path(args.video).read_bytes())
     else:
@@ -88,6 +93,13 @@ def main() -> None:
                                                torch_threads=args.threads), video,
                          progress=lambda f, m: print(f"  {f:.2f} {m}", flush=True) if "step" not in m else None)
     t_stage2 = time.perf_counter() - t0
+    if args.router_views:  # the same experts under a router trained on their own training views, for comparison
+        rcfg = RouterTrainConfig(iterations=args.router_iterations, router=RouterConfig(gate=args.gate,
+                                 lr=args.router_lr), mode=args.mode, views="train", device=args.device,
+                                 torch_threads=args.threads)
+        path = train_router(run, video, rcfg, out=run / "mixture_train_views" / "mixture.pt")
+        report["moe_train_views"] = evaluate_mixture(load_mixture(path, report["device"])[0], video,
+                                                     RasterConfig(background=cfg.background), args.mode)
     w, h = video.size
     print(f"\ndataset {dataset} ({len(video.cameras)} cameras, {video.num_frames} frames, {w}x{h}), held-out "
           f"{[video.names[c] for c in video.test]}, device {report['device']}; experts {args.expert_iterations} "
@@ -99,6 +111,11 @@ def main() -> None:
     if args.joint:
         jb = report["joint_baseline"]
         rows += [(f"{jb['expert']} + {args.router_iterations} steps on truth (joint's baseline)", jb)]
+    if args.router_views:
+        meta = json.loads((run / "run.json").read_text())
+        moe_name += f", router on {', '.join(meta['router_views'])} (unseen by the experts)"
+        rows += [(f"MoE ({args.gate} router, {args.router_iterations} steps on the experts' training views)",
+                  report["moe_train_views"])]
     rows += [(moe_name, report["moe"]), (f"MoE pruned (s < {args.prune_threshold} px)",
                                                              report["pruned"]),
              (f"{args.student} + {args.distill_iterations} steps on truth", report["finetuned"]),

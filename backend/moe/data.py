@@ -38,7 +38,7 @@ from ..render.cameras import Camera
 
 TECHNICOLOR_CLIPS = {"Birthday": (151, 201), "Fabien": (51, 101), "Painter": (100, 150), "Theater": (51, 101),
                      "Train": (151, 201)}
-_TECHNI_RE = re.compile(r"^(?P<scene>.+)_undist_(?P<frame>\d{5})_(?P<cam>\d{2})\.png$")
+_TECHNI_RE = re.compile(r"^(?P<scene>.+)_undist_(?P<frame>\d{5})_(?P<cam>\d{2})\.(?:png|jpe?g)$", re.IGNORECASE)
 
 
 @dataclass
@@ -244,7 +244,7 @@ def load_technicolor(folder: str | Path, downsample: float = 1.0, frames: tuple[
         if m:
             found[(int(m["frame"]), int(m["cam"]))] = p
     if not found:
-        raise InvalidInput(f"{folder} has no <Scene>_undist_<frame>_<cam>.png images")
+        raise InvalidInput(f"{folder} has no <Scene>_undist_<frame>_<cam>.png (or .jpg) images")
     cams_present = sorted({c for _, c in found})
     if cams_present != list(range(len(rows))):
         raise InvalidInput(f"cameras_parameters.txt lists {len(rows)} cameras but images exist for cameras "

@@ -61,6 +61,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     torch_threads: int = 0  # 0: leave torch's default
+    router_views: int = 0  # training cameras the experts never see, kept for the router (``router_views``)
 
     @staticmethod
     def from_dict(d: dict) -> TrainConfig:
@@ -69,6 +70,29 @@ class TrainConfig:
             if d.get(k) is not None:
                 d[k] = tuple(d[k])
         return TrainConfig(**d)
+
+
+def router_views(video: MultiViewVideo, count: int) -> tuple[list[int], list[int]]:
+    """Split the training cameras into (the experts' cameras, the router's cameras).
+
+    The router's ``count`` cameras are the training cameras nearest the centre of the rig (the held-out camera
+    of N3V and Technicolor is the rig centre too, so these are views between other cameras, like it). The
+    experts never train on them, so on them the router sees how each expert does on a view it has not fitted,
+    which is what decides the held-out view; on the experts' own training views every expert fits, and a router
+    trained there cannot tell the one that generalises from the one that overfits (docs/bench/moe_mixture.md).
+    ``count`` 0: every training camera for both.
+    """
+    train = list(video.train)
+    if count <= 0:
+        return train, train
+    if count >= len(train):
+        raise InvalidInput(f"router_views={count} would leave the experts no camera: the dataset has "
+                           f"{len(train)} training cameras; set aside at most {len(train) - 1}")
+    centres = np.stack([cam.center for cam in video.cameras])
+    mid = centres.mean(0)
+    order = sorted(train, key=lambda c: (float(np.linalg.norm(centres[c] - mid)), c))
+    held = sorted(order[:count])
+    return [c for c in train if c not in held], held
 
 
 def resolve_device(name: str) -> torch.device:
@@ -152,6 +176,7 @@ def train_expert(video: MultiViewVideo, name: str, expert_dir: str | Path, point
             "step": step, "elapsed_s": elapsed, "grad_accum": grad_accum.cpu(), "count": count.cpu(), "log": log,
         })
 
+    views = router_views(video, config.router_views)[0]
     t_start = time.perf_counter() - elapsed
     while step < total:
         if cancel is not None and cancel.is_set():
@@ -159,7 +184,7 @@ def train_expert(video: MultiViewVideo, name: str, expert_dir: str | Path, point
             checkpoint()
             raise JobCancelled(f"training of {name} cancelled at step {step}; run again to resume")
         rng = np.random.default_rng([config.seed, step])
-        cam = int(rng.choice(video.train))
+        cam = int(rng.choice(views))
         frame = int(rng.integers(video.num_frames))
         gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
         frac = step / max(total - 1, 1)
@@ -176,6 +201,8 @@ def train_expert(video: MultiViewVideo, name: str, expert_dir: str | Path, point
         gt = frames_u8[cam, frame].to(out.color.dtype) / 255.0
         loss = photometric_loss(out.color, gt, config.ssim_weight)
         optimizer.zero_grad(set_to_none=True)
+        if not loss.requires_grad:  # no Gaussian in this view (the CPU rasterizer culls them all): nothing to learn
+            loss = loss + sum(p.sum() * 0.0 for p in expert.parameters())
         loss.backward()
         densifying = config.densify_from <= step < densify_until  # gradient statistics of this step count
         if densifying and means2d.grad is not None:
@@ -226,7 +253,9 @@ def prepare_run(dataset: str | Path, out: str | Path, experts: list[str], config
         np.savez(pts_path, points=pts, colors=cols, method=method)
     meta = {"dataset": str(Path(dataset).resolve()), "experts": list(experts), "options": options or {},
             "train_config": asdict(config), "points_method": method, "cameras": video.names,
-            "train": video.train, "test": video.test, "frames": int(video.num_frames), "size": list(video.size),
+            "train": video.train, "test": video.test,
+            "router_views": [video.names[c] for c in router_views(video, config.router_views)[1]]
+            if config.router_views else [], "frames": int(video.num_frames), "size": list(video.size),
             "fps": video.fps}
     (out / "run.json").write_text(json.dumps(meta, indent=1))
     return out, video

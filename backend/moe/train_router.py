@@ -1,11 +1,17 @@
 """Stage 2 of MoE-GS: train the pixel router over trained experts, and evaluate mixtures on held-out cameras.
 
-One step (our loss, MOEGS.md): draw a training camera and a frame from a generator seeded by (seed, step), render
+One step (our loss, MOEGS.md): draw a router camera and a frame from a generator seeded by (seed, step), render
 the K experts at t in one pass (``mixture.render_mixture``), blend with the router's pixel weights and take
 loss = (1 - lambda) L1 + lambda (1 - SSIM), lambda = 0.2, against the ground truth; Adam on the gate
 parameters. Experts are frozen (their Gaussians at each frame are computed once and cached), as the paper's
 stage 2 does; ``joint=True`` also fine-tunes the experts with their own learning rates times
 ``expert_lr_scale`` (no densification).
+
+Router cameras: when the run set training cameras aside (``TrainConfig.router_views``), the router trains on
+those, which no expert has seen: there each expert's error is the error it makes on a new view, so the router
+learns which expert generalises where, and where blending beats either expert. On the experts' own training views
+every expert fits, and the router cannot tell them apart. Without set-aside cameras (or ``views="train"``) the
+router trains on the training cameras.
 
 A mixture checkpoint (``<run>/mixture/mixture.pt``, torch.save) is self-contained:
 ``{"experts": [name], "models": {name: {"expert", "options", "num_frames", "extent", "model"}},
@@ -20,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -32,7 +39,7 @@ from .experts import Expert, expert_options, make_expert
 from .losses import photometric_loss, psnr, ssim
 from .mixture import Mode, render_mixture
 from .router import Router, RouterConfig
-from .train import TrainConfig, load_checkpoint, read_run, resolve_device
+from .train import TrainConfig, load_checkpoint, read_run, resolve_device, router_views
 
 Progress = Callable[[float, str], None]
 
@@ -47,6 +54,7 @@ class RouterTrainConfig:
     expert_lr_scale: float = 0.1
     ssim_weight: float = 0.2
     mode: Mode = "single"
+    views: Literal["auto", "train"] = "auto"  # auto: the run's router views when it set some aside, else "train"
     seed: int = 0
     device: str = "auto"
     torch_threads: int = 0
@@ -144,7 +152,11 @@ def train_router(run: str | Path, video: MultiViewVideo, config: RouterTrainConf
     device = resolve_device(config.device)
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
-    raster = RasterConfig(background=TrainConfig.from_dict(read_run(run)["train_config"]).background)
+    train_cfg = TrainConfig.from_dict(read_run(run)["train_config"])
+    raster = RasterConfig(background=train_cfg.background)
+    if config.views not in ("auto", "train"):
+        raise InvalidInput(f"router views must be 'auto' or 'train', got {config.views!r}")
+    views = router_views(video, train_cfg.router_views)[1] if config.views == "auto" else list(video.train)
     if resume and out.is_file():
         mixture, ckpt = load_mixture(out, device)
         step, elapsed, log = ckpt["step"], ckpt["elapsed_s"], ckpt["log"]
@@ -176,7 +188,7 @@ def train_router(run: str | Path, video: MultiViewVideo, config: RouterTrainConf
             checkpoint()
             raise JobCancelled(f"router training cancelled at step {step}; run again to resume")
         rng = np.random.default_rng([config.seed, step])
-        cam = int(rng.choice(video.train))
+        cam = int(rng.choice(views))
         frame = int(rng.integers(video.num_frames))
         gt = torch.from_numpy(video.frame(cam, frame)).to(device)
         pred = render_mixture(frames(frame), mixture.router, video.cameras[cam], float(video.times[frame]), raster,
