@@ -3,7 +3,7 @@ score on the held-out camera, and play the result on the timeline.
 
 Training is a chain of backend jobs (``backend/moe``), then ONE apply on the main thread::
 
-    train        moe_train {dataset, experts, iterations, downsample}
+    train        moe_train {dataset, experts, iterations, downsample, router_views}
                  [-> moe_router {run, iterations, prune, prune_threshold, distill, distill_iterations}]  (router on)
                  -> moe_eval {run} -> apply: Scene.lw.moe.run, metrics, image "LW MoE Preview" (grid.png)
     import_run   moe_export {run, expert, frames} -> import_gaussians {the .lw4d} -> apply        (one expert)
@@ -95,6 +95,9 @@ class LW_MoeSettings(bpy.types.PropertyGroup):
     router: bpy.props.BoolProperty(name="Router", default=True,
                                    description="Train the volume-aware pixel router that blends the experts")
     router_iterations: bpy.props.IntProperty(name="Router Iterations", default=2000, min=1, max=1_000_000)
+    router_views: bpy.props.IntProperty(name="Router Views", default=0, min=0, max=64,
+                                        description="Training cameras the experts never see, kept for the router so "
+                                                    "that it learns which expert does well on a new view; 0: none")
     prune: bpy.props.BoolProperty(name="Prune", description="Remove Gaussians that never win the gate")
     prune_threshold: bpy.props.FloatProperty(name="Prune Threshold", default=0.05, min=0.0,
                                              description="Pixels a Gaussian must paint into the blended "
@@ -235,13 +238,16 @@ def train_options(experts, router: bool, distill: str) -> tuple[list[str], str]:
 
 def train(context, directory: str, experts=EXPERTS, iterations: int = 3000, downsample: float = 2.0,
           router: bool = True, router_iterations: int = 2000, prune: bool = False, prune_threshold: float = 0.05,
-          distill: str = "", distill_iterations: int = 1000, blocking: bool | None = None) -> None:
+          distill: str = "", distill_iterations: int = 1000, router_views: int = 0,
+          blocking: bool | None = None) -> None:
     """Train ``experts`` on the dataset ``directory`` (then the router, pruning and distillation when asked), evaluate
     on the held-out camera and show run, metrics and preview in Scene.lw.moe (see the module docstring)."""
     dataset = check_dataset(context, directory)
     chosen, target = train_options(experts, router, distill)
+    if router_views and not router:
+        raise MoeError("router views are kept for the router: turn the router on, or set Router Views to 0")
     train_params = {"dataset": dataset, "experts": chosen, "iterations": int(iterations),
-                    "downsample": float(downsample)}
+                    "downsample": float(downsample), "router_views": int(router_views)}
 
     def evaluate_link(run: str, mixture_report: dict | None) -> Link:
         def evaluated(context, result):

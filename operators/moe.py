@@ -1,5 +1,5 @@
 """MoE-GS operators: ``lw.moe_train(directory, experts, iterations, downsample, router, router_iterations, prune,
-distill)`` and ``lw.moe_import(directory, expert, frames)``.
+distill, router_views)`` and ``lw.moe_import(directory, expert, frames)``.
 
 Called with a ``directory`` only the operator's own properties count; without one (the panel's buttons) the MoE
 panel's settings (``Scene.lw.moe``) are used. In ``blender -b`` the backend jobs block; with a UI they run in the
@@ -34,6 +34,8 @@ class LW_OT_moe_train(bpy.types.Operator):
     downsample: bpy.props.FloatProperty(name="Downsample", default=2.0, min=1.0, max=64.0)
     router: bpy.props.BoolProperty(name="Router", default=True, description="Train the pixel router")
     router_iterations: bpy.props.IntProperty(name="Router Iterations", default=2000, min=1, max=1_000_000)
+    router_views: bpy.props.IntProperty(name="Router Views", default=0, min=0, max=64,
+                                        description="Training cameras kept from the experts for the router")
     prune: bpy.props.BoolProperty(name="Prune", description="Gate-aware pruning after the router")
     prune_threshold: bpy.props.FloatProperty(name="Prune Threshold", default=0.05, min=0.0)
     distill: bpy.props.EnumProperty(name="Distil Into", items=moe.DISTILL_ITEMS, default="NONE")
@@ -48,7 +50,7 @@ class LW_OT_moe_train(bpy.types.Operator):
         try:
             moe.train(context, source.directory, set(source.experts), source.iterations, source.downsample,
                       source.router, source.router_iterations, source.prune, source.prune_threshold, source.distill,
-                      source.distill_iterations)
+                      source.distill_iterations, source.router_views)
         except ERRORS as exc:
             self.report({"ERROR"}, f"Train MoE failed: {exc}")
             return {"CANCELLED"}

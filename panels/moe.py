@@ -27,6 +27,7 @@ class VIEW3D_PT_lw_moe(bpy.types.Panel):
         col = box.column(align=True)
         col.active = s.router
         col.prop(s, "router_iterations", text="Iterations")
+        col.prop(s, "router_views", text="Views Kept Back")
         row = col.row(align=True)
         row.prop(s, "prune")
         sub = row.row(align=True)

@@ -151,7 +151,7 @@ def moe_train_plan(ctx, params, board) -> list[str]:
     """The ``moe_train`` job on the cluster: as ``backend.moe.jobs.moe_train`` (same parameters, same run folder
     and artifacts) with the experts trained in parallel."""
     out = ctx.resolve(params.out) if params.out else ctx.job_dir / "run"
-    cfg = TrainConfig(iterations=params.iterations, downsample=params.downsample)
+    cfg = TrainConfig(iterations=params.iterations, downsample=params.downsample, router_views=params.router_views)
     ctx.progress(0.0, "loading the dataset")
     run = train_run_on_ray(ctx.resolve(params.dataset), out, params.experts, cfg, params.options,
                            progress=ctx.on_progress, cancel=ctx.cancel_event, board=board, scope=ctx.job_id)

@@ -20,7 +20,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train experts on an N3V / Technicolor folder into a run folder (resumes an existing run)."""
     from .train import TrainConfig, train_run
 
-    cfg = TrainConfig(iterations=args.iterations, downsample=args.downsample, torch_threads=args.threads)
+    cfg = TrainConfig(iterations=args.iterations, downsample=args.downsample, torch_threads=args.threads,
+                      router_views=args.router_views)
     if args.ray:  # backend/cluster: one Ray task per expert, then the router
         from ..cluster.moe import train_run_with_ray
 
@@ -64,6 +65,8 @@ def add_parser(subparsers) -> None:
     train.add_argument("--iterations", type=int, default=3000)
     train.add_argument("--downsample", type=float, default=1.0)
     train.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    train.add_argument("--router-views", type=int, default=0,
+                       help="training cameras the experts never see, kept for the router (0: none)")
     train.add_argument("--ray", metavar="auto|local|ADDRESS",
                        help="train the experts in parallel on a Ray cluster (docs/SCALING.md), then the router")
     train.add_argument("--router-iterations", type=int, default=2000,

@@ -18,6 +18,8 @@ class MoeTrainParams(BaseModel):
     downsample: float = Field(1.0, ge=1.0, le=64.0, description="Divide the video resolution by this factor.")
     options: dict[str, dict] = Field({}, description="Per-expert config overrides, e.g. {\"keyframe\": "
                                                      "{\"keyframe_interval\": 3}}.")
+    router_views: int = Field(0, ge=0, le=64, description="Training cameras the experts never see, kept for the "
+                              "router (the ones nearest the rig centre); 0: the router trains on the training views.")
 
 
 @job_kind("moe_train", MoeTrainParams)
@@ -26,7 +28,7 @@ def moe_train(ctx: JobContext, params: MoeTrainParams) -> list[str]:
     from .train import TrainConfig, train_run
 
     out = ctx.resolve(params.out) if params.out else ctx.job_dir / "run"
-    cfg = TrainConfig(iterations=params.iterations, downsample=params.downsample)
+    cfg = TrainConfig(iterations=params.iterations, downsample=params.downsample, router_views=params.router_views)
     ctx.progress(0.0, "loading the dataset")
     run = train_run(ctx.resolve(params.dataset), out, params.experts, cfg, params.options,
                     progress=ctx.progress, cancel=ctx.cancel_event)

@@ -243,6 +243,7 @@ def prepare_run(dataset: str | Path, out: str | Path, experts: list[str], config
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     video = load_dataset(dataset, config.downsample, config.frames)
+    held = router_views(video, config.router_views)[1] if config.router_views else []  # checked before any write
     pts_path = out / "points.npz"
     if pts_path.is_file():
         z = np.load(pts_path)
@@ -254,8 +255,7 @@ def prepare_run(dataset: str | Path, out: str | Path, experts: list[str], config
     meta = {"dataset": str(Path(dataset).resolve()), "experts": list(experts), "options": options or {},
             "train_config": asdict(config), "points_method": method, "cameras": video.names,
             "train": video.train, "test": video.test,
-            "router_views": [video.names[c] for c in router_views(video, config.router_views)[1]]
-            if config.router_views else [], "frames": int(video.num_frames), "size": list(video.size),
+            "router_views": [video.names[c] for c in held], "frames": int(video.num_frames), "size": list(video.size),
             "fps": video.fps}
     (out / "run.json").write_text(json.dumps(meta, indent=1))
     return out, video

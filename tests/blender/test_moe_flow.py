@@ -22,7 +22,7 @@ from mathutils import Vector
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = {"experts": {"deformation", "trajectory"}, "iterations": 3, "downsample": 2.0, "router": True,
-         "router_iterations": 3, "prune": True, "distill": "trajectory", "distill_iterations": 2}
+         "router_iterations": 3, "prune": True, "distill": "trajectory", "distill_iterations": 2, "router_views": 1}
 _RUN: dict = {}  # the run trained once per module (by the first test that needs it)
 
 
@@ -85,6 +85,8 @@ def test_train_stores_run_metrics_and_preview(scene, moe_dataset):
     kinds = [m.kind for m in s.metrics]
     assert kinds == ["expert", "expert", "moe", "pruned", "distilled", "finetuned"]
     report = json.loads((run_dir / "report.json").read_text())
+    # one training camera kept from the experts for the router (the tiny rig: cam00 held out, cam01-03 training)
+    assert len(json.loads((run_dir / "run.json").read_text())["router_views"]) == 1
     mixture = json.loads((run_dir / "mixture" / "report.json").read_text())
     for m in s.metrics:
         values = (m.psnr, m.ssim, m.fps, m.size_mb)
@@ -164,6 +166,8 @@ def test_bad_directories_and_options_report_and_leave_the_scene_unchanged(scene,
         bpy.ops.lw.moe_train(directory=str(tmp_path / "empty"), iterations=2)
     with pytest.raises(RuntimeError, match="two or more experts"):
         bpy.ops.lw.moe_train(directory=str(moe_dataset), experts={"keyframe"}, router=True, iterations=2)
+    with pytest.raises(RuntimeError, match="turn the router on"):
+        bpy.ops.lw.moe_train(directory=str(moe_dataset), router=False, router_views=1, iterations=2)
     with pytest.raises(RuntimeError, match="not among"):
         bpy.ops.lw.moe_train(directory=str(moe_dataset), experts={"keyframe", "trajectory"}, distill="deformation")
     with pytest.raises(RuntimeError, match="not a MoE-GS run folder"):
@@ -175,6 +179,9 @@ def test_bad_directories_and_options_report_and_leave_the_scene_unchanged(scene,
     broken.mkdir()
     np.save(broken / "poses_bounds.npy", np.zeros((3, 17)))
     (broken / "cam00.mp4").write_bytes(b"not a video")
+    with pytest.raises(RuntimeError, match="would leave the experts no camera"):  # the backend's check
+        bpy.ops.lw.moe_train(directory=str(moe_dataset), experts={"keyframe", "trajectory"}, router_views=3,
+                             iterations=2)
     with pytest.raises(RuntimeError, match="poses but the folder has 1"):
         bpy.ops.lw.moe_train(directory=str(broken), experts={"trajectory"}, router=False, iterations=2)
     assert _rt().job_kind == "moe_train" and _rt().job_state == "failed"

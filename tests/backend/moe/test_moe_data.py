@@ -99,7 +99,7 @@ def test_n3v_errors_name_what_is_wrong(tiny_dataset, tmp_path):
         load_n3v(d)
 
 
-def _write_technicolor(video, folder, scene="Birthday", first=151):
+def _write_technicolor(video, folder, scene="Birthday", first=151, ext="png"):
     folder.mkdir()
     lines = ["f cx cy ar skew qw qx qy qz tx ty tz"]
     for c, cam in enumerate(video.cameras):
@@ -107,7 +107,7 @@ def _write_technicolor(video, folder, scene="Birthday", first=151):
         t = cam.world_to_cam[:3, 3]
         lines.append(" ".join(map(str, [cam.K[0, 0], cam.K[0, 2], cam.K[1, 2], 1.0, 0.0, w, x, y, z, *t])))
         for f in range(video.num_frames):
-            cv2.imwrite(str(folder / f"{scene}_undist_{first + f:05d}_{c:02d}.png"), video.images[c, f][..., ::-1])
+            cv2.imwrite(str(folder / f"{scene}_undist_{first + f:05d}_{c:02d}.{ext}"), video.images[c, f][..., ::-1])
     (folder / "cameras_parameters.txt").write_text("\n".join(lines) + "\n")
 
 
@@ -125,6 +125,15 @@ def test_technicolor_layout_reads_like_n3v(tiny_dataset, tmp_path):
     centres = np.stack([c.center for c in v.cameras])
     assert t.test == [int(np.argmin(np.linalg.norm(centres - centres.mean(0), axis=1)))]
     assert load_technicolor(tmp_path / "Scene", downsample=2, frames=(152, 154)).images.shape == (4, 2, 36, 48, 3)
+
+
+def test_technicolor_reads_jpeg_frames(tiny_dataset, tmp_path):
+    v = load_n3v(tiny_dataset)
+    _write_technicolor(v, tmp_path / "Scene", ext="jpg")  # OpenCV's default JPEG quality, 95
+    t = load_dataset(tmp_path / "Scene")
+    assert t.images.shape == v.images.shape
+    err = np.abs(t.images.astype(np.float64) - v.images).mean()
+    assert 0.0 < err < 3.0  # lossy, but the same pictures
 
 
 def test_technicolor_uses_the_stg_clip_and_reports_missing_images(tiny_dataset, tmp_path):
