@@ -56,6 +56,8 @@ def main() -> None:
     ap.add_argument("--prune-threshold", type=float, default=0.05)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--densify-from", type=int, default=50, help="a value above the iterations: no densification")
+    ap.add_argument("--opacity-reset-every", type=int, default=0,
+                    help="3DGS's opacity reset (and large-Gaussian pruning after it) every N expert steps (0: off)")
     ap.add_argument("--router-views", type=int, default=0,
                     help="training cameras the experts never see, for the router (0: router on the training views)")
     ap.add_argument("--mode", default="single", choices=["single", "multipass"])
@@ -73,7 +75,7 @@ def main() -> None:
     t0 = time.perf_counter()
     cfg = TrainConfig(iterations=args.expert_iterations, downsample=args.downsample, densify_from=args.densify_from,
                       densify_every=50, device=args.device, torch_threads=args.threads,
-                      router_views=args.router_views)
+                      router_views=args.router_views, opacity_reset_every=args.opacity_reset_every)
     if args.video:
         video = pickle.loads(Path(args.video).read_bytes())
     else:
