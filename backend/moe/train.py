@@ -201,17 +201,16 @@ def train_expert(video: MultiViewVideo, name: str, expert_dir: str | Path, point
         gt = frames_u8[cam, frame].to(out.color.dtype) / 255.0
         loss = photometric_loss(out.color, gt, config.ssim_weight)
         optimizer.zero_grad(set_to_none=True)
-        if not loss.requires_grad:  # no Gaussian in this view (the CPU rasterizer culls them all): nothing to learn
-            loss = loss + sum(p.sum() * 0.0 for p in expert.parameters())
-        loss.backward()
-        densifying = config.densify_from <= step < densify_until  # gradient statistics of this step count
-        if densifying and means2d.grad is not None:
-            with torch.no_grad():  # masked by multiplication: boolean indexing would wait for the device
-                vis = out.meta["radii"] > 0
-                gx, gy = means2d.grad[:, 0] * (camera.width / 2), means2d.grad[:, 1] * (camera.height / 2)
-                grad_accum += torch.where(vis, torch.sqrt(gx * gx + gy * gy), 0.0)
-                count += vis.to(count.dtype)
-        optimizer.step()
+        if loss.requires_grad:  # False when no Gaussian is in this view (all culled): nothing to learn, no update
+            loss.backward()
+            densifying = config.densify_from <= step < densify_until  # gradient statistics of this step count
+            if densifying and means2d.grad is not None:
+                with torch.no_grad():  # masked by multiplication: boolean indexing would wait for the device
+                    vis = out.meta["radii"] > 0
+                    gx, gy = means2d.grad[:, 0] * (camera.width / 2), means2d.grad[:, 1] * (camera.height / 2)
+                    grad_accum += torch.where(vis, torch.sqrt(gx * gx + gy * gy), 0.0)
+                    count += vis.to(count.dtype)
+            optimizer.step()
         step += 1
         pending.append(loss.detach())
         if config.densify_from < step <= densify_until and step % config.densify_every == 0:

@@ -17,7 +17,8 @@ max(|d log z / du|, |d log z / dv|) > ``edge_threshold`` (per pixel, on one-side
 pixel-sized and faces the camera, so nothing is stretched across the gap: no "curtains" in novel views.
 
 The sky is put on a far layer: the sphere of radius ``sky_depth`` around the camera centre (``sky_z``), so
-the skies of views that share a centre (the camera turned in place) lie on one surface and move together. Colour is the SH DC term of the pixel's colour.
+the skies of views that share a centre (the camera turned in place) lie on one surface and move together.
+Colour is the SH DC term of the pixel's colour.
 Every Gaussian carries ``extra["region"]`` (0 ground, 1 sky, 2 water) and ``extra["step"]`` (the world step
 that created it) as float32, kept in the PLY for motion and for the add-on.
 """
