@@ -6,7 +6,8 @@ fitted to the aligned scene-flow samples (x_k, S_k) by minimising the Huber loss
 with Adam (on CUDA fused, and each step captured once as a CUDA graph and replayed: the step is ~40 small
 kernels whose launches, not the GPU, set its time). ``v_scale`` (the RMS sample speed of the first fit) keeps the
 MLP's outputs near unit size. Each expansion calls ``fit`` again on the samples so far: parameters are kept
-(warm start), so an update takes a fraction of the first fit's steps. Positions outside the field's box are clamped to it (the encoding clamps).
+(warm start), so an update takes a fraction of the first fit's steps. Positions outside the field's box are
+clamped to it (the encoding clamps).
 """
 
 from __future__ import annotations
