@@ -12,7 +12,8 @@ as RGB = experts 1..3).
     .venv/bin/python bench/moe_mixture_results.py --dataset /tmp/moemix/small --run /tmp/moemix/run
         [--downsample 4] [--expert-iterations 500] [--router-iterations 300] [--gate field|param]
         [--router-lr 5e-3] [--joint [--expert-lr-scale 0.1]] [--student deformation]
-        [--distill-iterations 300] [--prune-threshold 0.05] [--router-views 1] [--device cpu] [--picture PATH]
+        [--distill-iterations 300] [--prune-threshold 0.05] [--router-views 1 [--refit-iterations 2000]]
+        [--seed 0] [--device cpu] [--picture PATH]
         [--save-video V.pkl | --video V.pkl]
 """
 
@@ -60,6 +61,10 @@ def main() -> None:
                     help="3DGS's opacity reset (and large-Gaussian pruning after it) every N expert steps (0: off)")
     ap.add_argument("--router-views", type=int, default=0,
                     help="training cameras the experts never see, for the router (0: router on the training views)")
+    ap.add_argument("--refit-iterations", type=int, default=0,
+                    help="with --router-views: after the router, the experts resume this many steps on every "
+                         "training camera (the router's too) and the mixture keeps the router")
+    ap.add_argument("--seed", type=int, default=0, help="the experts' training seed (camera/frame draws, noise)")
     ap.add_argument("--mode", default="single", choices=["single", "multipass"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--picture", default="docs/images/moe_mixture_results.png", help="empty: no picture")
@@ -75,7 +80,7 @@ def main() -> None:
     t0 = time.perf_counter()
     cfg = TrainConfig(iterations=args.expert_iterations, downsample=args.downsample, densify_from=args.densify_from,
                       densify_every=50, device=args.device, torch_threads=args.threads,
-                      router_views=args.router_views, opacity_reset_every=args.opacity_reset_every)
+                      router_views=args.router_views, opacity_reset_every=args.opacity_reset_every, seed=args.seed)
     if args.video:
         video = pickle.loads(Path(args.video).read_bytes())
     else:
@@ -91,11 +96,12 @@ def main() -> None:
                                                router_lr=args.router_lr, joint=args.joint,
                                                expert_lr_scale=args.expert_lr_scale, prune=True,
                                                prune_threshold=args.prune_threshold, distill=args.student,
-                                               distill_iterations=args.distill_iterations, device=args.device, mode=args.mode,
+                                               distill_iterations=args.distill_iterations,
+                                               refit_iterations=args.refit_iterations, device=args.device, mode=args.mode,
                                                torch_threads=args.threads), video,
                          progress=lambda f, m: print(f"  {f:.2f} {m}", flush=True) if "step" not in m else None)
     t_stage2 = time.perf_counter() - t0
-    if args.router_views:  # the same experts under a router trained on their own training views, for comparison
+    if args.router_views and not args.refit_iterations:  # the same experts, router on their training views
         rcfg = RouterTrainConfig(iterations=args.router_iterations, router=RouterConfig(gate=args.gate,
                                  lr=args.router_lr), mode=args.mode, views="train", device=args.device,
                                  torch_threads=args.threads)
@@ -108,14 +114,19 @@ def main() -> None:
           f"steps each ({t_experts:.0f} s incl. resume), stage 2 {t_stage2:.0f} s")
     print("| model | PSNR (dB) | SSIM | FPS | Gaussians | size (MB) |")
     print("|---|---|---|---|---|---|")
-    rows = [(n, report["experts"][n]) for n in EXPERTS]
+    rows = [(n + (f" (stage 1 + {args.refit_iterations} steps on every training camera)" if args.refit_iterations
+                  else ""), report["experts"][n]) for n in EXPERTS]
+    rows += [(f"{n} before the refit (stage 1)", report["experts_before_refit"][n]) for n in EXPERTS
+             if args.refit_iterations]
     moe_name = f"MoE ({args.gate} router{', joint' if args.joint else ''}, {args.router_iterations} steps)"
     if args.joint:
         jb = report["joint_baseline"]
         rows += [(f"{jb['expert']} + {args.router_iterations} steps on truth (joint's baseline)", jb)]
     if args.router_views:
         meta = json.loads((run / "run.json").read_text())
-        moe_name += f", router on {', '.join(meta['router_views'])} (unseen by the experts)"
+        moe_name += (f", router on {', '.join(meta['router_views'])} (unseen by the stage-1 experts"
+                     f"{', then refit' if args.refit_iterations else ''})")
+    if args.router_views and not args.refit_iterations:
         rows += [(f"MoE ({args.gate} router, {args.router_iterations} steps on the experts' training views)",
                   report["moe_train_views"])]
     rows += [(moe_name, report["moe"]), (f"MoE pruned (s < {args.prune_threshold} px)",

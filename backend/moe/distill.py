@@ -61,8 +61,8 @@ def teacher_video(mixture: Mixture, video: MultiViewVideo, extra_times: int, ras
     return replace(video, images=images, times=times, frame_numbers=np.arange(len(times)))
 
 
-def _resume_from(run: Path, name: str, out: Path) -> dict:
-    src = run / name / "checkpoint.pt"
+def _resume_from(run: Path, name: str, out: Path, source: Path | None = None) -> dict:
+    src = Path(source) if source else run / name / "checkpoint.pt"
     if not src.is_file():
         raise InvalidInput(f"expert {name!r} is not trained in {run} (no {src}); trained experts can be students")
     out.mkdir(parents=True, exist_ok=True)
@@ -71,19 +71,26 @@ def _resume_from(run: Path, name: str, out: Path) -> dict:
     return torch.load(src, map_location="cpu", weights_only=False)
 
 
-def _fine_tune(run: Path, video: MultiViewVideo, name: str, out: Path, iterations: int, progress, cancel) -> Path:
-    ckpt = _resume_from(run, name, out)
+def _fine_tune(run: Path, video: MultiViewVideo, name: str, out: Path, iterations: int, progress, cancel,
+               source: Path | None = None, all_views: bool = False) -> Path:
+    """Resume expert ``name`` (its stage-1 checkpoint, or ``source``) in ``out`` for ``iterations`` more steps.
+    ``all_views``: on every training camera, the run's router views included, without densification (the
+    expert keeps its Gaussians, so a router trained over them still fits)."""
+    ckpt = _resume_from(run, name, out, source)
     cfg = TrainConfig.from_dict(read_run(run)["train_config"])
     cfg = replace(cfg, iterations=int(ckpt["step"]) + int(iterations))
+    if all_views:
+        cfg = replace(cfg, router_views=0, densify_from=cfg.iterations + 1, opacity_reset_every=0)
     z = np.load(run / "points.npz")
     return train_expert(video, name, out, z["points"], z["colors"], cfg, None, progress, cancel, resume=True)
 
 
 def distill(run: str | Path, mixture: Mixture, video: MultiViewVideo, config: DistillConfig,
             out: str | Path | None = None, raster: RasterConfig | None = None, mode: Mode = "single",
-            progress: Progress | None = None, cancel: threading.Event | None = None) -> Path:
+            progress: Progress | None = None, cancel: threading.Event | None = None, source: Path | None = None,
+            all_views: bool = False) -> Path:
     """Fine-tune expert ``config.student`` of ``run`` on the mixture's renders; returns its checkpoint
-    (default ``<run>/mixture/distilled/<student>/checkpoint.pt``)."""
+    (default ``<run>/mixture/distilled/<student>/checkpoint.pt``). ``source``, ``all_views``: as ``refit``."""
     raster = raster or RasterConfig()
     run = Path(run)
     out = Path(out) if out else run / "mixture" / "distilled" / config.student
@@ -92,13 +99,25 @@ def distill(run: str | Path, mixture: Mixture, video: MultiViewVideo, config: Di
         return None if progress is None else (lambda f, msg: progress(lo + (hi - lo) * f, msg))
 
     teacher = teacher_video(mixture, video, config.extra_times, raster, mode, sub(0.0, 0.3))
-    return _fine_tune(run, teacher, config.student, out, config.iterations, sub(0.3, 1.0), cancel)
+    return _fine_tune(run, teacher, config.student, out, config.iterations, sub(0.3, 1.0), cancel, source, all_views)
 
 
 def finetune_on_truth(run: str | Path, video: MultiViewVideo, name: str, iterations: int,
                       out: str | Path | None = None, progress: Progress | None = None,
-                      cancel: threading.Event | None = None) -> Path:
+                      cancel: threading.Event | None = None, source: Path | None = None,
+                      all_views: bool = False) -> Path:
     """The distillation's baseline: expert ``name`` resumed for ``iterations`` steps on the ground truth."""
     run = Path(run)
     out = Path(out) if out else run / "mixture" / "finetuned" / name
-    return _fine_tune(run, video, name, out, iterations, progress, cancel)
+    return _fine_tune(run, video, name, out, iterations, progress, cancel, source, all_views)
+
+
+def refit(run: str | Path, video: MultiViewVideo, name: str, iterations: int, out: str | Path | None = None,
+          progress: Progress | None = None, cancel: threading.Event | None = None) -> Path:
+    """Give the views kept back for the router (``TrainConfig.router_views``) back to expert ``name``: its
+    stage-1 checkpoint resumed for ``iterations`` steps on every training camera, without densification, so the
+    router trained over its Gaussians still applies; the experts of the mixture then have seen every training
+    camera, like an expert trained alone. Returns the checkpoint (default ``<run>/mixture/refit/<name>/``)."""
+    run = Path(run)
+    out = Path(out) if out else run / "mixture" / "refit" / name
+    return _fine_tune(run, video, name, out, iterations, progress, cancel, all_views=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import InvalidInput
 from ..render.rasterize import RasterConfig, rasterize
 from .data import MultiViewVideo
 from .train import Progress, TrainConfig, load_checkpoint, load_run_video, read_run, resolve_device
@@ -29,6 +30,7 @@ class MixtureRunConfig:
     prune_threshold: float = 0.05
     distill: str = ""
     distill_iterations: int = 1000
+    refit_iterations: int = 0  # router views: after the router, experts resume on every training camera (distill.refit)
     bake: bool = True
     mode: str = "single"  # multi-expert rendering: "single" pass or "multipass" (same images; mixture.py)
     device: str = "auto"
@@ -50,7 +52,7 @@ def run_mixture(run: Path, config: MixtureRunConfig, video: MultiViewVideo | Non
     """Train the router over ``run``'s experts, evaluate every expert and the mixture on the held-out cameras,
     then (as configured) prune, distil and bake. Writes ``<run>/mixture/report.json`` and returns the report
     (``"artifacts"``: the files written). Renders of the held-out view are kept under ``"renders"``."""
-    from .distill import DistillConfig, distill, finetune_on_truth
+    from .distill import DistillConfig, distill, finetune_on_truth, refit
     from .export import coordinate_frame_of
     from .mixture import bake_mixture
     from .prune import gate_scores, prune_mixture
@@ -70,6 +72,11 @@ def run_mixture(run: Path, config: MixtureRunConfig, video: MultiViewVideo | Non
     device = resolve_device(config.device)
     raster = RasterConfig(background=TrainConfig.from_dict(meta["train_config"]).background)
     out = run / "mixture"
+    if config.refit_iterations and not meta.get("router_views"):
+        raise InvalidInput(f"refit gives the views kept back for the router back to the experts, but {run} kept "
+                           "none back: train the experts with router_views >= 1, or set refit_iterations to 0")
+    if config.refit_iterations and config.joint:
+        raise InvalidInput("refit and joint fine-tuning both train the experts after stage 1: choose one")
 
     def sub(lo, hi):
         return None if progress is None else (lambda f, msg: progress(lo + (hi - lo) * f, msg))
@@ -77,17 +84,28 @@ def run_mixture(run: Path, config: MixtureRunConfig, video: MultiViewVideo | Non
     rcfg = RouterTrainConfig(iterations=config.iterations, router=RouterConfig(gate=config.gate, lr=config.router_lr),
                              joint=config.joint, expert_lr_scale=config.expert_lr_scale, mode=config.mode,
                              device=config.device, torch_threads=config.torch_threads)
-    path = train_router(run, video, rcfg, progress=sub(0.0, 0.4), cancel=cancel)
-    mixture, _ = load_mixture(path, device)
+    path = train_router(run, video, rcfg, progress=sub(0.0, 0.35), cancel=cancel)
+    mixture, ckpt = load_mixture(path, device)
     report = {"run": str(run), "router": asdict(rcfg), "device": str(device), "experts": {}, "artifacts": [path]}
-    for name in mixture.names:  # the stage-1 experts, scored with the same code as the mixture
-        expert, _ = load_checkpoint(run / name / "checkpoint.pt", device)
-        report["experts"][name] = _expert_scores(expert, video, raster, device)
+    sources = {name: run / name / "checkpoint.pt" for name in mixture.names}
+    if config.refit_iterations:  # the experts see the router's views too; the mixture keeps the trained router
+        report["experts_before_refit"] = {name: _expert_scores(load_checkpoint(src, device)[0], video, raster, device)
+                                          for name, src in sources.items()}
+        for k, name in enumerate(mixture.names):
+            k_sub = sub(0.35 + 0.05 * k / len(mixture.names), 0.35 + 0.05 * (k + 1) / len(mixture.names))
+            sources[name] = refit(run, video, name, config.refit_iterations, out / "refit" / name, k_sub, cancel)
+            mixture.experts[k] = load_checkpoint(sources[name], device)[0]
+        save_mixture(path, mixture, {**{k: ckpt[k] for k in ("config", "step", "elapsed_s", "log", "optimizer")},
+                                     "refit_iterations": config.refit_iterations})
+        report["refit_iterations"] = config.refit_iterations
+        report["artifacts"] += list(sources.values())
+    for name in mixture.names:  # the experts as they are in the mixture, scored with the same code as it
+        report["experts"][name] = _expert_scores(load_checkpoint(sources[name], device)[0], video, raster, device)
     report["moe"] = evaluate_mixture(mixture, video, raster, config.mode)
     if config.joint:  # the fair single-expert baseline: the best expert trained as many extra steps on the truth
         best = max(report["experts"], key=lambda n: report["experts"][n]["psnr"])
         ckpt = finetune_on_truth(run, video, best, config.iterations, out=out / "joint_baseline" / best,
-                                 progress=sub(0.4, 0.45), cancel=cancel)
+                                 progress=sub(0.4, 0.45), cancel=cancel)  # (joint excludes refit)
         report["joint_baseline"] = {**_expert_scores(load_checkpoint(ckpt, device)[0], video, raster, device),
                                     "expert": best, "extra_iterations": config.iterations}
         report["artifacts"].append(ckpt)
@@ -103,9 +121,13 @@ def run_mixture(run: Path, config: MixtureRunConfig, video: MultiViewVideo | Non
         report["artifacts"].append(out / "pruned.pt")
     if config.distill:
         dcfg = DistillConfig(student=config.distill, iterations=config.distill_iterations)
-        student = distill(run, mixture, video, dcfg, raster=raster, mode=config.mode, progress=sub(0.5, 0.75), cancel=cancel)
+        if config.distill not in sources:
+            raise InvalidInput(f"cannot distil into {config.distill!r}: the mixture's experts are {mixture.names}")
+        again = {"source": sources[config.distill], "all_views": bool(config.refit_iterations)}
+        student = distill(run, mixture, video, dcfg, raster=raster, mode=config.mode, progress=sub(0.5, 0.75),
+                          cancel=cancel, **again)
         baseline = finetune_on_truth(run, video, config.distill, config.distill_iterations,
-                                     progress=sub(0.75, 0.95), cancel=cancel)
+                                     progress=sub(0.75, 0.95), cancel=cancel, **again)
         for key, ckpt in (("distilled", student), ("finetuned", baseline)):
             report[key] = {**_expert_scores(load_checkpoint(ckpt, device)[0], video, raster, device),
                            "expert": config.distill, "extra_iterations": config.distill_iterations}

@@ -70,3 +70,69 @@ def test_a_view_without_a_visible_gaussian_is_a_step_not_a_crash(half_run, tmp_p
     expert, raw = train_mod.load_checkpoint(ckpt)
     assert raw["step"] == 3 and len(raw["log"]["loss"]) == 3
     np.testing.assert_array_equal(expert.means.detach().numpy(), pts)  # nothing seen, nothing moved
+
+
+def _run_with_router_view(half_run, tmp_path):
+    """A copy of the half run whose experts kept cam03 back for the router (as ``router_views=1`` trains)."""
+    run = tmp_path / "run"
+    shutil.copytree(half_run, run, ignore=shutil.ignore_patterns("mixture"))
+    meta = json.loads((run / "run.json").read_text())
+    meta["train_config"]["router_views"], meta["router_views"] = 1, ["cam03"]
+    (run / "run.json").write_text(json.dumps(meta))
+    return run
+
+
+def test_refit_gives_the_router_views_back_to_the_experts_and_keeps_the_router(half_run, tmp_path, monkeypatch):
+    import torch
+
+    from backend.moe.run_mixture import MixtureRunConfig, run_mixture
+    from backend.moe.train_router import load_mixture
+
+    run = _run_with_router_view(half_run, tmp_path)
+    video = load_run_video(run)
+    router_seen = _seen_cameras(monkeypatch, router_mod, "render_mixture", video)
+    trained_router = {}
+    real_train_router = router_mod.train_router
+
+    def keep_router(*args, **kwargs):  # the router as stage 2 left it, before the refit
+        path = real_train_router(*args, **kwargs)
+        trained_router.update(torch.load(path, weights_only=False)["router"]["state"])
+        return path
+
+    monkeypatch.setattr(router_mod, "train_router", keep_router)
+    expert_seen = _seen_cameras(monkeypatch, train_mod, "rasterize", video)
+    cfg = MixtureRunConfig(iterations=5, refit_iterations=12, distill="keyframe", distill_iterations=2, bake=False,
+                           device="cpu", torch_threads=1)
+    report = run_mixture(run, cfg, video)
+    assert router_seen[:5] == [3] * 5  # the router trained on the kept-back view only
+    assert 3 in expert_seen[:24] and set(expert_seen[:24]) <= {1, 2, 3}  # refit: every training camera
+    mixture, ckpt = load_mixture(run / "mixture" / "mixture.pt")
+    assert ckpt["refit_iterations"] == 12 and ckpt["step"] == 5 and report["refit_iterations"] == 12
+    for name, expert in zip(mixture.names, mixture.experts):
+        refit, raw = train_mod.load_checkpoint(run / "mixture" / "refit" / name / "checkpoint.pt")
+        stage1, _ = train_mod.load_checkpoint(run / name / "checkpoint.pt")
+        assert raw["step"] == 1 + 12 and refit.num_gaussians == stage1.num_gaussians  # no densification
+        for k, v in expert.state_dict().items():  # the mixture holds the refit expert
+            torch.testing.assert_close(v, refit.state_dict()[k])
+        assert not torch.equal(refit.means, stage1.means)
+        assert report["experts"][name]["psnr"] != report["experts_before_refit"][name]["psnr"]
+    assert trained_router and mixture.router.state_dict().keys() == trained_router.keys()
+    for k, v in mixture.router.state_dict().items():  # and the router as it was trained
+        torch.testing.assert_close(v, trained_router[k])
+    # the distilled student and its baseline start from the refit expert, not from stage 1
+    for key in ("distilled", "finetuned"):
+        assert train_mod.load_checkpoint(run / "mixture" / key / "keyframe" / "checkpoint.pt")[1]["step"] == 15
+
+
+def test_refit_needs_router_views_and_excludes_joint(half_run, tmp_path):
+    from backend.moe.run_mixture import MixtureRunConfig, run_mixture
+
+    run = tmp_path / "plain"
+    shutil.copytree(half_run, run, ignore=shutil.ignore_patterns("mixture"))
+    with pytest.raises(InvalidInput, match="kept none back: train the experts with router_views >= 1"):
+        run_mixture(run, MixtureRunConfig(iterations=2, refit_iterations=3, device="cpu"))
+    assert not (run / "mixture").exists()  # refused before anything was written
+    run = _run_with_router_view(half_run, tmp_path)
+    with pytest.raises(InvalidInput, match="refit and joint"):
+        run_mixture(run, MixtureRunConfig(iterations=2, refit_iterations=3, joint=True, device="cpu"))
+    assert not (run / "mixture").exists()
