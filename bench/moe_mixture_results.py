@@ -89,7 +89,8 @@ def main() -> None:
         Path(args.save_video).write_bytes(pickle.dumps(video))
     z = np.load(run / "points.npz")
     for name in EXPERTS:
-        train_expert(video, name, run / name, z["points"], z["colors"], cfg)
+        train_expert(video, name, run / name, z["points"], z["colors"], cfg,
+                     progress=lambda f, m: print(f"  {m}", flush=True) if m.split("/")[0].endswith("000") else None)
     t_experts = time.perf_counter() - t0
     t0 = time.perf_counter()
     report = run_mixture(run, MixtureRunConfig(iterations=args.router_iterations, gate=args.gate,

@@ -23,6 +23,10 @@ class MoeRouterParams(BaseModel):
     distill: str = Field("", description="Expert family to distil the mixture into (fine-tuned on its renders); "
                                          "empty: no distillation.")
     distill_iterations: int = Field(1000, ge=1, le=1_000_000, description="Fine-tuning steps of the student.")
+    refit_iterations: int = Field(0, ge=0, le=1_000_000, description="When the run kept views back for the router "
+                                  "(moe_train router_views): after the router, the experts train this many steps "
+                                  "on every training camera, the kept-back ones included; the router is kept. "
+                                  "0: no refit.")
     bake: bool = Field(True, description="Bake the (pruned) mixture to <run>/mixture/mixture.lw4d.")
 
 
@@ -35,6 +39,7 @@ def moe_router(ctx: JobContext, params: MoeRouterParams) -> list[str]:
     run = ctx.resolve(params.run)
     cfg = MixtureRunConfig(iterations=params.iterations, gate=params.gate, joint=params.joint, prune=params.prune,
                            prune_threshold=params.prune_threshold, distill=params.distill,
-                           distill_iterations=params.distill_iterations, bake=params.bake)
+                           distill_iterations=params.distill_iterations, refit_iterations=params.refit_iterations,
+                           bake=params.bake)
     report = run_mixture(Path(run), cfg, progress=ctx.progress, cancel=ctx.cancel_event)
     return [ctx.artifact(Path(p)) for p in report["artifacts"]]
