@@ -13,7 +13,7 @@ as RGB = experts 1..3).
         [--downsample 4] [--expert-iterations 500] [--router-iterations 300] [--gate field|param]
         [--router-lr 5e-3] [--joint [--expert-lr-scale 0.1]] [--student deformation]
         [--distill-iterations 300] [--prune-threshold 0.05] [--router-views 1 [--refit-iterations 2000]]
-        [--seed 0] [--device cpu] [--picture PATH]
+        [--seed 0] [--experts deformation trajectory keyframe [embedding]] [--device cpu] [--picture PATH]
         [--save-video V.pkl | --video V.pkl]
 """
 
@@ -39,6 +39,9 @@ from backend.moe.train_router import RouterTrainConfig, evaluate_mixture, load_m
 from backend.render.rasterize import RasterConfig
 
 EXPERTS = ["deformation", "trajectory", "keyframe"]
+PALETTE = {"deformation": ("R", (1, 0, 0)), "trajectory": ("G", (0, 1, 0)), "keyframe": ("B", (0, 0, 1)),
+           "embedding": ("Y", (1, 1, 0))}  # pixel-weight picture: colour of each expert
+SHORT = {"deformation": "deform", "trajectory": "traj", "keyframe": "keyfr", "embedding": "embed"}
 
 
 def main() -> None:
@@ -65,6 +68,8 @@ def main() -> None:
                     help="with --router-views: after the router, the experts resume this many steps on every "
                          "training camera (the router's too) and the mixture keeps the router")
     ap.add_argument("--seed", type=int, default=0, help="the experts' training seed (camera/frame draws, noise)")
+    ap.add_argument("--experts", nargs="+", default=EXPERTS, choices=list(PALETTE),
+                    help="expert families of the mixture (add embedding for MoE-GS(n=4))")
     ap.add_argument("--mode", default="single", choices=["single", "multipass"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--picture", default="docs/images/moe_mixture_results.png", help="empty: no picture")
@@ -84,11 +89,11 @@ def main() -> None:
     if args.video:
         video = pickle.loads(Path(args.video).read_bytes())
     else:
-        run, video = prepare_run(dataset, run, EXPERTS, cfg)
+        run, video = prepare_run(dataset, run, args.experts, cfg)
     if args.save_video:
         Path(args.save_video).write_bytes(pickle.dumps(video))
     z = np.load(run / "points.npz")
-    for name in EXPERTS:
+    for name in args.experts:
         train_expert(video, name, run / name, z["points"], z["colors"], cfg,
                      progress=lambda f, m: print(f"  {m}", flush=True) if m.split("/")[0].endswith("000") else None)
     t_experts = time.perf_counter() - t0
@@ -116,8 +121,8 @@ def main() -> None:
     print("| model | PSNR (dB) | SSIM | FPS | Gaussians | size (MB) |")
     print("|---|---|---|---|---|---|")
     rows = [(n + (f" (stage 1 + {args.refit_iterations} steps on every training camera)" if args.refit_iterations
-                  else ""), report["experts"][n]) for n in EXPERTS]
-    rows += [(f"{n} before the refit (stage 1)", report["experts_before_refit"][n]) for n in EXPERTS
+                  else ""), report["experts"][n]) for n in args.experts]
+    rows += [(f"{n} before the refit (stage 1)", report["experts_before_refit"][n]) for n in args.experts
              if args.refit_iterations]
     moe_name = f"MoE ({args.gate} router{', joint' if args.joint else ''}, {args.router_iterations} steps)"
     if args.joint:
@@ -137,7 +142,7 @@ def main() -> None:
     for name, r in rows:
         print(f"| {name} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['fps']:.1f} | {r['num_gaussians']} | "
               f"{r['size_bytes'] / 1e6:.2f} |")
-    best = max(report["experts"][n]["psnr"] for n in EXPERTS)
+    best = max(report["experts"][n]["psnr"] for n in args.experts)
     if args.joint:
         print(f"MoE - best expert trained as long: {report['moe']['psnr'] - report['joint_baseline']['psnr']:+.2f} dB")
     print(f"MoE - best stage-1 expert: {report['moe']['psnr'] - best:+.2f} dB; pruned removed "
@@ -154,16 +159,18 @@ def main() -> None:
         for f in frames:
             t = float(video.times[f])
             out = render_mixture(mixture.gaussians_at(t), mixture.router, cam, t, RasterConfig())
-            wk = out.weights.permute(1, 2, 0)[..., :3].cpu().numpy()
+            colours = torch.tensor([PALETTE[n][1] for n in mixture.names], dtype=out.weights.dtype)
+            wk = torch.einsum("khw,kc->hwc", out.weights.cpu(), colours).clamp(0, 1).numpy()
             weights.append((wk * 255).round().astype(np.uint8))
 
     def col(r):
         return [(r["renders"][f].numpy() * 255).round().astype(np.uint8) for f in frames]
 
-    columns = [[video.images[video.test[0], f] for f in frames]] + [col(report["experts"][n]) for n in EXPERTS]
+    columns = [[video.images[video.test[0], f] for f in frames]] + [col(report["experts"][n]) for n in args.experts]
     columns += [col(report["moe"]), weights]
     Path(args.picture).parent.mkdir(parents=True, exist_ok=True)
-    write_grid(Path(args.picture), columns, ["truth", "deform", "traj", "keyfr", "MoE", "w: R=def G=trj B=key"],
+    legend = "w: " + " ".join(f"{PALETTE[n][0]}={SHORT[n]}" for n in mixture.names)
+    write_grid(Path(args.picture), columns, ["truth", *(SHORT[n] for n in args.experts), "MoE", legend],
                [f"t={video.times[f]:.2f}" for f in frames])
     print(f"picture: {args.picture}")
 

@@ -44,11 +44,13 @@ import numpy as np
 
 from . import gaussians, jobs, playback, preferences, state, world
 
-EXPERTS = ("deformation", "trajectory", "keyframe")
+EXPERTS = ("deformation", "trajectory", "keyframe", "embedding")  # every family the backend trains
+DEFAULT_EXPERTS = ("deformation", "trajectory", "keyframe")  # MoE-GS(n=3); with "embedding": MoE-GS(n=4)
 EXPERT_ITEMS = [
     ("deformation", "Deformation", "Canonical Gaussians + HexPlane deformation field (4DGaussians)"),
     ("trajectory", "Trajectory", "Per-Gaussian polynomial trajectories with temporal opacity (STG)"),
     ("keyframe", "Keyframe", "Explicit keyframed motion, interpolated between keys (Ex4DGS)"),
+    ("embedding", "Embedding", "Per-Gaussian codes decoded with time codes into motion (E-D3DGS)"),
 ]
 DISTILL_ITEMS = [("NONE", "None", "No distillation")] + [
     (name, label, f"Distil the mixture into the {label.lower()} expert (fine-tuned on the mixture's renders)")
@@ -87,7 +89,7 @@ class LW_MoeSettings(bpy.types.PropertyGroup):
                                         description="Multi-view video folder: N3V (poses_bounds.npy + camNN.mp4) "
                                                     "or Technicolor (cameras_parameters.txt + PNG frames)")
     experts: bpy.props.EnumProperty(name="Experts", items=EXPERT_ITEMS, options={"ENUM_FLAG"},
-                                    default={name for name in EXPERTS}, description="Experts to train")
+                                    default=set(DEFAULT_EXPERTS), description="Experts to train")
     iterations: bpy.props.IntProperty(name="Iterations", default=3000, min=1, max=1_000_000,
                                       description="Training steps per expert")
     downsample: bpy.props.FloatProperty(name="Downsample", default=2.0, min=1.0, max=64.0,
@@ -236,7 +238,7 @@ def train_options(experts, router: bool, distill: str) -> tuple[list[str], str]:
     return chosen, target
 
 
-def train(context, directory: str, experts=EXPERTS, iterations: int = 3000, downsample: float = 2.0,
+def train(context, directory: str, experts=DEFAULT_EXPERTS, iterations: int = 3000, downsample: float = 2.0,
           router: bool = True, router_iterations: int = 2000, prune: bool = False, prune_threshold: float = 0.05,
           distill: str = "", distill_iterations: int = 1000, router_views: int = 0,
           blocking: bool | None = None) -> None:

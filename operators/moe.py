@@ -28,7 +28,7 @@ class LW_OT_moe_train(bpy.types.Operator):
     directory: bpy.props.StringProperty(name="Dataset", subtype="DIR_PATH",
                                         description="N3V or Technicolor folder; empty: the MoE panel's settings")
     experts: bpy.props.EnumProperty(name="Experts", items=moe.EXPERT_ITEMS, options={"ENUM_FLAG"},
-                                    default={name for name in moe.EXPERTS})
+                                    default=set(moe.DEFAULT_EXPERTS))
     iterations: bpy.props.IntProperty(name="Iterations", default=3000, min=1, max=1_000_000,
                                       description="Training steps per expert")
     downsample: bpy.props.FloatProperty(name="Downsample", default=2.0, min=1.0, max=64.0)

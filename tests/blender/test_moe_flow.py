@@ -21,7 +21,7 @@ from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Vector
 
 REPO = Path(__file__).resolve().parents[2]
-TRAIN = {"experts": {"deformation", "trajectory"}, "iterations": 3, "downsample": 2.0, "router": True,
+TRAIN = {"experts": {"deformation", "trajectory", "embedding"}, "iterations": 3, "downsample": 2.0, "router": True,
          "router_iterations": 3, "prune": True, "distill": "trajectory", "distill_iterations": 2, "router_views": 1}
 _RUN: dict = {}  # the run trained once per module (by the first test that needs it)
 
@@ -80,10 +80,10 @@ def test_train_stores_run_metrics_and_preview(scene, moe_dataset):
     run_dir = Path(s.run_dir)
     assert run_dir.is_dir() and (run_dir / "run.json").is_file()
     assert (run_dir / "mixture" / "mixture.lw4d" / "manifest.json").is_file()
-    assert s.dataset == str(moe_dataset.resolve()) and s.trained == "deformation,trajectory"
+    assert s.dataset == str(moe_dataset.resolve()) and s.trained == "deformation,trajectory,embedding"
     assert s.held_out == "cam00" and s.has_mixture
     kinds = [m.kind for m in s.metrics]
-    assert kinds == ["expert", "expert", "moe", "pruned", "distilled", "finetuned"]
+    assert kinds == ["expert", "expert", "expert", "moe", "pruned", "distilled", "finetuned"]
     report = json.loads((run_dir / "report.json").read_text())
     # one training camera kept from the experts for the router (the tiny rig: cam00 held out, cam01-03 training)
     assert len(json.loads((run_dir / "run.json").read_text())["router_views"]) == 1
@@ -93,7 +93,8 @@ def test_train_stores_run_metrics_and_preview(scene, moe_dataset):
         assert all(isinstance(v, float) and math.isfinite(v) for v in values), (m.name, values)
         assert 3.0 < m.psnr < 60.0 and -1.0 <= m.ssim <= 1.0 and m.fps > 0 and m.size_mb > 0 and m.gaussians > 0
     by_name = {m.name: m for m in s.metrics}
-    assert by_name["deformation"].psnr == pytest.approx(report["experts"]["deformation"]["psnr"], abs=1e-4)
+    for name in ("deformation", "embedding"):  # the fourth family (E-D3DGS) trains and scores like the others
+        assert by_name[name].psnr == pytest.approx(report["experts"][name]["psnr"], abs=1e-4)
     assert by_name["MoE"].psnr == pytest.approx(mixture["moe"]["psnr"], abs=1e-4)
     assert by_name["MoE pruned"].gaussians == mixture["pruned"]["after"] < by_name["MoE"].gaussians
     assert by_name["trajectory distilled"].kind == "distilled"

@@ -3,6 +3,8 @@
 - ``deformation``: canonical Gaussians + HexPlane field + MLP heads (4DGaussians).
 - ``trajectory``:  per-Gaussian cubic trajectories, linear rotation, temporal opacity (Spacetime Gaussians).
 - ``keyframe``:    static/dynamic split, explicit keyframes with cubic Hermite interpolation (Ex4DGS).
+- ``embedding``:   per-Gaussian codes + coarse/fine temporal codes decoded into the deformation (E-D3DGS; the
+  fourth expert of MoE-GS(n=4)).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import asdict, fields
 from ...errors import InvalidInput
 from .base import Expert, ExpertConfig
 from .deformation import DeformationConfig, DeformationExpert
+from .embedding import EmbeddingConfig, EmbeddingExpert
 from .keyframe import KeyframeConfig, KeyframeExpert
 from .trajectory import TrajectoryConfig, TrajectoryExpert
 
@@ -19,6 +22,7 @@ EXPERTS: dict[str, tuple[type[Expert], type[ExpertConfig]]] = {
     "deformation": (DeformationExpert, DeformationConfig),
     "trajectory": (TrajectoryExpert, TrajectoryConfig),
     "keyframe": (KeyframeExpert, KeyframeConfig),
+    "embedding": (EmbeddingExpert, EmbeddingConfig),
 }
 
 

@@ -168,3 +168,26 @@ def test_unknown_expert_or_option_is_refused():
         make_expert("nerf", 5)
     with pytest.raises(InvalidInput, match="no option"):
         make_expert("keyframe", 5, options={"keyframes": 3})
+
+
+def test_embedding_expert_moves_each_gaussian_by_its_own_code(video, cloud):
+    from backend.moe.experts.embedding import interpolate_rows
+
+    table = torch.arange(12.0).reshape(4, 3)  # rows at t = 0, 1/3, 2/3, 1
+    torch.testing.assert_close(interpolate_rows(table, 1 / 3), table[1])
+    torch.testing.assert_close(interpolate_rows(table, 0.5), (table[1] + table[2]) / 2)
+    torch.testing.assert_close(interpolate_rows(table, 1.0), table[3])
+
+    e = _expert("embedding", video, cloud, static_fraction=0.25)
+    with torch.no_grad():
+        e.means[1] = e.means[0]  # two Gaussians at one place, with different codes
+        for decoder in (e.decoder_coarse, e.decoder_fine):
+            decoder[-1].weight.normal_(0.0, 0.1)
+    e.on_step(0, 100)  # the static stage: the canonical cloud
+    torch.testing.assert_close(e.gaussians_at(0.7).means, e.means)
+    e.on_step(25, 100)
+    with torch.no_grad():
+        a, b = e.gaussians_at(0.0), e.gaussians_at(1.0)
+    assert float((a.means - b.means).abs().max()) > 1e-3  # the deformation changes with time
+    assert float((a.means[0] - a.means[1]).abs().max()) > 1e-4  # same position, different motion
+    a.validate()
