@@ -1,0 +1,30 @@
+#!/bin/bash
+# Several bench/moe_mixture_results.py runs side by side on one device GPU, from a folder packed by
+# bench/cluster_pack.py --no-site (scene/ + scene_points.npz) with the wheels the device lacks beside it
+# (gsplat-1.5.3, plyfile, packaging: `pip download --no-deps --only-binary=:all: --python-version 3.12 ...`).
+#
+#   CARRY=.cluster_carry16 bash bench/moe_device_runs.sh NAME "ARGS" [NAME "ARGS" ...]
+#
+# Each run: RUN=/tmp/run_NAME (points copied in first), log, picture and mixture report under $OUT. Expert
+# checkpoints stay in /tmp while the machine is warm, and the script resumes them, so a call cut by the time limit
+# can be repeated on the same machine. Every GPU figure of docs/bench/moe_mixture.md since 2026-12-06 came from it.
+set -u
+C=$PWD/${CARRY:-.cluster_carry}
+mkdir -p /tmp/site && python3 -m pip install -q --no-index --no-deps --target /tmp/site "$C"/*.whl 2>&1 | tail -2
+export PYTHONPATH=/tmp/site:$PWD TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 TORCH_EXTENSIONS_DIR=/tmp/ext
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+t0=$(date +%s)  # build gsplat once: runs that JIT-build it at the same time race in one folder
+python3 -c "from gsplat.cuda._backend import _C; print('gsplat ok')" 2>&1 | tail -1
+echo "gsplat build $(( $(date +%s) - t0 )) s"
+pids=()
+while [ $# -ge 2 ]; do
+  name=$1; args=$2; shift 2
+  mkdir -p "/tmp/run_$name" && cp "$C/scene_points.npz" "/tmp/run_$name/points.npz"
+  # shellcheck disable=SC2086  # ARGS is a list of options
+  ( python3 bench/moe_mixture_results.py --dataset "$C/scene" --run "/tmp/run_$name" --downsample 1 --device cuda \
+      --threads 4 --picture "$OUT/moe_$name.png" $args > "$OUT/log_$name.txt" 2>&1
+    cp "/tmp/run_$name/mixture/report.json" "$OUT/report_$name.json" 2>/dev/null ) &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+for f in "$OUT"/log_*.txt; do echo "== $f"; grep -v "^  0\.\|^\s*$" "$f" | tail -22; done
