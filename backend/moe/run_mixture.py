@@ -99,13 +99,13 @@ def run_mixture(run: Path, config: MixtureRunConfig, video: MultiViewVideo | Non
                                      "refit_iterations": config.refit_iterations})
         report["refit_iterations"] = config.refit_iterations
         report["artifacts"] += list(sources.values())
-    for name in mixture.names:  # the experts as they are in the mixture, scored with the same code as it
+    for name in mixture.names:  # stage-1 experts (refit ones after a refit), scored with the same code as the mixture
         report["experts"][name] = _expert_scores(load_checkpoint(sources[name], device)[0], video, raster, device)
     report["moe"] = evaluate_mixture(mixture, video, raster, config.mode)
     if config.joint:  # the fair single-expert baseline: the best expert trained as many extra steps on the truth
         best = max(report["experts"], key=lambda n: report["experts"][n]["psnr"])
         ckpt = finetune_on_truth(run, video, best, config.iterations, out=out / "joint_baseline" / best,
-                                 progress=sub(0.4, 0.45), cancel=cancel)  # (joint excludes refit)
+                                 progress=sub(0.4, 0.45), cancel=cancel)
         report["joint_baseline"] = {**_expert_scores(load_checkpoint(ckpt, device)[0], video, raster, device),
                                     "expert": best, "extra_iterations": config.iterations}
         report["artifacts"].append(ckpt)
