@@ -1,6 +1,8 @@
 """``lw moe``: train, evaluate and export MoE-GS experts.
 
     lw moe train DATASET --out RUN [--experts deformation trajectory keyframe] [--iterations N] [--downsample D]
+    lw moe router RUN [--iterations N] [--gate field|param] [--prune [--prune-threshold P]] [--distill EXPERT]
+                  [--refit-iterations N] [--joint]
     lw moe eval RUN [--experts ...]
     lw moe export RUN --out SEQ.lw4d [--expert NAME] [--frames T]
 """
@@ -30,6 +32,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         run = train_run(args.dataset, args.out, args.experts, cfg, progress=_progress)
     print(json.dumps({"run": str(run), "experts": args.experts}))
+    return 0
+
+
+def cmd_router(args: argparse.Namespace) -> int:
+    """Stage 2 over a trained run: the router (then pruning, distillation, refit as asked), the held-out scores of
+    every expert and of the mixture, and the bake <run>/mixture/mixture.lw4d; writes <run>/mixture/report.json."""
+    from pathlib import Path
+
+    from .run_mixture import MixtureRunConfig, run_mixture
+
+    cfg = MixtureRunConfig(iterations=args.iterations, gate=args.gate, joint=args.joint, prune=args.prune,
+                           prune_threshold=args.prune_threshold, distill=args.distill or "",
+                           distill_iterations=args.distill_iterations, refit_iterations=args.refit_iterations,
+                           bake=not args.no_bake, torch_threads=args.threads)
+    report = run_mixture(Path(args.run), cfg, progress=_progress)
+    rows = [(name, r) for name, r in report["experts"].items()]
+    rows += [(key, report[key]) for key in ("moe", "pruned", "distilled", "finetuned") if key in report]
+    best = max(r["psnr"] for r in report["experts"].values())
+    for name, r in rows:
+        print(f"{name:12s} PSNR {r['psnr']:6.2f} dB  SSIM {r['ssim']:.4f}  FPS {r['fps']:7.1f}  "
+              f"{r['num_gaussians']} Gaussians  {r['size_bytes'] / 1e6:.2f} MB")
+    print(f"MoE - best expert: {report['moe']['psnr'] - best:+.2f} dB; report: {args.run}/mixture/report.json")
     return 0
 
 
@@ -72,6 +96,23 @@ def add_parser(subparsers) -> None:
     train.add_argument("--router-iterations", type=int, default=2000,
                        help="router steps after the experts, with --ray and two or more experts (0: none)")
     train.set_defaults(func=cmd_train)
+    rt = sub.add_parser("router", help="train the pixel router over a trained run (stage 2)",
+                        description=cmd_router.__doc__)
+    rt.add_argument("run")
+    rt.add_argument("--iterations", type=int, default=2000, help="router steps (experts frozen)")
+    rt.add_argument("--gate", choices=["field", "param"], default="field",
+                    help="MLP on encoded position and time, or a free per-Gaussian logit")
+    rt.add_argument("--joint", action="store_true", help="also fine-tune the experts (learning rates x 0.1)")
+    rt.add_argument("--prune", action="store_true", help="remove the Gaussians that never win the gate")
+    rt.add_argument("--prune-threshold", type=float, default=0.05,
+                    help="pixels a Gaussian must paint into the blend in at least one training view")
+    rt.add_argument("--distill", help="expert family to distil the mixture into")
+    rt.add_argument("--distill-iterations", type=int, default=1000)
+    rt.add_argument("--refit-iterations", type=int, default=0,
+                    help="runs trained with --router-views: the experts then train this many steps on every camera")
+    rt.add_argument("--no-bake", action="store_true", help="skip the .lw4d bake of the mixture")
+    rt.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    rt.set_defaults(func=cmd_router)
     ev = sub.add_parser("eval", help="evaluate a run on the held-out camera", description=cmd_eval.__doc__)
     ev.add_argument("run")
     ev.add_argument("--experts", nargs="+")

@@ -136,3 +136,19 @@ def test_refit_needs_router_views_and_excludes_joint(half_run, tmp_path):
     with pytest.raises(InvalidInput, match="refit and joint"):
         run_mixture(run, MixtureRunConfig(iterations=2, refit_iterations=3, joint=True, device="cpu"))
     assert not (run / "mixture").exists()
+
+
+def test_lw_moe_router_runs_stage_two_and_refuses_a_refit_without_router_views(half_run, tmp_path, capsys):
+    from backend.cli import main as lw_main
+
+    run = _run_with_router_view(half_run, tmp_path)
+    assert lw_main(["moe", "router", str(run), "--iterations", "3", "--refit-iterations", "2", "--prune",
+                    "--no-bake", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads((run / "mixture" / "report.json").read_text())
+    assert report["refit_iterations"] == 2 and "pruned" in report and not (run / "mixture" / "mixture.lw4d").exists()
+    assert f"moe          PSNR {report['moe']['psnr']:6.2f} dB" in out and "MoE - best expert" in out
+    plain = tmp_path / "plain"
+    shutil.copytree(half_run, plain, ignore=shutil.ignore_patterns("mixture"))
+    assert lw_main(["moe", "router", str(plain), "--iterations", "2", "--refit-iterations", "2"]) == 2
+    assert "kept none back" in capsys.readouterr().err and not (plain / "mixture").exists()
