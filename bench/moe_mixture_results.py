@@ -9,7 +9,7 @@ unfrozen) and the best expert, trained on the truth for as many extra steps, is 
 Prints a markdown table and writes a picture of the held-out view (ground truth | experts | MoE | pixel weights
 as RGB = experts 1..3).
 
-    .venv/bin/python bench/moe_mixture_results.py --dataset /tmp/moemix/small --run /tmp/moemix/run
+    .venv/bin/python bench/moe_mixture_results.py --dataset /tmp/moemix/small16 --run /tmp/moemix/run
         [--downsample 4] [--expert-iterations 500] [--router-iterations 300] [--gate field|param]
         [--router-lr 5e-3] [--joint [--expert-lr-scale 0.1]] [--student deformation]
         [--distill-iterations 300] [--prune-threshold 0.05] [--router-views 1 [--refit-iterations 2000]]
@@ -46,7 +46,7 @@ SHORT = {"deformation": "deform", "trajectory": "traj", "keyframe": "keyfr", "em
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--dataset", default="/tmp/moemix/small")
+    ap.add_argument("--dataset", default="/tmp/moemix/small16", help="made (16 cameras) when missing")
     ap.add_argument("--run", default="/tmp/moemix/run")
     ap.add_argument("--downsample", type=float, default=4.0)
     ap.add_argument("--expert-iterations", type=int, default=500)
@@ -81,7 +81,7 @@ def main() -> None:
     dataset, run = Path(args.dataset), Path(args.run)
     if not args.video and not dataset.exists():
         subprocess.run([".venv-blender/bin/python", "scripts/make_synthetic_dataset.py", "--out", str(dataset),
-                        "--preset", "small", "--cameras", "8"], check=True)
+                        "--preset", "small", "--cameras", "16"], check=True)  # N3V's density (moe_mixture.md)
     t0 = time.perf_counter()
     cfg = TrainConfig(iterations=args.expert_iterations, downsample=args.downsample, densify_from=args.densify_from,
                       densify_every=50, device=args.device, torch_threads=args.threads,
