@@ -31,7 +31,7 @@ PLANES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))  # axes of (x, y, z, t
 @dataclass
 class DeformationConfig(ExpertConfig):
     resolutions: tuple[int, ...] = (16, 32)  # spatial plane resolution per level
-    time_resolution: int = 8  # plane size along t (4DGaussians: about half the frame count)
+    time_resolution: int = 0  # plane size along t; 0: half the frame count, at least 2 (4DGaussians' recipe)
     features: int = 16
     width: int = 64
     lr_grid: float = 1.6e-3  # 4DGaussians: grid 1.6e-3, deformation MLP 1.6e-4
@@ -76,7 +76,7 @@ class DeformationExpert(Expert):
     def __init__(self, num_frames: int, config: DeformationConfig | None = None, extent: float = 1.0):
         super().__init__(num_frames, config or DeformationConfig(), extent)
         c = self.config
-        self.field = HexPlane(c.resolutions, c.time_resolution, c.features, c.seed)
+        self.field = HexPlane(c.resolutions, c.time_resolution or max(2, self.num_frames // 2), c.features, c.seed)
         with torch.random.fork_rng(devices=[]):  # seeded MLP initialisation, global generator left untouched
             torch.manual_seed(c.seed)
             self.mlp = nn.Sequential(nn.Linear(self.field.out_dim, c.width), nn.ReLU(), nn.Linear(c.width, c.width),

@@ -191,3 +191,11 @@ def test_embedding_expert_moves_each_gaussian_by_its_own_code(video, cloud):
     assert float((a.means - b.means).abs().max()) > 1e-3  # the deformation changes with time
     assert float((a.means[0] - a.means[1]).abs().max()) > 1e-4  # same position, different motion
     a.validate()
+
+
+def test_deformation_time_planes_follow_the_frame_count():
+    """4DGaussians' recipe: about one time cell per two frames (a 300-frame N3V clip gets 150, not a fixed 8)."""
+    for frames, cells in ((300, 150), (20, 10), (3, 2)):
+        e = make_expert("deformation", frames)
+        assert {p.shape[2] for p in e.field.planes[3:6]} == {cells}  # the (x,t) (y,t) (z,t) planes
+    assert make_expert("deformation", 300, options={"time_resolution": 8}).field.planes[3].shape[2] == 8

@@ -7,8 +7,8 @@ import pytest
 from backend.moe.evaluate import evaluate_run
 from backend.moe.train import TrainConfig, train_run
 
-# Measured with bench/moe_quality.py (docs/bench/moe.md: 22.9, 24.5, 24.0 dB); bars ~2 dB below.
-PSNR_BAR = {"deformation": 21.0, "trajectory": 22.5, "keyframe": 22.0}
+# Measured with bench/moe_quality.py (docs/bench/moe.md: 23.2, 24.5, 24.0, 21.4 dB); bars ~2 dB below.
+PSNR_BAR = {"deformation": 21.0, "trajectory": 22.5, "keyframe": 22.0, "embedding": 19.5}
 
 
 @pytest.mark.slow
