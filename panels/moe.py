@@ -18,7 +18,7 @@ class VIEW3D_PT_lw_moe(bpy.types.Panel):
         s = moe.settings(context.scene)
         layout.prop(s, "directory")
         layout.label(text="Experts")
-        layout.row(align=True).prop(s, "experts", expand=True)
+        layout.grid_flow(columns=2, even_columns=True, align=True).prop(s, "experts", expand=True)  # 4 families
         col = layout.column(align=True)
         col.prop(s, "iterations")
         col.prop(s, "downsample")
