@@ -7,7 +7,7 @@ experts trained with ``train.train_run`` (resumed when present), then ``run_mixt
 for the same number of extra steps), bake. With ``--joint`` the experts are fine-tuned with the router (stage 2
 unfrozen) and the best expert, trained on the truth for as many extra steps, is reported as the fair baseline.
 Prints a markdown table and writes a picture of the held-out view (ground truth | experts | MoE | pixel weights
-as RGB = experts 1..3).
+coloured per expert: R deformation, G trajectory, B keyframe, Y embedding).
 
     .venv/bin/python bench/moe_mixture_results.py --dataset /tmp/moemix/small16 --run /tmp/moemix/run
         [--downsample 4] [--expert-iterations 500] [--router-iterations 300] [--gate field|param]
