@@ -95,7 +95,7 @@ def main() -> None:
     z = np.load(run / "points.npz")
     for name in args.experts:
         train_expert(video, name, run / name, z["points"], z["colors"], cfg,
-                     progress=lambda f, m: print(f"  {m}", flush=True) if m.split("/")[0].endswith("000") else None)
+                     progress=lambda f, m: print(f"  {m}", flush=True) if round(f * cfg.iterations) % 1000 == 0 else None)
     t_experts = time.perf_counter() - t0
     t0 = time.perf_counter()
     report = run_mixture(run, MixtureRunConfig(iterations=args.router_iterations, gate=args.gate,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def _progress(fraction: float, message: str) -> None:
@@ -38,8 +39,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_router(args: argparse.Namespace) -> int:
     """Stage 2 over a trained run: the router (then pruning, distillation, refit as asked), the held-out scores of
     every expert and of the mixture, and the bake <run>/mixture/mixture.lw4d; writes <run>/mixture/report.json."""
-    from pathlib import Path
-
     from .run_mixture import MixtureRunConfig, run_mixture
 
     cfg = MixtureRunConfig(iterations=args.iterations, gate=args.gate, joint=args.joint, prune=args.prune,

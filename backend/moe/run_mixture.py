@@ -63,6 +63,7 @@ def run_mixture(run: Path, config: MixtureRunConfig, video: MultiViewVideo | Non
         load_mixture,
         save_mixture,
         train_router,
+        trained_experts,
         write_report,
     )
 
@@ -77,6 +78,9 @@ def run_mixture(run: Path, config: MixtureRunConfig, video: MultiViewVideo | Non
                            "none back: train the experts with router_views >= 1, or set refit_iterations to 0")
     if config.refit_iterations and config.joint:
         raise InvalidInput("refit and joint fine-tuning both train the experts after stage 1: choose one")
+    if config.distill and config.distill not in trained_experts(run):  # before the router, not after it
+        raise InvalidInput(f"cannot distil into {config.distill!r}: it is not a trained expert of {run} "
+                           f"({', '.join(trained_experts(run))}); choose one of those or no distillation")
 
     def sub(lo, hi):
         return None if progress is None else (lambda f, msg: progress(lo + (hi - lo) * f, msg))
@@ -121,8 +125,6 @@ def run_mixture(run: Path, config: MixtureRunConfig, video: MultiViewVideo | Non
         report["artifacts"].append(out / "pruned.pt")
     if config.distill:
         dcfg = DistillConfig(student=config.distill, iterations=config.distill_iterations)
-        if config.distill not in sources:
-            raise InvalidInput(f"cannot distil into {config.distill!r}: the mixture's experts are {mixture.names}")
         again = {"source": sources[config.distill], "all_views": bool(config.refit_iterations)}
         student = distill(run, mixture, video, dcfg, raster=raster, mode=config.mode, progress=sub(0.5, 0.75),
                           cancel=cancel, **again)

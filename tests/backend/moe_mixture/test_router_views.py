@@ -152,3 +152,13 @@ def test_lw_moe_router_runs_stage_two_and_refuses_a_refit_without_router_views(h
     shutil.copytree(half_run, plain, ignore=shutil.ignore_patterns("mixture"))
     assert lw_main(["moe", "router", str(plain), "--iterations", "2", "--refit-iterations", "2"]) == 2
     assert "kept none back" in capsys.readouterr().err and not (plain / "mixture").exists()
+
+
+def test_distilling_into_an_untrained_expert_is_refused_before_the_router_trains(half_run, tmp_path):
+    from backend.moe.run_mixture import MixtureRunConfig, run_mixture
+
+    run = tmp_path / "plain"
+    shutil.copytree(half_run, run, ignore=shutil.ignore_patterns("mixture"))
+    with pytest.raises(InvalidInput, match="cannot distil into 'trajectory'.*deformation, keyframe"):
+        run_mixture(run, MixtureRunConfig(iterations=2, distill="trajectory", device="cpu"))
+    assert not (run / "mixture").exists()  # nothing trained, nothing written
