@@ -5,9 +5,9 @@
 #
 #   CARRY=.cluster_carry16 bash bench/moe_device_runs.sh NAME "ARGS" [NAME "ARGS" ...]
 #
-# Each run: RUN=/tmp/run_NAME (points copied in first), log, picture and mixture report under $OUT. Expert
-# checkpoints stay in /tmp while the machine is warm, and the script resumes them, so a call cut by the time limit
-# can be repeated on the same machine. Every GPU figure of docs/bench/moe_mixture.md since 2026-12-06 came from it.
+# Each run: RUN=/tmp/run_NAME (points copied in first), logs (one per expert, one for stage 2), picture and mixture
+# report under $OUT. Expert checkpoints stay in /tmp while the machine is warm (it goes back 30 s after a call), and
+# the script resumes them, so a call cut by the time limit can be repeated at once on the same machine. Every GPU figure of docs/bench/moe_mixture.md since 2026-12-06 came from it.
 set -u
 C=$PWD/${CARRY:-.cluster_carry}
 mkdir -p /tmp/site && python3 -m pip install -q --no-index --no-deps --target /tmp/site "$C"/*.whl 2>&1 | tail -2
@@ -16,10 +16,31 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 t0=$(date +%s)  # build gsplat once: runs that JIT-build it at the same time race in one folder
 python3 -c "from gsplat.cuda._backend import _C; print('gsplat ok')" 2>&1 | tail -1
 echo "gsplat build $(( $(date +%s) - t0 )) s"
+# Phase 1: every expert of every run in its own process, all at once (a 320x240 expert keeps an H100 far from busy;
+# argparse keeps the last --experts, so the run's own list is overridden). Phase 2: each run's router, pruning and
+# distillation (the experts resume from their checkpoints in seconds).
+names=(); argsof=()
+while [ $# -ge 2 ]; do names+=("$1"); argsof+=("$2"); shift 2; done
 pids=()
-while [ $# -ge 2 ]; do
-  name=$1; args=$2; shift 2
-  mkdir -p "/tmp/run_$name" && cp "$C/scene_points.npz" "/tmp/run_$name/points.npz"
+for i in "${!names[@]}"; do
+  name=${names[$i]}; args=${argsof[$i]}
+  mkdir -p "/tmp/run_$name" && cp -n "$C/scene_points.npz" "/tmp/run_$name/points.npz"
+  # shellcheck disable=SC2086  # ARGS is a list of options
+  experts=$(python3 -c 'import sys, shlex; a = shlex.split(sys.argv[1]); i = a.index("--experts") + 1 if "--experts" in a else 0
+import itertools; e = list(itertools.takewhile(lambda x: not x.startswith("--"), a[i:])) if i else []
+print(" ".join(e or ["deformation", "trajectory", "keyframe"]))' "$args")
+  for e in $experts; do
+    # shellcheck disable=SC2086
+    python3 bench/moe_mixture_results.py --dataset "$C/scene" --run "/tmp/run_$name" --downsample 1 --device cuda \
+      $args --threads 2 --experts "$e" --experts-only > "$OUT/log_${name}_$e.txt" 2>&1 &
+    pids+=($!)
+  done
+done
+for p in "${pids[@]}"; do wait "$p"; done
+echo "experts done $(( $(date +%s) - t0 )) s"
+pids=()
+for i in "${!names[@]}"; do
+  name=${names[$i]}; args=${argsof[$i]}
   # shellcheck disable=SC2086  # ARGS is a list of options
   ( python3 bench/moe_mixture_results.py --dataset "$C/scene" --run "/tmp/run_$name" --downsample 1 --device cuda \
       --threads 4 --picture "$OUT/moe_$name.png" $args > "$OUT/log_$name.txt" 2>&1
@@ -27,4 +48,8 @@ while [ $# -ge 2 ]; do
   pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p"; done
-for f in "$OUT"/log_*.txt; do echo "== $f"; grep -v "^  0\.\|^\s*$" "$f" | tail -22; done
+echo "all done $(( $(date +%s) - t0 )) s"
+for name in "${names[@]}"; do
+  tail -qn1 "$OUT/log_${name}"_*.txt  # each expert's time (or its error)
+  echo "== $name"; grep -v "^  0\.\|^\s*$" "$OUT/log_$name.txt" | tail -22
+done

@@ -72,6 +72,9 @@ def main() -> None:
                     help="expert families of the mixture (add embedding for MoE-GS(n=4))")
     ap.add_argument("--mode", default="single", choices=["single", "multipass"])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--experts-only", action="store_true",
+                    help="train (or resume) the experts and stop: several processes can train one run's experts "
+                         "side by side, then one run without this flag does stage 2 (bench/moe_device_runs.sh)")
     ap.add_argument("--picture", default="docs/images/moe_mixture_results.png", help="empty: no picture")
     ap.add_argument("--video", default="", help="a pickled MultiViewVideo to use instead of decoding the dataset "
                                                  "(machines without ffmpeg; the run folder must be prepared)")
@@ -97,6 +100,9 @@ def main() -> None:
         train_expert(video, name, run / name, z["points"], z["colors"], cfg,
                      progress=lambda f, m: print(f"  {m}", flush=True) if round(f * cfg.iterations) % 1000 == 0 else None)
     t_experts = time.perf_counter() - t0
+    if args.experts_only:
+        print(f"experts {args.experts} trained in {t_experts:.0f} s (incl. resume)")
+        return
     t0 = time.perf_counter()
     report = run_mixture(run, MixtureRunConfig(iterations=args.router_iterations, gate=args.gate,
                                                router_lr=args.router_lr, joint=args.joint,
