@@ -140,12 +140,33 @@ class FrameCache:
         return self._cache[frame]
 
 
+_RESUME_FREE = ("iterations", "device", "torch_threads", "checkpoint_every")  # may change between resumes
+
+
+def _stale_reason(saved: dict, out: Path, run: Path, config: RouterTrainConfig) -> str:
+    """Why the mixture checkpoint ``saved`` (read from ``out``) cannot be resumed with ``config`` ('' when it can):
+    it was trained with other options (gate, joint, learning rates, views...), over other experts, or before an
+    expert trained again. Resuming it would mix two trainings (or, frozen -> joint, fail on the optimizer's groups)."""
+    old, new = dict(saved.get("config", {})), asdict(config)
+    changed = sorted(k for k in new if k not in _RESUME_FREE and old.get(k) != new[k])
+    if changed:
+        return "it was trained with other " + ", ".join(changed)
+    names = trained_experts(run)
+    if list(saved["experts"]) != names:
+        return f"it mixes {list(saved['experts'])}, the run now has {names}"
+    newer = [n for n in names if (run / n / "checkpoint.pt").stat().st_mtime > out.stat().st_mtime]
+    if newer:
+        return f"{', '.join(newer)} trained again after it"
+    return ""
+
+
 def train_router(run: str | Path, video: MultiViewVideo, config: RouterTrainConfig | None = None,
                  out: str | Path | None = None, progress: Progress | None = None,
                  cancel: threading.Event | None = None, resume: bool = True) -> Path:
     """Train a router over the trained experts of ``run`` (stage 1 checkpoints); returns the mixture checkpoint
-    (default ``<run>/mixture/mixture.pt``). Resumes from that file when it exists and ``resume``; ``cancel``
-    set: the checkpoint is written and ``JobCancelled`` raised."""
+    (default ``<run>/mixture/mixture.pt``). Resumes from that file when it exists and ``resume``, unless it was
+    trained with other options (``iterations`` aside), over other experts or before an expert trained again: then
+    it starts over (``_stale_reason``). ``cancel`` set: the checkpoint is written and ``JobCancelled`` raised."""
     config = config or RouterTrainConfig()
     run = Path(run)
     out = Path(out) if out else run / "mixture" / "mixture.pt"
@@ -157,10 +178,17 @@ def train_router(run: str | Path, video: MultiViewVideo, config: RouterTrainConf
     if config.views not in ("auto", "train"):
         raise InvalidInput(f"router views must be 'auto' or 'train', got {config.views!r}")
     views = router_views(video, train_cfg.router_views)[1] if config.views == "auto" else list(video.train)
+    mixture = None
     if resume and out.is_file():
         mixture, ckpt = load_mixture(out, device)
-        step, elapsed, log = ckpt["step"], ckpt["elapsed_s"], ckpt["log"]
-    else:
+        stale = _stale_reason(ckpt, out, run, config)
+        if stale:
+            mixture = None
+            if progress is not None:
+                progress(0.0, f"router: starting over ({stale})")
+        else:
+            step, elapsed, log = ckpt["step"], ckpt["elapsed_s"], ckpt["log"]
+    if mixture is None:
         names = trained_experts(run)
         experts = [load_checkpoint(run / n / "checkpoint.pt", device)[0] for n in names]
         mixture = Mixture(names, experts, Router.for_experts(experts, config.router))
