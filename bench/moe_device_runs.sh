@@ -5,9 +5,11 @@
 #
 #   CARRY=.cluster_carry16 bash bench/moe_device_runs.sh NAME "ARGS" [NAME "ARGS" ...]
 #
-# Each run: RUN=/tmp/run_NAME (points copied in first), logs (one per expert, one for stage 2), picture and mixture
-# report under $OUT. Expert checkpoints stay in /tmp while the machine is warm (it goes back 30 s after a call), and
-# the script resumes them, so a call cut by the time limit can be repeated at once on the same machine. Every GPU figure of docs/bench/moe_mixture.md since 2026-12-06 came from it.
+# Each run: RUN=/tmp/run_NAME (points copied in first); its log (the experts' times, then stage 2), picture and
+# mixture report under $OUT (three files a run: a call brings back at most 8). Expert checkpoints stay in /tmp
+# while the machine is warm (it goes back 30 s after a call), and the script resumes them, so a call cut by the
+# time limit can be repeated at once on the same machine. Every GPU figure of docs/bench/moe_mixture.md since
+# 2026-12-06 came from it.
 set -u
 C=$PWD/${CARRY:-.cluster_carry}
 mkdir -p /tmp/site && python3 -m pip install -q --no-index --no-deps --target /tmp/site "$C"/*.whl 2>&1 | tail -2
@@ -24,7 +26,7 @@ while [ $# -ge 2 ]; do names+=("$1"); argsof+=("$2"); shift 2; done
 pids=()
 for i in "${!names[@]}"; do
   name=${names[$i]}; args=${argsof[$i]}
-  mkdir -p "/tmp/run_$name" && cp -n "$C/scene_points.npz" "/tmp/run_$name/points.npz"
+  mkdir -p "/tmp/run_$name" && cp --update=none "$C/scene_points.npz" "/tmp/run_$name/points.npz"
   # shellcheck disable=SC2086  # ARGS is a list of options
   experts=$(python3 -c 'import sys, shlex; a = shlex.split(sys.argv[1]); i = a.index("--experts") + 1 if "--experts" in a else 0
 import itertools; e = list(itertools.takewhile(lambda x: not x.startswith("--"), a[i:])) if i else []
@@ -32,7 +34,7 @@ print(" ".join(e or ["deformation", "trajectory", "keyframe"]))' "$args")
   for e in $experts; do
     # shellcheck disable=SC2086
     python3 bench/moe_mixture_results.py --dataset "$C/scene" --run "/tmp/run_$name" --downsample 1 --device cuda \
-      $args --threads 2 --experts "$e" --experts-only > "$OUT/log_${name}_$e.txt" 2>&1 &
+      $args --threads 2 --experts "$e" --experts-only > "/tmp/run_$name/log_$e.txt" 2>&1 &
     pids+=($!)
   done
 done
@@ -41,15 +43,13 @@ echo "experts done $(( $(date +%s) - t0 )) s"
 pids=()
 for i in "${!names[@]}"; do
   name=${names[$i]}; args=${argsof[$i]}
+  tail -qn1 "/tmp/run_$name"/log_*.txt > "$OUT/log_$name.txt"  # each expert's time (or its error)
   # shellcheck disable=SC2086  # ARGS is a list of options
   ( python3 bench/moe_mixture_results.py --dataset "$C/scene" --run "/tmp/run_$name" --downsample 1 --device cuda \
-      --threads 4 --picture "$OUT/moe_$name.png" $args > "$OUT/log_$name.txt" 2>&1
+      --threads 4 --picture "$OUT/moe_$name.png" $args >> "$OUT/log_$name.txt" 2>&1
     cp "/tmp/run_$name/mixture/report.json" "$OUT/report_$name.json" 2>/dev/null ) &
   pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p"; done
 echo "all done $(( $(date +%s) - t0 )) s"
-for name in "${names[@]}"; do
-  tail -qn1 "$OUT/log_${name}"_*.txt  # each expert's time (or its error)
-  echo "== $name"; grep -v "^  0\.\|^\s*$" "$OUT/log_$name.txt" | tail -22
-done
+for name in "${names[@]}"; do echo "== $name"; grep -v "^  [0-9]\.\|^\s*$" "$OUT/log_$name.txt" | tail -24; done
