@@ -4,7 +4,8 @@ score on the held-out camera, and play the result on the timeline.
 Training is a chain of backend jobs (``backend/moe``), then ONE apply on the main thread::
 
     train        moe_train {dataset, experts, iterations, downsample, router_views}
-                 [-> moe_router {run, iterations, prune, prune_threshold, distill, distill_iterations}]  (router on)
+                 [-> moe_router {run, iterations, gate, joint, prune, prune_threshold, distill,
+                                 distill_iterations}]                                          (router on)
                  -> moe_eval {run} -> apply: Scene.lw.moe.run, metrics, image "LW MoE Preview" (grid.png)
     import_run   moe_export {run, expert, frames} -> import_gaussians {the .lw4d} -> apply        (one expert)
                  import_gaussians {<run>/mixture/mixture.lw4d} -> apply                      (the mixture, baked
@@ -55,6 +56,8 @@ EXPERT_ITEMS = [
 DISTILL_ITEMS = [("NONE", "None", "No distillation")] + [
     (name, label, f"Distil the mixture into the {label.lower()} expert (fine-tuned on the mixture's renders)")
     for name, label, _ in EXPERT_ITEMS]
+GATE_ITEMS = [("FIELD", "Field", "Gates from a small network on each Gaussian's position and time (smooth in space)"),
+              ("PARAM", "Per-Gaussian", "A free gate value on every Gaussian")]
 IMPORT_ITEMS = [("MIXTURE", "Mixture", "The router's blend of every expert, baked by the router job")] + [
     (name, label, f"The {label.lower()} expert alone") for name, label, _ in EXPERT_ITEMS]
 MIXTURE_ROWS = ("moe", "pruned", "distilled", "finetuned")  # rows of <run>/mixture/report.json, in this order
@@ -97,6 +100,11 @@ class LW_MoeSettings(bpy.types.PropertyGroup):
     router: bpy.props.BoolProperty(name="Router", default=True,
                                    description="Train the volume-aware pixel router that blends the experts")
     router_iterations: bpy.props.IntProperty(name="Router Iterations", default=2000, min=1, max=1_000_000)
+    gate: bpy.props.EnumProperty(name="Gate", items=GATE_ITEMS, default="FIELD",
+                                 description="How each Gaussian's gate value is computed")
+    joint: bpy.props.BoolProperty(name="Fine-tune Experts",
+                                  description="Train the experts with the router (learning rates x 0.1) instead of "
+                                              "keeping them fixed: a sharper mixture for about 3x the router's time")
     router_views: bpy.props.IntProperty(name="Router Views", default=0, min=0, max=64,
                                         description="Training cameras the experts never see, kept for the router so "
                                                     "that it learns which expert does well on a new view; 0: none")
@@ -240,14 +248,16 @@ def train_options(experts, router: bool, distill: str) -> tuple[list[str], str]:
 
 def train(context, directory: str, experts=DEFAULT_EXPERTS, iterations: int = 3000, downsample: float = 2.0,
           router: bool = True, router_iterations: int = 2000, prune: bool = False, prune_threshold: float = 0.05,
-          distill: str = "", distill_iterations: int = 1000, router_views: int = 0,
-          blocking: bool | None = None) -> None:
+          distill: str = "", distill_iterations: int = 1000, router_views: int = 0, gate: str = "FIELD",
+          joint: bool = False, blocking: bool | None = None) -> None:
     """Train ``experts`` on the dataset ``directory`` (then the router, pruning and distillation when asked), evaluate
     on the held-out camera and show run, metrics and preview in Scene.lw.moe (see the module docstring)."""
     dataset = check_dataset(context, directory)
     chosen, target = train_options(experts, router, distill)
     if router_views and not router:
         raise MoeError("router views are kept for the router: turn the router on, or set Router Views to 0")
+    if gate.upper() not in {g for g, _, _ in GATE_ITEMS}:
+        raise MoeError(f"gate must be one of {[g for g, _, _ in GATE_ITEMS]}, got {gate!r}")
     train_params = {"dataset": dataset, "experts": chosen, "iterations": int(iterations),
                     "downsample": float(downsample), "router_views": int(router_views)}
 
@@ -265,7 +275,8 @@ def train(context, directory: str, experts=DEFAULT_EXPERTS, iterations: int = 30
         run = _artifact(result, "run.json").rpartition("/")[0]
         if not router:
             return evaluate_link(run, None)
-        params = {"run": run, "iterations": int(router_iterations), "prune": bool(prune),
+        params = {"run": run, "iterations": int(router_iterations), "gate": gate.lower(), "joint": bool(joint),
+                  "prune": bool(prune),
                   "prune_threshold": float(prune_threshold), "distill": target,
                   "distill_iterations": int(distill_iterations)}
 

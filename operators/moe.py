@@ -1,5 +1,5 @@
-"""MoE-GS operators: ``lw.moe_train(directory, experts, iterations, downsample, router, router_iterations, prune,
-distill, router_views)`` and ``lw.moe_import(directory, expert, frames)``.
+"""MoE-GS operators: ``lw.moe_train(directory, experts, iterations, downsample, router, router_iterations, gate,
+joint, prune, distill, router_views)`` and ``lw.moe_import(directory, expert, frames)``.
 
 Called with a ``directory`` only the operator's own properties count; without one (the panel's buttons) the MoE
 panel's settings (``Scene.lw.moe``) are used. In ``blender -b`` the backend jobs block; with a UI they run in the
@@ -34,6 +34,8 @@ class LW_OT_moe_train(bpy.types.Operator):
     downsample: bpy.props.FloatProperty(name="Downsample", default=2.0, min=1.0, max=64.0)
     router: bpy.props.BoolProperty(name="Router", default=True, description="Train the pixel router")
     router_iterations: bpy.props.IntProperty(name="Router Iterations", default=2000, min=1, max=1_000_000)
+    gate: bpy.props.EnumProperty(name="Gate", items=moe.GATE_ITEMS, default="FIELD")
+    joint: bpy.props.BoolProperty(name="Fine-tune Experts", description="Train the experts with the router")
     router_views: bpy.props.IntProperty(name="Router Views", default=0, min=0, max=64,
                                         description="Training cameras kept from the experts for the router")
     prune: bpy.props.BoolProperty(name="Prune", description="Gate-aware pruning after the router")
@@ -50,7 +52,7 @@ class LW_OT_moe_train(bpy.types.Operator):
         try:
             moe.train(context, source.directory, set(source.experts), source.iterations, source.downsample,
                       source.router, source.router_iterations, source.prune, source.prune_threshold, source.distill,
-                      source.distill_iterations, source.router_views)
+                      source.distill_iterations, source.router_views, source.gate, source.joint)
         except ERRORS as exc:
             self.report({"ERROR"}, f"Train MoE failed: {exc}")
             return {"CANCELLED"}

@@ -28,6 +28,8 @@ class VIEW3D_PT_lw_moe(bpy.types.Panel):
         col.active = s.router
         col.prop(s, "router_iterations", text="Iterations")
         col.prop(s, "router_views", text="Views Kept Back")
+        col.prop(s, "gate")
+        col.prop(s, "joint")
         row = col.row(align=True)
         row.prop(s, "prune")
         sub = row.row(align=True)

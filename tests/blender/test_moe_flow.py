@@ -22,7 +22,8 @@ from mathutils import Vector
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = {"experts": {"deformation", "trajectory", "embedding"}, "iterations": 3, "downsample": 2.0, "router": True,
-         "router_iterations": 3, "prune": True, "distill": "trajectory", "distill_iterations": 2, "router_views": 1}
+         "router_iterations": 3, "prune": True, "distill": "trajectory", "distill_iterations": 2, "router_views": 1,
+         "gate": "PARAM", "joint": True}
 _RUN: dict = {}  # the run trained once per module (by the first test that needs it)
 
 
@@ -88,6 +89,7 @@ def test_train_stores_run_metrics_and_preview(scene, moe_dataset):
     # one training camera kept from the experts for the router (the tiny rig: cam00 held out, cam01-03 training)
     assert len(json.loads((run_dir / "run.json").read_text())["router_views"]) == 1
     mixture = json.loads((run_dir / "mixture" / "report.json").read_text())
+    assert mixture["router"]["router"]["gate"] == "param" and mixture["router"]["joint"] is True  # as asked
     for m in s.metrics:
         values = (m.psnr, m.ssim, m.fps, m.size_mb)
         assert all(isinstance(v, float) and math.isfinite(v) for v in values), (m.name, values)
@@ -171,6 +173,8 @@ def test_bad_directories_and_options_report_and_leave_the_scene_unchanged(scene,
         bpy.ops.lw.moe_train(directory=str(moe_dataset), router=False, router_views=1, iterations=2)
     with pytest.raises(RuntimeError, match="not among"):
         bpy.ops.lw.moe_train(directory=str(moe_dataset), experts={"keyframe", "trajectory"}, distill="deformation")
+    with pytest.raises(lw.lw_blender.moe.MoeError, match="gate must be one of"):  # the console API's check
+        lw.lw_blender.moe.train(bpy.context, str(moe_dataset), gate="hash")
     with pytest.raises(RuntimeError, match="not a MoE-GS run folder"):
         bpy.ops.lw.moe_import(directory=str(tmp_path / "empty"))
     with pytest.raises(RuntimeError, match="no trained run yet"):
