@@ -256,9 +256,9 @@ def train(context, directory: str, experts=DEFAULT_EXPERTS, iterations: int = 30
     chosen, target = train_options(experts, router, distill)
     if router_views and not router:
         raise MoeError("router views are kept for the router: turn the router on, or set Router Views to 0")
-    gate = str(gate).upper()
-    if gate not in {g for g, _, _ in GATE_ITEMS}:
+    if str(gate).upper() not in {g for g, _, _ in GATE_ITEMS}:
         raise MoeError(f"gate must be one of {[g for g, _, _ in GATE_ITEMS]}, got {gate!r}")
+    gate = str(gate).upper()
     train_params = {"dataset": dataset, "experts": chosen, "iterations": int(iterations),
                     "downsample": float(downsample), "router_views": int(router_views)}
 
