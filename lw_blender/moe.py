@@ -3,7 +3,7 @@ score on the held-out camera, and play the result on the timeline.
 
 Training is a chain of backend jobs (``backend/moe``), then ONE apply on the main thread::
 
-    train        moe_train {dataset, experts, iterations, downsample, router_views}
+    train        moe_train {dataset, experts, iterations, downsample, router_views, frames}
                  [-> moe_router {run, iterations, gate, joint, prune, prune_threshold, distill,
                                  distill_iterations}]                                          (router on)
                  -> moe_eval {run} -> apply: Scene.lw.moe.run, metrics, image "LW MoE Preview" (grid.png)
@@ -97,6 +97,11 @@ class LW_MoeSettings(bpy.types.PropertyGroup):
                                       description="Training steps per expert")
     downsample: bpy.props.FloatProperty(name="Downsample", default=2.0, min=1.0, max=64.0,
                                         description="Divide the video resolution by this factor")
+    frame_start: bpy.props.IntProperty(name="Frame Start", default=0, min=0,
+                                       description="First video frame to train on")
+    frame_end: bpy.props.IntProperty(name="Frame End", default=0, min=0,
+                                     description="Train on frames before this one; 0: to the end of the video "
+                                                 "(long videos: STG trains N3V in 50-frame segments)")
     router: bpy.props.BoolProperty(name="Router", default=True,
                                    description="Train the volume-aware pixel router that blends the experts")
     router_iterations: bpy.props.IntProperty(name="Router Iterations", default=2000, min=1, max=1_000_000)
@@ -249,9 +254,10 @@ def train_options(experts, router: bool, distill: str) -> tuple[list[str], str]:
 def train(context, directory: str, experts=DEFAULT_EXPERTS, iterations: int = 3000, downsample: float = 2.0,
           router: bool = True, router_iterations: int = 2000, prune: bool = False, prune_threshold: float = 0.05,
           distill: str = "", distill_iterations: int = 1000, router_views: int = 0, gate: str = "FIELD",
-          joint: bool = False, blocking: bool | None = None) -> None:
+          joint: bool = False, frames: tuple[int, int] = (0, 0), blocking: bool | None = None) -> None:
     """Train ``experts`` on the dataset ``directory`` (then the router, pruning and distillation when asked), evaluate
-    on the held-out camera and show run, metrics and preview in Scene.lw.moe (see the module docstring)."""
+    on the held-out camera and show run, metrics and preview in Scene.lw.moe (see the module docstring).
+    ``frames``: [start, end) of the video to train on; end 0: to the end."""
     dataset = check_dataset(context, directory)
     chosen, target = train_options(experts, router, distill)
     if router_views and not router:
@@ -259,8 +265,13 @@ def train(context, directory: str, experts=DEFAULT_EXPERTS, iterations: int = 30
     if str(gate).upper() not in {g for g, _, _ in GATE_ITEMS}:
         raise MoeError(f"gate must be one of {[g for g, _, _ in GATE_ITEMS]}, got {gate!r}")
     gate = str(gate).upper()
+    start, end = (int(f) for f in frames)
+    if end and not 0 <= start < end:
+        raise MoeError(f"Frame End ({end}) must be after Frame Start ({start}), or 0 for the whole video")
     train_params = {"dataset": dataset, "experts": chosen, "iterations": int(iterations),
                     "downsample": float(downsample), "router_views": int(router_views)}
+    if end or start:  # a start alone: to the end of the video
+        train_params["frames"] = [start, end or None]
 
     def evaluate_link(run: str, mixture_report: dict | None) -> Link:
         def evaluated(context, result):

@@ -1,5 +1,5 @@
-"""MoE-GS operators: ``lw.moe_train(directory, experts, iterations, downsample, router, router_iterations, gate,
-joint, prune, distill, router_views)`` and ``lw.moe_import(directory, expert, frames)``.
+"""MoE-GS operators: ``lw.moe_train(directory, experts, iterations, downsample, frame_start, frame_end, router,
+router_iterations, gate, joint, prune, distill, router_views)`` and ``lw.moe_import(directory, expert, frames)``.
 
 Called with a ``directory`` only the operator's own properties count; without one (the panel's buttons) the MoE
 panel's settings (``Scene.lw.moe``) are used. In ``blender -b`` the backend jobs block; with a UI they run in the
@@ -32,6 +32,8 @@ class LW_OT_moe_train(bpy.types.Operator):
     iterations: bpy.props.IntProperty(name="Iterations", default=3000, min=1, max=1_000_000,
                                       description="Training steps per expert")
     downsample: bpy.props.FloatProperty(name="Downsample", default=2.0, min=1.0, max=64.0)
+    frame_start: bpy.props.IntProperty(name="Frame Start", default=0, min=0)
+    frame_end: bpy.props.IntProperty(name="Frame End", default=0, min=0, description="0: to the end of the video")
     router: bpy.props.BoolProperty(name="Router", default=True, description="Train the pixel router")
     router_iterations: bpy.props.IntProperty(name="Router Iterations", default=2000, min=1, max=1_000_000)
     gate: bpy.props.EnumProperty(name="Gate", items=moe.GATE_ITEMS, default="FIELD")
@@ -52,7 +54,8 @@ class LW_OT_moe_train(bpy.types.Operator):
         try:
             moe.train(context, source.directory, set(source.experts), source.iterations, source.downsample,
                       source.router, source.router_iterations, source.prune, source.prune_threshold, source.distill,
-                      source.distill_iterations, source.router_views, source.gate, source.joint)
+                      source.distill_iterations, source.router_views, source.gate, source.joint,
+                      (source.frame_start, source.frame_end))
         except ERRORS as exc:
             self.report({"ERROR"}, f"Train MoE failed: {exc}")
             return {"CANCELLED"}

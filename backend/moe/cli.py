@@ -1,6 +1,7 @@
 """``lw moe``: train, evaluate and export MoE-GS experts.
 
     lw moe train DATASET --out RUN [--experts deformation trajectory keyframe] [--iterations N] [--downsample D]
+                 [--frames START END] [--router-views K] [--ray auto|local|ADDRESS]
     lw moe router RUN [--iterations N] [--gate field|param] [--prune [--prune-threshold P]] [--distill EXPERT]
                   [--refit-iterations N] [--joint]
     lw moe eval RUN [--experts ...]
@@ -14,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..errors import InvalidInput
+
 
 def _progress(fraction: float, message: str) -> None:
     print(f"[{fraction * 100:5.1f}%] {message}", file=sys.stderr, flush=True)
@@ -23,8 +26,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train experts on an N3V / Technicolor folder into a run folder (resumes an existing run)."""
     from .train import TrainConfig, train_run
 
+    if args.frames and not 0 <= args.frames[0] < args.frames[1]:
+        raise InvalidInput(f"--frames START END needs 0 <= START < END, got {args.frames}")
     cfg = TrainConfig(iterations=args.iterations, downsample=args.downsample, torch_threads=args.threads,
-                      router_views=args.router_views)
+                      router_views=args.router_views, frames=tuple(args.frames) if args.frames else None)
     if args.ray:  # backend/cluster: one Ray task per expert, then the router
         from ..cluster.moe import train_run_with_ray
 
@@ -87,6 +92,8 @@ def add_parser(subparsers) -> None:
     train.add_argument("--experts", nargs="+", default=["deformation", "trajectory", "keyframe"])
     train.add_argument("--iterations", type=int, default=3000)
     train.add_argument("--downsample", type=float, default=1.0)
+    train.add_argument("--frames", type=int, nargs=2, metavar=("START", "END"),
+                       help="train on frames [START, END) (N3V: video frame indices; Technicolor: file frame numbers)")
     train.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     train.add_argument("--router-views", type=int, default=0,
                        help="training cameras the experts never see, kept for the router (0: none)")

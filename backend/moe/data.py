@@ -104,6 +104,48 @@ def _target_size(w: int, h: int, downsample: float) -> tuple[int, int]:
     return max(1, round(w / downsample)), max(1, round(h / downsample))
 
 
+MEMORY_SHARE = 0.8  # the decoded frames may take this share of the memory free when the dataset is read
+
+
+def available_memory() -> int | None:
+    """Bytes of memory free for a new allocation (psutil), None where psutil is missing."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return int(psutil.virtual_memory().available)
+
+
+def check_decoded_size(folder: Path, cameras: int, frames: int, wh: tuple[int, int], downsample: float) -> None:
+    """Refuse, before decoding, a dataset whose frames (uint8, all cameras, every frame of the range) would not fit
+    in ``MEMORY_SHARE`` of the free memory; the message says which frame range or downsample would."""
+    need = cameras * frames * wh[0] * wh[1] * 3
+    free = available_memory()
+    if free is None or need <= MEMORY_SHARE * free:
+        return
+    fit = int(MEMORY_SHARE * free // max(cameras * wh[0] * wh[1] * 3, 1))
+    scale = float(np.ceil(downsample * np.sqrt(need / (MEMORY_SHARE * free)) * 10) / 10)
+    raise InvalidInput(f"{folder.name}: {cameras} cameras x {frames} frames at {wh[0]}x{wh[1]} decode to "
+                       f"{need / 1e9:.1f} GB, more than the {free / 1e9:.1f} GB of free memory allows: train on a "
+                       f"frame range of at most {fit} frames (STG trains N3V in 50-frame segments) or with "
+                       f"downsample {scale:g} or more")
+
+
+def _video_frames(path: Path) -> tuple[int, tuple[int, int]]:
+    """(frame count, (width, height)) of a video from its header, without decoding it."""
+    import imageio.v2 as iio
+
+    try:
+        with iio.get_reader(str(path), "ffmpeg") as r:
+            meta = r.get_meta_data()
+    except Exception as exc:
+        raise InvalidInput(f"cannot read video {path.name}: {exc}") from exc
+    n = meta.get("nframes", float("inf"))
+    if not np.isfinite(n):
+        n = round(float(meta.get("duration", 0.0)) * float(meta.get("fps", 30.0)))
+    return int(n), tuple(int(v) for v in meta["size"])
+
+
 def _resize(img: np.ndarray, wh: tuple[int, int]) -> np.ndarray:
     import cv2
 
@@ -170,27 +212,32 @@ def load_n3v(folder: str | Path, downsample: float = 1.0, frames: tuple[int, int
     if missing:
         raise InvalidInput(f"held-out camera(s) {missing} not in the dataset ({names})")
     start, end = frames
+    count, size = _video_frames(videos[0])
+    span = max(0, min(end if end is not None else count, count) - start)
+    check_decoded_size(folder, len(videos), span, _target_size(*size, downsample), downsample)
     poses = pb[:, :15].reshape(-1, 3, 5)
-    clips, cameras = [], []
-    for v, pose, bounds in zip(videos, poses, pb[:, 15:]):
+    cameras, images = [], None
+    for c, (v, pose, bounds) in enumerate(zip(videos, poses, pb[:, 15:])):
         h0, w0, focal = pose[:, 4]
         clip = _read_video(v, start, end, lambda w, h: _target_size(w, h, downsample))
+        if images is None:  # every camera decoded into one array: no second copy of the whole video
+            images = np.empty((len(videos),) + clip.shape, np.uint8)
+        elif len(clip) != images.shape[1]:
+            raise InvalidInput(f"videos have different frame counts ({videos[0].name}: {images.shape[1]}, {v.name}: "
+                               f"{len(clip)}); pass a frame range every video covers")
+        elif clip.shape[1:3] != images.shape[2:4]:
+            raise InvalidInput(f"videos have different sizes ({videos[0].name}: {images.shape[2:4]}, {v.name}: "
+                               f"{clip.shape[1:3]})")
+        images[c] = clip
         # hwf is the size the poses were computed at; scale the intrinsics to the decoded (downsampled) size.
         K = np.array([[focal, 0, w0 / 2], [0, focal, h0 / 2], [0, 0, 1.0]])
         cameras.append(_scaled_camera(K, llff_to_world_to_cam(pose), (w0, h0),
                                       (clip.shape[2], clip.shape[1]), near=float(bounds[0]) * 0.5,
                                       far=float(bounds[1]) * 2.0))
-        clips.append(clip)
-    counts = {v.name: len(c) for v, c in zip(videos, clips)}
-    if len(set(counts.values())) > 1:
-        raise InvalidInput(f"videos have different frame counts {counts}; pass a frame range every video covers")
-    sizes = {c.shape[1:3] for c in clips}
-    if len(sizes) > 1:
-        raise InvalidInput(f"videos have different sizes {sorted(sizes)}")
-    n = len(clips[0])
+    n = images.shape[1]
     fps = _video_fps(videos[0])
     test = [names.index(t) for t in test_cameras]
-    return MultiViewVideo(cameras=cameras, names=names, images=np.stack(clips), times=_times(n), fps=fps,
+    return MultiViewVideo(cameras=cameras, names=names, images=images, times=_times(n), fps=fps,
                           train=[i for i in range(len(names)) if i not in test], test=test,
                           bounds=pb[:, 15:17].astype(np.float64), frame_numbers=np.arange(start, start + n),
                           source=str(folder))
@@ -258,28 +305,36 @@ def load_technicolor(folder: str | Path, downsample: float = 1.0, frames: tuple[
     if missing:
         raise InvalidInput(f"{len(missing)} images missing for frames {start}..{end - 1}, e.g. frame {missing[0][0]} "
                            f"camera {missing[0][1]:02d}")
-    cameras, clips = [], []
+    first = cv2.imread(str(found[(numbers[0], 0)]), cv2.IMREAD_COLOR) if numbers else None
+    if first is not None:
+        check_decoded_size(folder, len(rows), len(numbers), _target_size(first.shape[1], first.shape[0], downsample),
+                           downsample)
+    cameras, images = [], None
     for c, row in enumerate(rows):
-        clip = []
-        for f in numbers:
+        for k, f in enumerate(numbers):
             img = cv2.imread(str(found[(f, c)]), cv2.IMREAD_COLOR)
             if img is None:
                 raise InvalidInput(f"cannot read image {found[(f, c)].name}")
-            img = img[..., ::-1]
-            clip.append(_resize(img, _target_size(img.shape[1], img.shape[0], downsample)))
-        clip = np.stack(clip)
+            h0, w0 = img.shape[:2]  # the size the intrinsics are given at
+            img = _resize(img[..., ::-1], _target_size(w0, h0, downsample))
+            if images is None:  # every image decoded into one array: no second copy of the whole video
+                images = np.empty((len(rows), len(numbers)) + img.shape, np.uint8)
+            elif img.shape != images.shape[2:]:
+                raise InvalidInput(f"images have different sizes: {found[(f, c)].name} is {img.shape[1]}x"
+                                   f"{img.shape[0]} after downsampling, the first one {images.shape[3]}x"
+                                   f"{images.shape[2]}")
+            images[c, k] = img
+        clip = images[c]
         w2c = np.eye(4)
         w2c[:3, :3] = _quat_wxyz_to_rotmat(row[5:9])
         w2c[:3, 3] = row[9:12]
         K = np.array([[row[0], 0, row[1]], [0, row[0], row[2]], [0, 0, 1.0]])
-        h0, w0 = img.shape[:2]
         cameras.append(_scaled_camera(K, w2c, (w0, h0), (clip.shape[2], clip.shape[1]), near=0.01, far=100.0))
-        clips.append(clip)
     centres = np.stack([cam.center for cam in cameras])
     if test_cameras is None:
         test_cameras = (int(np.argmin(np.linalg.norm(centres - centres.mean(0), axis=1))),)
     test = list(test_cameras)
-    return MultiViewVideo(cameras=cameras, names=[f"cam{c:02d}" for c in range(len(rows))], images=np.stack(clips),
+    return MultiViewVideo(cameras=cameras, names=[f"cam{c:02d}" for c in range(len(rows))], images=images,
                           times=_times(len(numbers)), fps=fps, train=[i for i in range(len(rows)) if i not in test],
                           test=test, bounds=np.tile([0.01, 100.0], (len(rows), 1)),
                           frame_numbers=np.array(numbers), source=str(folder))

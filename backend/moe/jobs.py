@@ -3,7 +3,7 @@ picture grid), ``moe_export`` (bake one expert to a ``.lw4d`` sequence)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from ..jobs import JobContext, job_kind
 
@@ -20,6 +20,17 @@ class MoeTrainParams(BaseModel):
                                                      "{\"keyframe_interval\": 3}}.")
     router_views: int = Field(0, ge=0, le=64, description="Training cameras the experts never see, kept for the "
                               "router (the ones nearest the rig centre); 0: the router trains on the training views.")
+    frames: tuple[int, int | None] | None = Field(None, description="[start, end) of the frames to train on (N3V: "
+                                                  "video frame indices; Technicolor: the frame numbers in the file "
+                                                  "names; end null: to the end); null: the whole video "
+                                                  "(Technicolor: STG's clip for a known scene).")
+
+    @field_validator("frames")
+    @classmethod
+    def _range(cls, v):
+        if v is not None and not (0 <= v[0] and (v[1] is None or v[0] < v[1])):
+            raise ValueError(f"frames must be [start, end) with 0 <= start < end, got {list(v)}")
+        return v
 
 
 @job_kind("moe_train", MoeTrainParams)
@@ -28,7 +39,8 @@ def moe_train(ctx: JobContext, params: MoeTrainParams) -> list[str]:
     from .train import TrainConfig, train_run
 
     out = ctx.resolve(params.out) if params.out else ctx.job_dir / "run"
-    cfg = TrainConfig(iterations=params.iterations, downsample=params.downsample, router_views=params.router_views)
+    cfg = TrainConfig(iterations=params.iterations, downsample=params.downsample, router_views=params.router_views,
+                      frames=params.frames)
     ctx.progress(0.0, "loading the dataset")
     run = train_run(ctx.resolve(params.dataset), out, params.experts, cfg, params.options,
                     progress=ctx.progress, cancel=ctx.cancel_event)

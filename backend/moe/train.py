@@ -72,6 +72,16 @@ class TrainConfig:
         return TrainConfig(**d)
 
 
+def frames_fit_on_device(nbytes: int, device: torch.device, share: float = 0.25) -> bool:
+    """Whether the dataset's frames (``nbytes`` of uint8) go to ``device`` once: on a GPU only when they take at most
+    ``share`` of its free memory (300 frames of 20 N3V cameras at 1352x1014: 25 GB); otherwise every step copies its
+    one frame over. Always True on the CPU (the tensor is then a view of the numpy array)."""
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= share * free
+
+
 def router_views(video: MultiViewVideo, count: int) -> tuple[list[int], list[int]]:
     """Split the training cameras into (the experts' cameras, the router's cameras).
 
@@ -153,7 +163,9 @@ def train_expert(video: MultiViewVideo, name: str, expert_dir: str | Path, point
     raster = RasterConfig(background=config.background)
     # every frame once on the device as uint8 (STG keeps its ground truth on the GPU the same way); on CPU this
     # is a view of the numpy array, not a copy
-    frames_u8 = torch.from_numpy(video.images).to(device)
+    frames_u8 = torch.from_numpy(video.images)
+    if frames_fit_on_device(video.images.nbytes, device):
+        frames_u8 = frames_u8.to(device)
     total = config.iterations
     densify_until = int(config.densify_until * total)
 
@@ -198,7 +210,7 @@ def train_expert(video: MultiViewVideo, name: str, expert_dir: str | Path, point
         out = rasterize(g, camera, raster)
         means2d = out.meta["means2d"]
         means2d.retain_grad()
-        gt = frames_u8[cam, frame].to(out.color.dtype) / 255.0
+        gt = frames_u8[cam, frame].to(device=device, dtype=out.color.dtype) / 255.0  # a copy when kept on the host
         loss = photometric_loss(out.color, gt, config.ssim_weight)
         optimizer.zero_grad(set_to_none=True)
         if loss.requires_grad:  # False when no Gaussian is in this view (all culled): nothing to learn, no update
@@ -240,9 +252,9 @@ def prepare_run(dataset: str | Path, out: str | Path, experts: list[str], config
                 options: dict[str, dict] | None = None) -> tuple[Path, MultiViewVideo]:
     """Load the dataset, compute the initial cloud, write run.json + points.npz. Returns (run dir, video)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    video = load_dataset(dataset, config.downsample, config.frames)
+    video = load_dataset(dataset, config.downsample, config.frames)  # a dataset it cannot read leaves no folder
     held = router_views(video, config.router_views)[1] if config.router_views else []  # checked before any write
+    out.mkdir(parents=True, exist_ok=True)
     pts_path = out / "points.npz"
     if pts_path.is_file():
         z = np.load(pts_path)

@@ -23,7 +23,7 @@ from mathutils import Vector
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = {"experts": {"deformation", "trajectory", "embedding"}, "iterations": 3, "downsample": 2.0, "router": True,
          "router_iterations": 3, "prune": True, "distill": "trajectory", "distill_iterations": 2, "router_views": 1,
-         "gate": "PARAM", "joint": True}
+         "gate": "PARAM", "joint": True, "frame_start": 1}
 _RUN: dict = {}  # the run trained once per module (by the first test that needs it)
 
 
@@ -88,6 +88,7 @@ def test_train_stores_run_metrics_and_preview(scene, moe_dataset):
     report = json.loads((run_dir / "report.json").read_text())
     # one training camera kept from the experts for the router (the tiny rig: cam00 held out, cam01-03 training)
     assert len(json.loads((run_dir / "run.json").read_text())["router_views"]) == 1
+    assert json.loads((run_dir / "run.json").read_text())["frames"] == 5  # frames 1-5 of the tiny dataset's 6
     mixture = json.loads((run_dir / "mixture" / "report.json").read_text())
     assert mixture["router"]["router"]["gate"] == "param" and mixture["router"]["joint"] is True  # as asked
     for m in s.metrics:
@@ -115,11 +116,11 @@ def test_import_mixture_plays_with_frame_range_and_held_out_camera(trained):
     obj = bpy.context.active_object
     manifest = json.loads((Path(trained["run_dir"]) / "mixture" / "mixture.lw4d" / "manifest.json").read_text())
     assert obj.name.endswith("mixture") and len(obj.data.vertices) == manifest["count"]
-    assert obj.lw_seq.frame_count == manifest["frame_count"] == 6
-    assert (scene.frame_start, scene.frame_end) == (1, 6) and scene.render.fps == 30
+    assert obj.lw_seq.frame_count == manifest["frame_count"] == 5  # the run trained on frames 1-5
+    assert (scene.frame_start, scene.frame_end) == (1, 5) and scene.render.fps == 30
     scene.frame_set(1)
     first = _positions(obj)
-    scene.frame_set(6)
+    scene.frame_set(5)
     last = _positions(obj)
     assert np.isfinite(first).all() and np.abs(last - first).max() > 1e-6  # the carrier plays
     scene.frame_set(1)
@@ -173,6 +174,8 @@ def test_bad_directories_and_options_report_and_leave_the_scene_unchanged(scene,
         bpy.ops.lw.moe_train(directory=str(moe_dataset), router=False, router_views=1, iterations=2)
     with pytest.raises(RuntimeError, match="not among"):
         bpy.ops.lw.moe_train(directory=str(moe_dataset), experts={"keyframe", "trajectory"}, distill="deformation")
+    with pytest.raises(RuntimeError, match=r"Frame End \(2\) must be after Frame Start \(3\)"):
+        bpy.ops.lw.moe_train(directory=str(moe_dataset), frame_start=3, frame_end=2, iterations=2)
     with pytest.raises(lw.lw_blender.moe.MoeError, match="gate must be one of"):  # the console API's check
         lw.lw_blender.moe.train(bpy.context, str(moe_dataset), gate="hash")
     with pytest.raises(RuntimeError, match="not a MoE-GS run folder"):
