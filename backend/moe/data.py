@@ -301,12 +301,15 @@ def load_technicolor(folder: str | Path, downsample: float = 1.0, frames: tuple[
         frames = TECHNICOLOR_CLIPS.get(folder.name, (all_frames[0], all_frames[-1] + 1))
     start, end = frames[0], frames[1] if frames[1] is not None else all_frames[-1] + 1
     numbers = list(range(start, end))
+    if not numbers:
+        raise InvalidInput(f"the frame range {start}..{end - 1} holds no frame (frames present: {all_frames[0]}.."
+                           f"{all_frames[-1]})")
     missing = [(f, c) for f in numbers for c in cams_present if (f, c) not in found]
     if missing:
         raise InvalidInput(f"{len(missing)} images missing for frames {start}..{end - 1}, e.g. frame {missing[0][0]} "
                            f"camera {missing[0][1]:02d}")
-    first = cv2.imread(str(found[(numbers[0], 0)]), cv2.IMREAD_COLOR) if numbers else None
-    if first is not None:
+    first = cv2.imread(str(found[(numbers[0], 0)]), cv2.IMREAD_COLOR)
+    if first is not None:  # unreadable: named by the loop below
         check_decoded_size(folder, len(rows), len(numbers), _target_size(first.shape[1], first.shape[0], downsample),
                            downsample)
     cameras, images = [], None
