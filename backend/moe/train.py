@@ -161,8 +161,8 @@ def train_expert(video: MultiViewVideo, name: str, expert_dir: str | Path, point
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])
     raster = RasterConfig(background=config.background)
-    # every frame once on the device as uint8 (STG keeps its ground truth on the GPU the same way); on CPU this
-    # is a view of the numpy array, not a copy
+    # every frame once on the device as uint8 when it has room (STG keeps its ground truth on the GPU the same way);
+    # on CPU this is a view of the numpy array, not a copy
     frames_u8 = torch.from_numpy(video.images)
     if frames_fit_on_device(video.images.nbytes, device):
         frames_u8 = frames_u8.to(device)
