@@ -98,7 +98,8 @@ class LW_MoeSettings(bpy.types.PropertyGroup):
     downsample: bpy.props.FloatProperty(name="Downsample", default=2.0, min=1.0, max=64.0,
                                         description="Divide the video resolution by this factor")
     frame_start: bpy.props.IntProperty(name="Frame Start", default=0, min=0,
-                                       description="First video frame to train on")
+                                       description="First video frame to train on (Technicolor: the frame number "
+                                                   "in the file names; 0 and 0: the dataset's clip)")
     frame_end: bpy.props.IntProperty(name="Frame End", default=0, min=0,
                                      description="Train on frames before this one; 0: to the end of the video "
                                                  "(long videos: STG trains N3V in 50-frame segments)")

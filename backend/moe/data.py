@@ -307,7 +307,8 @@ def load_technicolor(folder: str | Path, downsample: float = 1.0, frames: tuple[
     missing = [(f, c) for f in numbers for c in cams_present if (f, c) not in found]
     if missing:
         raise InvalidInput(f"{len(missing)} images missing for frames {start}..{end - 1}, e.g. frame {missing[0][0]} "
-                           f"camera {missing[0][1]:02d}")
+                           f"camera {missing[0][1]:02d} (the file names number frames {all_frames[0]}.."
+                           f"{all_frames[-1]})")
     first = cv2.imread(str(found[(numbers[0], 0)]), cv2.IMREAD_COLOR)
     if first is not None:  # unreadable: named by the loop below
         check_decoded_size(folder, len(rows), len(numbers), _target_size(first.shape[1], first.shape[0], downsample),

@@ -51,6 +51,9 @@ def test_technicolor_too_large_is_refused_and_downsampled_intrinsics_stay_right(
     with pytest.raises(InvalidInput, match="4 cameras x 6 frames at 96x72 .* at most 3 frames"):
         load_technicolor(tmp_path / "Scene")
     assert load_technicolor(tmp_path / "Scene", frames=(151, 154)).num_frames == 3
+    with pytest.raises(InvalidInput, match=r"frames 0..49, e.g. frame 0 camera 00 \(the file names number frames "
+                                           r"151..156\)"):
+        load_technicolor(tmp_path / "Scene", frames=(0, 50))  # video frame indices given for file numbers
     with pytest.raises(InvalidInput, match="the frame range 154..153 holds no frame"):
         load_technicolor(tmp_path / "Scene", frames=(154, 154))
 
