@@ -3,7 +3,7 @@
 # bench/cluster_pack.py --no-site (scene/ + scene_points.npz) with the wheels the device lacks beside it
 # (gsplat-1.5.3, plyfile, packaging: `pip download --no-deps --only-binary=:all: --python-version 3.12 ...`).
 #
-#   CARRY=.cluster_carry16 bash bench/moe_device_runs.sh NAME "ARGS" [NAME "ARGS" ...]
+#   CARRY=.cluster_carry16 [VARIANTS="LABEL=ARGS;..."] bash bench/moe_device_runs.sh NAME "ARGS" [NAME "ARGS" ...]
 #
 # Each run: RUN=/tmp/run_NAME (points copied in first); its log (the experts' times, then stage 2), picture and
 # mixture report under $OUT (three files a run: a call brings back at most 8). Expert checkpoints stay in /tmp
@@ -26,7 +26,7 @@ while [ $# -ge 2 ]; do names+=("$1"); argsof+=("$2"); shift 2; done
 pids=()
 for i in "${!names[@]}"; do
   name=${names[$i]}; args=${argsof[$i]}
-  mkdir -p "/tmp/run_$name" && cp --update=none "$C/scene_points.npz" "/tmp/run_$name/points.npz"
+  mkdir -p "/tmp/run_$name" && { [ -f "/tmp/run_$name/points.npz" ] || cp "$C/scene_points.npz" "/tmp/run_$name/points.npz"; }
   # shellcheck disable=SC2086  # ARGS is a list of options
   experts=$(python3 -c 'import sys, shlex; a = shlex.split(sys.argv[1]); i = a.index("--experts") + 1 if "--experts" in a else 0
 import itertools; e = list(itertools.takewhile(lambda x: not x.startswith("--"), a[i:])) if i else []
@@ -51,5 +51,25 @@ for i in "${!names[@]}"; do
   pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p"; done
-echo "all done $(( $(date +%s) - t0 )) s"
-for name in "${names[@]}"; do echo "== $name"; grep -v "^  [0-9]\.\|^\s*$" "$OUT/log_$name.txt" | tail -24; done
+echo "stage 2 done $(( $(date +%s) - t0 )) s"
+# Stage-2 variants over the same experts, one after the other (all runs at once): VARIANTS="LABEL=ARGS;LABEL=ARGS",
+# e.g. VARIANTS="joint=--joint;joint1000=--joint --router-iterations 1000". Each moves the previous mixture/ aside
+# (stage 2 resumes a mixture/ trained with the same options) and appends its table to the run's log.
+IFS=';' read -ra variants <<< "${VARIANTS:-}"
+for v in "${variants[@]}"; do
+  label=${v%%=*}; vargs=${v#*=}; pids=()
+  for i in "${!names[@]}"; do
+    name=${names[$i]}; args=${argsof[$i]}
+    mv "/tmp/run_$name/mixture" "/tmp/run_$name/mixture_$(date +%s%N)" 2>/dev/null
+    echo "#### variant $label: $vargs" >> "$OUT/log_$name.txt"
+    # shellcheck disable=SC2086  # ARGS are lists of options; the variant's come last and win
+    python3 bench/moe_mixture_results.py --dataset "$C/scene" --run "/tmp/run_$name" --downsample 1 --device cuda \
+      --threads 4 --picture= $args $vargs >> "$OUT/log_$name.txt" 2>&1 &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p"; done
+  echo "variant $label done $(( $(date +%s) - t0 )) s"
+done
+for name in "${names[@]}"; do
+  echo "== $name"; grep "^| \|^MoE\|^####\|^experts\|Error\|Invalid\|^dataset" "$OUT/log_$name.txt" | grep -v "^|---"
+done
