@@ -15,8 +15,6 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import InvalidInput
-
 
 def _progress(fraction: float, message: str) -> None:
     print(f"[{fraction * 100:5.1f}%] {message}", file=sys.stderr, flush=True)
@@ -26,8 +24,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train experts on an N3V / Technicolor folder into a run folder (resumes an existing run)."""
     from .train import TrainConfig, train_run
 
-    if args.frames and not 0 <= args.frames[0] < args.frames[1]:
-        raise InvalidInput(f"--frames START END needs 0 <= START < END, got {args.frames}")
     cfg = TrainConfig(iterations=args.iterations, downsample=args.downsample, torch_threads=args.threads,
                       router_views=args.router_views, frames=tuple(args.frames) if args.frames else None)
     if args.ray:  # backend/cluster: one Ray task per expert, then the router

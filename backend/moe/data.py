@@ -131,8 +131,8 @@ def check_decoded_size(folder: Path, cameras: int, frames: int, wh: tuple[int, i
                        f"downsample {scale:g} or more")
 
 
-def _video_frames(path: Path) -> tuple[int, tuple[int, int]]:
-    """(frame count, (width, height)) of a video from its header, without decoding it."""
+def _video_header(path: Path) -> tuple[int, tuple[int, int], float]:
+    """(frame count, (width, height), fps) of a video from its header, without decoding it."""
     import imageio.v2 as iio
 
     try:
@@ -143,7 +143,7 @@ def _video_frames(path: Path) -> tuple[int, tuple[int, int]]:
     n = meta.get("nframes", float("inf"))
     if not np.isfinite(n):
         n = round(float(meta.get("duration", 0.0)) * float(meta.get("fps", 30.0)))
-    return int(n), tuple(int(v) for v in meta["size"])
+    return int(n), tuple(int(v) for v in meta["size"]), float(meta.get("fps", 30.0))
 
 
 def _resize(img: np.ndarray, wh: tuple[int, int]) -> np.ndarray:
@@ -212,7 +212,7 @@ def load_n3v(folder: str | Path, downsample: float = 1.0, frames: tuple[int, int
     if missing:
         raise InvalidInput(f"held-out camera(s) {missing} not in the dataset ({names})")
     start, end = frames
-    count, size = _video_frames(videos[0])
+    count, size, fps = _video_header(videos[0])
     span = max(0, min(end if end is not None else count, count) - start)
     check_decoded_size(folder, len(videos), span, _target_size(*size, downsample), downsample)
     poses = pb[:, :15].reshape(-1, 3, 5)
@@ -235,19 +235,11 @@ def load_n3v(folder: str | Path, downsample: float = 1.0, frames: tuple[int, int
                                       (clip.shape[2], clip.shape[1]), near=float(bounds[0]) * 0.5,
                                       far=float(bounds[1]) * 2.0))
     n = images.shape[1]
-    fps = _video_fps(videos[0])
     test = [names.index(t) for t in test_cameras]
     return MultiViewVideo(cameras=cameras, names=names, images=images, times=_times(n), fps=fps,
                           train=[i for i in range(len(names)) if i not in test], test=test,
                           bounds=pb[:, 15:17].astype(np.float64), frame_numbers=np.arange(start, start + n),
                           source=str(folder))
-
-
-def _video_fps(path: Path) -> float:
-    import imageio.v2 as iio
-
-    with iio.get_reader(str(path), "ffmpeg") as r:
-        return float(r.get_meta_data().get("fps", 30.0))
 
 
 def _times(n: int) -> np.ndarray:

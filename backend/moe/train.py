@@ -63,6 +63,12 @@ class TrainConfig:
     torch_threads: int = 0  # 0: leave torch's default
     router_views: int = 0  # training cameras the experts never see, kept for the router (``router_views``)
 
+    def __post_init__(self):
+        if self.frames is not None:
+            start, end = self.frames
+            if not (0 <= start and (end is None or start < end)):
+                raise InvalidInput(f"frames must be [start, end) with 0 <= start < end, got {list(self.frames)}")
+
     @staticmethod
     def from_dict(d: dict) -> TrainConfig:
         d = dict(d)

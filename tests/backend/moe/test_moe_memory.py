@@ -87,7 +87,7 @@ def test_moe_train_job_trains_on_a_frame_range_and_refuses_a_reversed_one(tiny_d
 
 def test_lw_moe_train_frames_and_an_unreadable_dataset_leaves_no_run_folder(tiny_dataset, tmp_path, monkeypatch, capsys):
     assert cli.main(["moe", "train", str(tiny_dataset), "--out", str(tmp_path / "bad"), "--frames", "4", "4"]) == 2
-    assert "needs 0 <= START < END" in capsys.readouterr().err
+    assert "frames must be [start, end) with 0 <= start < end, got [4, 4]" in capsys.readouterr().err
     _free(monkeypatch, 1)
     assert cli.main(["moe", "train", str(tiny_dataset), "--out", str(tmp_path / "big"), "--iterations", "1"]) == 2
     assert "at most 1 frames" in capsys.readouterr().err and not (tmp_path / "big").exists()
