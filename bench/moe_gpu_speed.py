@@ -8,6 +8,10 @@ much; the Gaussian count and resolution do). Training speed: ``train_expert`` fo
 resumed for ``--iterations`` more, timed end to end (the resume's checkpoint load and final save included).
 Render FPS: ``gaussians_at(t)`` + ``rasterize`` of the held-out camera over all frames, synchronised, after a
 warm-up. Prints a table; ``--out`` also writes it as JSON.
+
+``--frames host`` keeps the frames on the host and copies one per step (what training does when they would take
+more than a quarter of the GPU's free memory, ``train.frames_fit_on_device``); ``--frames both`` times each expert
+both ways and checks that the two runs' losses agree (the same steps on the same pixels).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from backend.moe import train as moe_train
 from backend.moe.data import MultiViewVideo
 from backend.moe.evaluate import render_expert
 from backend.moe.train import TrainConfig, load_checkpoint, train_expert
@@ -70,6 +75,8 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=500)
     ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--experts", nargs="+", default=["deformation", "trajectory", "keyframe"])
+    ap.add_argument("--frames", default="device", choices=["device", "host", "both"],
+                    help="where the ground-truth frames live during training (host: one copy per step)")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
     if not torch.cuda.is_available():
@@ -80,7 +87,12 @@ def main() -> None:
     cols = rng.random((a.gaussians, 3)).astype(np.float32)
     raster = RasterConfig()
     rows = []
-    for name in a.experts:
+    placements = ["device", "host"] if a.frames == "both" else [a.frames]
+    fits = moe_train.frames_fit_on_device
+    print("| expert | frames | Gaussians | train it/s | render FPS | size (MB) |", flush=True)
+    print("| --- | --- | --- | --- | --- | --- |", flush=True)
+    for name, where in [(n, w) for n in a.experts for w in placements]:
+        moe_train.frames_fit_on_device = fits if where == "device" else (lambda *args, **kw: False)
         with tempfile.TemporaryDirectory() as tmp:
             cfg = TrainConfig(iterations=a.warmup, densify_from=10**9, checkpoint_every=10**9, device="cuda")
             train_expert(video, name, Path(tmp), pts, cols, cfg)
@@ -91,7 +103,7 @@ def main() -> None:
             train_expert(video, name, Path(tmp), pts, cols, cfg)
             torch.cuda.synchronize()
             its = a.iterations / (time.perf_counter() - t0)
-            model, _ = load_checkpoint(Path(tmp) / "checkpoint.pt", "cuda")
+            model, ckpt = load_checkpoint(Path(tmp) / "checkpoint.pt", "cuda")
         for f in range(3):
             render_expert(model, video, 0, f, raster)
         torch.cuda.synchronize()
@@ -102,15 +114,17 @@ def main() -> None:
                 render_expert(model, video, 0, f, raster)
         torch.cuda.synchronize()
         fps = reps * video.num_frames / (time.perf_counter() - t0)
-        rows.append({"expert": name, "gaussians": model.num_gaussians, "train_it_per_s": its, "render_fps": fps,
-                     "size_mb": model.num_bytes() / 1e6})
+        r = {"expert": name, "frames": where, "gaussians": model.num_gaussians, "train_it_per_s": its,
+             "render_fps": fps, "size_mb": model.num_bytes() / 1e6, "loss": ckpt["log"]["loss"]}
+        rows.append(r)
+        print(f"| {name} | {where} | {r['gaussians']} | {its:.1f} | {fps:.1f} | {r['size_mb']:.1f} |", flush=True)
+    moe_train.frames_fit_on_device = fits
     print(f"device: {torch.cuda.get_device_name()}, {W}x{H}, {a.gaussians} Gaussians, SH degree 1, "
           f"{a.iterations} timed iterations after {a.warmup} warm-up")
-    print("| expert | Gaussians | train it/s | render FPS | size (MB) |")
-    print("| --- | --- | --- | --- | --- |")
-    for r in rows:
-        print(f"| {r['expert']} | {r['gaussians']} | {r['train_it_per_s']:.1f} | {r['render_fps']:.1f} | "
-              f"{r['size_mb']:.1f} |")
+    for name in a.experts if a.frames == "both" else []:
+        dev, host = (np.array(r["loss"]) for r in rows if r["expert"] == name)
+        print(f"{name}: frames on the host vs on the device, {len(host)} losses, largest difference "
+              f"{np.abs(host - dev).max():.2e}")
     if a.out:
         a.out.mkdir(parents=True, exist_ok=True)
         (a.out / "moe_gpu_speed.json").write_text(json.dumps(rows, indent=1))
