@@ -3,12 +3,19 @@
 Run with the Blender environment (bpy):
 
     .venv-blender/bin/python scripts/make_synthetic_dataset.py --out DIR [--preset tiny|small|bench]
-        [--cameras K] [--frames T] [--width W] [--height H] [--samples S]
+        [--cameras K] [--frames T] [--width W] [--height H] [--samples S] [--scene basic|mixed]
 
-Scene (Blender Z-up metres): a textured back wall and floor (static), a textured box on the floor (static),
-a sphere crossing the scene fast (x from -1.1 to 1.1 over the clip, with a small hop), and a cube rotating
-slowly about Z while its height "breathes" (non-rigid scale). The three motion kinds are meant to favour
-experts with different biases in different regions.
+Scene ``basic`` (Blender Z-up metres): a textured back wall and floor (static), a textured box on the floor
+(static), a sphere crossing the scene fast (x from -1.1 to 1.1 over the clip, with a small hop), and a cube
+rotating slowly about Z while its height "breathes" (non-rigid scale). Every motion of it is smooth over the whole
+clip: a low-order polynomial per Gaussian fits all of it, and trained long enough the trajectory expert is best
+almost everywhere (docs/bench/moe_mixture.md, converged experts).
+
+Scene ``mixed`` adds the motions MoE-GS says other experts are for (MOEGS.md "Why a mixture"): a ball bouncing on
+the floor three times (velocity reversed at every contact: locally diverse motion, keyframes' ground), a checkered
+wheel turning twice on the wall side (every point on a circle: no low-order polynomial over the clip, consistent
+fast motion), and a banner waving in place (a travelling wave: non-rigid motion of a low-motion region, a
+deformation field's ground).
 
 Cameras: K cameras on a horizontal arc (radius 4.2 m, height 1.3 m) looking at (0, 0, 0.55). ``cam00`` is
 the centre of the arc (it is the held-out test camera, as cam00 is in N3V); cam01.. spread over +-30 degrees.
@@ -84,7 +91,51 @@ def material(name: str, color_a, color_b, scale: float, kind: str = "checker"):
     return mat
 
 
-def build_scene(frames: int, fps: int) -> dict:
+def add_mixed_motions(frames: int) -> dict:
+    """The ``mixed`` scene's three extra movers (module docstring)."""
+    def clip(f: int) -> float:
+        return (f - 1) / max(frames - 1, 1)
+
+    bpy.ops.mesh.primitive_uv_sphere_add(radius=0.18, location=(-0.35, 0.75, 0.18), segments=20, ring_count=10)
+    bouncer = bpy.context.object
+    bouncer.name = "bouncing_ball"
+    bouncer.data.materials.append(material("bouncer", (0.95, 0.75, 0.05), (0.35, 0.1, 0.6), 8.0))
+    for f in range(1, frames + 1):  # a keyframe per frame: the contacts stay sharp (no Bezier easing between)
+        bouncer.location = (-0.35 + 0.5 * clip(f), 0.75, 0.18 + 0.7 * abs(math.sin(3 * math.pi * clip(f))))
+        bouncer.keyframe_insert("location", frame=f)
+
+    bpy.ops.mesh.primitive_cylinder_add(radius=0.42, depth=0.08, location=(0.35, 1.7, 1.45),
+                                        rotation=(math.pi / 2, 0.0, 0.0), vertices=48)
+    wheel = bpy.context.object
+    wheel.name = "turning_wheel"
+    wheel.data.materials.append(material("wheel", (0.9, 0.1, 0.5), (0.95, 0.95, 0.9), 5.0))
+    for f in range(1, frames + 1):
+        wheel.rotation_euler = (math.pi / 2, 4 * math.pi * clip(f), 0.0)  # two turns about its axle (world Y)
+        wheel.keyframe_insert("rotation_euler", frame=f)
+
+    bpy.ops.mesh.primitive_plane_add(size=1.0, location=(-1.35, 1.6, 1.35), rotation=(math.pi / 2, 0.0, 0.0))
+    banner = bpy.context.object
+    banner.name = "waving_banner"
+    banner.scale = (1.1, 0.7, 1.0)
+    bpy.ops.object.mode_set(mode="EDIT")
+    bpy.ops.mesh.subdivide(number_cuts=24)
+    bpy.ops.object.mode_set(mode="OBJECT")
+    banner.data.materials.append(material("banner", (0.1, 0.55, 0.6), (0.95, 0.9, 0.7), 6.0))
+    wave = banner.modifiers.new("wave", "WAVE")  # a travelling wave along the banner, animated by the frame
+    wave.use_normal, wave.use_x, wave.use_y = True, True, False
+    wave.height, wave.width, wave.narrowness = 0.9, 0.35, 1.0  # crests 0.35 apart (local units), ~10 cm deep
+    wave.speed = 1.5 * wave.width / max(frames - 1, 1)  # a crest and a half travels by over the clip
+    wave.start_position_x, wave.time_offset = -0.6, -1.5 / wave.speed  # started early: the whole banner waves
+    for f in range(1, frames + 1):
+        banner.keyframe_insert("location", frame=f)  # static; the modifier moves it
+    return {
+        "bouncing_ball": "x -0.35 -> 0.15, z = 0.18 + 0.7 |sin(3 pi s)|: three bounces, velocity reversed at contact",
+        "turning_wheel": "two turns about its axle (world Y) over the clip, checkered",
+        "waving_banner": "Wave modifier along x on a fixed banner (non-rigid, low motion)",
+    }
+
+
+def build_scene(frames: int, fps: int, kind: str = "basic") -> dict:
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
     scene.frame_start, scene.frame_end = 1, frames
@@ -130,11 +181,14 @@ def build_scene(frames: int, fps: int) -> dict:
     world.use_nodes = True
     world.node_tree.nodes["Background"].inputs["Color"].default_value = (0.35, 0.35, 0.4, 1.0)
     scene.world = world
-    return {
+    motions = {
         "static": ["wall", "floor", "static_box"],
         "fast_sphere": "location x -1.1 -> 1.1, z +0.25 (linear) over the clip",
         "slow_cube": "rotation about Z 0 -> 35 deg, height scale 1 -> 1.25 -> 1 (sin)",
     }
+    if kind == "mixed":
+        motions.update(add_mixed_motions(frames))
+    return motions
 
 
 def add_cameras(k: int) -> list:
@@ -247,6 +301,8 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--height", type=int)
     ap.add_argument("--samples", type=int)
     ap.add_argument("--fps", type=int, default=30)
+    ap.add_argument("--scene", choices=["basic", "mixed"], default="basic",
+                    help="mixed: adds a bouncing ball, a turning wheel and a waving banner (module docstring)")
     a = ap.parse_args(argv)
     k, t, w, h, spp = PRESETS[a.preset]
     k, t, w, h, spp = (a.cameras or k, a.frames or t, a.width or w, a.height or h, a.samples or spp)
@@ -256,7 +312,7 @@ def main(argv: list[str]) -> None:
     out: Path = a.out
     out.mkdir(parents=True, exist_ok=True)
     (out / "depth").mkdir(exist_ok=True)
-    motions = build_scene(t, a.fps)
+    motions = build_scene(t, a.fps, a.scene)
     cams = add_cameras(k)
     setup_render(w, h, spp)
     override = depth_material()
@@ -277,7 +333,7 @@ def main(argv: list[str]) -> None:
         "generator": "scripts/make_synthetic_dataset.py",
         "cameras": k, "frames": t, "width": w, "height": h, "fps": a.fps, "samples": spp,
         "camera_angles_deg": [round(math.degrees(x), 3) for _, x in cams],
-        "held_out": "cam00", "world": "blender_z_up_m", "motions": motions,
+        "held_out": "cam00", "world": "blender_z_up_m", "scene": a.scene, "motions": motions,
     }
     (out / "scene.json").write_text(json.dumps(meta, indent=2))
     print(json.dumps({"out": str(out), **{key: meta[key] for key in ("cameras", "frames", "width", "height")}}))
