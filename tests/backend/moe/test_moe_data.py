@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+from pathlib import Path
 
 import cv2
 import imageio.v2 as iio
@@ -13,6 +15,8 @@ from scipy.spatial.transform import Rotation
 from backend.errors import InvalidInput
 from backend.moe.data import llff_to_world_to_cam, load_dataset, load_n3v, load_technicolor
 from backend.moe.points import init_points
+
+from .conftest import make_dataset
 
 
 def test_n3v_loader_reads_cameras_frames_and_holds_out_cam00(tiny_dataset):
@@ -163,3 +167,21 @@ def test_point_init_lies_on_the_true_surfaces(tiny_dataset):
     assert np.median(err) < 0.15
     grown, _, _ = init_points(v, min_points=5000)
     assert len(grown) == 5000
+
+
+def test_mixed_scene_adds_movers_above_the_basic_scene(tiny_dataset, tmp_path):
+    """``--scene mixed`` (the bench scene whose regions move in different ways) renders its bouncing ball, turning
+    wheel and waving banner: far more of the upper half of every view changes over the clip than in the basic
+    scene, whose movers are on the floor."""
+    mixed = make_dataset(tmp_path / "mixed", "--preset", "tiny", "--scene", "mixed")
+    meta = json.loads((mixed / "scene.json").read_text())
+    assert meta["scene"] == "mixed"
+    assert {"bouncing_ball", "turning_wheel", "waving_banner"} <= set(meta["motions"])
+
+    def moving_upper_half(folder: Path) -> np.ndarray:
+        im = load_n3v(folder).images.astype(np.int16)  # (K, T, H, W, 3)
+        moving = (im.max(axis=1) - im.min(axis=1)).sum(axis=-1) > 60
+        return moving[:, : im.shape[2] // 2].mean(axis=(1, 2))  # per camera
+
+    basic, mix = moving_upper_half(tiny_dataset), moving_upper_half(mixed)
+    assert np.all(mix > 1.6 * basic), (mix, basic)
