@@ -16,6 +16,7 @@ Training is a chain of backend jobs (``backend/moe``), then ONE apply on the mai
 Metrics (Scene.lw.moe.metrics, one row each): every expert from ``<run>/report.json`` (moe_eval:
 ``experts.<name>.{psnr, ssim, lpips, fps, size_bytes, num_gaussians}``), then the mixture rows of
 ``<run>/mixture/report.json`` (moe_router: ``moe``, and when asked ``pruned``, ``distilled``, ``finetuned``).
+Scene.lw.moe.best says which importable model (the mixture or an expert) scored highest, and Import starts on it.
 
 Nothing in the scene changes before the last job of a chain succeeded and its files were read, so a failing or
 cancelled job leaves the scene as it was. Background mode (scripts, tests): the chain blocks. With a UI every job
@@ -128,6 +129,8 @@ class LW_MoeSettings(bpy.types.PropertyGroup):
     held_out: bpy.props.StringProperty(name="Held-out Camera")
     has_mixture: bpy.props.BoolProperty(name="Has Mixture", description="The run has a trained router")
     metrics: bpy.props.CollectionProperty(type=LW_MoeMetric)
+    best: bpy.props.StringProperty(name="Best", description="The importable model with the highest held-out PSNR, "
+                                   "and the mixture's margin over the best expert")
     # import
     import_expert: bpy.props.EnumProperty(name="Import", items=IMPORT_ITEMS, default="MIXTURE")
     import_frames: bpy.props.IntProperty(name="Frames", default=0, min=0, max=100_000,
@@ -189,6 +192,23 @@ def metric_rows(eval_report: dict, mixture_report: dict | None = None) -> list[d
     if not rows:
         raise MoeError("the evaluation report lists no expert")
     return rows
+
+
+def best_model(rows: list[dict]) -> tuple[str, str]:
+    """(the import choice with the highest held-out PSNR: "MIXTURE" or an expert, a line that says so and gives
+    the mixture's margin over the best expert). The mixture is not always the better model: experts trained to
+    convergence on a scene whose motion one of them fits can beat it (docs/bench/moe_mixture.md)."""
+    experts = [r for r in rows if r["kind"] == "expert"]
+    if not experts:
+        raise MoeError("the metrics list no expert")
+    top = max(experts, key=lambda r: r["psnr"])
+    moe = next((r for r in rows if r["kind"] == "moe"), None)
+    if moe is None:
+        return top["name"], f"Best: {top['name']} ({top['psnr']:.2f} dB)"
+    margin = moe["psnr"] - top["psnr"]
+    if margin > 0:
+        return "MIXTURE", f"Best: MoE ({moe['psnr']:.2f} dB, {margin:+.2f} over {top['name']})"
+    return top["name"], f"Best: {top['name']} ({top['psnr']:.2f} dB; MoE {margin:+.2f})"
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -318,7 +338,7 @@ def _apply_trained(context, run: str, run_dir: Path, dataset: str, experts: list
         item = s.metrics.add()
         for key, value in row.items():
             setattr(item, key, value)
-    s.import_expert = "MIXTURE" if has_mixture else experts[0]
+    s.import_expert, s.best = best_model(rows)  # Import starts on the best model on the held-out camera
 
 
 # --- held-out camera --------------------------------------------------------------------------------------------

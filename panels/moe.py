@@ -52,6 +52,8 @@ class VIEW3D_PT_lw_moe(bpy.types.Panel):
         box.label(text=bpy.path.basename(s.run.rstrip("/\\")) or s.run, icon="FILE_FOLDER")
         box.label(text=f"Held-out camera: {s.held_out or '-'}")
         self.draw_metrics(box, s)
+        if s.best:
+            box.label(text=s.best, icon="SOLO_ON")
         image = bpy.data.images.get(moe.PREVIEW_IMAGE)
         if image is not None and image.preview is not None:
             box.template_icon(icon_value=image.preview.icon_id, scale=10.0)

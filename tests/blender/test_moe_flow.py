@@ -101,6 +101,9 @@ def test_train_stores_run_metrics_and_preview(scene, moe_dataset):
     assert by_name["MoE"].psnr == pytest.approx(mixture["moe"]["psnr"], abs=1e-4)
     assert by_name["MoE pruned"].gaussians == mixture["pruned"]["after"] < by_name["MoE"].gaussians
     assert by_name["trajectory distilled"].kind == "distilled"
+    importable = {"MIXTURE": by_name["MoE"].psnr, **{m.name: m.psnr for m in s.metrics if m.kind == "expert"}}
+    assert s.import_expert == max(importable, key=importable.get)  # Import starts on the best held-out model
+    assert s.best.startswith("Best: ") and ("MoE" in s.best)
     image = bpy.data.images["LW MoE Preview"]
     assert image.packed_file is not None
     px = _pixels(image)
@@ -292,3 +295,19 @@ def test_technicolor_held_out_camera_with_off_centre_principal_point_and_portrai
     K = np.array([[f, 0, cx], [0, f, cy], [0, 0, 1]])
     for p in POINTS:
         np.testing.assert_allclose(_pixel(clean_scene, cam, p), _project(K, w2c, p), atol=1e-3)
+
+
+def test_best_model_is_the_expert_when_it_beats_the_mixture(lw):
+    best_model, MoeError = lw.lw_blender.moe.best_model, lw.lw_blender.moe.MoeError
+
+    def row(kind, name, psnr):
+        return {"kind": kind, "name": name, "psnr": psnr}
+
+    rows = [row("expert", "deformation", 30.2), row("expert", "trajectory", 33.98), row("moe", "MoE", 33.68),
+            row("pruned", "MoE pruned", 35.0)]  # the pruned mixture is not an import choice
+    assert best_model(rows) == ("trajectory", "Best: trajectory (33.98 dB; MoE -0.30)")
+    rows[2]["psnr"] = 34.19
+    assert best_model(rows) == ("MIXTURE", "Best: MoE (34.19 dB, +0.21 over trajectory)")
+    assert best_model(rows[:2])[0] == "trajectory"  # no router trained
+    with pytest.raises(MoeError, match="no expert"):
+        best_model([row("moe", "MoE", 30.0)])
