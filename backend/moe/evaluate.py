@@ -117,3 +117,27 @@ def write_grid(path: Path, columns: list[list[np.ndarray]], titles: list[str], r
         cv2.putText(row, label, (4, row.shape[0] - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
         rows.append(row)
     cv2.imwrite(str(path), np.concatenate(rows, 0)[..., ::-1])
+
+
+def region_oracle(renders: torch.Tensor, truth: torch.Tensor, block: int) -> dict:
+    """What a router that picks one expert per ``block`` x ``block`` pixel tile could reach at best: for every image
+    and tile the expert with the lowest squared error there, chosen with the ground truth (an upper bound for
+    one-expert-per-region routing; a soft blend can do a little better where errors cancel).
+
+    ``renders`` (K, N, H, W, 3) in [0, 1]: K experts' renders of N held-out images; ``truth`` (N, H, W, 3).
+    Returns {"psnr": mean over images of the oracle composite's PSNR (dB, as ``evaluate_run``), "wins": (K,) share
+    of the pixels each expert was picked for, "choice": (N, H, W) int64 expert index per pixel}.
+    """
+    if renders.ndim != 5 or renders.shape[1:] != truth.shape or block < 1:
+        raise InvalidInput(f"renders (K, N, H, W, 3) and truth (N, H, W, 3) of the same images and a block >= 1 "
+                           f"expected, got {tuple(renders.shape)}, {tuple(truth.shape)}, block {block}")
+    k, n, h, w, _ = renders.shape
+    err = ((renders.clamp(0, 1) - truth[None]) ** 2).sum(-1)  # (K, N, H, W)
+    tile = torch.nn.functional.avg_pool2d(err.reshape(k * n, 1, h, w), block, ceil_mode=True).reshape(k, n, -1)
+    pick = tile.argmin(0).reshape(n, 1, (h + block - 1) // block, (w + block - 1) // block)
+    choice = pick.repeat_interleave(block, 2).repeat_interleave(block, 3)[:, 0, :h, :w]  # (N, H, W)
+    chosen = torch.gather(err, 0, choice[None]).squeeze(0)  # (N, H, W) squared error summed over RGB
+    mse = chosen.reshape(n, -1).mean(1) / 3
+    psnrs = -10 * torch.log10(mse.clamp_min(1e-12))
+    wins = torch.bincount(choice.reshape(-1), minlength=k).double() / choice.numel()
+    return {"psnr": float(psnrs.mean()), "wins": wins.tolist(), "choice": choice}

@@ -1,0 +1,99 @@
+"""How much a mixture could gain on a run's held-out view: the experts' renders against the truth, region by region.
+
+    python3 bench/moe_oracle.py --run RUN [--blocks 1 8 32] [--device cuda] [--picture PNG]
+
+For every trained expert of RUN (a MoE-GS run folder, stage 1 done): its PSNR on the held-out camera over all
+frames; the PSNR of an even blend of all experts and of the best two; and ``evaluate.region_oracle`` for each
+block size: the expert with the lowest error in every block x block tile of every held-out image, chosen with the
+ground truth (block 1: per pixel). The block oracle is an upper bound for a router that gives each region to one
+expert: when the 8- or 32-pixel oracle is not 0.5 dB above the best expert, no router reaches MoE-GS's +0.5 dB on
+that scene. ``--picture``: truth and the per-pixel winner (the palette of bench/moe_mixture_results.py) at the
+first, middle and last frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from backend.moe.evaluate import region_oracle, render_expert, write_grid
+from backend.moe.losses import psnr
+from backend.moe.train import TrainConfig, load_checkpoint, load_run_video, read_run, resolve_device
+from backend.render.rasterize import RasterConfig
+
+PALETTE = {"deformation": ("R", (1, 0, 0)), "trajectory": ("G", (0, 1, 0)), "keyframe": ("B", (0, 0, 1)),
+           "embedding": ("Y", (1, 1, 0))}  # as bench/moe_mixture_results.py
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", required=True, type=Path)
+    ap.add_argument("--blocks", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--picture", default="")
+    a = ap.parse_args()
+    meta = read_run(a.run)
+    # every expert folder with a checkpoint (not only run.json's list: bench/moe_device_runs.sh trains each expert of
+    # a run in its own process, and each rewrites run.json with its one expert)
+    names = sorted(d.name for d in a.run.iterdir() if (d / "checkpoint.pt").is_file())
+    if len(names) < 2:
+        raise SystemExit(f"{a.run} has {len(names)} trained expert(s); the oracle compares at least two")
+    video = load_run_video(a.run)
+    dev = resolve_device(a.device)
+    raster = RasterConfig(background=TrainConfig.from_dict(meta["train_config"]).background)
+    experts = [load_checkpoint(a.run / n / "checkpoint.pt", dev)[0].eval() for n in names]
+    pairs = [(c, f) for c in video.test for f in range(video.num_frames)]
+    frames = sorted({0, video.num_frames // 2, video.num_frames - 1})  # the picture's, of the first test camera
+    psnrs: dict = {}  # row key -> PSNR per held-out image
+    wins = {b: torch.zeros(len(names), dtype=torch.float64) for b in a.blocks}
+    maps = {}
+    with torch.no_grad():  # one image at a time: N3V's 300 frames at 1352x1014 would not fit at once
+        for c, f in pairs:
+            truth = torch.from_numpy(video.frame(c, f)).to(dev)
+            renders = torch.stack([render_expert(e, video, c, f, raster) for e in experts])  # (K, H, W, 3)
+            for n, r in zip(names, renders):
+                psnrs.setdefault(n, []).append(psnr(r, truth))
+            psnrs.setdefault("all", []).append(psnr(renders.mean(0), truth))
+            for pair in itertools.combinations(range(len(names)), 2):
+                psnrs.setdefault(pair, []).append(psnr(renders[list(pair)].mean(0), truth))
+            for b in a.blocks:
+                o = region_oracle(renders[:, None], truth[None], b)
+                psnrs.setdefault(b, []).append(o["psnr"])
+                wins[b] += torch.tensor(o["wins"], dtype=torch.float64)
+                if c == video.test[0] and f in frames and b == min(a.blocks):
+                    maps[f] = o["choice"][0].cpu()
+    score = {key: float(np.mean(v)) for key, v in psnrs.items()}
+    best = max(names, key=score.get)
+    i, j = sorted(range(len(names)), key=lambda k: score[names[k]])[-2:]
+    rows = [(n, score[n], "") for n in names]
+    rows.append(("even blend of all experts", score["all"], ""))
+    if len(names) > 2:
+        rows.append((f"even blend of {names[j]} + {names[i]}", score[(min(i, j), max(i, j))], ""))
+    for b in a.blocks:
+        share = ", ".join(f"{n} {100 * s / len(pairs):.0f} %" for n, s in zip(names, wins[b].tolist()))
+        rows.append((f"oracle, one expert per {b}x{b} px tile" if b > 1 else "oracle, one expert per pixel",
+                     score[b], share))
+    w, h = video.size
+    print(f"run {a.run}: {len(names)} experts, held-out {[video.names[c] for c in video.test]}, "
+          f"{video.num_frames} frames at {w}x{h}")
+    print("| model | PSNR (dB) | - best expert | pixels won |")
+    print("|---|---|---|---|")
+    for label, value, share in rows:
+        print(f"| {label} | {value:.2f} | {value - score[best]:+.2f} | {share} |")
+    if a.picture:
+        colours = torch.tensor([PALETTE.get(n, ("?", (1, 1, 1)))[1] for n in names], dtype=torch.float32)
+        winners = [(colours[maps[f]].numpy() * 255).astype(np.uint8) for f in frames]
+        truths = [video.images[video.test[0], f] for f in frames]
+        legend = "winner: " + " ".join(f"{PALETTE.get(n, ('?',))[0]}={n[:6]}" for n in names)
+        write_grid(Path(a.picture), [truths, winners], ["truth", legend], [f"t={video.times[f]:.2f}" for f in frames])
+        print(f"picture: {a.picture}")
+
+
+if __name__ == "__main__":
+    main()
