@@ -126,8 +126,6 @@ def add_mixed_motions(frames: int) -> dict:
     wave.height, wave.width, wave.narrowness = 0.9, 0.35, 1.0  # crests 0.35 apart (local units), ~10 cm deep
     wave.speed = 1.5 * wave.width / max(frames - 1, 1)  # a crest and a half travels by over the clip
     wave.start_position_x, wave.time_offset = -0.6, -1.5 / wave.speed  # started early: the whole banner waves
-    for f in range(1, frames + 1):
-        banner.keyframe_insert("location", frame=f)  # static; the modifier moves it
     return {
         "bouncing_ball": "x -0.35 -> 0.15, z = 0.18 + 0.7 |sin(3 pi s)|: three bounces, velocity reversed at contact",
         "turning_wheel": "two turns about its axle (world Y) over the clip, checkered",
