@@ -7,8 +7,8 @@ frames; the PSNR of an even blend of all experts and of the best two; and ``eval
 block size: the expert with the lowest error in every block x block tile of every held-out image, chosen with the
 ground truth (block 1: per pixel). The block oracle is an upper bound for a router that gives each region to one
 expert: when the 8- or 32-pixel oracle is not 0.5 dB above the best expert, no router reaches MoE-GS's +0.5 dB on
-that scene. ``--picture``: truth and the per-pixel winner (the palette of bench/moe_mixture_results.py) at the
-first, middle and last frame.
+that scene. ``--picture``: truth and the winner of every 8x8 tile (``--picture-block``; the palette of
+bench/moe_mixture_results.py) at the first, middle and last frame.
 """
 
 from __future__ import annotations
@@ -37,7 +37,11 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--picture", default="")
+    ap.add_argument("--picture-block", type=int, default=8, help="the tile size whose winners the picture shows "
+                    "(per pixel, the static background is a speckle of experts that fit it equally)")
     a = ap.parse_args()
+    if a.picture and a.picture_block not in a.blocks:
+        a.blocks.append(a.picture_block)
     meta = read_run(a.run)
     # every expert folder with a checkpoint (not only run.json's list: bench/moe_device_runs.sh trains each expert of
     # a run in its own process, and each rewrites run.json with its one expert)
@@ -66,7 +70,7 @@ def main() -> None:
                 o = region_oracle(renders[:, None], truth[None], b)
                 psnrs.setdefault(b, []).append(o["psnr"])
                 wins[b] += torch.tensor(o["wins"], dtype=torch.float64)
-                if c == video.test[0] and f in frames and b == min(a.blocks):
+                if c == video.test[0] and f in frames and b == a.picture_block:
                     maps[f] = o["choice"][0].cpu()
     score = {key: float(np.mean(v)) for key, v in psnrs.items()}
     best = max(names, key=score.get)
