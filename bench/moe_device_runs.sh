@@ -5,6 +5,9 @@
 #
 #   CARRY=.cluster_carry16 [VARIANTS="LABEL=ARGS;..."] bash bench/moe_device_runs.sh NAME "ARGS" [NAME "ARGS" ...]
 #
+# NAME@SUB takes the run's scene from $CARRY/SUB/ instead (two scenes in one carry: pack them with --jpeg 95 to
+# stay under a call's 64 MiB).
+#
 # Each run: RUN=/tmp/run_NAME (points copied in first); its log (the experts' times, then stage 2), picture and
 # mixture report under $OUT (three files a run: a call brings back at most 8). Expert checkpoints stay in /tmp
 # while the machine is warm (it goes back 30 s after a call), and the script resumes them, so a call cut by the
@@ -22,18 +25,23 @@ echo "gsplat build $(( $(date +%s) - t0 )) s"
 # argparse keeps the last --experts, so the run's own list is overridden). Phase 2: each run's router, pruning and
 # distillation (the experts resume from their checkpoints in seconds).
 names=(); argsof=()
-while [ $# -ge 2 ]; do names+=("$1"); argsof+=("$2"); shift 2; done
+# NAME or NAME@SUB: the run's scene is $C/SUB/scene (+ $C/SUB/scene_points.npz), so one carry can hold two scenes
+declare -A scene_of
+while [ $# -ge 2 ]; do
+  name=${1%%@*}; sub=""; [ "$name" != "$1" ] && sub=${1#*@}/
+  names+=("$name"); argsof+=("$2"); scene_of[$name]=$C/$sub; shift 2
+done
 pids=()
 for i in "${!names[@]}"; do
   name=${names[$i]}; args=${argsof[$i]}
-  mkdir -p "/tmp/run_$name" && { [ -f "/tmp/run_$name/points.npz" ] || cp "$C/scene_points.npz" "/tmp/run_$name/points.npz"; }
+  mkdir -p "/tmp/run_$name" && { [ -f "/tmp/run_$name/points.npz" ] || cp "${scene_of[$name]}scene_points.npz" "/tmp/run_$name/points.npz"; }
   # shellcheck disable=SC2086  # ARGS is a list of options
   experts=$(python3 -c 'import sys, shlex; a = shlex.split(sys.argv[1]); i = a.index("--experts") + 1 if "--experts" in a else 0
 import itertools; e = list(itertools.takewhile(lambda x: not x.startswith("--"), a[i:])) if i else []
 print(" ".join(e or ["deformation", "trajectory", "keyframe"]))' "$args")
   for e in $experts; do
     # shellcheck disable=SC2086
-    python3 bench/moe_mixture_results.py --dataset "$C/scene" --run "/tmp/run_$name" --downsample 1 --device cuda \
+    python3 bench/moe_mixture_results.py --dataset "${scene_of[$name]}scene" --run "/tmp/run_$name" --downsample 1 --device cuda \
       $args --threads 2 --experts "$e" --experts-only > "/tmp/run_$name/log_$e.txt" 2>&1 &
     pids+=($!)
   done
@@ -47,7 +55,7 @@ for i in "${!names[@]}"; do
   # the headroom first (bench/moe_oracle.py: what one expert per region could reach on the held-out view), then stage 2
   # shellcheck disable=SC2086  # ARGS is a list of options
   ( python3 bench/moe_oracle.py --run "/tmp/run_$name" --device cuda >> "$OUT/log_$name.txt" 2>&1
-    python3 bench/moe_mixture_results.py --dataset "$C/scene" --run "/tmp/run_$name" --downsample 1 --device cuda \
+    python3 bench/moe_mixture_results.py --dataset "${scene_of[$name]}scene" --run "/tmp/run_$name" --downsample 1 --device cuda \
       --threads 4 --picture "$OUT/moe_$name.png" $args >> "$OUT/log_$name.txt" 2>&1
     cp "/tmp/run_$name/mixture/report.json" "$OUT/report_$name.json" 2>/dev/null ) &
   pids+=($!)
@@ -65,7 +73,7 @@ for v in "${variants[@]}"; do
     mv "/tmp/run_$name/mixture" "/tmp/run_$name/mixture_$(date +%s%N)" 2>/dev/null
     echo "#### variant $label: $vargs" >> "$OUT/log_$name.txt"
     # shellcheck disable=SC2086  # ARGS are lists of options; the variant's come last and win
-    python3 bench/moe_mixture_results.py --dataset "$C/scene" --run "/tmp/run_$name" --downsample 1 --device cuda \
+    python3 bench/moe_mixture_results.py --dataset "${scene_of[$name]}scene" --run "/tmp/run_$name" --downsample 1 --device cuda \
       --threads 4 --picture= $args $vargs >> "$OUT/log_$name.txt" 2>&1 &
     pids+=($!)
   done
