@@ -14,9 +14,9 @@ def _two_halves():
     g = torch.Generator().manual_seed(0)
     truth = torch.rand(3, 16, 24, 3, generator=g)  # 3 images
     left = truth.clone()
-    left[..., 12:, :] = torch.rand(3, 16, 12, 3, generator=g)  # right on the left half only
+    left[..., 12:, :] = torch.rand(3, 16, 12, 3, generator=g)  # exact on the left half only
     right = truth.clone()
-    right[..., :12, :] = (truth[..., :12, :] + 0.2).clamp(0, 1)  # right on the right half, a little off on the left
+    right[..., :12, :] = (truth[..., :12, :] + 0.2).clamp(0, 1)  # exact on the right half, a little off on the left
     return torch.stack([left, right]), truth
 
 
