@@ -14,6 +14,11 @@
 # time limit can be repeated at once on the same machine. Every GPU figure of docs/bench/moe_mixture.md since
 # 2026-12-06 came from it.
 set -u
+# Cut by `timeout` (a call's 600 s): say how far every expert got, then stop the runs (their checkpoints stay).
+names=()
+trap 'echo "stopped at $(date +%T):"; for n in "${names[@]}"; do for f in /tmp/run_"$n"/log_*.txt; do
+        echo "  $f: $(tail -c 300 "$f" | tr "\r" "\n" | grep -v "^$" | tail -n 1)"; done; done
+      trap - TERM; kill 0' TERM
 C=$PWD/${CARRY:-.cluster_carry}
 mkdir -p /tmp/site && python3 -m pip install -q --no-index --no-deps --target /tmp/site "$C"/*.whl 2>&1 | tail -2
 export PYTHONPATH=/tmp/site:$PWD TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 TORCH_EXTENSIONS_DIR=/tmp/ext
@@ -24,7 +29,7 @@ echo "gsplat build $(( $(date +%s) - t0 )) s"
 # Phase 1: every expert of every run in its own process, all at once (a 320x240 expert keeps an H100 far from busy;
 # argparse keeps the last --experts, so the run's own list is overridden). Phase 2: each run's router, pruning and
 # distillation (the experts resume from their checkpoints in seconds).
-names=(); argsof=()
+argsof=()
 # NAME or NAME@SUB: the run's scene is $C/SUB/scene (+ $C/SUB/scene_points.npz), so one carry can hold two scenes
 declare -A scene_of
 while [ $# -ge 2 ]; do
