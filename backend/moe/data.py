@@ -104,6 +104,12 @@ def _target_size(w: int, h: int, downsample: float) -> tuple[int, int]:
     return max(1, round(w / downsample)), max(1, round(h / downsample))
 
 
+def check_frame_range(frames: tuple[int, int | None] | None) -> None:
+    """Refuse a frame range that is not [start, end) with 0 <= start < end (end None: to the end)."""
+    if frames is not None and not (0 <= frames[0] and (frames[1] is None or frames[0] < frames[1])):
+        raise InvalidInput(f"frames must be [start, end) with 0 <= start < end, got {list(frames)}")
+
+
 MEMORY_SHARE = 0.8  # the decoded frames may take this share of the memory free when the dataset is read
 
 

@@ -28,8 +28,13 @@ class MoeTrainParams(BaseModel):
     @field_validator("frames")
     @classmethod
     def _range(cls, v):
-        if v is not None and not (0 <= v[0] and (v[1] is None or v[0] < v[1])):
-            raise ValueError(f"frames must be [start, end) with 0 <= start < end, got {list(v)}")
+        from ..errors import InvalidInput
+        from .data import check_frame_range
+
+        try:
+            check_frame_range(v)  # the same rule as TrainConfig, refused when the job is submitted
+        except InvalidInput as exc:
+            raise ValueError(str(exc)) from exc
         return v
 
 

@@ -30,7 +30,7 @@ import torch
 from ..errors import InvalidInput, JobCancelled
 from ..io.atomic import atomic_file
 from ..render.rasterize import RasterConfig, rasterize
-from .data import MultiViewVideo, load_dataset
+from .data import MultiViewVideo, check_frame_range, load_dataset
 from .experts import Expert, expert_options, make_expert
 from .losses import photometric_loss
 from .points import init_points
@@ -64,10 +64,7 @@ class TrainConfig:
     router_views: int = 0  # training cameras the experts never see, kept for the router (``router_views``)
 
     def __post_init__(self):
-        if self.frames is not None:
-            start, end = self.frames
-            if not (0 <= start and (end is None or start < end)):
-                raise InvalidInput(f"frames must be [start, end) with 0 <= start < end, got {list(self.frames)}")
+        check_frame_range(self.frames)
 
     @staticmethod
     def from_dict(d: dict) -> TrainConfig:
