@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from backend.errors import InvalidInput
 from backend.moe.evaluate import region_oracle, render_expert, write_grid
 from backend.moe.losses import psnr
 from backend.moe.train import TrainConfig, load_checkpoint, load_run_video, read_run, resolve_device
@@ -42,7 +43,10 @@ def main() -> None:
     a = ap.parse_args()
     if a.picture and a.picture_block not in a.blocks:
         a.blocks.append(a.picture_block)
-    meta = read_run(a.run)
+    try:
+        meta = read_run(a.run)
+    except InvalidInput as exc:
+        raise SystemExit(str(exc)) from None
     # every expert folder with a checkpoint (not only run.json's list: bench/moe_device_runs.sh trains each expert of
     # a run in its own process, and each rewrites run.json with its one expert)
     names = sorted(d.name for d in a.run.iterdir() if (d / "checkpoint.pt").is_file())
