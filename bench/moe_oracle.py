@@ -7,7 +7,9 @@ frames; the PSNR of an even blend of all experts and of the best two; and ``eval
 block size: the expert with the lowest error in every block x block tile of every held-out image, chosen with the
 ground truth (block 1: per pixel). The block oracle is an upper bound for a router that gives each region to one
 expert: when the 8- or 32-pixel oracle is not 0.5 dB above the best expert, no router reaches MoE-GS's +0.5 dB on
-that scene. ``--picture``: truth and the winner of every 8x8 tile (``--picture-block``; the palette of
+that scene. The router blends, so each block size also gets ``evaluate.blend_oracle``: the best convex blend of the
+experts per tile (and per whole image: the best constant blend), chosen with the truth, which bounds a soft router
+the same way. ``--picture``: truth and the winner of every 8x8 tile (``--picture-block``; the palette of
 bench/moe_mixture_results.py) at the first, middle and last frame.
 """
 
@@ -23,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend.errors import InvalidInput
-from backend.moe.evaluate import region_oracle, render_expert, write_grid
+from backend.moe.evaluate import blend_oracle, region_oracle, render_expert, write_grid
 from backend.moe.losses import psnr
 from backend.moe.train import TrainConfig, load_checkpoint, load_run_video, read_run, resolve_device
 from backend.render.rasterize import RasterConfig
@@ -60,6 +62,8 @@ def main() -> None:
     frames = sorted({0, video.num_frames // 2, video.num_frames - 1})  # the picture's, of the first test camera
     psnrs: dict = {}  # row key -> PSNR per held-out image
     wins = {b: torch.zeros(len(names), dtype=torch.float64) for b in a.blocks}
+    blends = sorted({b for b in a.blocks if b > 1} | {0})  # 0: one blend per image; per pixel a blend overfits
+    shares = {b: torch.zeros(len(names), dtype=torch.float64) for b in blends}
     maps = {}
     with torch.no_grad():  # one image at a time: N3V's 300 frames at 1352x1014 would not fit at once
         for c, f in pairs:
@@ -76,6 +80,10 @@ def main() -> None:
                 wins[b] += torch.tensor(o["wins"], dtype=torch.float64)
                 if c == video.test[0] and f in frames and b == a.picture_block:
                     maps[f] = o["choice"][0].cpu()
+            for b in blends:
+                o = blend_oracle(renders[:, None], truth[None], b or max(truth.shape[:2]))
+                psnrs.setdefault(("blend", b), []).append(o["psnr"])
+                shares[b] += torch.tensor(o["weights"], dtype=torch.float64)
     score = {key: float(np.mean(v)) for key, v in psnrs.items()}
     best = max(names, key=score.get)
     i, j = sorted(range(len(names)), key=lambda k: score[names[k]])[-2:]
@@ -87,10 +95,14 @@ def main() -> None:
         share = ", ".join(f"{n} {100 * s / len(pairs):.0f} %" for n, s in zip(names, wins[b].tolist()))
         rows.append((f"oracle, one expert per {b}x{b} px tile" if b > 1 else "oracle, one expert per pixel",
                      score[b], share))
+    for b in blends:
+        share = ", ".join(f"{n} {100 * s / len(pairs):.0f} %" for n, s in zip(names, shares[b].tolist()))
+        rows.append((f"oracle, best blend per {b}x{b} px tile" if b else "oracle, best constant blend per image",
+                     score[("blend", b)], share))
     w, h = video.size
     print(f"run {a.run}: {len(names)} experts, held-out {[video.names[c] for c in video.test]}, "
           f"{video.num_frames} frames at {w}x{h}")
-    print("| model | PSNR (dB) | - best expert | pixels won |")
+    print("| model | PSNR (dB) | - best expert | pixels won (blends: mean weight) |")
     print("|---|---|---|---|")
     for label, value, share in rows:
         print(f"| {label} | {value:.2f} | {value - score[best]:+.2f} | {share} |")

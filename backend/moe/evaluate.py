@@ -12,6 +12,7 @@ ground truth in the first column and one column per expert.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
@@ -141,3 +142,51 @@ def region_oracle(renders: torch.Tensor, truth: torch.Tensor, block: int) -> dic
     psnrs = -10 * torch.log10(mse.clamp_min(1e-12))
     wins = torch.bincount(choice.reshape(-1), minlength=k).double() / choice.numel()
     return {"psnr": float(psnrs.mean()), "wins": wins.tolist(), "choice": choice}
+
+
+def blend_oracle(renders: torch.Tensor, truth: torch.Tensor, block: int) -> dict:
+    """What a router with one set of blend weights per ``block`` x ``block`` pixel tile could reach at best: for every
+    image and tile the convex combination of the experts (weights >= 0, summing to 1, as the router's normalised
+    pixel weights) with the lowest squared error there, chosen with the ground truth. Bounds a soft router the way
+    ``region_oracle`` bounds a hard one; a block as large as the image gives the best constant blend.
+
+    Exact: with residuals a_k = r_k - truth over the tile, the error of weights w is w^T G w (G_kl = <a_k, a_l>);
+    the minimum over the simplex is, on its support S, the affine minimum w_S = G_S^-1 1 / (1^T G_S^-1 1). Every
+    support (2^K - 1 of them, K <= 6) is solved at once for every tile, and the best one with w >= 0 kept.
+
+    Shapes as ``region_oracle``. Returns {"psnr": mean over images of the blend's PSNR (dB), "weights": (K,) mean
+    weight of each expert over the pixels, "weight_maps": (K, N, H, W)}.
+    """
+    if renders.ndim != 5 or renders.shape[1:] != truth.shape or block < 1:
+        raise InvalidInput(f"renders (K, N, H, W, 3) and truth (N, H, W, 3) of the same images and a block >= 1 "
+                           f"expected, got {tuple(renders.shape)}, {tuple(truth.shape)}, block {block}")
+    k, n, h, w, _ = renders.shape
+    if not 1 <= k <= 6:
+        raise InvalidInput(f"the blend oracle solves every subset of the experts: 1 to 6 experts, got {k}")
+    r = renders.clamp(0, 1).double()
+    res = r - truth[None].double()  # (K, N, H, W, 3)
+    prod = (res[:, None] * res[None]).sum(-1)  # (K, K, N, H, W): per-pixel <a_k, a_l>
+    gram = torch.nn.functional.avg_pool2d(prod.reshape(k * k * n, 1, h, w), block, ceil_mode=True)
+    th, tw = gram.shape[-2:]
+    gram = gram.reshape(k, k, n, th, tw).permute(2, 3, 4, 0, 1)  # (N, th, tw, K, K)
+    ridge = 1e-12 * torch.eye(k, dtype=gram.dtype) + 1e-9 * gram.diagonal(dim1=-2, dim2=-1).mean(-1)[..., None, None] \
+        * torch.eye(k, dtype=gram.dtype)
+    best_err = torch.full(gram.shape[:3], float("inf"), dtype=gram.dtype)
+    best_w = torch.zeros(*gram.shape[:3], k, dtype=gram.dtype)
+    for size in range(1, k + 1):
+        for subset in itertools.combinations(range(k), size):
+            idx = list(subset)
+            g = (gram + ridge)[..., idx, :][..., :, idx]
+            x = torch.linalg.solve(g, torch.ones(*g.shape[:-1], 1, dtype=g.dtype))[..., 0]  # G_S^-1 1
+            ws = x / x.sum(-1, keepdim=True)
+            full = torch.zeros_like(best_w)
+            full[..., idx] = ws
+            err = (full[..., None, :] @ gram @ full[..., :, None])[..., 0, 0]
+            ok = (ws >= -1e-9).all(-1) & (err < best_err)
+            best_err = torch.where(ok, err, best_err)
+            best_w = torch.where(ok[..., None], full.clamp_min(0), best_w)
+    best_w = best_w / best_w.sum(-1, keepdim=True)
+    maps = best_w.permute(3, 0, 1, 2).repeat_interleave(block, 2).repeat_interleave(block, 3)[:, :, :h, :w]
+    blend = (maps[..., None] * r).sum(0).to(truth.dtype)  # (N, H, W, 3)
+    psnrs = [psnr(b, t) for b, t in zip(blend, truth)]
+    return {"psnr": float(np.mean(psnrs)), "weights": maps.reshape(k, -1).mean(1).tolist(), "weight_maps": maps}
