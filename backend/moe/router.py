@@ -47,12 +47,19 @@ class RouterConfig:
     time_frequencies: int = 3  # L of the time encoding
     width: int = 64
     lr: float = 5e-3  # Adam learning rate of the gate parameters (field MLP or per-Gaussian logits)
+    expert_bias: bool = False  # a learned logit b_k per expert added to every pixel's G_k (softmax only)
+    gate_decay: float = 0.0  # L2 weight on the per-Gaussian logits ("param" gate) in the router's loss
 
     def __post_init__(self):
         if self.gate not in ("field", "param"):
             raise InvalidInput(f"router gate must be 'field' or 'param', got {self.gate!r}")
         if self.normalise not in ("softmax", "sum"):
             raise InvalidInput(f"router normalise must be 'softmax' or 'sum', got {self.normalise!r}")
+        if self.expert_bias and self.normalise != "softmax":
+            raise InvalidInput("router expert_bias needs normalise 'softmax' (a logit added before the softmax)")
+        if self.gate_decay < 0 or (self.gate_decay and self.gate != "param"):
+            raise InvalidInput(f"router gate_decay must be >= 0 and is for the 'param' gate, got {self.gate_decay} "
+                               f"with gate {self.gate!r}")
 
 
 def frequency_encoding(x: torch.Tensor, levels: int) -> torch.Tensor:
@@ -87,6 +94,8 @@ class Router(nn.Module):
             nn.init.zeros_(self.mlp[-1].bias)
         else:
             self.logits = nn.ParameterList([nn.Parameter(torch.zeros(int(n))) for n in counts])
+        if c.expert_bias:
+            self.bias = nn.Parameter(torch.zeros(self.num_experts))
 
     @staticmethod
     def for_experts(experts, config: RouterConfig | None = None) -> Router:
@@ -122,9 +131,18 @@ class Router(nn.Module):
     def normalise(self, splatted: torch.Tensor) -> torch.Tensor:
         """Pixel weights w (K, H, W) from the splatted gates G (K, H, W); sum over K is 1."""
         if self.config.normalise == "softmax":
+            if self.config.expert_bias:
+                splatted = splatted + self.bias.view(-1, *([1] * (splatted.ndim - 1)))
             return torch.softmax(splatted, 0)
         s = splatted.clamp_min(0) + SUM_EPS
         return s / s.sum(0, keepdim=True)
+
+    def penalty(self) -> torch.Tensor | float:
+        """The router's own loss term: gate_decay times the mean squared per-Gaussian logit (0 without decay)."""
+        if not self.config.gate_decay:
+            return 0.0
+        sq = torch.cat([p.pow(2) for p in self.logits])
+        return self.config.gate_decay * sq.mean()
 
     @torch.no_grad()
     def keep(self, k: int, mask: torch.Tensor) -> None:

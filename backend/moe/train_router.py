@@ -221,7 +221,7 @@ def train_router(run: str | Path, video: MultiViewVideo, config: RouterTrainConf
         gt = torch.from_numpy(video.frame(cam, frame)).to(device)
         pred = render_mixture(frames(frame), mixture.router, video.cameras[cam], float(video.times[frame]), raster,
                               config.mode)
-        loss = photometric_loss(pred.color, gt, config.ssim_weight)
+        loss = photometric_loss(pred.color, gt, config.ssim_weight) + mixture.router.penalty()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
