@@ -53,6 +53,8 @@ def main() -> None:
     ap.add_argument("--router-iterations", type=int, default=300)
     ap.add_argument("--gate", default="field", choices=["field", "param"])
     ap.add_argument("--router-lr", type=float, default=5e-3)
+    ap.add_argument("--expert-bias", action="store_true", help="router: a learned logit per expert in every pixel")
+    ap.add_argument("--gate-decay", type=float, default=0.0, help="router: L2 of the per-Gaussian gates")
     ap.add_argument("--joint", action="store_true", help="fine-tune the experts with the router (stage 2)")
     ap.add_argument("--expert-lr-scale", type=float, default=0.1)
     ap.add_argument("--student", default="deformation")
@@ -105,7 +107,8 @@ def main() -> None:
         return
     t0 = time.perf_counter()
     report = run_mixture(run, MixtureRunConfig(iterations=args.router_iterations, gate=args.gate,
-                                               router_lr=args.router_lr, joint=args.joint,
+                                               router_lr=args.router_lr, expert_bias=args.expert_bias,
+                                               gate_decay=args.gate_decay, joint=args.joint,
                                                expert_lr_scale=args.expert_lr_scale, prune=True,
                                                prune_threshold=args.prune_threshold, distill=args.student,
                                                distill_iterations=args.distill_iterations,
@@ -114,9 +117,10 @@ def main() -> None:
                          progress=lambda f, m: print(f"  {f:.2f} {m}", flush=True) if "step" not in m else None)
     t_stage2 = time.perf_counter() - t0
     if args.router_views and not args.refit_iterations:  # the same experts, router on their training views
-        rcfg = RouterTrainConfig(iterations=args.router_iterations, router=RouterConfig(gate=args.gate,
-                                 lr=args.router_lr), mode=args.mode, views="train", device=args.device,
-                                 torch_threads=args.threads)
+        router = RouterConfig(gate=args.gate, lr=args.router_lr, expert_bias=args.expert_bias,
+                              gate_decay=args.gate_decay)
+        rcfg = RouterTrainConfig(iterations=args.router_iterations, router=router, mode=args.mode, views="train",
+                                 device=args.device, torch_threads=args.threads)
         path = train_router(run, video, rcfg, out=run / "mixture_train_views" / "mixture.pt")
         report["moe_train_views"] = evaluate_mixture(load_mixture(path, report["device"])[0], video,
                                                      RasterConfig(background=cfg.background), args.mode)

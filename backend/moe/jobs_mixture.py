@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from ..jobs import JobContext, job_kind
 
@@ -16,6 +16,10 @@ class MoeRouterParams(BaseModel):
     iterations: int = Field(2000, ge=1, le=1_000_000, description="Router training steps (experts frozen).")
     gate: Literal["field", "param"] = Field("field", description="Gate: MLP on encoded position and time "
                                                                  "('field') or a free per-Gaussian logit ('param').")
+    expert_bias: bool = Field(False, description="A learned logit per expert added to every pixel's gates: the "
+                              "blend of regions no Gaussian argues about, instead of an even blend of all experts.")
+    gate_decay: float = Field(0.0, ge=0.0, le=10.0, description="L2 weight pulling per-Gaussian gates ('param' "
+                              "gate) back to that blend; 0: none.")
     joint: bool = Field(False, description="Also fine-tune the experts (learning rates x 0.1) with the router.")
     prune: bool = Field(False, description="Remove Gaussians whose gate contribution is below prune_threshold.")
     prune_threshold: float = Field(0.05, ge=0.0, description="Pixels a Gaussian must paint into the blended "
@@ -29,6 +33,12 @@ class MoeRouterParams(BaseModel):
                                   "0: no refit.")
     bake: bool = Field(True, description="Bake the (pruned) mixture to <run>/mixture/mixture.lw4d.")
 
+    @model_validator(mode="after")
+    def _gate_decay_needs_param_gates(self):
+        if self.gate_decay and self.gate != "param":
+            raise ValueError(f"gate_decay acts on per-Gaussian gates: use gate 'param' with it (got {self.gate!r})")
+        return self
+
 
 @job_kind("moe_router", MoeRouterParams)
 def moe_router(ctx: JobContext, params: MoeRouterParams) -> list[str]:
@@ -37,7 +47,8 @@ def moe_router(ctx: JobContext, params: MoeRouterParams) -> list[str]:
     from .run_mixture import MixtureRunConfig, run_mixture  # torch: imported when a job runs
 
     run = ctx.resolve(params.run)
-    cfg = MixtureRunConfig(iterations=params.iterations, gate=params.gate, joint=params.joint, prune=params.prune,
+    cfg = MixtureRunConfig(iterations=params.iterations, gate=params.gate, expert_bias=params.expert_bias,
+                           gate_decay=params.gate_decay, joint=params.joint, prune=params.prune,
                            prune_threshold=params.prune_threshold, distill=params.distill,
                            distill_iterations=params.distill_iterations, refit_iterations=params.refit_iterations,
                            bake=params.bake)

@@ -10,7 +10,11 @@ and the experts' pixel weights are normalised across k:
     softmax:  w_k(p) = exp(G_k(p)) / sum_j exp(G_j(p))            (g = raw logits; the default)
     sum:      w_k(p) = (G_k(p) + eps) / sum_j (G_j(p) + eps)       (g = sigmoid(logit) >= 0, eps = 1e-4)
 
-so that sum_k w_k(p) = 1 and the blended image is I(p) = sum_k w_k(p) I_k(p). Because the weights come from
+so that sum_k w_k(p) = 1 and the blended image is I(p) = sum_k w_k(p) I_k(p). Options (ours, not MoE-GS's):
+``expert_bias`` adds a learned logit b_k per expert to every pixel, w = softmax(G + b): the blend of regions no
+Gaussian argues about (zero gates give softmax(b) instead of an even blend of all experts, which starts far below
+the best expert); ``gate_decay`` adds gate_decay * mean(g^2) over the per-Gaussian logits to the router's loss,
+pulling gates that the training views do not need back to that blend. Because the weights come from
 3D Gaussians they agree across views and vary smoothly in time (the "volume-aware" part).
 
 Gate functions (``RouterConfig.gate``):

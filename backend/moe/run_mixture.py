@@ -24,6 +24,8 @@ class MixtureRunConfig:
     iterations: int = 2000
     gate: str = "field"
     router_lr: float = 5e-3
+    expert_bias: bool = False  # router.RouterConfig: a learned per-expert logit in every pixel
+    gate_decay: float = 0.0  # router.RouterConfig: L2 of the per-Gaussian gates ("param" gate)
     joint: bool = False
     expert_lr_scale: float = 0.1  # joint: the experts' own learning rates times this
     prune: bool = False
@@ -85,7 +87,9 @@ def run_mixture(run: Path, config: MixtureRunConfig, video: MultiViewVideo | Non
     def sub(lo, hi):
         return None if progress is None else (lambda f, msg: progress(lo + (hi - lo) * f, msg))
 
-    rcfg = RouterTrainConfig(iterations=config.iterations, router=RouterConfig(gate=config.gate, lr=config.router_lr),
+    router = RouterConfig(gate=config.gate, lr=config.router_lr, expert_bias=config.expert_bias,
+                          gate_decay=config.gate_decay)
+    rcfg = RouterTrainConfig(iterations=config.iterations, router=router,
                              joint=config.joint, expert_lr_scale=config.expert_lr_scale, mode=config.mode,
                              device=config.device, torch_threads=config.torch_threads)
     path = train_router(run, video, rcfg, progress=sub(0.0, 0.35), cancel=cancel)

@@ -6,10 +6,13 @@ import json
 import shutil
 
 import numpy as np
+import pydantic
+import pytest
 import torch
 
 from backend.io.lw4d import read_sequence
 from backend.jobs import run_inline
+from backend.moe.jobs_mixture import MoeRouterParams
 from backend.moe.distill import DistillConfig, distill, teacher_times, teacher_video
 from backend.moe.mixture import bake_mixture, render_mixture
 from backend.moe.prune import gate_scores, prune_mixture, training_views
@@ -135,3 +138,17 @@ def test_pruning_reads_each_gaussians_best_view_not_its_mean(trained_half):
     _, keeps = prune_mixture(mixture, scores, threshold)
     assert bool(keeps[k][i]) and float(peak[i]) > threshold
     assert bool((keeps[k] == (peak >= threshold)).all())
+
+
+def test_moe_router_job_takes_the_router_prior_options(half_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(half_run, run, ignore=shutil.ignore_patterns("mixture"))
+    run_inline("moe_router", {"run": str(run), "iterations": 4, "gate": "param", "expert_bias": True,
+                              "gate_decay": 0.01, "bake": False}, tmp_path)
+    mixture, _ = load_mixture(run / "mixture" / "mixture.pt")
+    assert mixture.router.config.expert_bias and mixture.router.config.gate_decay == 0.01
+    assert mixture.router.bias.abs().sum() > 0  # trained, and saved with the mixture
+    report = json.loads((run / "mixture" / "report.json").read_text())
+    assert report["router"]["router"]["expert_bias"] is True
+    with pytest.raises(pydantic.ValidationError, match="use gate 'param'"):
+        MoeRouterParams(run=str(run), gate="field", gate_decay=0.1)
