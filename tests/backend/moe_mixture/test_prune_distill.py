@@ -12,8 +12,8 @@ import torch
 
 from backend.io.lw4d import read_sequence
 from backend.jobs import run_inline
-from backend.moe.jobs_mixture import MoeRouterParams
 from backend.moe.distill import DistillConfig, distill, teacher_times, teacher_video
+from backend.moe.jobs_mixture import MoeRouterParams
 from backend.moe.mixture import bake_mixture, render_mixture
 from backend.moe.prune import gate_scores, prune_mixture, training_views
 from backend.moe.train_router import evaluate_mixture, load_mixture
