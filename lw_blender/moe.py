@@ -4,7 +4,7 @@ score on the held-out camera, and play the result on the timeline.
 Training is a chain of backend jobs (``backend/moe``), then ONE apply on the main thread::
 
     train        moe_train {dataset, experts, iterations, downsample, router_views, frames}
-                 [-> moe_router {run, iterations, gate, joint, prune, prune_threshold, distill,
+                 [-> moe_router {run, iterations, gate, expert_bias, joint, prune, prune_threshold, distill,
                                  distill_iterations}]                                          (router on)
                  -> moe_eval {run} -> apply: Scene.lw.moe.run, metrics, image "LW MoE Preview" (grid.png)
     import_run   moe_export {run, expert, frames} -> import_gaussians {the .lw4d} -> apply        (one expert)
@@ -57,6 +57,7 @@ EXPERT_ITEMS = [
 DISTILL_ITEMS = [("NONE", "None", "No distillation")] + [
     (name, label, f"Distil the mixture into the {label.lower()} expert (fine-tuned on the mixture's renders)")
     for name, label, _ in EXPERT_ITEMS]
+EXPERT_BIAS = False  # the router's learned per-expert weight (backend.moe.router: expert_bias) by default
 GATE_ITEMS = [("FIELD", "Field", "Gates from a small network on each Gaussian's position and time (smooth in space)"),
               ("PARAM", "Per-Gaussian", "A free gate value on every Gaussian")]
 IMPORT_ITEMS = [("MIXTURE", "Mixture", "The router's blend of every expert, baked by the router job")] + [
@@ -112,6 +113,10 @@ class LW_MoeSettings(bpy.types.PropertyGroup):
     joint: bpy.props.BoolProperty(name="Fine-tune Experts",
                                   description="Train the experts with the router (learning rates x 0.1) instead of "
                                               "keeping them fixed: a sharper mixture for about 3x the router's time")
+    expert_bias: bpy.props.BoolProperty(name="Expert Bias", default=EXPERT_BIAS,
+                                        description="Learn one weight per expert for the regions no Gaussian argues "
+                                                    "about (the whole expert's share), instead of starting from an "
+                                                    "even blend of all experts")
     router_views: bpy.props.IntProperty(name="Router Views", default=0, min=0, max=64,
                                         description="Training cameras the experts never see, kept for the router so "
                                                     "that it learns which expert does well on a new view; 0: none")
@@ -275,7 +280,8 @@ def train_options(experts, router: bool, distill: str) -> tuple[list[str], str]:
 def train(context, directory: str, experts=DEFAULT_EXPERTS, iterations: int = 3000, downsample: float = 2.0,
           router: bool = True, router_iterations: int = 2000, prune: bool = False, prune_threshold: float = 0.05,
           distill: str = "", distill_iterations: int = 1000, router_views: int = 0, gate: str = "FIELD",
-          joint: bool = False, frames: tuple[int, int] = (0, 0), blocking: bool | None = None) -> None:
+          joint: bool = False, frames: tuple[int, int] = (0, 0), expert_bias: bool = EXPERT_BIAS,
+          blocking: bool | None = None) -> None:
     """Train ``experts`` on the dataset ``directory`` (then the router, pruning and distillation when asked), evaluate
     on the held-out camera and show run, metrics and preview in Scene.lw.moe (see the module docstring).
     ``frames``: [start, end) of the video to train on; end 0: to the end."""
@@ -309,6 +315,7 @@ def train(context, directory: str, experts=DEFAULT_EXPERTS, iterations: int = 30
         if not router:
             return evaluate_link(run, None)
         params = {"run": run, "iterations": int(router_iterations), "gate": gate.lower(), "joint": bool(joint),
+                  "expert_bias": bool(expert_bias),
                   "prune": bool(prune),
                   "prune_threshold": float(prune_threshold), "distill": target,
                   "distill_iterations": int(distill_iterations)}

@@ -38,6 +38,8 @@ class LW_OT_moe_train(bpy.types.Operator):
     router_iterations: bpy.props.IntProperty(name="Router Iterations", default=2000, min=1, max=1_000_000)
     gate: bpy.props.EnumProperty(name="Gate", items=moe.GATE_ITEMS, default="FIELD")
     joint: bpy.props.BoolProperty(name="Fine-tune Experts", description="Train the experts with the router")
+    expert_bias: bpy.props.BoolProperty(name="Expert Bias", default=moe.EXPERT_BIAS,
+                                        description="Learn one weight per expert for regions no Gaussian argues about")
     router_views: bpy.props.IntProperty(name="Router Views", default=0, min=0, max=64,
                                         description="Training cameras kept from the experts for the router")
     prune: bpy.props.BoolProperty(name="Prune", description="Gate-aware pruning after the router")
@@ -55,7 +57,7 @@ class LW_OT_moe_train(bpy.types.Operator):
             moe.train(context, source.directory, set(source.experts), source.iterations, source.downsample,
                       source.router, source.router_iterations, source.prune, source.prune_threshold, source.distill,
                       source.distill_iterations, source.router_views, source.gate, source.joint,
-                      (source.frame_start, source.frame_end))
+                      (source.frame_start, source.frame_end), source.expert_bias)
         except ERRORS as exc:
             self.report({"ERROR"}, f"Train MoE failed: {exc}")
             return {"CANCELLED"}

@@ -32,6 +32,7 @@ class VIEW3D_PT_lw_moe(bpy.types.Panel):
         col.prop(s, "router_iterations", text="Iterations")
         col.prop(s, "router_views", text="Views Kept Back")
         col.prop(s, "gate")
+        col.prop(s, "expert_bias")
         col.prop(s, "joint")
         row = col.row(align=True)
         row.prop(s, "prune")

@@ -162,6 +162,7 @@ class Router(nn.Module):
 
     @staticmethod
     def from_checkpoint(ckpt: dict, device="cpu") -> Router:
-        r = Router(ckpt["num_experts"], ckpt["counts"], torch.zeros(3), torch.ones(3), RouterConfig(**ckpt["config"]))
+        config = RouterConfig(**{"expert_bias": False, "gate_decay": 0.0, **ckpt["config"]})  # older: without them
+        r = Router(ckpt["num_experts"], ckpt["counts"], torch.zeros(3), torch.ones(3), config)
         r.load_state_dict(ckpt["state"])
         return r.to(device)
