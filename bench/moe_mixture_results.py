@@ -53,7 +53,8 @@ def main() -> None:
     ap.add_argument("--router-iterations", type=int, default=300)
     ap.add_argument("--gate", default="field", choices=["field", "param"])
     ap.add_argument("--router-lr", type=float, default=5e-3)
-    ap.add_argument("--expert-bias", action="store_true", help="router: a learned logit per expert in every pixel")
+    ap.add_argument("--expert-bias", action=argparse.BooleanOptionalAction, default=True,
+                    help="router: a learned logit per expert in every pixel (--no-expert-bias: the router before it)")
     ap.add_argument("--gate-decay", type=float, default=0.0, help="router: L2 of the per-Gaussian gates")
     ap.add_argument("--joint", action="store_true", help="fine-tune the experts with the router (stage 2)")
     ap.add_argument("--expert-lr-scale", type=float, default=0.1)

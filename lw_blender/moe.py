@@ -57,7 +57,7 @@ EXPERT_ITEMS = [
 DISTILL_ITEMS = [("NONE", "None", "No distillation")] + [
     (name, label, f"Distil the mixture into the {label.lower()} expert (fine-tuned on the mixture's renders)")
     for name, label, _ in EXPERT_ITEMS]
-EXPERT_BIAS = False  # the router's learned per-expert weight (backend.moe.router: expert_bias) by default
+EXPERT_BIAS = True  # the router's learned per-expert weight (backend.moe.router: expert_bias) by default
 GATE_ITEMS = [("FIELD", "Field", "Gates from a small network on each Gaussian's position and time (smooth in space)"),
               ("PARAM", "Per-Gaussian", "A free gate value on every Gaussian")]
 IMPORT_ITEMS = [("MIXTURE", "Mixture", "The router's blend of every expert, baked by the router job")] + [

@@ -16,7 +16,7 @@ class MoeRouterParams(BaseModel):
     iterations: int = Field(2000, ge=1, le=1_000_000, description="Router training steps (experts frozen).")
     gate: Literal["field", "param"] = Field("field", description="Gate: MLP on encoded position and time "
                                                                  "('field') or a free per-Gaussian logit ('param').")
-    expert_bias: bool = Field(False, description="A learned logit per expert added to every pixel's gates: the "
+    expert_bias: bool = Field(True, description="A learned logit per expert added to every pixel's gates: the "
                               "blend of regions no Gaussian argues about, instead of an even blend of all experts.")
     gate_decay: float = Field(0.0, ge=0.0, le=10.0, description="L2 weight pulling per-Gaussian gates ('param' "
                               "gate) back to that blend; 0: none.")

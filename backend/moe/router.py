@@ -51,7 +51,7 @@ class RouterConfig:
     time_frequencies: int = 3  # L of the time encoding
     width: int = 64
     lr: float = 5e-3  # Adam learning rate of the gate parameters (field MLP or per-Gaussian logits)
-    expert_bias: bool = False  # a learned logit b_k per expert added to every pixel's G_k (softmax only)
+    expert_bias: bool = True  # a learned logit b_k per expert added to every pixel's G_k (softmax; off for sum)
     gate_decay: float = 0.0  # L2 weight on the per-Gaussian logits ("param" gate) in the router's loss
 
     def __post_init__(self):
@@ -59,8 +59,8 @@ class RouterConfig:
             raise InvalidInput(f"router gate must be 'field' or 'param', got {self.gate!r}")
         if self.normalise not in ("softmax", "sum"):
             raise InvalidInput(f"router normalise must be 'softmax' or 'sum', got {self.normalise!r}")
-        if self.expert_bias and self.normalise != "softmax":
-            raise InvalidInput("router expert_bias needs normalise 'softmax' (a logit added before the softmax)")
+        if self.normalise != "softmax":
+            self.expert_bias = False  # a logit added before the softmax: nothing to add it to
         if self.gate_decay < 0 or (self.gate_decay and self.gate != "param"):
             raise InvalidInput(f"router gate_decay must be >= 0 and is for the 'param' gate, got {self.gate_decay} "
                                f"with gate {self.gate!r}")

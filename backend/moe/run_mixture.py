@@ -24,7 +24,7 @@ class MixtureRunConfig:
     iterations: int = 2000
     gate: str = "field"
     router_lr: float = 5e-3
-    expert_bias: bool = False  # router.RouterConfig: a learned per-expert logit in every pixel
+    expert_bias: bool = True  # router.RouterConfig: a learned per-expert logit in every pixel
     gate_decay: float = 0.0  # router.RouterConfig: L2 of the per-Gaussian gates ("param" gate)
     joint: bool = False
     expert_lr_scale: float = 0.1  # joint: the experts' own learning rates times this

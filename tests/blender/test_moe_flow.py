@@ -23,7 +23,7 @@ from mathutils import Vector
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = {"experts": {"deformation", "trajectory", "embedding"}, "iterations": 3, "downsample": 2.0, "router": True,
          "router_iterations": 3, "prune": True, "distill": "trajectory", "distill_iterations": 2, "router_views": 1,
-         "gate": "PARAM", "joint": True, "frame_start": 1, "expert_bias": True}
+         "gate": "PARAM", "joint": True, "frame_start": 1, "expert_bias": False}
 _RUN: dict = {}  # the run trained once per module (by the first test that needs it)
 
 
@@ -91,7 +91,7 @@ def test_train_stores_run_metrics_and_preview(scene, moe_dataset):
     assert json.loads((run_dir / "run.json").read_text())["frames"] == 5  # frames 1-5 of the tiny dataset's 6
     mixture = json.loads((run_dir / "mixture" / "report.json").read_text())
     assert mixture["router"]["router"]["gate"] == "param" and mixture["router"]["joint"] is True  # as asked
-    assert mixture["router"]["router"]["expert_bias"] is True
+    assert mixture["router"]["router"]["expert_bias"] is False  # on by default: off as asked
     for m in s.metrics:
         values = (m.psnr, m.ssim, m.fps, m.size_mb)
         assert all(isinstance(v, float) and math.isfinite(v) for v in values), (m.name, values)

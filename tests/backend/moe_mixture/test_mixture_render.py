@@ -75,4 +75,4 @@ def test_gradients_reach_the_gate_parameters(gate, make_gaussians, make_camera):
     assert all(gr is not None for gr in grads)
     assert sum(float(gr.abs().sum()) for gr in grads) > 0
     if gate == "param":  # each Gaussian that paints a pixel gets its own gradient
-        assert all(int((p.grad != 0).sum()) > 20 for p in router.parameters())
+        assert all(int((p.grad != 0).sum()) > 20 for p in router.logits)
