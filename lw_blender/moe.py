@@ -115,8 +115,7 @@ class LW_MoeSettings(bpy.types.PropertyGroup):
                                               "keeping them fixed: a sharper mixture for about 3x the router's time")
     expert_bias: bpy.props.BoolProperty(name="Expert Bias", default=EXPERT_BIAS,
                                         description="Learn one weight per expert for the regions no Gaussian argues "
-                                                    "about (the whole expert's share), instead of starting from an "
-                                                    "even blend of all experts")
+                                                    "about, instead of starting from an even blend of all experts")
     router_views: bpy.props.IntProperty(name="Router Views", default=0, min=0, max=64,
                                         description="Training cameras the experts never see, kept for the router so "
                                                     "that it learns which expert does well on a new view; 0: none")
