@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend.errors import InvalidInput
-from backend.moe.evaluate import blend_oracle, region_oracle, render_expert, write_grid
+from backend.moe.evaluate import blend_oracle, checkpointed_experts, region_oracle, render_expert, write_grid
 from backend.moe.losses import psnr
 from backend.moe.train import TrainConfig, load_checkpoint, load_run_video, read_run, resolve_device
 from backend.render.rasterize import RasterConfig
@@ -49,9 +49,7 @@ def main() -> None:
         meta = read_run(a.run)
     except InvalidInput as exc:
         raise SystemExit(str(exc)) from None
-    # every expert folder with a checkpoint (not only run.json's list: bench/moe_device_runs.sh trains each expert of
-    # a run in its own process, and each rewrites run.json with its one expert)
-    names = sorted(d.name for d in a.run.iterdir() if (d / "checkpoint.pt").is_file())
+    names = checkpointed_experts(a.run)
     if len(names) < 2:
         raise SystemExit(f"{a.run} has {len(names)} trained expert(s); the oracle compares at least two")
     video = load_run_video(a.run)

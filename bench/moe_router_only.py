@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,10 +24,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend.errors import InvalidInput
+from backend.moe.evaluate import checkpointed_experts, render_expert
 from backend.moe.router import RouterConfig
 from backend.moe.train import TrainConfig, load_run_video, read_run
 from backend.moe.train_router import RouterTrainConfig, evaluate_mixture, load_mixture, score_renders, train_router
-from backend.render.rasterize import RasterConfig, rasterize
+from backend.render.rasterize import RasterConfig
 
 
 def main() -> None:
@@ -45,11 +47,13 @@ def main() -> None:
     out = a.out or a.run / "router_only" / label
     try:
         meta = read_run(a.run)
-        names = sorted(d.name for d in a.run.iterdir() if (d / "checkpoint.pt").is_file())
+        names = checkpointed_experts(a.run)
         if len(names) < 2:
             raise InvalidInput(f"{a.run} has {len(names)} trained expert(s); a mixture needs at least two")
         if sorted(meta["experts"]) != names:  # one process per expert rewrote run.json with its own name
-            (a.run / "run.json").write_text(json.dumps({**meta, "experts": names}, indent=1))
+            tmp = a.run / "run.json.tmp"  # train_router reads the list from run.json: replaced whole, never half-written
+            tmp.write_text(json.dumps({**meta, "experts": names}, indent=1))
+            os.replace(tmp, a.run / "run.json")
         router = RouterConfig(gate=a.gate, lr=a.lr, expert_bias=a.expert_bias, gate_decay=a.gate_decay)
         cfg = RouterTrainConfig(iterations=a.iterations, router=router, views="train", device=a.device,
                                 torch_threads=a.threads)
@@ -64,9 +68,8 @@ def main() -> None:
     moe = evaluate_mixture(mixture, video, raster)
     experts = {}
     for name, e in zip(mixture.names, mixture.experts):  # each expert alone, on the same held-out images
-        def render(c, f, e=e):
-            return rasterize(e.gaussians_at(float(video.times[f])), video.cameras[c], raster).color
-        experts[name] = score_renders(render, video, torch.device(a.device))["psnr"]
+        experts[name] = score_renders(lambda c, f, e=e: render_expert(e, video, c, f, raster), video,
+                                      torch.device(a.device))["psnr"]
     best = max(experts, key=experts.get)
     line = (f"{a.run.name} {label}: MoE {moe['psnr']:.2f} dB on the held-out view ({moe['psnr'] - experts[best]:+.2f} "
             f"vs {best} {experts[best]:.2f})")

@@ -46,6 +46,12 @@ def render_expert(expert, video: MultiViewVideo, cam: int, frame: int, raster: R
     return out.color.clamp(0, 1)
 
 
+def checkpointed_experts(run: Path) -> list[str]:
+    """Every expert folder of ``run`` with a checkpoint, sorted; not only run.json's list: bench/moe_device_runs.sh
+    trains each expert of a run in its own process, and each rewrites run.json with its one expert."""
+    return sorted(d.name for d in Path(run).iterdir() if (d / "checkpoint.pt").is_file())
+
+
 def evaluate_run(run: str | Path, experts: list[str] | None = None, device: str = "auto") -> dict:
     """Evaluate the experts of ``run`` (default: all trained) and write report.json + grid.png."""
     run = Path(run)
