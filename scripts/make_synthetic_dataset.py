@@ -3,7 +3,7 @@
 Run with the Blender environment (bpy):
 
     .venv-blender/bin/python scripts/make_synthetic_dataset.py --out DIR [--preset tiny|small|bench]
-        [--cameras K] [--frames T] [--width W] [--height H] [--samples S] [--scene basic|mixed]
+        [--cameras K] [--frames T] [--width W] [--height H] [--samples S] [--scene basic|mixed] [--repeats R]
 
 Scene ``basic`` (Blender Z-up metres): a textured back wall and floor (static), a textured box on the floor
 (static), a sphere crossing the scene fast (x from -1.1 to 1.1 over the clip, with a small hop), and a cube
@@ -16,6 +16,12 @@ the floor three times (velocity reversed at every contact: locally diverse motio
 wheel turning twice on the wall side (every point on a circle: no low-order polynomial over the clip, consistent
 fast motion), and a banner waving in place (a travelling wave: non-rigid motion of a low-motion region, a
 deformation field's ground).
+
+``--repeats R`` (default 1) plays every motion R times over the clip: the sphere crosses and comes back, the cube
+turns R x 35 degrees and breathes R times, the ball bounces 3R times, the wheel turns 2R times, 1.5R crests pass the
+banner. With T = 20 R frames each frame moves as much as in the 20-frame clip, over an R times longer clip (N3V's
+clips are 300 frames, Technicolor's 50): a cubic per Gaussian no longer spans a motion, which is where MoE-GS says
+the experts part ways.
 
 Cameras: K cameras on a horizontal arc (radius 4.2 m, height 1.3 m) looking at (0, 0, 0.55). ``cam00`` is
 the centre of the arc (it is the held-out test camera, as cam00 is in N3V); cam01.. spread over +-30 degrees.
@@ -91,8 +97,8 @@ def material(name: str, color_a, color_b, scale: float, kind: str = "checker"):
     return mat
 
 
-def add_mixed_motions(frames: int) -> dict:
-    """The ``mixed`` scene's three extra movers (module docstring)."""
+def add_mixed_motions(frames: int, repeats: int = 1) -> dict:
+    """The ``mixed`` scene's three extra movers (module docstring), each played ``repeats`` times."""
     def clip(f: int) -> float:
         return (f - 1) / max(frames - 1, 1)
 
@@ -101,7 +107,7 @@ def add_mixed_motions(frames: int) -> dict:
     bouncer.name = "bouncing_ball"
     bouncer.data.materials.append(material("bouncer", (0.95, 0.75, 0.05), (0.35, 0.1, 0.6), 8.0))
     for f in range(1, frames + 1):  # a keyframe per frame: the contacts stay sharp (no Bezier easing between)
-        bouncer.location = (-0.35 + 0.5 * clip(f), 0.75, 0.18 + 0.7 * abs(math.sin(3 * math.pi * clip(f))))
+        bouncer.location = (-0.35 + 0.5 * clip(f), 0.75, 0.18 + 0.7 * abs(math.sin(3 * repeats * math.pi * clip(f))))
         bouncer.keyframe_insert("location", frame=f)
 
     bpy.ops.mesh.primitive_cylinder_add(radius=0.42, depth=0.08, location=(0.35, 1.7, 1.45),
@@ -110,7 +116,7 @@ def add_mixed_motions(frames: int) -> dict:
     wheel.name = "turning_wheel"
     wheel.data.materials.append(material("wheel", (0.9, 0.1, 0.5), (0.95, 0.95, 0.9), 5.0))
     for f in range(1, frames + 1):
-        wheel.rotation_euler = (math.pi / 2, 4 * math.pi * clip(f), 0.0)  # two turns about its axle (world Y)
+        wheel.rotation_euler = (math.pi / 2, 4 * repeats * math.pi * clip(f), 0.0)  # two turns about its axle (world Y)
         wheel.keyframe_insert("rotation_euler", frame=f)
 
     bpy.ops.mesh.primitive_plane_add(size=1.0, location=(-1.35, 1.6, 1.35), rotation=(math.pi / 2, 0.0, 0.0))
@@ -124,16 +130,17 @@ def add_mixed_motions(frames: int) -> dict:
     wave = banner.modifiers.new("wave", "WAVE")  # a travelling wave along the banner, animated by the frame
     wave.use_normal, wave.use_x, wave.use_y = True, True, False
     wave.height, wave.width, wave.narrowness = 0.9, 0.35, 1.0  # crests 0.35 apart (local units), ~10 cm deep
-    wave.speed = 1.5 * wave.width / max(frames - 1, 1)  # a crest and a half travels by over the clip
+    wave.speed = 1.5 * repeats * wave.width / max(frames - 1, 1)  # a crest and a half travels by (per repeat)
     wave.start_position_x, wave.time_offset = -0.6, -1.5 / wave.speed  # started early: the whole banner waves
     return {
-        "bouncing_ball": "x -0.35 -> 0.15, z = 0.18 + 0.7 |sin(3 pi s)|: three bounces, velocity reversed at contact",
-        "turning_wheel": "two turns about its axle (world Y) over the clip, checkered",
+        "bouncing_ball": f"x -0.35 -> 0.15, z = 0.18 + 0.7 |sin({3 * repeats} pi s)|: {3 * repeats} bounces, "
+                         "velocity reversed at contact",
+        "turning_wheel": f"{2 * repeats} turns about its axle (world Y) over the clip, checkered",
         "waving_banner": "Wave modifier along x on a fixed banner (non-rigid, low motion)",
     }
 
 
-def build_scene(frames: int, fps: int, kind: str = "basic") -> dict:
+def build_scene(frames: int, fps: int, kind: str = "basic", repeats: int = 1) -> dict:
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
     scene.frame_start, scene.frame_end = 1, frames
@@ -157,9 +164,16 @@ def build_scene(frames: int, fps: int, kind: str = "basic") -> dict:
     ball = bpy.context.object
     ball.name = "fast_sphere"
     ball.data.materials.append(material("ball", (0.9, 0.15, 0.1), (1.0, 0.8, 0.6), 6.0))
-    for f, x in ((1, -1.1), (frames, 1.1)):
-        ball.location = (x, -0.3, 0.45 + (0.25 if f == frames else 0.0))
-        ball.keyframe_insert("location", frame=f)
+    if repeats == 1:
+        for f, x in ((1, -1.1), (frames, 1.1)):
+            ball.location = (x, -0.3, 0.45 + (0.25 if f == frames else 0.0))
+            ball.keyframe_insert("location", frame=f)
+    else:  # there and back: a triangle wave with ``repeats`` legs, one keyframe per frame
+        for f in range(1, frames + 1):
+            leg = repeats * (f - 1) / max(frames - 1, 1)
+            u = leg % 2.0 if leg % 2.0 <= 1.0 else 2.0 - leg % 2.0
+            ball.location = (-1.1 + 2.2 * u, -0.3, 0.45 + 0.25 * u)
+            ball.keyframe_insert("location", frame=f)
 
     bpy.ops.mesh.primitive_cube_add(size=0.7, location=(0.9, 0.5, 0.45))
     cube = bpy.context.object
@@ -167,8 +181,8 @@ def build_scene(frames: int, fps: int, kind: str = "basic") -> dict:
     cube.data.materials.append(material("cube", (0.15, 0.3, 0.9), (0.9, 0.9, 0.95), 3.0))
     for f in range(1, frames + 1):
         s = (f - 1) / max(frames - 1, 1)
-        cube.rotation_euler = (0.0, 0.0, math.radians(35.0) * s)
-        cube.scale = (1.0, 1.0, 1.0 + 0.25 * math.sin(math.pi * s))
+        cube.rotation_euler = (0.0, 0.0, math.radians(35.0) * repeats * s)
+        cube.scale = (1.0, 1.0, 1.0 + 0.25 * abs(math.sin(math.pi * repeats * s)))
         cube.keyframe_insert("rotation_euler", frame=f)
         cube.keyframe_insert("scale", frame=f)
 
@@ -181,11 +195,13 @@ def build_scene(frames: int, fps: int, kind: str = "basic") -> dict:
     scene.world = world
     motions = {
         "static": ["wall", "floor", "static_box"],
-        "fast_sphere": "location x -1.1 -> 1.1, z +0.25 (linear) over the clip",
-        "slow_cube": "rotation about Z 0 -> 35 deg, height scale 1 -> 1.25 -> 1 (sin)",
+        "fast_sphere": "location x -1.1 -> 1.1, z +0.25 (linear) over the clip" if repeats == 1 else
+                       f"location x -1.1 <-> 1.1, z +0.25 at x = 1.1: {repeats} legs, there and back",
+        "slow_cube": f"rotation about Z 0 -> {35 * repeats} deg, height scale 1 -> 1.25 -> 1 (|sin|) "
+                     f"{repeats} time(s)",
     }
     if kind == "mixed":
-        motions.update(add_mixed_motions(frames))
+        motions.update(add_mixed_motions(frames, repeats))
     return motions
 
 
@@ -301,16 +317,20 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--fps", type=int, default=30)
     ap.add_argument("--scene", choices=["basic", "mixed"], default="basic",
                     help="mixed: adds a bouncing ball, a turning wheel and a waving banner (module docstring)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="play every motion this many times over the clip (module docstring)")
     a = ap.parse_args(argv)
     k, t, w, h, spp = PRESETS[a.preset]
     k, t, w, h, spp = (a.cameras or k, a.frames or t, a.width or w, a.height or h, a.samples or spp)
     if w % 2 or h % 2:
         raise SystemExit("width and height must be even (H.264)")
+    if a.repeats < 1 or a.repeats > max(t - 1, 1):
+        raise SystemExit(f"--repeats must be between 1 and frames - 1 ({max(t - 1, 1)}), got {a.repeats}")
 
     out: Path = a.out
     out.mkdir(parents=True, exist_ok=True)
     (out / "depth").mkdir(exist_ok=True)
-    motions = build_scene(t, a.fps, a.scene)
+    motions = build_scene(t, a.fps, a.scene, a.repeats)
     cams = add_cameras(k)
     setup_render(w, h, spp)
     override = depth_material()
@@ -331,7 +351,8 @@ def main(argv: list[str]) -> None:
         "generator": "scripts/make_synthetic_dataset.py",
         "cameras": k, "frames": t, "width": w, "height": h, "fps": a.fps, "samples": spp,
         "camera_angles_deg": [round(math.degrees(x), 3) for _, x in cams],
-        "held_out": "cam00", "world": "blender_z_up_m", "scene": a.scene, "motions": motions,
+        "held_out": "cam00", "world": "blender_z_up_m", "scene": a.scene, "repeats": a.repeats,
+        "motions": motions,
     }
     (out / "scene.json").write_text(json.dumps(meta, indent=2))
     print(json.dumps({"out": str(out), **{key: meta[key] for key in ("cameras", "frames", "width", "height")}}))

@@ -185,3 +185,21 @@ def test_mixed_scene_adds_movers_above_the_basic_scene(tiny_dataset, tmp_path):
 
     basic, mix = moving_upper_half(tiny_dataset), moving_upper_half(mixed)
     assert np.all(mix > 1.6 * basic), (mix, basic)
+
+
+def test_repeats_play_the_motions_again_over_a_longer_clip(tmp_path):
+    """``--repeats 2``: the sphere crosses and comes back, so the clip's last frame shows it where the first does
+    (the once-played clip ends it 2.2 m away); a bad count is refused before anything is written."""
+    once = make_dataset(tmp_path / "once", "--preset", "tiny", "--frames", "7")
+    twice = make_dataset(tmp_path / "twice", "--preset", "tiny", "--frames", "7", "--repeats", "2")
+    assert json.loads((twice / "scene.json").read_text())["repeats"] == 2
+
+    def changed(folder: Path, a: int, b: int) -> float:  # share of pixels whose depth moved between two frames
+        d = np.load(folder / "depth" / "cam00.npy")
+        return float((np.abs(d[a] - d[b]) > 0.05).mean())
+
+    assert changed(twice, 0, 6) < 0.5 * changed(once, 0, 6), (changed(twice, 0, 6), changed(once, 0, 6))
+    assert changed(twice, 0, 3) > 0.5 * changed(once, 0, 6)  # half way it is across, as the single pass ends
+    with pytest.raises(RuntimeError, match="--repeats must be between 1 and frames - 1"):
+        make_dataset(tmp_path / "bad", "--preset", "tiny", "--repeats", "0")
+    assert not (tmp_path / "bad").exists()
