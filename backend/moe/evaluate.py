@@ -175,15 +175,16 @@ def blend_oracle(renders: torch.Tensor, truth: torch.Tensor, block: int) -> dict
     gram = torch.nn.functional.avg_pool2d(prod.reshape(k * k * n, 1, h, w), block, ceil_mode=True)
     th, tw = gram.shape[-2:]
     gram = gram.reshape(k, k, n, th, tw).permute(2, 3, 4, 0, 1)  # (N, th, tw, K, K)
-    ridge = 1e-12 * torch.eye(k, dtype=gram.dtype) + 1e-9 * gram.diagonal(dim1=-2, dim2=-1).mean(-1)[..., None, None] \
-        * torch.eye(k, dtype=gram.dtype)
-    best_err = torch.full(gram.shape[:3], float("inf"), dtype=gram.dtype)
-    best_w = torch.zeros(*gram.shape[:3], k, dtype=gram.dtype)
+    like = {"dtype": gram.dtype, "device": gram.device}  # the renders' device (the oracle runs on the GPU too)
+    eye = torch.eye(k, **like)
+    ridge = 1e-12 * eye + 1e-9 * gram.diagonal(dim1=-2, dim2=-1).mean(-1)[..., None, None] * eye
+    best_err = torch.full(gram.shape[:3], float("inf"), **like)
+    best_w = torch.zeros(*gram.shape[:3], k, **like)
     for size in range(1, k + 1):
         for subset in itertools.combinations(range(k), size):
             idx = list(subset)
             g = (gram + ridge)[..., idx, :][..., :, idx]
-            x = torch.linalg.solve(g, torch.ones(*g.shape[:-1], 1, dtype=g.dtype))[..., 0]  # G_S^-1 1
+            x = torch.linalg.solve(g, torch.ones(*g.shape[:-1], 1, **like))[..., 0]  # G_S^-1 1
             ws = x / x.sum(-1, keepdim=True)
             full = torch.zeros_like(best_w)
             full[..., idx] = ws

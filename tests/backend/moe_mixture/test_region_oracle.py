@@ -95,3 +95,23 @@ def test_blend_oracle_gives_each_half_to_its_exact_expert():
         blend_oracle(renders[:, :2], truth, 4)
     with pytest.raises(InvalidInput, match="1 to 6 experts"):
         blend_oracle(torch.zeros(7, 1, 4, 4, 3), torch.zeros(1, 4, 4, 3), 4)
+
+
+def test_blend_oracle_builds_every_tensor_on_the_renders_device():
+    """bench/moe_oracle.py runs the oracles on the GPU: every tensor the blend oracle makes must live where the
+    renders do (one made on the CPU stopped the H100 run of 2026-12-06). On the ``meta`` device a CPU tensor fails
+    with a device mismatch; built right, the solve runs through and only the final PSNR, a number, cannot be read."""
+    renders, truth = torch.rand(3, 2, 16, 16, 3, device="meta"), torch.rand(2, 16, 16, 3, device="meta")
+    with pytest.raises(RuntimeError, match="meta tensors"):
+        blend_oracle(renders, truth, 8)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_blend_oracle_on_cuda_matches_the_cpu():
+    g = torch.Generator().manual_seed(3)
+    truth = torch.rand(2, 24, 24, 3, generator=g)
+    renders = (truth[None] + 0.1 * torch.randn(3, 2, 24, 24, 3, generator=g)).clamp(0, 1)
+    cpu, gpu = blend_oracle(renders, truth, 8), blend_oracle(renders.cuda(), truth.cuda(), 8)
+    assert gpu["psnr"] == pytest.approx(cpu["psnr"], abs=1e-4)
+    assert gpu["weights"] == pytest.approx(cpu["weights"], abs=1e-5)
