@@ -11,7 +11,7 @@ coloured per expert: R deformation, G trajectory, B keyframe, Y embedding).
 
     .venv/bin/python bench/moe_mixture_results.py --dataset /tmp/moemix/small16 --run /tmp/moemix/run
         [--downsample 4] [--expert-iterations 500] [--router-iterations 300] [--gate field|param]
-        [--router-lr 5e-3] [--joint [--expert-lr-scale 0.1]] [--student deformation]
+        [--router-lr 5e-3] [--joint [--expert-lr-scale 0.1]] [--student EXPERT]
         [--distill-iterations 300] [--prune-threshold 0.05] [--router-views 1 [--refit-iterations 2000]]
         [--seed 0] [--experts deformation trajectory keyframe [embedding]] [--device cpu] [--picture PATH]
         [--save-video V.pkl | --video V.pkl]
@@ -58,7 +58,8 @@ def main() -> None:
     ap.add_argument("--gate-decay", type=float, default=0.0, help="router: L2 of the per-Gaussian gates")
     ap.add_argument("--joint", action="store_true", help="fine-tune the experts with the router (stage 2)")
     ap.add_argument("--expert-lr-scale", type=float, default=0.1)
-    ap.add_argument("--student", default="deformation")
+    ap.add_argument("--student", help="expert to distil the mixture into (default: deformation if it is one of "
+                                      "--experts, else the first of them)")
     ap.add_argument("--distill-iterations", type=int, default=300)
     ap.add_argument("--prune-threshold", type=float, default=0.05)
     ap.add_argument("--device", default="auto")
@@ -107,6 +108,8 @@ def main() -> None:
         print(f"experts {args.experts} trained in {t_experts:.0f} s (incl. resume)")
         return
     t0 = time.perf_counter()
+    if args.student is None:
+        args.student = "deformation" if "deformation" in args.experts else args.experts[0]
     report = run_mixture(run, MixtureRunConfig(iterations=args.router_iterations, gate=args.gate,
                                                router_lr=args.router_lr, expert_bias=args.expert_bias,
                                                gate_decay=args.gate_decay, joint=args.joint,
