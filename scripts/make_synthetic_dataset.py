@@ -3,7 +3,7 @@
 Run with the Blender environment (bpy):
 
     .venv-blender/bin/python scripts/make_synthetic_dataset.py --out DIR [--preset tiny|small|bench]
-        [--cameras K] [--frames T] [--width W] [--height H] [--samples S] [--scene basic|mixed] [--repeats R]
+        [--cameras K] [--frames T] [--width W] [--height H] [--samples S] [--scene basic|mixed|flame] [--repeats R]
 
 Scene ``basic`` (Blender Z-up metres): a textured back wall and floor (static), a textured box on the floor
 (static), a sphere crossing the scene fast (x from -1.1 to 1.1 over the clip, with a small hop), and a cube
@@ -16,6 +16,12 @@ the floor three times (velocity reversed at every contact: locally diverse motio
 wheel turning twice on the wall side (every point on a circle: no low-order polynomial over the clip, consistent
 fast motion), and a banner waving in place (a travelling wave: non-rigid motion of a low-motion region, a
 deformation field's ground).
+
+Scene ``flame`` adds to ``mixed`` a flickering flame by the wall (an emissive cone whose height and glow change
+every frame) with a point light in it that follows the flicker, so the wall and floor around it brighten and dim
+without moving, as the flames of N3V's flame_salmon / flame_steak light their kitchens. Light that changes where
+nothing moves is what experts with time-varying opacity (trajectory, embedding) can follow and experts that only
+move their Gaussians (keyframe, deformation) cannot.
 
 ``--repeats R`` (default 1) plays every motion R times over the clip: the sphere crosses and comes back, the cube
 turns R x 35 degrees and breathes R times, the ball bounces 3R times, the wheel turns 2R times, 1.5R crests pass the
@@ -140,6 +146,46 @@ def add_mixed_motions(frames: int, repeats: int = 1) -> dict:
     }
 
 
+def flicker(frame: int) -> float:
+    """A flame's flicker in [0, 1] at a frame (0-based): four sines at incommensurate rates (cycles per frame), so
+    it changes every frame, never repeats within a clip, and is the same for every clip length."""
+    rates, phases = (0.071, 0.131, 0.229, 0.313), (0.3, 1.7, 4.1, 2.6)
+    return 0.5 + 0.5 * sum(math.sin(2 * math.pi * r * frame + p) for r, p in zip(rates, phases)) / len(rates)
+
+
+def add_flame(frames: int) -> dict:
+    """The ``flame`` scene's flame and its light (module docstring)."""
+    base = (-0.6, 1.55, 0.0)
+    bpy.ops.mesh.primitive_cone_add(radius1=0.1, depth=0.36, location=(base[0], base[1], 0.18), vertices=24)
+    flame = bpy.context.object
+    flame.name = "flame"
+    mat = bpy.data.materials.new("flame")
+    mat.use_nodes = True
+    bsdf = mat.node_tree.nodes["Principled BSDF"]
+    bsdf.inputs["Base Color"].default_value = (1.0, 0.45, 0.1, 1.0)
+    bsdf.inputs["Emission Color"].default_value = (1.0, 0.5, 0.12, 1.0)
+    flame.data.materials.append(mat)
+    # the light inside does the lighting: the cone is seen, never sampled as a light (no fireflies at few samples)
+    flame.visible_diffuse = flame.visible_glossy = flame.visible_transmission = flame.visible_shadow = False
+    bpy.context.scene.cycles.sample_clamp_indirect = 1.0
+    bpy.ops.object.light_add(type="POINT", location=(base[0], base[1], 0.3))
+    light = bpy.context.object
+    light.name = "flame_light"
+    light.data.color = (1.0, 0.6, 0.3)
+    light.data.shadow_soft_size = 0.1
+    for f in range(1, frames + 1):
+        v = flicker(f - 1)
+        flame.scale = (1.0, 1.0, 0.6 + 0.8 * v)
+        flame.keyframe_insert("scale", frame=f)
+        bsdf.inputs["Emission Strength"].default_value = 1.0 + 4.0 * v
+        bsdf.inputs["Emission Strength"].keyframe_insert("default_value", frame=f)
+        light.data.energy = 3.0 + 27.0 * v
+        light.data.keyframe_insert("energy", frame=f)
+    return {"flame": "emissive cone by the wall, height 0.6-1.4x and emission 1-5 with the flicker, every frame",
+            "flame_light": "point light in the flame, 3-30 W with the flicker: the wall and floor around it "
+                           "brighten and dim without moving"}
+
+
 def build_scene(frames: int, fps: int, kind: str = "basic", repeats: int = 1) -> dict:
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
@@ -200,8 +246,10 @@ def build_scene(frames: int, fps: int, kind: str = "basic", repeats: int = 1) ->
         "slow_cube": f"rotation about Z 0 -> {35 * repeats} deg, height scale 1 -> 1.25 -> 1 (|sin|) "
                      f"{repeats} time(s)",
     }
-    if kind == "mixed":
+    if kind in ("mixed", "flame"):
         motions.update(add_mixed_motions(frames, repeats))
+    if kind == "flame":
+        motions.update(add_flame(frames))
     return motions
 
 
@@ -315,8 +363,9 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--height", type=int)
     ap.add_argument("--samples", type=int)
     ap.add_argument("--fps", type=int, default=30)
-    ap.add_argument("--scene", choices=["basic", "mixed"], default="basic",
-                    help="mixed: adds a bouncing ball, a turning wheel and a waving banner (module docstring)")
+    ap.add_argument("--scene", choices=["basic", "mixed", "flame"], default="basic",
+                    help="mixed: adds a bouncing ball, a turning wheel and a waving banner; flame: mixed and a "
+                         "flickering flame that lights the wall (module docstring)")
     ap.add_argument("--repeats", type=int, default=1,
                     help="play every motion this many times over the clip (module docstring)")
     a = ap.parse_args(argv)
