@@ -20,8 +20,9 @@ deformation field's ground).
 Scene ``flame`` adds to ``mixed`` a flickering flame by the wall (an emissive cone whose height and glow change
 every frame) with a point light in it that follows the flicker, so the wall and floor around it brighten and dim
 without moving, as the flames of N3V's flame_salmon / flame_steak light their kitchens. Light that changes where
-nothing moves is what experts with time-varying opacity (trajectory, embedding) can follow and experts that only
-move their Gaussians (keyframe, deformation) cannot.
+nothing moves can only be approximated by experts whose opacity changes in time (trajectory: temporal opacity;
+embedding: decoded opacity offsets), by fading Gaussians in and out; experts that only move, turn and scale their
+Gaussians (keyframe, deformation) keep one colour per Gaussian.
 
 ``--repeats R`` (default 1) plays every motion R times over the clip: the sphere crosses and comes back, the cube
 turns R x 35 degrees and breathes R times, the ball bounces 3R times, the wheel turns 2R times, 1.5R crests pass the
