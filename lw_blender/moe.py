@@ -314,10 +314,8 @@ def train(context, directory: str, experts=DEFAULT_EXPERTS, iterations: int = 30
         if not router:
             return evaluate_link(run, None)
         params = {"run": run, "iterations": int(router_iterations), "gate": gate.lower(), "joint": bool(joint),
-                  "expert_bias": bool(expert_bias),
-                  "prune": bool(prune),
-                  "prune_threshold": float(prune_threshold), "distill": target,
-                  "distill_iterations": int(distill_iterations)}
+                  "expert_bias": bool(expert_bias), "prune": bool(prune), "prune_threshold": float(prune_threshold),
+                  "distill": target, "distill_iterations": int(distill_iterations)}
 
         def routed(context, result):
             report = _read_json(result.path(_artifact(result, "mixture/report.json")), "mixture report")
