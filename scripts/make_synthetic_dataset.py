@@ -211,7 +211,7 @@ def build_scene(frames: int, fps: int, kind: str = "basic", repeats: int = 1) ->
     ball = bpy.context.object
     ball.name = "fast_sphere"
     ball.data.materials.append(material("ball", (0.9, 0.15, 0.1), (1.0, 0.8, 0.6), 6.0))
-    if repeats == 1:  # the two eased keys of every dataset made before --repeats: those stay byte for byte
+    if repeats == 1:  # the two eased keys of the datasets made before --repeats: those scenes stay as they were
         for f, x in ((1, -1.1), (frames, 1.1)):
             ball.location = (x, -0.3, 0.45 + (0.25 if f == frames else 0.0))
             ball.keyframe_insert("location", frame=f)
