@@ -2,8 +2,8 @@
 
 ``start(python, workspace)`` runs ``<python> -m backend.cli serve --port 0 --workspace <ws> --parent-pid <blender>``
 and waits for the one JSON line ``{"url", "token", "pid", "workspace"}`` it prints when it is listening. Its stdout
-and stderr go to ``<workspace>/logs/backend.out|.err`` (files, not pipes, so a chatty backend never blocks); the
-tail of stderr is quoted in every start error. ``--parent-pid`` makes the backend exit by itself if Blender dies
+and stderr go to ``<workspace>/logs/backend.out|.err`` (files, not pipes, so a chatty backend never blocks; mode
+0600, since the ready line holds the token); the tail of stderr is quoted in every start error. ``--parent-pid`` makes the backend exit by itself if Blender dies
 without running ``atexit`` (crash, SIGKILL); on a normal exit and on unregister ``stop()`` terminates it.
 
 Only one backend process is managed at a time (module state ``_current``).
@@ -80,6 +80,15 @@ def _explain_exit(python: str, code: int, err: str) -> str:
     return f"the backend exited early with status {code}. stderr:\n{err or '(empty)'}"
 
 
+def _open_private(path: Path):
+    """Open ``path`` for writing, emptied, readable and writable by this user only (0600, also when an older
+    version left it 0644): its first line carries the bearer token. A symlink planted there is refused."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "wb")
+
+
 def launch(python: str, workspace: Path, timeout: float = 60.0, extra_args: tuple[str, ...] = ()) -> BackendProcess:
     """Start ``python -m backend.cli serve`` on a free local port and wait for its ready line.
 
@@ -102,7 +111,12 @@ def launch(python: str, workspace: Path, timeout: float = 60.0, extra_args: tupl
     for var in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP"):
         env.pop(var, None)
     env["PYTHONUNBUFFERED"] = "1"
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+    try:
+        out, err = _open_private(out_path), _open_private(err_path)
+    except OSError as exc:
+        raise BackendStartError(f"cannot write the backend's log {exc.filename}: {exc.strerror}; check the "
+                                "workspace folder in the preferences") from None
+    with out, err:
         popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=workspace, env=env,
                                  start_new_session=sys.platform != "win32")
     deadline = time.monotonic() + timeout
