@@ -63,7 +63,7 @@ def loop_seconds(run: Path, experts: list[str]) -> dict[str, float]:
     out = {e: float(json.loads((run / e / "log.json").read_text())["train_time_s"]) for e in experts}
     mixture = run / "mixture" / "mixture.pt"
     if mixture.is_file():
-        out["router"] = float(torch.load(mixture, map_location="cpu", weights_only=False)["elapsed_s"])
+        out["router"] = float(torch.load(mixture, map_location="cpu", weights_only=True)["elapsed_s"])
     return out
 
 
@@ -88,8 +88,8 @@ def max_param_diff(a: Path, b: Path, experts: list[str]) -> float:
     gradients' atomic adds are not bit-reproducible, so densification can split different Gaussians)."""
     diff = 0.0
     for e in experts:
-        ma = torch.load(a / e / "checkpoint.pt", map_location="cpu", weights_only=False)["model"]
-        mb = torch.load(b / e / "checkpoint.pt", map_location="cpu", weights_only=False)["model"]
+        ma = torch.load(a / e / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
+        mb = torch.load(b / e / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
         if any(ma[k].shape != mb[k].shape for k in ma):
             return float("nan")
         diff = max(diff, *((ma[k].float() - mb[k].float()).abs().max().item() for k in ma))

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import ray
-import torch
 
 from ..errors import InvalidInput
+from ..io.checkpoint import load_checkpoint_file
 from ..moe.train import Progress, TrainConfig, load_run_video, prepare_run, train_expert
 from ..moe.train_router import RouterTrainConfig, train_router
 from .board import JobBoard, TaskChannel, TaskReport, connect
@@ -37,7 +37,7 @@ def checkpoint_step(path: Path) -> int:
     """The step a checkpoint (expert or mixture) was written at; 0 when there is none."""
     if not path.is_file():
         return 0
-    return int(torch.load(path, map_location="cpu", weights_only=False)["step"])
+    return int(load_checkpoint_file(path)["step"])
 
 
 @ray.remote(max_retries=EXPERT_RETRIES)

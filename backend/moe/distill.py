@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInput
+from ..io.checkpoint import load_checkpoint_file
 from ..render.rasterize import RasterConfig
 from .data import MultiViewVideo
 from .mixture import Mode, render_mixture
@@ -68,7 +69,7 @@ def _resume_from(run: Path, name: str, out: Path, source: Path | None = None) ->
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "checkpoint.pt").is_file():
         shutil.copyfile(src, out / "checkpoint.pt")
-    return torch.load(src, map_location="cpu", weights_only=False)
+    return load_checkpoint_file(src, "expert checkpoint")
 
 
 def _fine_tune(run: Path, video: MultiViewVideo, name: str, out: Path, iterations: int, progress, cancel,

@@ -29,6 +29,7 @@ import torch
 
 from ..errors import InvalidInput, JobCancelled
 from ..io.atomic import atomic_file
+from ..io.checkpoint import load_checkpoint_file, plain
 from ..render.rasterize import RasterConfig, rasterize
 from .data import MultiViewVideo, check_frame_range, load_dataset
 from .experts import Expert, expert_options, make_expert
@@ -118,14 +119,14 @@ def resolve_device(name: str) -> torch.device:
 
 def _save_checkpoint(path: Path, payload: dict) -> None:
     with atomic_file(path) as f:
-        torch.save(payload, f)
+        torch.save(plain(payload), f)
 
 
 def load_checkpoint(path: Path, device="cpu") -> tuple[Expert, dict]:
     """Rebuild an expert from its checkpoint; returns (expert on ``device``, the raw checkpoint dict)."""
     if not path.is_file():
         raise InvalidInput(f"no checkpoint at {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint_file(path, "expert checkpoint")
     expert = make_expert(ckpt["expert"], ckpt["num_frames"], ckpt["extent"], ckpt["options"])
     expert.load_state_dict(ckpt["model"])
     return expert.to(device), ckpt

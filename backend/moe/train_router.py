@@ -33,6 +33,7 @@ import torch
 
 from ..errors import InvalidInput, JobCancelled
 from ..io.atomic import atomic_file
+from ..io.checkpoint import load_checkpoint_file, plain
 from ..render.rasterize import RasterConfig
 from .data import MultiViewVideo
 from .experts import Expert, expert_options, make_expert
@@ -104,7 +105,7 @@ def save_mixture(path: Path, mixture: Mixture, extra: dict | None = None) -> Non
                "router": mixture.router.checkpoint(), **(extra or {})}
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as f:
-        torch.save(payload, f)
+        torch.save(plain(payload), f)
 
 
 def load_mixture(path: str | Path, device="cpu") -> tuple[Mixture, dict]:
@@ -112,7 +113,7 @@ def load_mixture(path: str | Path, device="cpu") -> tuple[Mixture, dict]:
     path = Path(path)
     if not path.is_file():
         raise InvalidInput(f"no mixture checkpoint at {path}; train the router first (moe_router job)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint_file(path, "mixture checkpoint")
     experts = [expert_from_payload(ckpt["models"][n], device) for n in ckpt["experts"]]
     return Mixture(list(ckpt["experts"]), experts, Router.from_checkpoint(ckpt["router"], device)), ckpt
 

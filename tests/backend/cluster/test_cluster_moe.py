@@ -58,17 +58,17 @@ def test_killed_worker_resumes_from_its_checkpoint_and_the_run_finishes(ray_clus
     assert len(reports["expert:trajectory"].attempts) == 1
     assert progress == sorted(progress) and progress[-1] == 1.0
 
-    resumed = torch.load(run / "deformation" / "checkpoint.pt", weights_only=False)
+    resumed = torch.load(run / "deformation" / "checkpoint.pt", weights_only=True)
     assert resumed["step"] == 40 and len(resumed["log"]["loss"]) == 40
     # the same expert trained without interruption, here: resuming loses nothing
     points = np.load(run / "points.npz")
     straight = train_expert(load_run_video(run), "deformation", tmp_path / "straight", points["points"],
                             points["colors"], cfg)
-    reference = torch.load(straight, weights_only=False)
+    reference = torch.load(straight, weights_only=True)
     for key, value in reference["model"].items():
         torch.testing.assert_close(resumed["model"][key], value, atol=1e-5, rtol=1e-5)
 
-    mixture = torch.load(run / "mixture" / "mixture.pt", weights_only=False)  # then the router, over both
+    mixture = torch.load(run / "mixture" / "mixture.pt", weights_only=True)  # then the router, over both
     assert mixture["experts"] == EXPERTS and mixture["step"] == 5
 
 
@@ -81,5 +81,5 @@ def test_lw_moe_train_with_ray(ray_cluster, tiny_dataset, tmp_path, capsys):
     assert json.loads(out.strip().splitlines()[-1]) == {"run": str(run), "experts": EXPERTS}
     assert "trained deformation, trajectory and the router" in err
     for expert in EXPERTS:
-        assert torch.load(run / expert / "checkpoint.pt", weights_only=False)["step"] == 3
-    assert torch.load(run / "mixture" / "mixture.pt", weights_only=False)["step"] == 2
+        assert torch.load(run / expert / "checkpoint.pt", weights_only=True)["step"] == 3
+    assert torch.load(run / "mixture" / "mixture.pt", weights_only=True)["step"] == 2

@@ -98,7 +98,7 @@ def test_moe_train_on_ray_matches_the_local_worker(ray_client, tiny_dataset, tmp
                                         f"{name}-run/trajectory/checkpoint.pt"]
             runs[name] = client.app.state.workspace / f"{name}-run"
     for expert in MOE["experts"]:
-        a, b = (torch.load(runs[n] / expert / "checkpoint.pt", weights_only=False) for n in ("local", "ray"))
+        a, b = (torch.load(runs[n] / expert / "checkpoint.pt", weights_only=True) for n in ("local", "ray"))
         assert a["step"] == b["step"] == 12
         assert a["model"].keys() == b["model"].keys()
         for key in a["model"]:
@@ -121,5 +121,5 @@ def test_moe_train_cancel_reaches_every_expert_task(ray_client, tiny_dataset, tm
     job = wait_job(ray_client, job_id, timeout=30.0)
     assert job["state"] == "cancelled" and "cancelled at step" in job["message"], job
     for expert in MOE["experts"]:  # each task checkpointed where it stopped: a resubmit resumes there
-        step = torch.load(run / expert / "checkpoint.pt", weights_only=False)["step"]
+        step = torch.load(run / expert / "checkpoint.pt", weights_only=True)["step"]
         assert 10 <= step < 5000

@@ -77,7 +77,7 @@ def test_moe_train_job_trains_on_a_frame_range_and_refuses_a_reversed_one(tiny_d
     run = next(ws.rglob("run.json"))
     meta = json.loads(run.read_text())
     assert meta["frames"] == 4 and meta["train_config"]["frames"] == [2, None]
-    ckpt = torch.load(run.parent / "trajectory" / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(run.parent / "trajectory" / "checkpoint.pt", weights_only=True)
     assert ckpt["num_frames"] == 4
     capsys.readouterr()
     params["frames"] = [3, 1]

@@ -71,7 +71,7 @@ def test_distilled_student_learns_the_teachers_images(trained_half, tmp_path):
     assert np.abs(teacher.images[1, 1] / 255.0 - ref.clamp(0, 1).numpy()).max() < 1 / 255 + 1e-6
     run = path.parent.parent
     ckpt = distill(run, mixture, video, DistillConfig(student="deformation", iterations=3), out=tmp_path / "student")
-    state = torch.load(ckpt, weights_only=False)
+    state = torch.load(ckpt, weights_only=True)
     assert state["step"] == 1 + 3
     assert len(state["log"]["loss"]) == 3
 

@@ -96,7 +96,7 @@ def test_refit_gives_the_router_views_back_to_the_experts_and_keeps_the_router(h
 
     def keep_router(*args, **kwargs):  # the router as stage 2 left it, before the refit
         path = real_train_router(*args, **kwargs)
-        trained_router.update(torch.load(path, weights_only=False)["router"]["state"])
+        trained_router.update(torch.load(path, weights_only=True)["router"]["state"])
         return path
 
     monkeypatch.setattr(router_mod, "train_router", keep_router)

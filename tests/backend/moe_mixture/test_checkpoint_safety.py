@@ -1,0 +1,66 @@
+"""A crafted checkpoint in a run folder never runs code: the real job entry points (moe_export, moe_router) and the
+cluster's step probe refuse it with a one-line error (issue 21, point 1)."""
+
+from __future__ import annotations
+
+import builtins
+import shutil
+
+import pytest
+import torch
+
+from backend.errors import InvalidInput
+from backend.jobs import run_inline
+
+
+class _Planted:
+    """Unpickling this calls ``open(marker, "w")``: the marker file appears if anything unpickles it."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return builtins.open, (self.marker, "w")
+
+
+def _plant(path, marker) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"expert": "deformation", "step": 1, "model": _Planted(marker)}, path)
+
+
+def test_the_planted_file_would_run_code_when_unpickled(tmp_path):
+    """The planted checkpoint is live: an unrestricted load creates the marker (so the tests below can fail)."""
+    marker = tmp_path / "ran"
+    _plant(tmp_path / "checkpoint.pt", marker)
+    torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("kind,planted", [
+    ("moe_export", "deformation/checkpoint.pt"),
+    ("moe_router", "keyframe/checkpoint.pt"),
+    ("moe_router", "mixture/mixture.pt"),  # a resumed mixture
+])
+def test_jobs_refuse_a_planted_checkpoint_without_running_it(half_run, tmp_path, kind, planted):
+    ws = tmp_path / "ws"
+    run = ws / "run"
+    shutil.copytree(half_run, run)
+    marker = tmp_path / "ran"
+    _plant(run / planted, marker)
+    params = {"run": "run", "iterations": 2, "bake": False} if kind == "moe_router" else {"run": "run"}
+    with pytest.raises(InvalidInput) as err:
+        run_inline(kind, params, ws)
+    msg = str(err.value)
+    assert str(run / planted) in msg and "never unpickled" in msg and "\n" not in msg
+    assert not marker.exists()
+
+
+def test_cluster_step_probe_refuses_a_planted_checkpoint(tmp_path):
+    pytest.importorskip("ray")
+    from backend.cluster.moe import checkpoint_step
+
+    marker = tmp_path / "ran"
+    _plant(tmp_path / "checkpoint.pt", marker)
+    with pytest.raises(InvalidInput, match="never unpickled"):
+        checkpoint_step(tmp_path / "checkpoint.pt")
+    assert not marker.exists()
