@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import ipaddress
 import json
 import os
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from .errors import InvalidInput, LWError
 
-CLI_MODULES: list[str] = ["backend.world.cli", "backend.moe.cli", "backend.io.cli"]
+CLI_MODULES: list[str] = ["backend.world.cli", "backend.moe.cli", "backend.io.cli", "backend.doctor"]
 
 PARENT_POLL_S = 1.0
 
@@ -52,6 +53,14 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+def is_loopback(address: str) -> bool:
+    """Whether the numeric address a socket is bound to only accepts connections from this machine."""
+    try:
+        return ipaddress.ip_address(address.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
 def _listen(host: str, port: int):
     """A listening TCP socket on ``host:port`` (port 0: a free one, chosen by the OS)."""
     import socket
@@ -79,15 +88,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from .jobs import PathPolicy
     from .server import create_app
 
     token = args.token or os.environ.get("LW_TOKEN") or secrets.token_urlsafe(32)
     workspace = Path(args.workspace).expanduser().resolve()
     if args.parent_pid is not None and not process_alive(args.parent_pid):
         raise InvalidInput(f"--parent-pid {args.parent_pid}: no such process")
+    allowed = tuple(Path(p).expanduser().resolve() for p in args.allow_path)
+    missing = [str(p) for p in allowed if not p.is_dir()]
+    if missing:
+        raise InvalidInput(f"--allow-path {', '.join(missing)}: not a folder; name existing folders")
     sock = _listen(args.host, args.port)
-    app = create_app(workspace, token, ray_address=args.ray or os.environ.get("LW_RAY") or None)
     host, port = sock.getsockname()[:2]
+    policy = PathPolicy() if is_loopback(host) else PathPolicy.confined(workspace, allowed)
+    try:
+        app = create_app(workspace, token, ray_address=args.ray or os.environ.get("LW_RAY") or None, policy=policy)
+    except BaseException:
+        sock.close()
+        raise
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, access_log=False, lifespan="on"))
     # uvicorn re-raises the signal that stopped it once its graceful shutdown is done; by then the service has
@@ -172,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="workspace folder (default: $LW_WORKSPACE or ~/.cache/livingworld)")
     serve.add_argument("--parent-pid", type=int, default=None,
                        help="stop when this process dies (checked every second)")
+    serve.add_argument("--allow-path", action="append", default=[], metavar="DIR",
+                       help="bound to an address other than loopback, jobs read and write only inside the workspace "
+                            "and these folders (repeatable); on loopback (the default) they may use any path the "
+                            "OS user can")
     serve.add_argument("--ray", default=None, metavar="auto|local|ADDRESS",
                        help="run jobs as tasks on a Ray cluster instead of the local worker: 'auto' (the cluster "
                             "`ray start` runs on this machine), 'local' (start one here) or its HOST:PORT / "

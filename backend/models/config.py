@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from ..errors import ModelUnavailable
 from .depth import DepthProvider, LandscapeDepth, LandscapeGeometry, TransformersDepth
+from .hub import find_local
 from .outpaint import DiffusersInpaint, OutpaintProvider, PyramidInpaint
 from .segmentation import HeuristicSegmentation, SegmentationProvider, TransformersSegmentation
 
@@ -32,6 +33,7 @@ class ModelConfig:
     outpaint: str = "auto"
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     outpaint_steps: int = 30
+    outpaint_accel: str = "auto"  # "auto" (CUDA graphs on CUDA) | "off" | "graphs" | "inductor" (DiffusersInpaint)
 
 
 T = TypeVar("T")
@@ -61,4 +63,41 @@ def make_depth(config: ModelConfig, segmentation: SegmentationProvider | None = 
 
 def make_outpaint(config: ModelConfig) -> OutpaintProvider:
     return _choose(config.outpaint, "outpaint",
-                   lambda n: DiffusersInpaint(n, config.device, steps=config.outpaint_steps), PyramidInpaint)
+                   lambda n: DiffusersInpaint(n, config.device, steps=config.outpaint_steps,
+                                              accel=config.outpaint_accel), PyramidInpaint)
+
+
+BUILTIN_NAMES = {"depth": LandscapeDepth.name, "segmentation": HeuristicSegmentation.name,
+                 "outpaint": PyramidInpaint.name}
+LIBRARIES = {"depth": "transformers", "segmentation": "transformers", "outpaint": "diffusers"}
+
+
+def describe(config: ModelConfig) -> dict[str, tuple[str, str]]:
+    """What ``make_*`` would build for each role, and why, without loading a model: {role: (provider, reason)}.
+
+    Follows ``_choose``: "builtin" is the fallback; "auto" the default model when its weights (and its library)
+    are on this machine, else the fallback; a named model is that model, or a ``ModelUnavailable`` at the first
+    job when its weights are missing (said here).
+    """
+    import importlib.util
+
+    out = {}
+    for role in ("segmentation", "depth", "outpaint"):
+        setting = getattr(config, role)
+        library = LIBRARIES[role]
+        if setting == "builtin":
+            out[role] = (BUILTIN_NAMES[role], "the setting is 'builtin'")
+            continue
+        name = DEFAULTS[role] if setting == "auto" else setting
+        folder = find_local(name)
+        missing = (f"{library} is not installed" if importlib.util.find_spec(library) is None
+                   else None if folder is not None else f"the weights of {name} are not on this machine "
+                   f"(`hf download {name}` puts them in the Hugging Face cache)")
+        if setting == "auto":
+            out[role] = ((BUILTIN_NAMES[role], f"the default model is not usable: {missing}") if missing else
+                         (f"{library}:{name}", f"the default model, weights at {folder}"))
+        else:
+            out[role] = (f"{library}:{name}", f"weights at {folder}" if not missing else
+                         f"NOT USABLE: {missing}; jobs stop with that message until it is fixed or the setting "
+                         "is 'auto' / 'builtin'")
+    return out

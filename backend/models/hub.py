@@ -31,6 +31,24 @@ def load_local(loader: Callable[..., Any], name_or_path: str, what: str, **kwarg
             f"set it to 'builtin' for the built-in fallback. ({type(exc).__name__}: {exc})") from exc
 
 
+def find_local(name_or_path: str) -> Path | None:
+    """The folder that holds ``name_or_path``'s weights on this machine (a ``save_pretrained`` folder, or the
+    repo's snapshot in the local Hugging Face cache), or None. Looks only; loads and downloads nothing."""
+    p = Path(name_or_path).expanduser()
+    if p.is_absolute() or name_or_path.startswith(".") or p.exists():
+        folder = p if p.is_dir() else None
+    else:
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = Path(snapshot_download(name_or_path, local_files_only=True))
+        except (OSError, ValueError):  # not in the cache (LocalEntryNotFoundError), or not a valid repo id
+            folder = None
+    if folder is None or not any(folder.rglob("*.safetensors")) and not any(folder.rglob("*.bin")):
+        return None
+    return folder
+
+
 def torch_device(device: str) -> str:
     """'auto' -> 'cuda' when available else 'cpu'; anything else as given."""
     if device != "auto":

@@ -8,11 +8,43 @@ rasterization call with the same weights. gsplat is imported lazily: CPU machine
 
 from __future__ import annotations
 
+import functools
 import math
+import subprocess
 
 import torch
 
 from .reference import Projection
+
+PINNED_VERSION = "1.5.3"  # pyproject.toml's [gpu] extra; the kernels this module composes are that release's
+INSTALL_HINT = "install it with `make gpu` or `pip install -e '.[gpu]'`"
+
+
+@functools.cache
+def status() -> tuple[bool, str]:
+    """Whether gsplat's CUDA kernels can run in this process, and why (one line).
+
+    Importing ``gsplat.cuda._backend`` builds the kernels on first use (a JIT build with nvcc, ~1.5 min on 16
+    cores; ``TORCH_CUDA_ARCH_LIST`` limits it to the cards you have), or loads the build cached under
+    ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``). Cached per process: the check runs once.
+    """
+    try:
+        import gsplat
+    except ImportError as exc:
+        return False, f"gsplat is not installed ({exc}); {INSTALL_HINT}"
+    version = getattr(gsplat, "__version__", "?")
+    try:
+        from gsplat.cuda._backend import _C
+    except (ImportError, RuntimeError, OSError, subprocess.SubprocessError) as exc:  # what torch's JIT build raises
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return False, (f"gsplat {version} could not build its CUDA kernels ({first}); check that nvcc matches "
+                       f"torch's CUDA ({torch.version.cuda}) and run `lw doctor --build` to see the build log")
+    if _C is None:
+        return False, (f"gsplat {version} found no CUDA toolkit (nvcc) to build its kernels; install the CUDA "
+                       f"toolkit matching torch's CUDA {torch.version.cuda} or set CUDA_HOME")
+    if version != PINNED_VERSION:
+        return True, f"gsplat {version} (the backend is tested with {PINNED_VERSION})"
+    return True, f"gsplat {version}"
 
 
 def render(means, quats, scales, opacities, sh, sh_degree: int, extra, viewmat, K, campos, width: int, height: int,

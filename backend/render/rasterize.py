@@ -2,10 +2,13 @@
 
 CUDA tensors go to gsplat (``gsplat_backend``), CPU tensors to the pure-torch reference (``reference``); both
 compute the same function (the maths is in ``reference``'s docstring) and ``bench/render_gpu.py`` checks that.
+On CUDA without a working gsplat (not installed, or its kernels cannot be built) ``resolve_backend`` falls back
+to the reference on the GPU with one warning per process, so a job never stops on a missing renderer.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,7 +29,8 @@ class RasterConfig:
     eps2d: screen-space low-pass added to the 2D covariance (pixels^2). antialiased: gsplat's "antialiased"
     mode (opacity times sqrt(det Sigma_2d / det(Sigma_2d + eps2d I)), Mip-Splatting's compensation).
     radius_clip: Gaussians whose screen box half-size is <= this (pixels) are skipped. tile_size: pixels per tile
-    side. backend: "auto" (gsplat on CUDA, reference on CPU), or force "reference" / "gsplat".
+    side. backend: "auto" (gsplat on CUDA, reference on CPU and on CUDA without gsplat: ``resolve_backend``), or
+    force "reference" / "gsplat".
     Near and far planes come from the camera.
     """
 
@@ -75,6 +79,37 @@ def _check_inputs(gaussians: Gaussians, camera: Camera, extra, sh_degree: int | 
     return degree
 
 
+_warned: set[str] = set()
+
+
+def resolve_backend(requested: str, device: torch.device) -> str:
+    """The renderer that runs for ``requested`` ("auto" | "reference" | "gsplat") on ``device``.
+
+    "auto": gsplat on CUDA when ``gsplat_backend.status()`` says its kernels run, else the reference (on CUDA
+    with one ``RuntimeWarning`` per process saying why and how to install gsplat). "gsplat" on a machine where
+    it cannot run raises ``InvalidInput`` with the reason.
+    """
+    from . import gsplat_backend
+
+    device = torch.device(device)
+    if requested == "reference" or (requested == "auto" and device.type != "cuda"):
+        return "reference"
+    if requested not in ("auto", "gsplat"):
+        raise InvalidInput(f"unknown rasterizer backend {requested!r}; choose auto, reference or gsplat")
+    if device.type != "cuda":
+        raise InvalidInput("the gsplat backend needs CUDA tensors; use backend='reference' on CPU")
+    ok, why = gsplat_backend.status()
+    if ok:
+        return "gsplat"
+    if requested == "gsplat":
+        raise InvalidInput(f"rasterizer backend 'gsplat' cannot run: {why}")
+    if why not in _warned:
+        _warned.add(why)
+        warnings.warn(f"LivingWorld renders with the torch reference on CUDA (slower than gsplat): {why}",
+                      RuntimeWarning, stacklevel=3)
+    return "reference"
+
+
 def _small_to(values, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A small host array on ``device``. To CUDA through pinned memory without blocking: a copy from pageable
     memory makes the host wait for every kernel queued before it (four such waits per render, every training
@@ -95,11 +130,7 @@ def rasterize(gaussians: Gaussians, camera: Camera, config: RasterConfig = Raste
     degree = _check_inputs(gaussians, camera, extra, config.sh_degree)
     means = gaussians.means
     dtype, device = means.dtype, means.device
-    backend = config.backend
-    if backend == "auto":
-        backend = "gsplat" if device.type == "cuda" else "reference"
-    if backend == "gsplat" and device.type != "cuda":
-        raise InvalidInput("the gsplat backend needs CUDA tensors; use backend='reference' on CPU")
+    backend = resolve_backend(config.backend, device)
     if backend == "gsplat" and dtype != torch.float32:
         raise InvalidInput(f"gsplat renders float32 Gaussians, got {dtype}; convert them or use backend='reference'")
     viewmat = _small_to(camera.world_to_cam, dtype, device)

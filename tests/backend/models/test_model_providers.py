@@ -147,3 +147,53 @@ def test_pyramid_inpaint_fills_a_large_hole_with_textured_plausible_colour(lands
     assert np.abs(out[100:, 90:].mean((0, 1)) - landscape[100:, :70].mean((0, 1))).max() < 0.08
     assert out[100:, 90:].std() > 0.3 * landscape[100:, :70].std()
     np.testing.assert_array_equal(out, PyramidInpaint().outpaint(landscape, mask, seed=1))
+
+
+def test_cached_prompt_embeddings_give_the_pipeline_s_own_image(tiny_sd2_inpainting, landscape):
+    from PIL import Image
+
+    from backend.models.outpaint import NEGATIVE_PROMPT
+
+    provider = DiffusersInpaint(str(tiny_sd2_inpainting), device="cpu", steps=2, size=64)
+    assert provider.accel == "off"
+    hole = np.zeros(landscape.shape[:2], bool)
+    hole[:, 80:] = True
+    a = provider.outpaint(landscape, hole, prompt="a lake at dusk", seed=3)
+    assert list(provider._embeds) == ["a lake at dusk"]
+    # the pipeline encoding the prompt itself, as before the cache
+    img = Image.fromarray((landscape * 255 + 0.5).astype(np.uint8)).resize((64, 64), Image.BICUBIC)
+    msk = Image.fromarray(hole.astype(np.uint8) * 255).resize((64, 64), Image.NEAREST)
+    ref = provider.pipe(prompt="a lake at dusk", negative_prompt=NEGATIVE_PROMPT, image=img, mask_image=msk, height=64,
+                        width=64, num_inference_steps=2, guidance_scale=7.5,
+                        generator=torch.Generator().manual_seed(3), output_type="np").images[0]
+    ref = cv2.resize(ref.astype(np.float32), (128, 128), interpolation=cv2.INTER_CUBIC)
+    np.testing.assert_allclose(a[hole], np.clip(ref, 0, 1)[hole], atol=1e-6)
+
+
+def test_outpaint_acceleration_modes_are_checked_up_front(tiny_sd2_inpainting):
+    with pytest.raises(InvalidInput, match="needs CUDA"):
+        DiffusersInpaint(str(tiny_sd2_inpainting), device="cpu", accel="graphs")
+    with pytest.raises(InvalidInput, match="choose auto, off, graphs, inductor"):
+        DiffusersInpaint(str(tiny_sd2_inpainting), device="cpu", accel="fast")
+
+
+def test_half_precision_depth_matches_float32_and_falls_back_when_it_overflows(tiny_depth_anything, landscape):
+    def provider(half, head_gain):
+        p = TransformersDepth(str(tiny_depth_anything), device="cpu", half=half)
+        with torch.no_grad():  # the tiny random model's depth is ~1e-7, below float16's normal range: scale the head
+            for name, prm in p.model.head.named_parameters():
+                if name.startswith(("conv2.", "conv3.")):
+                    prm.mul_(head_gain)
+        return p
+
+    full = provider(False, 100.0).predict(landscape, 125.0).values
+    half = provider(True, 100.0)
+    assert half.dtype == torch.float16
+    out = half.predict(landscape, 125.0).values
+    assert np.abs(full).max() > 1e-4 and np.abs(out - full).max() / np.abs(full).max() < 1e-2
+    half = provider(True, 1e6)  # float16's largest value is 65504
+    with pytest.warns(RuntimeWarning, match="float16 depth overflowed; running it in float32"):
+        out = half.predict(landscape, 125.0).values
+    assert half.dtype == torch.float32 and np.isfinite(out).all()
+    ref = provider(False, 1e6).predict(landscape, 125.0).values  # the same model; its weights were float16 once
+    assert np.abs(out - ref).max() / np.abs(ref).max() < 1e-2
