@@ -8,6 +8,14 @@ artifact names: paths relative to ``ctx.workspace``.
 
 Every job kind can be called from a test or the CLI with ``run_inline`` (no server, no thread).
 
+Paths. ``ctx.resolve`` turns a path a user gave into a ``Path`` and applies the server's ``PathPolicy``: a backend
+bound to loopback reads and writes wherever the OS user can (artists open their own photos); one bound to any
+other address only inside the workspace and the ``lw serve --allow-path`` roots. A parameter that names an output
+is declared ``Annotated[str, Output(KIND)]``; ``run_job`` checks every such parameter before the job function runs
+(``JobContext.output``): never the workspace, a folder holding it, its job store, lock, ``jobs/``, ``worlds/`` or
+``logs/``, another job's folder, or a path inside a world or ``.lw4d`` folder; never an existing path unless it is
+an earlier output of the same kind and the job's ``replace`` parameter is true (``backend.io.outputs``).
+
 Modules that define job kinds are listed in ``JOB_MODULES`` and imported lazily by ``registry()``, so that
 ``import backend.jobs`` stays cheap.
 """
@@ -15,6 +23,7 @@ Modules that define job kinds are listed in ``JOB_MODULES`` and imported lazily 
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +32,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from .errors import InvalidInput, JobCancelled
+from .io.outputs import OutputKind, check_output
 
 # Modules whose import registers job kinds. Add yours here.
 JOB_MODULES: list[str] = [
@@ -34,6 +44,63 @@ JOB_MODULES: list[str] = [
     "backend.moe.jobs",
     "backend.moe.jobs_mixture",
 ]
+
+
+DB_NAME = "jobs.sqlite3"
+# What a workspace holds for the backend itself: never a job's output, nor inside one (but a job's own folder).
+WORKSPACE_RESERVED = frozenset({DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", f"{DB_NAME}-journal", f"{DB_NAME}.lock",
+                                "jobs", "worlds", "logs"})
+
+
+@dataclass(frozen=True)
+class Output:
+    """Marks a job parameter as an output path: ``out: Annotated[str, Output(LW4D)] = ""``. ``run_job`` checks it
+    (``JobContext.output``) before the job function runs; the boolean parameter named ``replace`` (if the model
+    has one) allows replacing an earlier output of the same kind."""
+
+    kind: OutputKind
+    replace: str = "replace"
+
+
+@dataclass(frozen=True)
+class PathPolicy:
+    """Where jobs may read and write. ``roots`` None: anywhere the OS user can (a backend bound to loopback); else
+    only inside these folders (the workspace and the ``lw serve --allow-path`` roots), judged after resolving
+    ``..`` and symbolic links, so neither leads out."""
+
+    roots: tuple[Path, ...] | None = None
+
+    @staticmethod
+    def confined(workspace: Path, allowed: tuple[Path, ...] = ()) -> PathPolicy:
+        return PathPolicy(tuple(Path(p).expanduser().resolve() for p in (workspace, *allowed)))
+
+    def check(self, path: Path, user_path: str) -> None:
+        """Raise ``InvalidInput`` when ``path`` (given by the user as ``user_path``) lies outside every root."""
+        if self.roots is not None and not any(_real(path, user_path).is_relative_to(r) for r in self.roots):
+            raise InvalidInput(f"path {_shown(user_path)} is outside the folders this backend may use (its workspace"
+                               " and the `lw serve --allow-path` roots); copy the file into the workspace or restart"
+                               " the backend with --allow-path")
+
+
+def _shown(user_path: str) -> str:
+    """A user's path for an error message: quoted, at most 200 characters."""
+    return repr(user_path if len(user_path) <= 200 else user_path[:200] + "...")
+
+
+def _holds(folder: Path, name: str) -> bool:
+    try:
+        return (folder / name).is_file()
+    except OSError:  # a folder we may not look into holds nothing we know of
+        return False
+
+
+def _real(path: Path, user_path: str) -> Path:
+    """``path`` with ``..`` and symbolic links resolved; ``InvalidInput`` for paths the OS cannot take."""
+    try:
+        return path.resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # too long, NUL byte, symlink loop
+        raise InvalidInput(f"path {_shown(user_path)} cannot be used: {getattr(exc, 'strerror', None) or exc}") \
+            from None
 
 
 @dataclass(frozen=True)
@@ -79,6 +146,7 @@ class JobContext:
     job_id: str = "inline"
     on_progress: Callable[[float, str], None] | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event)
+    policy: PathPolicy = field(default_factory=PathPolicy)
 
     def progress(self, fraction: float, message: str = "") -> None:
         """Report progress in [0, 1]; raises ``JobCancelled`` if cancel was requested (cooperative cancel)."""
@@ -93,18 +161,92 @@ class JobContext:
 
     def resolve(self, user_path: str) -> Path:
         """A path given by the user: absolute paths are used as they are (local files the user chose);
-        relative ones are taken inside the workspace and may not escape it."""
+        relative ones are taken inside the workspace and may not escape it. Either must pass ``policy``."""
+        if "\x00" in user_path:
+            raise InvalidInput(f"path {_shown(user_path)} contains a NUL character")
         p = Path(user_path).expanduser()
-        if p.is_absolute():
-            return p
-        full = (self.workspace / p).resolve()
-        if not full.is_relative_to(self.workspace.resolve()):
-            raise InvalidInput(f"path {user_path!r} leaves the workspace")
-        return full
+        if not p.is_absolute():
+            p = _real(self.workspace / p, user_path)
+            if not p.is_relative_to(self.workspace.resolve()):
+                raise InvalidInput(f"path {_shown(user_path)} leaves the workspace")
+        self.policy.check(p, user_path)
+        return p
+
+    def output(self, user_path: str, kind: OutputKind, replace: bool = False) -> Path:
+        """``resolve(user_path)`` checked as a place to write ``kind`` (see the module docstring); raises
+        ``InvalidInput`` saying why and what to do, before anything is written."""
+        path = self.resolve(user_path)
+        shown = _shown(user_path)
+        ws = _real(self.workspace, str(self.workspace))
+        target = _real(path.parent, user_path) / path.name  # a link at the end is judged by check_output
+        if target == ws or ws.is_relative_to(target):
+            raise InvalidInput(f"output {shown} is the workspace or a folder holding it; give a new file or folder "
+                               "inside it instead")
+        if target.is_relative_to(ws):
+            parts = target.relative_to(ws).parts
+            own_job = parts[0] == "jobs" and len(parts) > 2 and parts[1] == self.job_dir.name
+            if parts[0] in WORKSPACE_RESERVED and (len(parts) == 1 or parts[0] != "worlds") and not own_job:
+                raise InvalidInput(f"output {shown} is {'inside ' if len(parts) > 1 else ''}the workspace's "
+                                   f"{parts[0]!r}, which the backend keeps for itself; choose another output path")
+        for folder in target.parents:
+            if _holds(folder, "world.json"):
+                raise InvalidInput(f"output {shown} is inside the world folder {folder}; worlds change only "
+                                   "through world jobs; choose another output path")
+            if folder.suffix == ".lw4d" and _holds(folder, "manifest.json"):
+                raise InvalidInput(f"output {shown} is inside the .lw4d sequence {folder}; choose another path")
+        return check_output(path, kind, replace)
+
+    def check_outputs(self, params: BaseModel) -> list[Path]:
+        """``output`` for every parameter of ``params`` declared ``Output`` and given (not empty); returns the
+        paths that do not exist yet (a failed job removes them again if it left them empty)."""
+        fresh = []
+        for name, info in type(params).model_fields.items():
+            spec = next((m for m in info.metadata if isinstance(m, Output)), None)
+            value = getattr(params, name)
+            if spec is not None and value:
+                path = self.output(value, spec.kind, bool(getattr(params, spec.replace, False)))
+                if not os.path.lexists(path):
+                    fresh.append(path)
+        return fresh
 
     def artifact(self, path: Path) -> str:
         """Artifact name (relative to the workspace) of a file this job wrote."""
         return Path(path).resolve().relative_to(self.workspace.resolve()).as_posix()
+
+    def artifacts(self, paths) -> list[str]:
+        """Artifact names of those of ``paths`` that lie inside the workspace (files a job wrote to a folder
+        outside it, which the user chose, are not served by ``/artifacts``)."""
+        root = self.workspace.resolve()
+        return [self.artifact(p) for p in paths if Path(p).resolve().is_relative_to(root)]
+
+
+def remove_empty_folders(folder: Path) -> None:
+    """Delete ``folder`` and the folders under it when they hold no file (a failed job's leftovers); a folder
+    with anything in it stays, and so does what it holds."""
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    for sub in list(folder.iterdir()):
+        if sub.is_dir() and not sub.is_symlink():
+            remove_empty_folders(sub)
+    try:
+        folder.rmdir()
+    except OSError:  # not empty
+        pass
+
+
+def run_job(fn: Callable, ctx: JobContext, params: BaseModel, *args) -> list[str]:
+    """Check every output of ``params`` (``JobContext.check_outputs``), make the job folder and call
+    ``fn(ctx, params, *args)``. When it raises, the job folder and the outputs it created are removed if they
+    hold no file (cancelled training keeps its checkpoints; a failed job leaves no empty ``jobs/<id>/``)."""
+    fresh = ctx.check_outputs(params)
+    existed = ctx.job_dir.is_dir()
+    ctx.job_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return fn(ctx, params, *args)
+    except BaseException:
+        for path in fresh + ([] if existed else [ctx.job_dir]):
+            remove_empty_folders(path)
+        raise
 
 
 def run_inline(kind: str, params: dict | BaseModel, workspace: Path, job_id: str = "inline",
@@ -115,7 +257,5 @@ def run_inline(kind: str, params: dict | BaseModel, workspace: Path, job_id: str
         raise InvalidInput(f"unknown job kind {kind!r}; known: {sorted(registry())}")
     p = params if isinstance(params, BaseModel) else spec.params.model_validate(params)
     workspace = Path(workspace)
-    job_dir = workspace / "jobs" / job_id
-    job_dir.mkdir(parents=True, exist_ok=True)
-    ctx = JobContext(workspace=workspace, job_dir=job_dir, job_id=job_id, on_progress=on_progress)
-    return spec.fn(ctx, p)
+    ctx = JobContext(workspace=workspace, job_dir=workspace / "jobs" / job_id, job_id=job_id, on_progress=on_progress)
+    return run_job(spec.fn, ctx, p)

@@ -28,10 +28,10 @@ import ray
 from pydantic import TypeAdapter
 
 from ..errors import JobCancelled, LWError
-from ..jobs import JobKind
+from ..jobs import JobKind, PathPolicy
 from ..server.models import JobError, JobRecord
 from ..server.store import INTERRUPTED_MESSAGE, JobStore
-from ..server.worker import PROGRESS_WRITE_INTERVAL_S, TRACEBACK_FRAMES
+from ..server.worker import PROGRESS_WRITE_INTERVAL_S, TRACEBACK_FRAMES, failure, failure_message
 from .board import JobBoard, connect
 from .tasks import JOB_KEY, cluster_has_gpus, placement, run_job
 
@@ -56,10 +56,11 @@ class RayWorker:
     """Runs the jobs of ``store`` as Ray tasks on the cluster at ``address`` (see ``board.connect``)."""
 
     def __init__(self, store: JobStore, kinds: dict[str, JobKind], workspace: Path, address: str,
-                 cancel_grace_s: float = CANCEL_GRACE_S):
+                 cancel_grace_s: float = CANCEL_GRACE_S, policy: PathPolicy | None = None):
         self.store = store
         self.kinds = kinds
         self.workspace = Path(workspace)
+        self.policy = policy or PathPolicy()
         self.address = address
         self.cancel_grace_s = cancel_grace_s
         self._owns_ray = connect(address)
@@ -126,7 +127,7 @@ class RayWorker:
             return
         where = placement(record.kind, self._gpus)
         ref = run_job.options(**where.options()).remote(str(self.workspace), job_id, record.kind, record.params,
-                                                        self.board)
+                                                        self.board, self.policy)
         with self._lock:
             self._tasks[job_id] = _Task(ref)
 
@@ -219,5 +220,5 @@ def outcome(exc: Exception, stopping: bool) -> tuple[str, str, JobError | None]:
         return "failed", f"the Ray worker running this job died: {exc}", JobError(type=type(exc).__name__,
                                                                                  message=str(exc))
     lines = [line for line in remote_tb.strip().splitlines() if line.strip()][-2 * TRACEBACK_FRAMES:]
-    return "failed", f"{type(exc).__name__}: {exc}", JobError(type=type(exc).__name__, message=str(exc),
-                                                              traceback="\n".join(lines) or None)
+    error = failure(exc, "\n".join(lines) or None)
+    return "failed", failure_message(error), error

@@ -155,7 +155,7 @@ def moe_train_plan(ctx, params, board) -> list[str]:
     ctx.progress(0.0, "loading the dataset")
     run = train_run_on_ray(ctx.resolve(params.dataset), out, params.experts, cfg, params.options,
                            progress=ctx.on_progress, cancel=ctx.cancel_event, board=board, scope=ctx.job_id)
-    return [ctx.artifact(run / "run.json")] + [ctx.artifact(run / e / "checkpoint.pt") for e in params.experts]
+    return ctx.artifacts([run / "run.json"] + [run / e / "checkpoint.pt" for e in params.experts])
 
 
 def train_run_with_ray(address: str, dataset: str | Path, out: str | Path, experts: list[str], config: TrainConfig,

@@ -15,7 +15,8 @@ from pathlib import Path
 import ray
 
 from ..errors import InvalidInput, LWError
-from ..jobs import JobContext, registry
+from ..jobs import JobContext, PathPolicy, registry
+from ..jobs import run_job as run_job_kind
 from .board import TaskChannel
 
 JOB_KEY = "job"
@@ -72,9 +73,9 @@ def get(ref):
 
 
 @ray.remote
-def run_job(workspace: str, job_id: str, kind: str, params: dict, board) -> list[str]:
+def run_job(workspace: str, job_id: str, kind: str, params: dict, board, policy: PathPolicy) -> list[str]:
     """Run the job ``job_id`` of ``kind`` (or its cluster plan) in this worker; returns its artifacts.
-    ``workspace`` must be the same path on every node (shared storage)."""
+    ``workspace`` must be the same path on every node (shared storage); ``policy``: the server's path policy."""
     spec = registry().get(kind)
     if spec is None:
         raise InvalidInput(f"job kind {kind!r} is not known to the Ray worker: install the same backend version "
@@ -83,9 +84,8 @@ def run_job(workspace: str, job_id: str, kind: str, params: dict, board) -> list
     job_dir = workspace_path / "jobs" / job_id
     with TaskChannel(board, job_id, JOB_KEY) as channel:
         ctx = JobContext(workspace=workspace_path, job_dir=job_dir, job_id=job_id, on_progress=channel.progress,
-                         cancel_event=channel.cancel)
+                         cancel_event=channel.cancel, policy=policy)
         p = spec.params.model_validate(params)
-        job_dir.mkdir(parents=True, exist_ok=True)
         if kind in PLANS:
-            return plan_for(kind)(ctx, p, board)
-        return spec.fn(ctx, p)
+            return run_job_kind(plan_for(kind), ctx, p, board)
+        return run_job_kind(spec.fn, ctx, p)

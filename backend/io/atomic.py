@@ -3,7 +3,9 @@
 A file is written to a temporary sibling (same folder, so the same file system) and moved over the target
 with ``os.replace``. A folder is filled under ``<name>.tmp-XXXX/`` and renamed into place; an existing
 folder is first renamed aside to ``<name>.old-XXXX/`` and deleted after the new one is in place (POSIX
-``rename`` cannot replace a non-empty directory in one step).
+``rename`` cannot replace a non-empty directory in one step). That happens only to an earlier output of the
+same kind the caller was told to replace (``backend.io.outputs.check_output``, checked again at the rename):
+nothing else at the target is ever moved or deleted.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from ..errors import LWError
+from .outputs import OutputKind, check_output
 
 
 @contextlib.contextmanager
@@ -42,12 +45,14 @@ def temp_dir_for(path: str | os.PathLike) -> Path:
     return Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{path.name}.tmp-"))
 
 
-def commit_dir(tmp: Path, path: str | os.PathLike) -> None:
-    """Move the finished folder ``tmp`` to ``path``, replacing what was there."""
+def commit_dir(tmp: Path, path: str | os.PathLike, kind: OutputKind, replace: bool = False) -> None:
+    """Move the finished folder ``tmp`` to ``path``. What is there (an empty folder, or an earlier output of
+    ``kind`` with ``replace``) is replaced; anything else raises ``InvalidInput`` and stays as it was."""
     path = Path(path)
+    check_output(path, kind, replace)
     old = None
     try:
-        if path.exists() or path.is_symlink():
+        if path.exists():
             old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{path.name}.old-"))
             os.rmdir(old)
             os.rename(path, old)
@@ -61,12 +66,14 @@ def commit_dir(tmp: Path, path: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder to fill; on success it becomes ``path``, on error it is deleted."""
+def atomic_dir(path: str | os.PathLike, kind: OutputKind, replace: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder to fill; on success it becomes ``path`` (``commit_dir``), on error it is deleted.
+    ``path`` is checked (``check_output``) before the folder is yielded, so nothing is computed for a refused one."""
+    check_output(path, kind, replace)
     tmp = temp_dir_for(path)
     try:
         yield tmp
-        commit_dir(tmp, path)
+        commit_dir(tmp, path, kind, replace)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

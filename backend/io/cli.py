@@ -47,8 +47,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     """Read a 3DGS PLY (any layout other tools write) and write it in the INRIA layout, optionally at another
     SH degree (higher bands dropped or zero-filled)."""
-    from .ply import read_ply, set_sh_degree, write_ply
+    from .outputs import check_output
+    from .ply import PLY, read_ply, set_sh_degree, write_ply
 
+    check_output(args.output, PLY, args.replace)
     g = read_ply(args.input)
     if args.sh_degree is not None:
         g = set_sh_degree(g, args.sh_degree)
@@ -67,7 +69,9 @@ def add_parser(subparsers) -> None:
     info.set_defaults(func=cmd_info)
     convert = sub.add_parser("convert", help="rewrite a 3DGS PLY in the INRIA layout", description=cmd_convert.__doc__)
     convert.add_argument("input", help="input .ply")
-    convert.add_argument("output", help="output .ply (replaced atomically)")
+    convert.add_argument("output", help="output .ply (written atomically)")
+    convert.add_argument("--replace", action="store_true", help="replace a PLY LivingWorld wrote at the output "
+                                                                "(anything else there is never replaced)")
     convert.add_argument("--sh-degree", type=int, choices=range(4), default=None,
                          help="SH degree of the output (default: keep)")
     convert.set_defaults(func=cmd_convert)

@@ -28,10 +28,19 @@ import numpy as np
 from ..errors import InvalidInput, NotFound
 from ..gaussians import Gaussians, rgb_to_sh_dc, sh_dc_to_rgb, sh_degree_for
 from .atomic import atomic_dir
+from .outputs import OutputKind, only_files
 
 VERSION = 1
 ARRAY_FILES = ("position.npy", "scale.npy", "rotation.npy", "opacity.npy", "color.npy", "sh.npy")
 OPACITY_EPS = 1e-7
+
+
+def is_decoded_folder(path: Path) -> bool:
+    """``path`` is a decoded folder ``write_decoded`` made: a manifest and the array files, nothing else."""
+    return only_files(path, {"manifest.json", *ARRAY_FILES}.__contains__) and (path / "manifest.json").is_file()
+
+
+DECODED = OutputKind("a decoded Gaussians folder", is_decoded_folder)
 
 
 @dataclass(frozen=True)
@@ -89,8 +98,9 @@ def sh_to_color(sh_dc: np.ndarray) -> np.ndarray:
 # The folder --------------------------------------------------------------------------------------------------
 
 def write_decoded(folder: str | os.PathLike, gaussians: Gaussians, source: str | os.PathLike = "",
-                  sequence: str | os.PathLike | None = None) -> Path:
-    """Write ``gaussians`` (numpy or torch) as a decoded folder at ``folder`` (replaced atomically).
+                  sequence: str | os.PathLike | None = None, replace: bool = False) -> Path:
+    """Write ``gaussians`` (numpy or torch) as a decoded folder at ``folder``, atomically; an earlier decoded
+    folder there is replaced only with ``replace``, anything else is refused (``outputs.check_output``).
 
     ``source`` is where the Gaussians came from (shown to the user); ``sequence`` the absolute path of the
     ``.lw4d`` these are the base of, or None. Returns ``folder``.
@@ -111,7 +121,7 @@ def write_decoded(folder: str | os.PathLike, gaussians: Gaussians, source: str |
     }
     manifest = {"version": VERSION, "count": len(g), "sh_degree": g.sh_degree, "source": str(source),
                 "sequence": None if sequence is None else str(Path(sequence).absolute())}
-    with atomic_dir(folder) as tmp:
+    with atomic_dir(folder, DECODED, replace) as tmp:
         for name, values in arrays.items():
             np.save(tmp / name, np.ascontiguousarray(values, dtype="<f4"))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))

@@ -9,14 +9,15 @@ folder of docs/ARCHITECTURE.md); for a sequence the folder holds its base and ``
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
 from ..errors import InvalidInput
-from ..jobs import JobContext, job_kind
+from ..jobs import JobContext, Output, job_kind
 from .decoded import ARRAY_FILES, read_decoded, write_decoded
 from .lw4d import check_sequence_values, read_sequence
-from .ply import read_ply, write_ply
+from .ply import PLY, read_ply, write_ply
 
 
 class ImportGaussiansParams(BaseModel):
@@ -56,8 +57,12 @@ class ExportGaussiansParams(BaseModel):
     decoded: str = Field(..., min_length=1, max_length=4096,
                          description="Decoded Gaussians folder (manifest.json + position/scale/rotation/opacity/"
                                      "sh .npy); absolute, or relative to the workspace.")
-    path: str = Field(..., min_length=1, max_length=4096,
-                      description="Output .ply; absolute, or relative to the workspace. Replaced atomically.")
+    path: Annotated[str, Output(PLY)] = Field(..., min_length=1, max_length=4096,
+                                              description="Output .ply; absolute, or relative to the workspace. "
+                                                          "Written atomically; an existing file is refused unless "
+                                                          "it is a PLY LivingWorld wrote and replace is true.")
+    replace: bool = Field(False, description="Replace the PLY an earlier export wrote at path (anything else there "
+                                             "is never replaced).")
 
 
 @job_kind("export_gaussians", ExportGaussiansParams)
@@ -72,5 +77,4 @@ def export_gaussians(ctx: JobContext, params: ExportGaussiansParams) -> list[str
     ctx.check_cancelled()
     write_ply(out, gaussians)
     ctx.progress(1.0, f"wrote {len(gaussians)} Gaussians to {out}")
-    inside = out.resolve().is_relative_to(ctx.workspace.resolve())
-    return [ctx.artifact(out)] if inside else []
+    return ctx.artifacts([out])

@@ -38,6 +38,7 @@ from ..errors import InvalidInput, NotFound
 from ..gaussians import Gaussians, rgb_to_sh_dc
 from .atomic import commit_dir, temp_dir_for
 from .decoded import encode_opacity, encode_scale, normalize_quats
+from .outputs import OutputKind, check_output, only_files
 from .ply import read_ply, write_ply
 
 FORMAT = "lw4d"
@@ -47,6 +48,21 @@ COORDINATE_FRAME = "blender_z_up_m"
 CHANNELS: dict[str, tuple[int, ...]] = {"position": (3,), "opacity": (), "rotation": (4,), "scale": (3,),
                                         "color": (3,)}
 REQUIRED_CHANNELS = ("position",)
+SEQUENCE_FILES = frozenset({"manifest.json", "base.ply", "dynamic_index.npy", *(f"{c}.npy" for c in CHANNELS)})
+
+
+def is_sequence_folder(path: Path) -> bool:
+    """``path`` is a ``.lw4d`` folder a writer of this module made: a manifest of format ``lw4d`` and no file that a
+    sequence does not have (so a user's folder is never taken for one and replaced)."""
+    if not only_files(path, SEQUENCE_FILES.__contains__):
+        return False
+    try:
+        return json.loads((path / "manifest.json").read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+LW4D = OutputKind("a .lw4d sequence", is_sequence_folder)
 
 
 @dataclass
@@ -125,15 +141,17 @@ class SequenceWriter:
                 w.append(position=p_t, opacity=a_t)      # (M, 3), (M,)
 
     Arrays are preallocated in ``<path>.tmp-XXXX/``; leaving the ``with`` block normally
-    checks that every frame was written, writes the manifest and renames the folder to ``path`` (replacing an
-    older sequence); an exception deletes the temporary folder and leaves ``path`` as it was.
-    Rotations are normalised on write; values must be finite, opacity in 0..1, scale >= 0.
+    checks that every frame was written, writes the manifest and renames the folder to ``path``; an exception
+    deletes the temporary folder and leaves ``path`` as it was. An existing ``path`` is refused when the writer is
+    made (``outputs.check_output``) unless it is an earlier sequence and ``replace`` is True; anything else there is
+    never touched. Rotations are normalised on write; values must be finite, opacity in 0..1, scale >= 0.
     """
 
     def __init__(self, path: str | os.PathLike, base: Gaussians, dynamic_index, frame_count: int,
                  channels: Iterable[str] = ("position",), fps: float = 24.0, loop: bool = False,
-                 coordinate_frame: str = COORDINATE_FRAME):
-        self.path = Path(path)
+                 coordinate_frame: str = COORDINATE_FRAME, replace: bool = False):
+        self.path = check_output(path, LW4D, replace)
+        self.replace = replace
         self.channels = tuple(channels)
         unknown = [c for c in self.channels if c not in CHANNELS]
         if unknown:
@@ -204,7 +222,7 @@ class SequenceWriter:
                         "loop": self.loop, "coordinate_frame": self.coordinate_frame, "count": len(self.base),
                         "dynamic_count": self.dynamic_count, "channels": {c: "float32" for c in self.channels}}
             (self._tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-            commit_dir(self._tmp, self.path)
+            commit_dir(self._tmp, self.path, LW4D, self.replace)
         except BaseException:
             self.abort()
             raise
@@ -231,8 +249,10 @@ class SequenceWriter:
 
 
 def write_sequence(path: str | os.PathLike, base: Gaussians, dynamic_index, channels: dict[str, np.ndarray],
-                   fps: float = 24.0, loop: bool = False, coordinate_frame: str = COORDINATE_FRAME) -> Path:
-    """Write a whole sequence held in arrays: ``channels[name]`` is (T, M, ...) (see the module docstring)."""
+                   fps: float = 24.0, loop: bool = False, coordinate_frame: str = COORDINATE_FRAME,
+                   replace: bool = False) -> Path:
+    """Write a whole sequence held in arrays: ``channels[name]`` is (T, M, ...) (see the module docstring);
+    ``replace`` as ``SequenceWriter``."""
     if "position" not in channels:
         raise InvalidInput("a .lw4d sequence needs the position channel")
     frame_count = int(np.shape(channels["position"])[0])
@@ -240,7 +260,7 @@ def write_sequence(path: str | os.PathLike, base: Gaussians, dynamic_index, chan
         if name in CHANNELS and np.shape(a)[:1] != (frame_count,):
             raise InvalidInput(f"channel {name} has {np.shape(a)[0]} frames, position has {frame_count}")
     with SequenceWriter(path, base, dynamic_index, frame_count, channels=list(channels), fps=fps, loop=loop,
-                        coordinate_frame=coordinate_frame) as w:
+                        coordinate_frame=coordinate_frame, replace=replace) as w:
         for t in range(frame_count):
             w.append(**{name: a[t] for name, a in channels.items()})
     return Path(path)

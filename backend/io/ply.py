@@ -29,6 +29,7 @@ from plyfile import PlyData, PlyElement, PlyListProperty, PlyParseError
 from ..errors import InvalidInput, NotFound
 from ..gaussians import Gaussians
 from .atomic import atomic_file
+from .outputs import OutputKind
 
 POSITION = ("x", "y", "z")
 NORMALS = ("nx", "ny", "nz")
@@ -38,6 +39,20 @@ SCALE = ("scale_0", "scale_1", "scale_2")
 ROTATION = ("rot_0", "rot_1", "rot_2", "rot_3")
 REQUIRED = POSITION + SH_DC + OPACITY + SCALE + ROTATION
 _REST_COUNTS = {0: 0, 9: 1, 24: 2, 45: 3}  # number of f_rest_* properties -> SH degree
+WRITER_COMMENT = "written by LivingWorld (INRIA 3DGS layout)"
+
+
+def is_livingworld_ply(path: Path) -> bool:
+    """``path`` is a PLY file ``write_ply`` made: its header carries ``WRITER_COMMENT``."""
+    if not path.is_file() or path.is_symlink():
+        return False
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    end = head.find(b"end_header")
+    return head.startswith(b"ply") and end > 0 and f"comment {WRITER_COMMENT}".encode() in head[:end]
+
+
+PLY = OutputKind("a 3DGS PLY", is_livingworld_ply)
 
 
 def sh_rest_names(k: int) -> list[str]:
@@ -235,7 +250,7 @@ def write_ply(path: str | os.PathLike, gaussians: Gaussians) -> Path:
     except ValueError as exc:  # e.g. an int64 extra property: PLY has no 64-bit integers
         raise InvalidInput(f"cannot write {path}: {exc}") from None
     with atomic_file(path) as f:
-        PlyData([element], byte_order="<", comments=["written by LivingWorld (INRIA 3DGS layout)"]).write(f)
+        PlyData([element], byte_order="<", comments=[WRITER_COMMENT]).write(f)
     return path
 
 

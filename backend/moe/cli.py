@@ -74,7 +74,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Bake one trained expert to a .lw4d sequence."""
     from .export import export_expert
 
-    path = export_expert(args.run, args.out, args.expert, args.frames)
+    path = export_expert(args.run, args.out, args.expert, args.frames, replace=args.replace)
     print(json.dumps({"sequence": str(path)}))
     return 0
 
@@ -122,6 +122,7 @@ def add_parser(subparsers) -> None:
     ex = sub.add_parser("export", help="bake an expert to .lw4d", description=cmd_export.__doc__)
     ex.add_argument("run")
     ex.add_argument("--out", required=True)
+    ex.add_argument("--replace", action="store_true", help="replace the .lw4d an earlier export wrote at --out")
     ex.add_argument("--expert")
     ex.add_argument("--frames", type=int)
     ex.set_defaults(func=cmd_export)

@@ -19,7 +19,8 @@ import torch
 
 from ..errors import InvalidInput
 from ..gaussians import Gaussians
-from ..io.lw4d import COORDINATE_FRAME, SequenceWriter
+from ..io.lw4d import COORDINATE_FRAME, LW4D, SequenceWriter
+from ..io.outputs import check_output
 from .train import load_checkpoint, read_run
 
 
@@ -40,9 +41,11 @@ def coordinate_frame_of(dataset: str | Path) -> str:
 
 @torch.no_grad()
 def export_expert(run: str | Path, out: str | Path, expert: str | None = None, frames: int | None = None,
-                  progress=None) -> Path:
+                  progress=None, replace: bool = False) -> Path:
     """Bake ``expert`` of ``run`` (default: the first trained) over ``frames`` frames (default: the dataset's)
-    into the ``.lw4d`` folder ``out``."""
+    into the ``.lw4d`` folder ``out`` (checked first: an earlier sequence there is replaced only with ``replace``,
+    anything else is refused)."""
+    check_output(out, LW4D, replace)
     run = Path(run)
     meta = read_run(run)
     trained = [n for n in meta["experts"] if (run / n / "checkpoint.pt").is_file()]
@@ -72,7 +75,7 @@ def export_expert(run: str | Path, out: str | Path, expert: str | None = None, f
     base = Gaussians(means=ref["position"], quats=ref["rotation"], log_scales=np.log(np.maximum(ref["scale"], 1e-30)),
                      opacity_logits=first.opacity_logits.cpu().numpy(), sh=first.sh.cpu().numpy())
     with SequenceWriter(out, base, dynamic, t_count, channels=channels, fps=float(meta.get("fps", 30.0)),
-                        loop=False, coordinate_frame=coordinate_frame_of(meta["dataset"])) as w:
+                        loop=False, coordinate_frame=coordinate_frame_of(meta["dataset"]), replace=replace) as w:
         for i, t in enumerate(times):  # pass 2: write
             cur = _decoded(model.gaussians_at(float(t)))
             w.append(**{k: cur[k][dynamic] for k in channels})

@@ -3,15 +3,24 @@ picture grid), ``moe_export`` (bake one expert to a ``.lw4d`` sequence)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 from pydantic import BaseModel, Field, field_validator
 
-from ..jobs import JobContext, job_kind
+from ..io.lw4d import LW4D
+from ..io.outputs import OutputKind
+from ..jobs import JobContext, Output, job_kind
+
+RUN_FOLDER = OutputKind("a MoE-GS run folder", lambda path: Path(path, "run.json").is_file(), continues=True)
 
 
 class MoeTrainParams(BaseModel):
     dataset: str = Field(..., min_length=1, description="N3V or Technicolor dataset folder (absolute, or relative "
                                                         "to the workspace).")
-    out: str = Field("", description="Run folder; empty: <job_dir>/run. An existing run is resumed.")
+    out: Annotated[str, Output(RUN_FOLDER)] = Field("", description="Run folder; empty: <job_dir>/run. An existing "
+                                                                    "run is resumed; any other existing folder is "
+                                                                    "refused unless empty.")
     experts: list[str] = Field(["deformation", "trajectory", "keyframe"], min_length=1,
                                description="Experts to train, one after the other: deformation, trajectory, keyframe.")
     iterations: int = Field(3000, ge=1, le=1_000_000, description="Training steps per expert.")
@@ -49,7 +58,7 @@ def moe_train(ctx: JobContext, params: MoeTrainParams) -> list[str]:
     ctx.progress(0.0, "loading the dataset")
     run = train_run(ctx.resolve(params.dataset), out, params.experts, cfg, params.options,
                     progress=ctx.progress, cancel=ctx.cancel_event)
-    return [ctx.artifact(run / "run.json")] + [ctx.artifact(run / e / "checkpoint.pt") for e in params.experts]
+    return ctx.artifacts([run / "run.json"] + [run / e / "checkpoint.pt" for e in params.experts])
 
 
 class MoeEvalParams(BaseModel):
@@ -71,7 +80,10 @@ def moe_eval(ctx: JobContext, params: MoeEvalParams) -> list[str]:
 
 class MoeExportParams(BaseModel):
     run: str = Field(..., min_length=1, description="Run folder written by moe_train.")
-    out: str = Field("", description="Output .lw4d folder; empty: <job_dir>/<expert>.lw4d.")
+    out: Annotated[str, Output(LW4D)] = Field("", description="Output .lw4d folder; empty: "
+                                                              "<job_dir>/<expert>.lw4d.")
+    replace: bool = Field(False, description="Replace the .lw4d sequence an earlier export wrote at out (anything "
+                                             "else there is never replaced).")
     expert: str = Field("", description="Expert to bake; empty: the first trained one.")
     frames: int = Field(0, ge=0, le=100_000, description="Frames to bake; 0: the dataset's frame count.")
 
@@ -83,7 +95,7 @@ def moe_export(ctx: JobContext, params: MoeExportParams) -> list[str]:
     from .train import read_run
 
     run = ctx.resolve(params.run)
-    expert = params.expert or next(e for e in read_run(run)["experts"] if (run / e / "checkpoint.pt").is_file())
+    expert = params.expert or next((e for e in read_run(run)["experts"] if (run / e / "checkpoint.pt").is_file()), "")
     out = ctx.resolve(params.out) if params.out else ctx.job_dir / f"{expert}.lw4d"
-    path = export_expert(run, out, expert, params.frames or None, progress=ctx.progress)
-    return [ctx.artifact(path / "manifest.json")]
+    path = export_expert(run, out, expert, params.frames or None, progress=ctx.progress, replace=params.replace)
+    return ctx.artifacts([path / "manifest.json"])

@@ -61,7 +61,8 @@ def render_splats_to_files(ctx: JobContext, params: RenderSplatsParams) -> list[
     times = params.times if params.times is not None else [float(f) for f in params.frames]
     config = RasterConfig(sh_degree=params.sh_degree, background=params.background)
 
-    name = Path(params.out_dir).name or "render"
+    name = Path(params.out_dir).name
+    name = name if name not in ("", "..") else "render"  # ".." would be jobs/ itself
     out = ctx.job_dir / name
     out.mkdir(parents=True, exist_ok=True)
     writer = None

@@ -23,13 +23,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..errors import InvalidInput, LWError, NotFound
-from ..jobs import JobKind, registry
+from ..jobs import DB_NAME, WORKSPACE_RESERVED, JobContext, JobKind, PathPolicy, registry
 from .models import ErrorBody, Health, JobKindInfo, JobRecord, strict_params, submit_body
 from .store import JobStore
 from .worker import Worker
 
 MAX_BODY_BYTES = 1 << 20
-DB_NAME = "jobs.sqlite3"
+NOT_ARTIFACTS = WORKSPACE_RESERVED - {"jobs", "worlds"}  # the job store, its lock, the add-on's logs
 
 _LW_ERROR_STATUS = {NotFound: 404, InvalidInput: 400}
 
@@ -112,19 +112,27 @@ def resolve_artifact(workspace: Path, name: str) -> Path:
     """The file ``name`` (relative to ``workspace``) may serve. Refuses absolute paths, ``..`` parts,
     backslashes and NULs with ``InvalidInput``; paths that resolve outside the workspace (symlinks) with
     ``PermissionError``; missing files with ``NotFound``."""
+    shown = repr(name) if len(name) <= 200 else repr(name[:200] + "...")
     if not name or "\x00" in name or "\\" in name:
-        raise InvalidInput(f"artifact name {name!r} is not a relative path with '/' separators")
+        raise InvalidInput(f"artifact name {shown} is not a relative path with '/' separators")
     posix = PurePosixPath(name)
     if posix.is_absolute() or PureWindowsPath(name).drive:
-        raise InvalidInput(f"artifact name {name!r} is absolute; give a path relative to the workspace")
+        raise InvalidInput(f"artifact name {shown} is absolute; give a path relative to the workspace")
     if ".." in posix.parts:
-        raise InvalidInput(f"artifact name {name!r} contains '..'")
+        raise InvalidInput(f"artifact name {shown} contains '..'")
+    if posix.parts and posix.parts[0] in NOT_ARTIFACTS:
+        raise PermissionError(f"{posix.parts[0]!r} is the backend's own file, not an artifact")
     root = workspace.resolve()
-    path = (root / posix).resolve()
+    try:
+        path = (root / posix).resolve()
+        is_file = path.is_file()
+    except (OSError, RuntimeError) as exc:  # a name too long for the OS, a symlink loop: never echo the workspace
+        why = getattr(exc, "strerror", None) or "symbolic link loop"
+        raise InvalidInput(f"artifact name {shown} is not a usable path ({why})") from None
     if not path.is_relative_to(root):
-        raise PermissionError(f"artifact {name!r} resolves outside the workspace")
-    if not path.is_file():
-        raise NotFound(f"no artifact {name!r} in the workspace")
+        raise PermissionError(f"artifact {shown} resolves outside the workspace")
+    if not is_file:
+        raise NotFound(f"no artifact {shown} in the workspace")
     return path
 
 
@@ -134,8 +142,10 @@ ERROR_RESPONSES = {
 
 
 def create_app(workspace: Path, token: str, kinds: dict[str, JobKind] | None = None,
-               max_body_bytes: int = MAX_BODY_BYTES, ray_address: str | None = None) -> FastAPI:
-    """The backend app over ``workspace`` (created if missing). ``kinds`` defaults to every registered job kind.
+               max_body_bytes: int = MAX_BODY_BYTES, ray_address: str | None = None,
+               policy: PathPolicy | None = None) -> FastAPI:
+    """The backend app over ``workspace`` (created if missing). ``kinds`` defaults to every registered job kind;
+    ``policy`` (default: unconfined, as for a loopback bind) says where jobs may read and write.
 
     Opening the workspace marks jobs a previous process left unfinished as ``interrupted``; the job worker
     starts and stops with the app's lifespan. ``ray_address`` (``auto``, ``local`` or ``HOST:PORT``): jobs run
@@ -150,13 +160,14 @@ def create_app(workspace: Path, token: str, kinds: dict[str, JobKind] | None = N
     store = JobStore(workspace / DB_NAME)  # first: a busy workspace is refused before the (slow) job imports
     store.interrupt_unfinished()
     kinds = registry() if kinds is None else dict(kinds)
+    policy = policy or PathPolicy()
     if ray_address is None:
-        worker = Worker(store, kinds, workspace)
+        worker = Worker(store, kinds, workspace, policy)
     else:
         try:
             from ..cluster.dispatch import RayWorker  # ClusterUnavailable when ray is not installed
 
-            worker = RayWorker(store, kinds, workspace, ray_address)
+            worker = RayWorker(store, kinds, workspace, ray_address, policy=policy)
         except BaseException:
             store.close()  # the workspace lock is released: a second try may follow
             raise
@@ -222,7 +233,9 @@ def create_app(workspace: Path, token: str, kinds: dict[str, JobKind] | None = N
 
     @api.post("/jobs", status_code=201, tags=["jobs"])
     def submit_job(body: SubmitBody) -> JobRecord:
-        """Queue a job; it runs when the jobs before it are done."""
+        """Queue a job; it runs when the jobs before it are done. Its output paths are checked now (and again when
+        it starts): one that is not allowed is refused with 400 and the job is not created."""
+        JobContext(workspace=workspace, job_dir=workspace / "jobs" / "new", policy=policy).check_outputs(body.params)
         record = store.create(body.kind, body.params.model_dump(mode="json"))
         worker.submit(record.id)
         return record

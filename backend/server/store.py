@@ -169,9 +169,10 @@ class JobStore:
 
     def finish(self, job_id: str, state: str, *, message: str, progress: float | None = None,
                error: JobError | None = None, artifacts: list[str] | None = None) -> None:
-        """``running`` -> a finished state (``succeeded|failed|cancelled|interrupted``)."""
+        """``running`` (or ``queued``, for a job that could not start) -> a finished state
+        (``succeeded|failed|cancelled|interrupted``)."""
         self._execute(
             "UPDATE jobs SET state = ?, message = ?, progress = COALESCE(?, progress), error = ?, "
-            "artifacts = ?, finished_at = ? WHERE id = ? AND state = 'running'",
+            "artifacts = ?, finished_at = ? WHERE id = ? AND state IN ('queued', 'running')",
             (state, message, progress, None if error is None else error.model_dump_json(),
              json.dumps(artifacts or []), time.time(), job_id))

@@ -14,11 +14,12 @@ import os
 import secrets
 import shutil
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
 from ..io.atomic import atomic_file
-from ..jobs import JobContext, job_kind
+from ..jobs import JobContext, Output, job_kind
 from ..models.config import ModelConfig
 from . import store
 
@@ -37,7 +38,9 @@ class WorldNewParams(BaseModel):
     image: str = Field(description="path of the input image (PNG/JPEG)")
     depth: str | None = Field(None, description="optional depth map: .npy (metres) or 16-bit .png (millimetres)")
     prompt: str = Field("", description="text describing the scene (used by outpainting)")
-    out: str | None = Field(None, description="world folder to create (default <workspace>/worlds/<id>)")
+    out: Annotated[str | None, Output(store.WORLD_FOLDER)] = Field(None, description="world folder to create (default "
+                                                                        "<workspace>/worlds/<id>); a new or empty "
+                                                                        "folder")
     resolution: int = Field(512, ge=32, le=2048, description="long side of the working image in pixels")
     models: ModelChoice = Field(default_factory=ModelChoice)
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..errors import InvalidInput, NotFound
 from ..gaussians import Gaussians
+from ..io.outputs import check_output
 from ..io.ply import read_ply, write_ply
 from ..models.config import ModelConfig, make_depth, make_outpaint, make_segmentation
 from ..models.depth import DepthMapFile, LandscapeDepth, LandscapeGeometry
@@ -164,9 +165,7 @@ def _providers_used(cfg: WorldConfig, depth_name: str, outpaint: bool) -> dict:
 def new_world(image_path: str | Path, out_dir: str | Path, depth_path: str | Path | None = None, prompt: str = "",
               config: WorldConfig = WorldConfig(), progress=lambda f, m: None) -> store.World:
     """Create ``out_dir`` (must not hold a world yet) with the first step lifted from the image."""
-    out_dir = Path(out_dir)
-    if (out_dir / "world.json").exists():
-        raise InvalidInput(f"{out_dir} already holds a world; choose another --out folder or delete it")
+    out_dir = check_output(out_dir, store.WORLD_FOLDER)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     image = read_image(image_path)

@@ -34,11 +34,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInput, NotFound
+from ..io.outputs import OutputKind, check_output
 from ..render.cameras import Camera
 
 WORLD_FORMAT = "lw-world"
 WORLD_VERSION = 1
 STEP_FILES = ("image.png", "mask.png", "depth.npy", "regions.png", "gaussians.ply", "preview.png")
+# where a new world may be created: a new or empty folder, never over an existing world or anything else
+WORLD_FOLDER = OutputKind("a world", lambda path: Path(path, "world.json").is_file(), replaceable=False)
 
 
 def camera_to_json(camera: Camera, blender: dict | None = None) -> dict:
@@ -163,6 +166,8 @@ def commit_step(root: str | os.PathLike, world: World | None, step: WorldStep,
     ``settings`` are required). Anything raised leaves the previous version as it was.
     """
     root = Path(root)
+    if world is None:
+        check_output(root, WORLD_FOLDER)
     root.mkdir(parents=True, exist_ok=True)
     (root / "steps").mkdir(exist_ok=True)
     if world is not None:

@@ -161,11 +161,12 @@ def bake_loop(gaussians: Gaussians, dynamic: np.ndarray, field: VelocityField, c
     return BakedLoop(static, dyn, traj, opacity.astype(np.float32), config)
 
 
-def write_loop(path: str | Path, baked: BakedLoop) -> Path:
-    """Write the bake as a ``.lw4d`` sequence (channels position and opacity), atomically."""
+def write_loop(path: str | Path, baked: BakedLoop, replace: bool = False) -> Path:
+    """Write the bake as a ``.lw4d`` sequence (channels position and opacity), atomically; ``replace``: an earlier
+    sequence at ``path`` may be replaced (``SequenceWriter``)."""
     cfg = baked.config
     with SequenceWriter(path, baked.base(), baked.dynamic_index, baked.frame_count,
-                        channels=("position", "opacity"), fps=cfg.fps, loop=cfg.loop) as w:
+                        channels=("position", "opacity"), fps=cfg.fps, loop=cfg.loop, replace=replace) as w:
         for t in range(baked.frame_count):
             w.append(position=baked.positions[t], opacity=baked.opacity[t])
     return Path(path)

@@ -57,7 +57,7 @@ def cmd_bake(args: argparse.Namespace) -> int:
     from .pipeline import bake_world
 
     path = bake_world(args.world, args.out, BakeConfig(frames=args.frames, loop=args.loop, smooth=args.smooth,
-                                                       fps=args.fps), device=args.device)
+                                                       fps=args.fps), device=args.device, replace=args.replace)
     print(json.dumps({"sequence": str(path), "frames": args.frames, "loop": args.loop}))
     return 0
 
@@ -84,5 +84,6 @@ def add_motion_commands(world_subparsers) -> None:
     b.add_argument("--smooth", action="store_true", help="smoothstep cross-fade")
     b.add_argument("--fps", type=float, default=24.0)
     b.add_argument("--out", type=Path, required=True)
+    b.add_argument("--replace", action="store_true", help="replace the .lw4d an earlier bake wrote at --out")
     b.add_argument("--device", default="auto")
     b.set_defaults(func=cmd_bake)

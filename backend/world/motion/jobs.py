@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
-from backend.jobs import JobContext, job_kind
+from backend.io.lw4d import LW4D
+from backend.jobs import JobContext, Output, job_kind
 
 
 class PresetSpec(BaseModel):
@@ -50,7 +51,10 @@ class WorldBakeParams(BaseModel):
     loop: bool = True
     smooth: bool = Field(False, description="smoothstep cross-fade instead of linear")
     fps: float = Field(24.0, gt=0)
-    out: str | None = Field(None, description=".lw4d folder to write (default: <job>/loop.lw4d)")
+    out: Annotated[str | None, Output(LW4D)] = Field(None, description=".lw4d folder to write (default: "
+                                                                       "<job>/loop.lw4d)")
+    replace: bool = Field(False, description="replace the .lw4d sequence an earlier bake wrote at out (anything "
+                                             "else there is never replaced)")
     device: str = Field("auto", description="auto | cpu | cuda")
 
 
@@ -89,9 +93,7 @@ def world_bake(ctx: JobContext, params: WorldBakeParams) -> list[str]:
 
     out = ctx.resolve(params.out) if params.out else ctx.job_dir / "loop.lw4d"
     cfg = BakeConfig(frames=params.frames, loop=params.loop, smooth=params.smooth, fps=params.fps)
-    path = bake_world(ctx.resolve(params.world), out, cfg, device=params.device, progress=ctx.progress)
+    path = bake_world(ctx.resolve(params.world), out, cfg, device=params.device, progress=ctx.progress,
+                      replace=params.replace)
     ctx.progress(1.0, f"baked {params.frames} frames")
-    try:
-        return [ctx.artifact(path / name) for name in sorted(os.listdir(path))]
-    except ValueError:  # written outside the workspace (a path the user chose): nothing to serve
-        return []
+    return ctx.artifacts(sorted(path.iterdir()))

@@ -26,7 +26,8 @@ import torch
 from scipy.spatial import cKDTree
 
 from backend.errors import InvalidInput
-from backend.io.lw4d import read_sequence
+from backend.io.lw4d import LW4D, read_sequence
+from backend.io.outputs import check_output
 from backend.io.ply import read_ply
 from backend.world import store
 
@@ -223,11 +224,13 @@ def moving_gaussians(means: np.ndarray, samples: SceneFlow, still: float = 1e-3)
 
 
 def bake_world(root: str | Path, out: str | Path, config: BakeConfig | None = None, device: str = "auto",
-               progress=lambda f, m: None) -> Path:
-    """Bake the current world with its latest motion field to the ``.lw4d`` folder ``out``.
+               progress=lambda f, m: None, replace: bool = False) -> Path:
+    """Bake the current world with its latest motion field to the ``.lw4d`` folder ``out`` (checked before the
+    bake: an existing sequence there is replaced only with ``replace``, anything else is refused).
 
     Dynamic Gaussians: ``moving_gaussians``."""
     config = config or BakeConfig()
+    check_output(out, LW4D, replace)
     world = store.load_world(root)
     motion_step = latest_motion_step(world)
     if motion_step is None:
@@ -241,6 +244,6 @@ def bake_world(root: str | Path, out: str | Path, config: BakeConfig | None = No
     progress(0.2, f"integrating {int(dynamic.sum())} moving Gaussians over {config.frames} frames")
     baked = bake_loop(gaussians, dynamic, motion, config, device=dev, eye=world.steps[0].opencv_camera().center)
     progress(0.8, "writing the sequence")
-    path = write_loop(out, baked)
+    path = write_loop(out, baked, replace)
     read_sequence(path)  # the written folder opens as a sequence
     return path

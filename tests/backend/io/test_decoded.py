@@ -73,11 +73,22 @@ def test_folder_without_sh_reads_colour_as_degree_zero(tmp_path, make_gaussians)
     np.testing.assert_allclose(back.sh[:, 0], 0.3, atol=1e-6)
 
 
-def test_rewriting_replaces_the_folder(tmp_path, make_gaussians):
+def test_rewriting_replaces_the_folder_only_when_told(tmp_path, make_gaussians):
     write_decoded(tmp_path / "d", make_gaussians(5, 3))
-    write_decoded(tmp_path / "d", make_gaussians(2, 0))
+    with pytest.raises(InvalidInput, match="already holds a decoded Gaussians folder; pass replace=true"):
+        write_decoded(tmp_path / "d", make_gaussians(2, 0))
+    assert len(read_decoded(tmp_path / "d")) == 5
+    write_decoded(tmp_path / "d", make_gaussians(2, 0), replace=True)
     assert len(read_decoded(tmp_path / "d")) == 2 and np.load(tmp_path / "d" / "sh.npy").shape == (2, 1, 3)
     assert [p.name for p in tmp_path.iterdir()] == ["d"]
+
+
+def test_a_folder_with_other_files_is_never_replaced(tmp_path, make_gaussians):
+    write_decoded(tmp_path / "d", make_gaussians(5, 3))
+    (tmp_path / "d" / "notes.txt").write_text("mine")
+    with pytest.raises(InvalidInput, match="is not a decoded Gaussians folder LivingWorld wrote"):
+        write_decoded(tmp_path / "d", make_gaussians(2, 0), replace=True)
+    assert (tmp_path / "d" / "notes.txt").read_text() == "mine" and len(read_decoded(tmp_path / "d")) == 5
 
 
 def test_bad_decoded_folders(tmp_path, make_gaussians):

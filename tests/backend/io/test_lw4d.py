@@ -114,7 +114,7 @@ def test_streaming_writer_frame_by_frame(tmp_path, make_gaussians):
 def test_crash_mid_write_keeps_the_previous_sequence(seq_path, make_gaussians):
     before = np.array(read_sequence(seq_path).channels["position"])
     with (pytest.raises(RuntimeError, match="simulated crash"),
-          SequenceWriter(seq_path, make_gaussians(N, 1), INDEX, frame_count=T) as w):
+          SequenceWriter(seq_path, make_gaussians(N, 1), INDEX, frame_count=T, replace=True) as w):
         w.append(position=np.ones((M, 3), np.float32))
         raise RuntimeError("simulated crash")
     assert np.array_equal(read_sequence(seq_path).channels["position"], before)
@@ -123,12 +123,12 @@ def test_crash_mid_write_keeps_the_previous_sequence(seq_path, make_gaussians):
 
 def test_incomplete_writer_is_refused_and_replacing_works(seq_path, make_gaussians):
     with (pytest.raises(InvalidInput, match="2 of 5 frames written"),
-          SequenceWriter(seq_path, make_gaussians(N, 1), INDEX, frame_count=T) as w):
+          SequenceWriter(seq_path, make_gaussians(N, 1), INDEX, frame_count=T, replace=True) as w):
         w.append(position=np.zeros((M, 3), np.float32))
         w.append(position=np.zeros((M, 3), np.float32))
     assert sorted(p.name for p in seq_path.parent.iterdir()) == ["a.lw4d"]
     ch = {"position": np.full((2, M, 3), 7.0, np.float32)}
-    write_sequence(seq_path, make_gaussians(N, 1), INDEX, ch)
+    write_sequence(seq_path, make_gaussians(N, 1), INDEX, ch, replace=True)
     assert read_sequence(seq_path).frame_count == 2
     assert sorted(p.name for p in seq_path.parent.iterdir()) == ["a.lw4d"]
 
