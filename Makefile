@@ -19,6 +19,7 @@ BPY_VERSION := 5.2.3
 help:
 	@echo "make demo   - create environments if missing, run the image -> living world demo into out/"
 	@echo "make test   - create environments if missing, run the default test suite (CPU, no GPU)"
+	@echo "make gpu    - on an NVIDIA machine: the [gpu] extra (gsplat 1.5.3) into .venv/, its kernels built, lw doctor"
 	@echo "make test-slow, make lint, make zip, make clean-env"
 
 $(VENV)/.installed: pyproject.toml
@@ -50,6 +51,16 @@ test: envs
 	@echo "==> Blender add-on tests (bpy $(BPY_VERSION), installed extension zip, real backend)"
 	@$(BVENV)/bin/python -m pytest -q tests/blender -p no:cacheprovider
 
+# GPU set-up in one command: a CUDA build of torch (PyPI's default on Linux x86-64), the pinned gsplat, its CUDA
+# kernels built once for the cards present (cached by torch under ~/.cache/torch_extensions), then the report.
+gpu: $(VENV)/.installed
+	@$(VENV)/bin/python -c 'import sys, torch; sys.exit(0 if torch.version.cuda else "error: $(VENV) has a CPU-only torch; install the CUDA build of torch==2.13.0 for your driver (https://pytorch.org/get-started/locally/) into $(VENV), then run make gpu again")'
+	@echo "==> [gpu] extra into $(VENV)/ (gsplat 1.5.3, ninja)"
+	@$(VENV)/bin/python -m pip install -q -e '.[gpu,test]'
+	@echo "==> building gsplat's CUDA kernels for this machine's GPUs (about 1.5 min on 16 cores, once)"
+	@TORCH_CUDA_ARCH_LIST="$${TORCH_CUDA_ARCH_LIST:-$$($(VENV)/bin/python -c 'import torch; print(";".join(sorted({"%d.%d" % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})))')}" \
+	  MAX_JOBS="$${MAX_JOBS:-$$(nproc)}" $(VENV)/bin/lw doctor --build
+
 test-slow: envs
 	@$(VENV)/bin/python -m pytest -q tests/backend -m slow
 
@@ -63,4 +74,4 @@ zip: $(BVENV)/.installed
 clean-env:
 	rm -rf $(VENV) $(BVENV)
 
-.PHONY: help envs demo test test-slow lint zip clean-env
+.PHONY: help envs demo test test-slow lint zip clean-env gpu
