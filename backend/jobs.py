@@ -32,7 +32,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from .errors import InvalidInput, JobCancelled
-from .io.outputs import OutputKind, check_output
+from .io.outputs import OutputKind, check_output, remove_empty_folders
 
 # Modules whose import registers job kinds. Add yours here.
 JOB_MODULES: list[str] = [
@@ -218,20 +218,6 @@ class JobContext:
         outside it, which the user chose, are not served by ``/artifacts``)."""
         root = self.workspace.resolve()
         return [self.artifact(p) for p in paths if Path(p).resolve().is_relative_to(root)]
-
-
-def remove_empty_folders(folder: Path) -> None:
-    """Delete ``folder`` and the folders under it when they hold no file (a failed job's leftovers); a folder
-    with anything in it stays, and so does what it holds."""
-    if not folder.is_dir() or folder.is_symlink():
-        return
-    for sub in list(folder.iterdir()):
-        if sub.is_dir() and not sub.is_symlink():
-            remove_empty_folders(sub)
-    try:
-        folder.rmdir()
-    except OSError:  # not empty
-        pass
 
 
 def run_job(fn: Callable, ctx: JobContext, params: BaseModel, *args) -> list[str]:

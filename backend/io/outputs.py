@@ -89,3 +89,17 @@ def only_files(path: Path, allowed: Callable[[str], bool]) -> bool:
         if not entry.is_file(follow_symlinks=False) or not allowed(entry.name):
             return False
     return True
+
+
+def remove_empty_folders(folder: Path) -> None:
+    """Delete ``folder`` and the folders under it when they hold no file (a failed job's leftovers); a folder
+    with anything in it stays, and so does what it holds."""
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    for sub in list(folder.iterdir()):
+        if sub.is_dir() and not sub.is_symlink():
+            remove_empty_folders(sub)
+    try:
+        folder.rmdir()
+    except OSError:  # not empty
+        pass

@@ -101,7 +101,10 @@ class Worker:
         self._queue.put(None)
         if self._thread.is_alive():
             self._thread.join(timeout)
-        self.store.interrupt_unfinished()
+        try:
+            self.store.interrupt_unfinished()
+        except Exception as exc:  # noqa: BLE001 (disk full: the next backend on this workspace marks them)
+            log.warning("cannot mark unfinished jobs interrupted: %s", exc)
 
     def submit(self, job_id: str) -> None:
         self._queue.put(job_id)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInput, NotFound
-from ..io.outputs import OutputKind, check_output
+from ..io.outputs import OutputKind, check_output, remove_empty_folders
 from ..render.cameras import Camera
 
 WORLD_FORMAT = "lw-world"
@@ -168,21 +168,27 @@ def commit_step(root: str | os.PathLike, world: World | None, step: WorldStep,
     root = Path(root)
     if world is None:
         check_output(root, WORLD_FOLDER)
+    created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     (root / "steps").mkdir(exist_ok=True)
     if world is not None:
         _remove_orphans(root, {s.folder for s in world.steps})
-    tmp = Path(tempfile.mkdtemp(dir=root / "steps", prefix=".tmp-"))
     try:
-        extra_stats = write_files(tmp) or {}
-        for p in tmp.iterdir():
-            _fsync_path(p)
-        _fsync_path(tmp)
-        final = root / step.folder
-        os.rename(tmp, final)
-        _fsync_path(final.parent)
+        tmp = Path(tempfile.mkdtemp(dir=root / "steps", prefix=".tmp-"))
+        try:
+            extra_stats = write_files(tmp) or {}
+            for p in tmp.iterdir():
+                _fsync_path(p)
+            _fsync_path(tmp)
+            final = root / step.folder
+            os.rename(tmp, final)
+            _fsync_path(final.parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if created:  # a first step that failed (disk full): no empty world folder is left behind
+            remove_empty_folders(root)
         raise
     step = WorldStep(**{**asdict(step), "stats": {**step.stats, **extra_stats}})
     if world is None:

@@ -1,0 +1,114 @@
+"""A job whose record cannot be written never stays ``running`` (issue 21, point 5), and a full disk during a job is a
+one-line error that leaves nothing half-written.
+
+ENOSPC is simulated where it happens: SQLite's "database or disk is full" on the store's writes (the store's one
+statement entry point is patched, so every UPDATE/INSERT fails while the disk is "full"), and ``os.fsync`` failing
+with ENOSPC inside the job (the world store fsyncs every file it commits).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+
+import cv2
+import numpy as np
+import pytest
+
+from backend.jobs import registry
+from backend.server.store import JobStore
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """``full_disk.on = True``: every write of every JobStore fails as SQLite fails on a full disk."""
+
+    class Switch:
+        on = False
+
+    real = JobStore._execute
+
+    def execute(self, sql, args=()):
+        if Switch.on and sql.lstrip().split()[0] in ("UPDATE", "INSERT"):
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(self, sql, args)
+
+    monkeypatch.setattr(JobStore, "_execute", execute)
+    return Switch
+
+
+def test_a_job_whose_end_cannot_be_recorded_ends_failed_and_cancel_finds_it_finished(make_client, workspace,
+                                                                                       wait_job, full_disk):
+    with make_client(workspace) as c:
+        job = c.post("/jobs", json={"kind": "sleep", "params": {"seconds": 0.3, "steps": 3}}).json()
+        wait_job(c, job["id"], until=lambda j: j["state"] == "running")
+        full_disk.on = True  # the disk fills while it runs: progress and the final record cannot be written
+        done = wait_job(c, job["id"])
+        assert done["state"] == "failed" and "could not be written" in done["message"]
+        assert done["error"]["type"] == "DiskFull" and "\n" not in done["error"]["message"]
+        cancelled = c.post(f"/jobs/{job['id']}/cancel").json()
+        assert cancelled["state"] == "failed"  # finished: cancel leaves it as it is, it does not hang
+        assert c.app.state.store.get(job["id"]).state == "running"  # what SQLite still says...
+        full_disk.on = False  # ...until the disk has room again: the next cancel (or job) writes the record
+        c.post(f"/jobs/{job['id']}/cancel")
+        assert c.app.state.store.get(job["id"]).state == "failed"
+
+
+def test_a_job_left_running_by_a_full_disk_is_interrupted_at_the_next_start(make_client, workspace, wait_job,
+                                                                           full_disk):
+    with make_client(workspace) as c:
+        job = c.post("/jobs", json={"kind": "sleep", "params": {"seconds": 0.2, "steps": 2}}).json()
+        wait_job(c, job["id"], until=lambda j: j["state"] == "running")
+        full_disk.on = True
+        assert wait_job(c, job["id"])["state"] == "failed"
+    assert JobStore(workspace / "jobs.sqlite3").get(job["id"]).state == "running"  # the stop could not write either
+    full_disk.on = False
+    with make_client(workspace) as c:
+        again = c.get(f"/jobs/{job['id']}").json()
+    assert again["state"] == "interrupted"
+
+
+def test_a_job_that_cannot_be_marked_running_is_failed_not_left_queued(make_client, workspace, wait_job,
+                                                                      monkeypatch):
+    def start(self, job_id):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(JobStore, "start", start)
+    with make_client(workspace) as c:
+        job = c.post("/jobs", json={"kind": "sleep", "params": {"seconds": 0.0}}).json()
+        done = wait_job(c, job["id"])
+        assert done["state"] == "failed" and done["error"]["type"] == "DiskFull"
+        assert done["message"].startswith("the job could not start: no space left on the device")
+        assert c.post(f"/jobs/{job['id']}/cancel").json()["state"] == "failed"
+
+
+def _photo(path):
+    img = np.zeros((24, 32, 3), np.uint8)
+    img[:12], img[12:] = (235, 180, 120), (40, 110, 60)
+    cv2.imwrite(str(path), img)
+
+
+def test_disk_full_during_world_new_is_one_line_and_leaves_no_world_or_job_folder(make_client, workspace, wait_job,
+                                                                                  monkeypatch):
+    workspace.mkdir(parents=True)
+    _photo(workspace / "photo.png")
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    builtin = {"depth": "builtin", "segmentation": "builtin", "outpaint": "builtin", "device": "cpu"}
+    with make_client(workspace, kinds={k: v for k, v in registry().items() if k == "world_new"}) as c:
+        monkeypatch.setattr(os, "fsync", fsync)
+        jobs = [c.post("/jobs", json={"kind": "world_new", "params": {"image": "photo.png", "resolution": 32,
+                                                                        "models": builtin, **extra}}).json()
+                for extra in ({}, {"out": "worlds/mine"})]
+        done = [wait_job(c, j["id"], timeout=120) for j in jobs]
+        monkeypatch.setattr(os, "fsync", real_fsync)
+    for job in done:
+        assert job["state"] == "failed" and job["error"]["type"] == "DiskFull", job
+        assert job["error"]["traceback"] is None and "\n" not in job["message"]
+        assert job["message"].startswith("no space left on the device")
+        assert not (workspace / "jobs" / job["id"]).exists()
+    assert not (workspace / "worlds").exists() or not any((workspace / "worlds").iterdir())

@@ -1,0 +1,122 @@
+"""Where jobs may read and write (issue 21, point 3).
+
+Bound to loopback (the default) a job reads any file the OS user can: artists open their own photos. Bound to any
+other address (``lw serve --host 0.0.0.0``) reads and writes stay inside the workspace and the ``--allow-path``
+roots, judged after resolving ``..`` and symbolic links.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from backend.cli import is_loopback
+from backend.io.ply import write_ply
+from backend.jobs import PathPolicy, registry
+
+
+def _ply(path, make_gaussians):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_ply(path, make_gaussians(5, 0))
+    return path
+
+
+@pytest.fixture
+def make_gaussians():
+    from backend.gaussians import Gaussians
+
+    def make(n: int, degree: int = 0) -> Gaussians:
+        rng = np.random.default_rng(n)
+        return Gaussians(means=rng.normal(size=(n, 3)).astype(np.float32),
+                         quats=np.tile(np.float32([1, 0, 0, 0]), (n, 1)),
+                         log_scales=np.full((n, 3), -2.0, np.float32), opacity_logits=np.zeros(n, np.float32),
+                         sh=np.zeros((n, (degree + 1) ** 2, 3), np.float32))
+
+    return make
+
+
+@pytest.fixture
+def io_kinds():
+    return {k: v for k, v in registry().items() if k in ("import_gaussians", "export_gaussians", "world_new")}
+
+
+@pytest.mark.parametrize("address,loopback", [("127.0.0.1", True), ("127.3.0.1", True), ("::1", True),
+                                              ("0.0.0.0", False), ("::", False), ("192.168.1.20", False),
+                                              ("fe80::1%eth0", False)])
+def test_which_bind_addresses_are_loopback(address, loopback):
+    assert is_loopback(address) is loopback
+
+
+def test_confined_jobs_read_only_inside_the_workspace_and_allowed_roots(make_client, tmp_path, io_kinds, wait_job,
+                                                                        make_gaussians):
+    ws, shared, private = tmp_path / "ws", tmp_path / "shared", tmp_path / "private"
+    inside = _ply(ws / "in.ply", make_gaussians)
+    allowed = _ply(shared / "a.ply", make_gaussians)
+    secret = _ply(private / "s.ply", make_gaussians)
+    (ws / "sneaky.ply").symlink_to(secret)  # a link inside the workspace to a file outside it
+    policy = PathPolicy.confined(ws, (shared,))
+    with make_client(ws, kinds=io_kinds, policy=policy) as c:
+        def run(path):
+            job = c.post("/jobs", json={"kind": "import_gaussians", "params": {"path": path}}).json()
+            return wait_job(c, job["id"])
+
+        assert run("in.ply")["state"] == "succeeded"
+        assert run(str(inside))["state"] == "succeeded"
+        assert run(str(allowed))["state"] == "succeeded"
+        for path in (str(secret), str(ws / "sneaky.ply"), str(shared / ".." / "private" / "s.ply"), "/etc/passwd"):
+            job = run(path)
+            assert job["state"] == "failed" and "outside the folders this backend may use" in job["message"], path
+        assert "leaves the workspace" in run("sneaky.ply")["message"]
+        assert "leaves the workspace" in run("../private/s.ply")["message"]
+        # an output outside the roots is refused when the job is submitted
+        r = c.post("/jobs", json={"kind": "export_gaussians", "params": {"decoded": "x", "path": str(private / "o.ply")}})
+        assert r.status_code == 400 and "outside the folders" in r.json()["error"]["message"]
+    assert not (private / "o.ply").exists()
+
+
+def test_a_confined_world_new_never_copies_an_outside_image_into_the_workspace(make_client, tmp_path, io_kinds,
+                                                                              wait_job):
+    ws, photos = tmp_path / "ws", tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "p.png"), np.full((24, 32, 3), 128, np.uint8))
+    builtin = {"depth": "builtin", "segmentation": "builtin", "outpaint": "builtin", "device": "cpu"}
+    params = {"image": str(photos / "p.png"), "resolution": 32, "models": builtin}
+    with make_client(ws, kinds=io_kinds, policy=PathPolicy.confined(ws)) as c:
+        job = wait_job(c, c.post("/jobs", json={"kind": "world_new", "params": params}).json()["id"])
+    assert job["state"] == "failed" and "outside the folders" in job["message"]
+    assert not (ws / "worlds").exists() and not list(ws.rglob("*.png"))
+
+
+def test_lw_serve_on_all_interfaces_is_confined_and_on_loopback_is_not(backend_factory, tmp_path, make_gaussians):
+    shared, private = tmp_path / "shared", tmp_path / "private"
+    allowed, secret = _ply(shared / "a.ply", make_gaussians), _ply(private / "s.ply", make_gaussians)
+
+    def import_state(backend, path):
+        with backend.client() as c:
+            job = c.post("/jobs", json={"kind": "import_gaussians", "params": {"path": str(path)}}).json()
+            for _ in range(600):
+                job = c.get(f"/jobs/{job['id']}").json()
+                if job["state"] not in ("queued", "running"):
+                    return job
+                time.sleep(0.05)
+        raise AssertionError(job)
+
+    remote = backend_factory(tmp_path / "ws-remote", "--host", "0.0.0.0", "--allow-path", str(shared))
+    assert import_state(remote, allowed)["state"] == "succeeded"
+    job = import_state(remote, secret)
+    assert job["state"] == "failed" and "--allow-path" in job["message"]
+    remote.stop()
+    local = backend_factory(tmp_path / "ws-local")
+    assert import_state(local, secret)["state"] == "succeeded"  # loopback: the artist's own files
+
+
+def test_allow_path_must_name_existing_folders(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "backend.cli", "serve", "--workspace", str(tmp_path / "ws"),
+                          "--host", "0.0.0.0", "--allow-path", str(tmp_path / "missing")], check=False,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "--allow-path" in res.stderr and "not a folder" in res.stderr
