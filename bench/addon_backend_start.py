@@ -48,7 +48,7 @@ def main() -> None:
     prefs.workspace = str(SANDBOX / "workspace")
     import importlib
 
-    jobs = importlib.import_module(MODULE + ".lw_blender.jobs")
+    jobs = importlib.import_module(MODULE + ".lw_blender.connection.jobs")
     rt = bpy.context.window_manager.lw_runtime
     rows = {"start (operator -> connected)": [], "restart": [], "empty job, blocking (bpy.ops.lw.job_run)": [],
             "empty job, UI path (submit_job + drain_updates)": []}

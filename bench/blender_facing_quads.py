@@ -1,4 +1,4 @@
-"""Benchmark: the view-facing quad frames (lw_blender.sorting.facing_quads, numpy) for N random Gaussians.
+"""Benchmark: the view-facing quad frames (lw_blender.splats.quads.sorting.facing_quads, numpy) for N random Gaussians.
 
     .venv-blender/bin/python bench/blender_facing_quads.py [--sizes 100000,250000,1000000] [--repeat 3]
 

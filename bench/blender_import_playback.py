@@ -3,7 +3,7 @@
     .venv-blender/bin/python bench/blender_import_playback.py [--count 1000000] [--frames 100] [--backend]
 
 Figures (one table):
-  import  decoded folder -> carrier + GN splat modifier (lw_blender.gaussians.load_decoded), then the first
+  import  decoded folder -> carrier + GN splat modifier (lw_blender.splats.carrier.load_decoded), then the first
           depsgraph evaluation (instances built); with --backend also bpy.ops.lw.import_gaussians on a 3DGS PLY
           (backend job + load) through the installed extension and a local backend.
           The import uses the default display (viewport points from 500k Gaussians on); the first evaluation
@@ -11,7 +11,7 @@ Figures (one table):
   frame   headless scene.frame_set of a sequence where every Gaussian moves (position, opacity, rotation,
           scale), median over the frames: the handler alone (attribute writes) and the whole frame_set (handler
           + Geometry Nodes display) per display path: viewport points or oriented quads, under Cycles (no
-          draw order) or EEVEE (quads drawn through the numpy back-to-front order, lw_blender.sorting); also half
+          draw order) or EEVEE (quads drawn through the numpy back-to-front order, lw_blender.splats.quads.sorting); also half
           the Gaussians dynamic. Wall time and process CPU time (all threads) are both given: on a shared
           2-core machine the wall time mostly measures the other processes.
   memory  VmRSS growth over the frames (streaming: pages of played frames are released).
@@ -124,17 +124,17 @@ def bench_import(lw, n: int, work: Path, rows: list):
     loads, totals, quads = [], [], []
     for _ in range(3):
         clean()
-        obj, t_load = timed(lw.lw_blender.gaussians.load_decoded, bpy.context, folder, "bench")
+        obj, t_load = timed(lw.lw_blender.splats.carrier.load_decoded, bpy.context, folder, "bench")
         _, t_eval = timed(bpy.context.evaluated_depsgraph_get)
         loads.append(t_load)
         totals.append(t_load + t_eval)
-        nodes = lw.lw_blender.splat_nodes
+        nodes = lw.lw_blender.splats.quads.nodes
         nodes.set_input(obj.modifiers[nodes.MODIFIER_NAME], nodes.POINTS_INPUT, False)
         _, t_quads = timed(bpy.context.view_layer.update)
         quads.append(t_quads)
     rows.append(("import: decoded folder -> carrier + GN modifier (median of 3)", f"{np.median(loads) * 1e3:.0f} ms"))
     rows.append(("import: + first evaluation (default display)", f"{np.median(totals) * 1e3:.0f} ms"))
-    if n >= lw.lw_blender.splat_nodes.POINTS_DEFAULT_COUNT:  # else the default display is the quads already
+    if n >= lw.lw_blender.splats.quads.nodes.POINTS_DEFAULT_COUNT:  # else the default display is the quads already
         rows.append(("import: evaluation with quads forced instead", f"{np.median(quads) * 1e3:.0f} ms"))
 
 
@@ -174,8 +174,8 @@ def bench_frames(lw, n: int, m: int, frames: int, work: Path, rows: list, label:
     scene.camera = cam
     cam.location = (0, -20, 0)
     cam.rotation_euler = (1.5708, 0, 0)
-    obj = lw.lw_blender.gaussians.load_decoded(bpy.context, make_decoded(work / f"dec_{m}", n, seq), "bench")
-    playback, nodes = lw.lw_blender.playback, lw.lw_blender.splat_nodes
+    obj = lw.lw_blender.splats.carrier.load_decoded(bpy.context, make_decoded(work / f"dec_{m}", n, seq), "bench")
+    playback, nodes = lw.lw_blender.splats.playback, lw.lw_blender.splats.quads.nodes
     modifier = obj.modifiers[nodes.MODIFIER_NAME]
 
     def run(mode: str, engine: str, points: bool, handler_only: bool) -> tuple[list[float], list[float]]:

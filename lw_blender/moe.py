@@ -10,7 +10,7 @@ Training is a chain of backend jobs (``backend/moe``), then ONE apply on the mai
     import_run   moe_export {run, expert, frames} -> import_gaussians {the .lw4d} -> apply        (one expert)
                  import_gaussians {<run>/mixture/mixture.lw4d} -> apply                      (the mixture, baked
                                                                                               by moe_router)
-                 apply: a carrier playing the sequence (lw_blender.gaussians / playback), scene frame range =
+                 apply: a carrier playing the sequence (lw_blender.splats.carrier / playback), scene frame range =
                  the sequence, camera "LW MoE Held-out Camera" at the dataset's held-out view.
 
 Metrics (Scene.lw.moe.metrics, one row each): every expert from ``<run>/report.json`` (moe_eval:
@@ -44,7 +44,9 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from . import gaussians, jobs, playback, preferences, state, world
+from . import preferences, state, world
+from .connection import jobs
+from .splats import carrier, playback
 
 EXPERTS = ("deformation", "trajectory", "keyframe", "embedding")  # every family the backend trains
 DEFAULT_EXPERTS = ("deformation", "trajectory", "keyframe")  # MoE-GS(n=3); with "embedding": MoE-GS(n=4)
@@ -483,7 +485,7 @@ def import_run(context, directory: str = "", expert: str = "MIXTURE", frames: in
     result: dict = {}
 
     def imported(context, res):
-        result["object"] = _apply_import(context, gaussians.decoded_folder(res), name, spec)
+        result["object"] = _apply_import(context, carrier.decoded_folder(res), name, spec)
         settings(context.scene).import_note = note
 
     if expert == "MIXTURE":
@@ -507,7 +509,7 @@ def import_run(context, directory: str = "", expert: str = "MIXTURE", frames: in
 
 def _apply_import(context, folder: Path, name: str, spec: dict | None):
     """Carrier from the decoded folder (its manifest names the .lw4d), frame range, fps and held-out camera."""
-    obj = gaussians.load_decoded(context, folder, name)
+    obj = carrier.load_decoded(context, folder, name)
     scene = context.scene
     seq = obj.lw_seq
     seq.use_scene_time, seq.speed, seq.offset = True, 1.0, 0.0

@@ -2,7 +2,7 @@
 
 The world lives on the backend (``backend/world``: a folder of versioned steps); Blender holds a view of it:
 
-    object "LW World"          ONE Gaussians carrier (lw_blender.gaussians), refilled in place after every step
+    object "LW World"          ONE Gaussians carrier (lw_blender.splats.carrier), refilled in place after every step
     object "LW World Camera"   a camera matching the photo (the first step's Blender camera spec), the scene camera
     Scene.lw.world             the world folder (as the backend sees it), the steps so far, the motion cues waiting
                                for the next motion update, field and bake settings
@@ -31,7 +31,10 @@ from pathlib import Path
 
 import bpy
 
-from . import annotations, gaussians, jobs, playback, splat_material, state
+from . import annotations, state
+from .connection import jobs
+from .splats import carrier as splat_carrier
+from .splats import data, playback, render
 
 CARRIER_NAME = "LW World"
 CAMERA_NAME = "LW World Camera"
@@ -168,7 +171,7 @@ def settings(scene=None) -> LW_WorldSettings:
 def carrier(scene):
     """The scene's world object, or None."""
     obj = scene.objects.get(CARRIER_NAME)
-    return obj if obj is not None and obj.type == "MESH" else None
+    return obj if data.is_carrier(obj) else None
 
 
 def current_step(scene) -> LW_WorldStep:
@@ -200,45 +203,18 @@ def _artifact(result: jobs.JobResult, suffix: str) -> str:
 def _import_link(ply_or_lw4d: str, then: Callable[[object, Path], None]) -> Link:
     """The import_gaussians job of a backend path (workspace-relative name), then ``then(context, decoded folder)``."""
     def imported(context, result):
-        then(context, gaussians.decoded_folder(result))
+        then(context, splat_carrier.decoded_folder(result))
 
     return ("import_gaussians", {"path": ply_or_lw4d}, imported)
 
 
 # --- applying results to the scene ------------------------------------------------------------------------------
 
-def _fill_carrier(context, decoded: gaussians.DecodedGaussians, sequence: str | None = None):
-    """Show ``decoded`` (and the local ``.lw4d`` ``sequence``) on the scene's ONE world object, replacing its data.
-
-    Everything that can fail on bad data (sequence check, filling the new mesh) happens before the object changes.
-    """
-    scene = context.scene
-    if sequence:
-        playback.check_sequence(sequence, decoded.count)
-    mesh = bpy.data.meshes.new(CARRIER_NAME)
-    try:
-        gaussians.fill_mesh(mesh, decoded)
-    except BaseException:
-        bpy.data.meshes.remove(mesh)
-        raise
-    material = bpy.data.materials.get(splat_material.MATERIAL_NAME) or splat_material.build_material()
-    mesh.materials.append(material)
-    obj = carrier(scene)
-    if obj is None:
-        obj = bpy.data.objects.new(CARRIER_NAME, mesh)
-        scene.collection.objects.link(obj)
-    else:
-        obj.lw_seq.path = ""
-        playback.drop_players()  # the cached player of the old data (reopened lazily for other objects)
-        old = obj.data
-        obj.data = mesh
-        if old.users == 0:
-            bpy.data.meshes.remove(old)
-            mesh.name = CARRIER_NAME
-    obj[gaussians.SOURCE_PROPERTY] = decoded.source
-    obj[gaussians.DEGREE_PROPERTY] = decoded.sh_degree
-    gaussians.show_carrier(context, obj, material, sequence, decoded.sh_degree)
-    return obj
+def _fill_carrier(context, decoded: data.DecodedGaussians, sequence: str | None = None):
+    """Show ``decoded`` (and the local ``.lw4d`` ``sequence``) on the scene's ONE world object, replacing its data
+    (nothing changes when the data is bad: ``splat_carrier.place``)."""
+    return splat_carrier.place(context, carrier(context.scene), CARRIER_NAME, decoded, sequence,
+                               context.scene.collection)
 
 
 def apply_camera_spec(scene, spec: dict, name: str = CAMERA_NAME):
@@ -292,7 +268,7 @@ def _record_step(s: LW_WorldSettings, info: StepInfo, kind: str, prompt: str) ->
 
 def _apply_world_step(context, info: StepInfo, preview: Path, folder: Path, kind: str, prompt: str) -> None:
     """The world changed (new, expand, undo): refill the carrier, update camera, steps, preview; drop old cues."""
-    decoded = gaussians.read_decoded(folder)
+    decoded = data.read_decoded(folder)
     scene = context.scene
     s = settings(scene)
     _fill_carrier(context, decoded)
@@ -353,7 +329,7 @@ def expand_world(context, prompt: str = "", blocking: bool | None = None) -> Non
     current_step(scene)
     if scene.camera is None:
         raise WorldError("the scene has no active camera: the expansion is seen from the active camera")
-    params = {"world": settings(scene).directory, "camera": gaussians.camera_spec(scene, scene.camera),
+    params = {"world": settings(scene).directory, "camera": render.camera_spec(scene, scene.camera),
               "prompt": prompt}
     _run_chain(context, "Expand World", _world_link("world_expand", params, prompt), blocking)
 
@@ -474,7 +450,7 @@ def bake_world(context, frames: int = 60, loop: bool = True, blocking: bool | No
         local = result.path(manifest).parent
 
         def apply(context, folder):
-            decoded = gaussians.read_decoded(folder)
+            decoded = data.read_decoded(folder)
             scene = context.scene
             obj = _fill_carrier(context, decoded, sequence=str(local))
             obj.lw_seq.use_scene_time, obj.lw_seq.speed, obj.lw_seq.offset = True, 1.0, 0.0

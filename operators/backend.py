@@ -6,8 +6,8 @@ import json
 
 import bpy
 
-from ..lw_blender import jobs
-from ..lw_blender.client import BackendError
+from ..lw_blender.connection import jobs
+from ..lw_blender.connection.client import BackendError
 
 
 class LW_OT_backend_start(bpy.types.Operator):

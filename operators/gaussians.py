@@ -6,10 +6,10 @@ Also File > Import / Export menu entries. Both work in background mode (the back
 import bpy
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
-from ..lw_blender import gaussians
-from ..lw_blender.client import BackendError
+from ..lw_blender.connection.client import BackendError
+from ..lw_blender.splats import carrier, data
 
-_ERRORS = (gaussians.GaussianDataError, BackendError, OSError)
+_ERRORS = (data.GaussianDataError, BackendError, OSError)
 
 
 class LW_OT_import_gaussians(bpy.types.Operator, ImportHelper):
@@ -23,14 +23,14 @@ class LW_OT_import_gaussians(bpy.types.Operator, ImportHelper):
 
     def execute(self, context):
         try:
-            obj = gaussians.import_gaussians(context, self.filepath)
+            obj = carrier.import_gaussians(context, self.filepath)
         except _ERRORS as exc:
             self.report({"ERROR"}, f"Import failed: {exc}")
             return {"CANCELLED"}
         if obj is None:
             self.report({"INFO"}, f"Importing {self.filepath} in the background")
         else:
-            self.report({"INFO"}, f"Imported {len(obj.data.vertices)} Gaussians as {obj.name!r}")
+            self.report({"INFO"}, f"Imported {data.point_count(obj.data)} Gaussians as {obj.name!r}")
         return {"FINISHED"}
 
 
@@ -45,11 +45,11 @@ class LW_OT_export_gaussians(bpy.types.Operator, ExportHelper):
 
     @classmethod
     def poll(cls, context):
-        return gaussians.is_carrier(context.active_object)
+        return data.is_carrier(context.active_object)
 
     def execute(self, context):
         try:
-            out = gaussians.export_gaussians(context, context.active_object, self.filepath)
+            out = carrier.export_gaussians(context, context.active_object, self.filepath)
         except _ERRORS as exc:
             self.report({"ERROR"}, f"Export failed: {exc}")
             return {"CANCELLED"}
@@ -74,7 +74,7 @@ class LW_OT_splat_colors(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     def execute(self, context):
-        gaussians.use_standard_view(context.scene)
+        carrier.use_standard_view(context.scene)
         self.report({"INFO"}, "View transform set to Standard: renders show the splats' stored colours")
         return {"FINISHED"}
 

@@ -8,10 +8,11 @@ background (progress and cancel: Backend panel) and the scene changes once, when
 
 import bpy
 
-from ..lw_blender import gaussians, moe
-from ..lw_blender.client import BackendError
+from ..lw_blender import moe
+from ..lw_blender.connection.client import BackendError
+from ..lw_blender.splats.data import GaussianDataError, point_count
 
-ERRORS = (moe.MoeError, gaussians.GaussianDataError, BackendError, OSError, ValueError)
+ERRORS = (moe.MoeError, GaussianDataError, BackendError, OSError, ValueError)
 
 
 def _idle(context) -> bool:
@@ -103,7 +104,7 @@ class LW_OT_moe_import(bpy.types.Operator):
         if obj is None:
             self.report({"INFO"}, "Baking and importing in the background")
         else:
-            self.report({"INFO"}, f"Imported {len(obj.data.vertices):,} Gaussians as {obj.name!r} "
+            self.report({"INFO"}, f"Imported {point_count(obj.data):,} Gaussians as {obj.name!r} "
                                   f"({obj.lw_seq.frame_count} frames; {s.import_note})")
         return {"FINISHED"}
 

@@ -5,8 +5,8 @@ A still goes to the Image "LW Render"; an animation to a PNG sequence + MP4 adde
 
 import bpy
 
-from ..lw_blender import gaussians
-from ..lw_blender.client import BackendError
+from ..lw_blender.connection.client import BackendError
+from ..lw_blender.splats import data, render
 
 
 class LW_OT_render_splats(bpy.types.Operator):
@@ -19,12 +19,12 @@ class LW_OT_render_splats(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return gaussians.is_carrier(context.active_object)
+        return data.is_carrier(context.active_object)
 
     def execute(self, context):
         try:
-            out = gaussians.render_splats(context, context.active_object, self.animation)
-        except (gaussians.GaussianDataError, BackendError, OSError) as exc:
+            out = render.render_splats(context, context.active_object, self.animation)
+        except (data.GaussianDataError, BackendError, OSError) as exc:
             self.report({"ERROR"}, f"Render failed: {exc}")
             return {"CANCELLED"}
         self.report({"INFO"}, f"Rendered into {out.name!r}")

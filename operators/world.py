@@ -7,10 +7,11 @@ background (progress and cancel in the sidebar) and the scene changes once, when
 
 import bpy
 
-from ..lw_blender import gaussians, world
-from ..lw_blender.client import BackendError
+from ..lw_blender import world
+from ..lw_blender.connection.client import BackendError
+from ..lw_blender.splats.data import GaussianDataError
 
-ERRORS = (world.WorldError, gaussians.GaussianDataError, BackendError, OSError)
+ERRORS = (world.WorldError, GaussianDataError, BackendError, OSError)
 
 
 def report_outcome(op, context, done, started: str):

@@ -2,7 +2,7 @@
 
 import bpy
 
-from ..lw_blender import gaussians
+from ..lw_blender.splats import data
 
 
 class VIEW3D_PT_lw_gaussians(bpy.types.Panel):
@@ -20,9 +20,9 @@ class VIEW3D_PT_lw_gaussians(bpy.types.Panel):
         row.operator("lw.render_splats", text="Render", icon="RENDER_STILL").animation = False
         row.operator("lw.render_splats", text="Animation", icon="RENDER_ANIMATION").animation = True
         obj = context.active_object
-        if not gaussians.is_carrier(obj):
+        if not data.is_carrier(obj):
             return
-        layout.label(text=f"{len(obj.data.vertices):,} Gaussians, SH degree {obj.get(gaussians.DEGREE_PROPERTY, 0)}")
+        layout.label(text=f"{data.point_count(obj.data):,} Gaussians, SH degree {obj.get(data.DEGREE_PROPERTY, 0)}")
         view = context.scene.view_settings.view_transform
         if view != "Standard":
             row = layout.row()

@@ -10,7 +10,7 @@ Fixtures:
                               set to this repository's ``.venv/bin/python`` and a per-session temp workspace
     prefs          (function) the extension's AddonPreferences, set up as in ``addon``
     backend_python (session)  this repository's ``.venv/bin/python``
-    lw             (function) the installed extension package (``lw.lw_blender.jobs`` etc.), enabled as ``addon``
+    lw             (function) the installed extension package (``lw.lw_blender.connection.jobs`` etc.), enabled as ``addon``
     backend        (function) a running local backend started through ``bpy.ops.lw.backend_start()`` (reused
                               between tests, restarted if a test stopped or killed it; stopped at session end);
                               returns the ``client.Client``
@@ -112,7 +112,7 @@ def _backend_session(_installed):
 @pytest.fixture
 def backend(lw, _backend_session):
     assert bpy.ops.lw.backend_start() == {"FINISHED"}
-    client = lw.lw_blender.jobs.ensure_backend(bpy.context)
+    client = lw.lw_blender.connection.jobs.ensure_backend(bpy.context)
     bpy.context.window_manager.lw_runtime.last_error = ""
     return client
 
@@ -129,7 +129,7 @@ def clean_scene(addon):
 def drain(lw):
     import time
 
-    jobs = lw.lw_blender.jobs
+    jobs = lw.lw_blender.connection.jobs
 
     def run(job_id: str, timeout: float = 30.0, on_each=None) -> None:
         deadline = time.monotonic() + timeout

@@ -1,4 +1,4 @@
-"""lw_blender.backend_process: the logs that carry the backend's token are readable by this user only."""
+"""lw_blender.connection.process: the logs that carry the backend's token are readable by this user only."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX file mode
 
 
 def test_backend_logs_holding_the_token_are_private(lw, backend_python, tmp_path):
-    bp = lw.lw_blender.backend_process
+    bp = lw.lw_blender.connection.process
     logs = tmp_path / "logs"
     logs.mkdir()
     for name in ("backend.out", "backend.err"):  # left world-readable by an older version, with an old token in it
@@ -30,7 +30,7 @@ def test_backend_logs_holding_the_token_are_private(lw, backend_python, tmp_path
 
 
 def test_a_symlink_planted_as_the_log_is_refused(lw, backend_python, tmp_path):
-    bp = lw.lw_blender.backend_process
+    bp = lw.lw_blender.connection.process
     (tmp_path / "logs").mkdir()
     elsewhere = tmp_path / "public.txt"
     elsewhere.write_text("")

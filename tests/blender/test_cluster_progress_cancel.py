@@ -39,7 +39,7 @@ def test_progress_and_cancel_reach_blender_from_a_ray_backend(lw, prefs, ray_bac
     prefs.backend_url, prefs.backend_token = ray_backend["url"], "s3cret"
     assert bpy.ops.lw.backend_start() == {"FINISHED"}
     assert _rt().connection == "CONNECTED" and _rt().remote
-    jobs = lw.lw_blender.jobs
+    jobs = lw.lw_blender.connection.jobs
     client = jobs.ensure_backend(bpy.context)
     assert client.health()["dispatch"] == "ray"
 

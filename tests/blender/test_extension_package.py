@@ -27,7 +27,8 @@ def test_manifest_with_an_invalid_id_fails_validation(tmp_path):
 
 def test_zip_holds_the_addon_and_nothing_of_backend_tests_or_tooling(extension_zip):
     names = zipfile.ZipFile(extension_zip).namelist()
-    for required in ("blender_manifest.toml", "__init__.py", "lw_blender/jobs.py", "lw_blender/client.py",
+    for required in ("blender_manifest.toml", "__init__.py", "lw_blender/connection/jobs.py", "lw_blender/connection/client.py",
+                     "lw_blender/splats/carrier.py",
                      "operators/backend.py", "panels/connection.py"):
         assert required in names
     excluded = ("backend/", "tests/", "bench/", "scripts/", "docs/", ".venv", ".git", "dist/", "out/", ".whl/")
@@ -68,7 +69,7 @@ def test_scene_settings_accept_a_capability_group(lw, clean_scene):
 
 
 def test_disabling_the_extension_stops_its_backend(lw, backend):
-    proc = lw.lw_blender.backend_process.current()
+    proc = lw.lw_blender.connection.process.current()
     assert proc.is_alive()
     bpy.ops.preferences.addon_disable(module=lw.__name__)
     try:
@@ -103,11 +104,12 @@ def _import_with_blocked(modules, blocked):
 
 
 def test_addon_modules_import_without_torch_or_the_backend():
-    modules = [f"{p.parent.name}.{p.stem}" for folder in ("lw_blender", "operators", "panels")
-               for p in sorted((REPO / folder).glob("*.py")) if p.stem != "__init__"]
-    assert "lw_blender.jobs" in modules and "operators.backend" in modules
+    modules = [".".join(p.relative_to(REPO).with_suffix("").parts) for folder in ("lw_blender", "operators", "panels")
+               for p in sorted((REPO / folder).rglob("*.py")) if p.stem != "__init__"]
+    assert "lw_blender.connection.jobs" in modules and "operators.backend" in modules
     _import_with_blocked(modules, ["torch", "backend"])
 
 
-def test_client_and_backend_process_import_without_bpy():
-    _import_with_blocked(["lw_blender.client", "lw_blender.backend_process"], ["bpy", "torch", "backend"])
+def test_client_process_and_splat_arrays_import_without_bpy():
+    _import_with_blocked(["lw_blender.connection.client", "lw_blender.connection.process", "lw_blender.splats.data",
+                          "lw_blender.splats.sh"], ["bpy", "torch", "backend"])

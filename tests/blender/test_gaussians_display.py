@@ -71,7 +71,7 @@ def _instance_locations(obj):
 
 
 def _sort_input(lw, obj):
-    nodes = lw.lw_blender.splat_nodes
+    nodes = lw.lw_blender.splats.quads.nodes
     return nodes.get_input(obj.modifiers[nodes.MODIFIER_NAME], nodes.SORT_INPUT)
 
 
@@ -80,7 +80,7 @@ def test_eevee_draws_back_to_front_and_cycles_keeps_no_order(lw, clean_scene, tm
     scene.render.engine = "BLENDER_EEVEE"
     cam = _camera(scene)
     folder, arrays = _decoded(tmp_path / "d")
-    obj = lw.lw_blender.gaussians.load_decoded(bpy.context, folder, "g")
+    obj = lw.lw_blender.splats.carrier.load_decoded(bpy.context, folder, "g")
     order = _attr(obj.data, "lw_order", 1, "value", np.int32)
     assert sorted(order.tolist()) == list(range(N)) and _sort_input(lw, obj)
     eye = np.array(cam.location, np.float32)
@@ -102,8 +102,8 @@ def test_order_is_rewritten_only_when_the_view_changes(lw, clean_scene, tmp_path
     scene.render.engine = "BLENDER_EEVEE"
     cam = _camera(scene)
     folder, arrays = _decoded(tmp_path / "d")
-    obj = lw.lw_blender.gaussians.load_decoded(bpy.context, folder, "g")
-    sorting = lw.lw_blender.sorting
+    obj = lw.lw_blender.splats.carrier.load_decoded(bpy.context, folder, "g")
+    sorting = lw.lw_blender.splats.quads.sorting
     first = _attr(obj.data, "lw_order", 1, "value", np.int32)
     # a move below the threshold (1% of the distance to the Gaussians) keeps the order
     cam.location = (0.0, -4.0 + 0.01, 0.0)
@@ -120,7 +120,7 @@ def test_order_is_rewritten_only_when_the_view_changes(lw, clean_scene, tmp_path
 
 
 def test_back_to_front_orders_by_distance_or_depth(lw):
-    sorting = lw.lw_blender.sorting
+    sorting = lw.lw_blender.splats.quads.sorting
     positions = np.array([[0, 1, 0], [0, 5, 0], [3, 0.5, 0], [0, 3, 0]], np.float32)
     eye, forward = np.zeros(3, np.float32), np.array([0, 1, 0], np.float32)
     assert sorting.back_to_front(positions, eye, forward, True).tolist() == [1, 2, 3, 0]  # |p|: 1, 5, 3.04, 3
@@ -129,13 +129,13 @@ def test_back_to_front_orders_by_distance_or_depth(lw):
 
 def test_viewport_points_show_points_in_the_viewport_and_quads_in_renders(lw, clean_scene, tmp_path):
     scene = clean_scene
-    nodes = lw.lw_blender.splat_nodes
+    nodes = lw.lw_blender.splats.quads.nodes
     # one long flat Gaussian along x (sigma 0.4 x, 0.01 y, 0.1 z), facing the camera on -Y
     scale = np.array([[0.4, 0.01, 0.1]], np.float32)
     folder, _ = _decoded(tmp_path / "d", n=1, scale=scale, position=np.zeros((1, 3), np.float32))
     np.save(folder / "rotation.npy", np.array([[1, 0, 0, 0]], np.float32))
     np.save(folder / "opacity.npy", np.array([1.0], np.float32))
-    obj = lw.lw_blender.gaussians.load_decoded(bpy.context, folder, "g")
+    obj = lw.lw_blender.splats.carrier.load_decoded(bpy.context, folder, "g")
     modifier = obj.modifiers[nodes.MODIFIER_NAME]
     assert nodes.get_input(modifier, nodes.POINTS_INPUT) is False  # small carriers show quads by default
     assert len(_instance_locations(obj)) == 1  # evaluated once with quads: the switch must re-evaluate it
@@ -170,7 +170,7 @@ def test_viewport_points_show_points_in_the_viewport_and_quads_in_renders(lw, cl
 
 
 def test_large_carriers_default_to_viewport_points(lw, clean_scene):
-    nodes, sm = lw.lw_blender.splat_nodes, lw.lw_blender.splat_material
+    nodes, sm = lw.lw_blender.splats.quads.nodes, lw.lw_blender.splats.quads.material
     mesh = bpy.data.meshes.new("big")
     mesh.vertices.add(nodes.POINTS_DEFAULT_COUNT)
     obj = bpy.data.objects.new("big", mesh)
@@ -188,7 +188,7 @@ def test_driven_time_shows_the_current_frame(lw, clean_scene, tmp_path):
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["sequence"] = str(seq)
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    obj = lw.lw_blender.gaussians.load_decoded(bpy.context, folder, "g")
+    obj = lw.lw_blender.splats.carrier.load_decoded(bpy.context, folder, "g")
     driver = obj.driver_add("lw_seq.time").driver
     driver.type = "SCRIPTED"
     driver.expression = "frame * 0.25"
@@ -201,7 +201,7 @@ def test_driven_time_shows_the_current_frame(lw, clean_scene, tmp_path):
     np.testing.assert_allclose(np.sort(_instance_locations(obj)[:, 2]), np.sort(arrays["position"][:, 2] + 0.25),
                                atol=1e-5)
     # a small sequence's view-facing quads follow the moving Gaussians during playback (no view change)
-    sorting = lw.lw_blender.sorting
+    sorting = lw.lw_blender.splats.quads.sorting
     _camera(scene)
     sorting.update_view(scene, obj, force=True)
     before = _attr(obj.data, sorting.VIEW_ROTATION, 4, "value")
@@ -232,10 +232,10 @@ def test_render_shows_the_stored_srgb_colours(lw, clean_scene, tmp_path, engine)
     np.save(folder / "opacity.npy", np.ones(n, np.float32))
     np.save(folder / "rotation.npy", np.tile(np.float32([1, 0, 0, 0]), (n, 1)))
     np.save(folder / "sh.npy", ((colors - 0.5) / SH_C0)[:, None, :].astype(np.float32))
-    lw.lw_blender.gaussians.load_decoded(bpy.context, folder, "g")
+    lw.lw_blender.splats.carrier.load_decoded(bpy.context, folder, "g")
     assert scene.view_settings.view_transform == "Standard"
     scene.view_settings.view_transform = "AgX"  # the user's choice after the first import stays
-    lw.lw_blender.gaussians.load_decoded(bpy.context, folder, "g2")
+    lw.lw_blender.splats.carrier.load_decoded(bpy.context, folder, "g2")
     assert scene.view_settings.view_transform == "AgX"
     bpy.data.objects.remove(bpy.data.objects["g2"])
     scene.view_settings.view_transform = "Standard"
@@ -263,11 +263,11 @@ def test_a_scene_with_its_own_objects_keeps_its_view_transform(lw, clean_scene, 
     before = scene.view_settings.view_transform
     scene.cycles.transparent_max_bounces = 8  # Blender's default: too few for overlapping splat layers
     folder, _ = _decoded(tmp_path / "d")
-    lw.lw_blender.gaussians.load_decoded(bpy.context, folder, "g")
+    lw.lw_blender.splats.carrier.load_decoded(bpy.context, folder, "g")
     assert scene.view_settings.view_transform == before != "Standard"
-    assert scene.cycles.transparent_max_bounces == lw.lw_blender.gaussians.TRANSPARENT_BOUNCES
+    assert scene.cycles.transparent_max_bounces == lw.lw_blender.splats.carrier.TRANSPARENT_BOUNCES
     scene.cycles.transparent_max_bounces = 512  # a higher limit is kept
-    lw.lw_blender.gaussians.load_decoded(bpy.context, folder, "g2")
+    lw.lw_blender.splats.carrier.load_decoded(bpy.context, folder, "g2")
     assert scene.cycles.transparent_max_bounces == 512
     scene.view_settings.look = "AgX - Punchy"
     assert bpy.ops.lw.splat_colors() == {"FINISHED"}  # the panel's button when the user wants the photo's colours
@@ -284,7 +284,7 @@ def _quat_matrix(q):
 def test_facing_quads_carry_the_projected_covariance(lw):
     """Each quad faces the view (normal = viewing direction) and its two sigmas and axes give back the marginal
     of the 3D covariance across the view: E^T Sigma E in any basis E of the quad plane."""
-    sorting = lw.lw_blender.sorting
+    sorting = lw.lw_blender.splats.quads.sorting
     rng = np.random.default_rng(5)
     n = 200
     pos = rng.uniform(-2, 2, (n, 3))
@@ -318,7 +318,7 @@ def test_a_gaussian_seen_edge_on_to_its_quad_plane_still_renders_its_projected_e
                          scale=np.float32([[0.3, 0.3, 0.25]]))  # quad in the x-y plane: edge-on to the camera
     np.save(folder / "rotation.npy", np.float32([[1, 0, 0, 0]]))
     np.save(folder / "opacity.npy", np.ones(1, np.float32))
-    obj = lw.lw_blender.gaussians.load_decoded(bpy.context, folder, "g")
+    obj = lw.lw_blender.splats.carrier.load_decoded(bpy.context, folder, "g")
     scene.render.resolution_x = scene.render.resolution_y = 64
     scene.render.resolution_percentage = 100
     scene.render.film_transparent = True
@@ -341,12 +341,12 @@ def test_a_gaussian_seen_edge_on_to_its_quad_plane_still_renders_its_projected_e
 
 
 def test_large_carriers_get_facing_quads_in_renders_only(lw, clean_scene, tmp_path, monkeypatch):
-    sorting = lw.lw_blender.sorting
+    sorting = lw.lw_blender.splats.quads.sorting
     scene = clean_scene
     scene.render.engine = "CYCLES"
     _camera(scene)
     folder, _ = _decoded(tmp_path / "d")
-    obj = lw.lw_blender.gaussians.load_decoded(bpy.context, folder, "g")
+    obj = lw.lw_blender.splats.carrier.load_decoded(bpy.context, folder, "g")
     assert sorting.VIEW_ROTATION in obj.data.attributes  # N = 40: small enough for the viewport
     monkeypatch.setattr(sorting, "VIEWPORT_FACING_MAX", N - 1)
     assert sorting.update_view(scene, obj)  # the render-time frame is dropped outside renders
@@ -370,7 +370,7 @@ def test_many_overlapping_splats_render_without_holes_in_cycles(lw, clean_scene,
     np.save(folder / "sh.npy", ((white - 0.5) / SH_C0)[:, None, :].astype(np.float32))
     np.save(folder / "opacity.npy", np.full(n, 0.05, np.float32))
     np.save(folder / "rotation.npy", np.tile(np.float32([1, 0, 0, 0]), (n, 1)))
-    lw.lw_blender.gaussians.load_decoded(bpy.context, folder, "g")
+    lw.lw_blender.splats.carrier.load_decoded(bpy.context, folder, "g")
     scene.render.resolution_x = scene.render.resolution_y = 16
     scene.render.resolution_percentage = 100
     scene.render.film_transparent = True

@@ -101,12 +101,12 @@ def carrier(lw, clean_scene, tmp_path):
     seq = _write_sequence(tmp_path / "walk.lw4d")
     clean_scene.frame_start, clean_scene.frame_end = 1, 20
     clean_scene.frame_set(1)
-    obj = lw.lw_blender.gaussians.load_decoded(bpy.context, _write_decoded(tmp_path / "decoded", seq), "walk")
+    obj = lw.lw_blender.splats.carrier.load_decoded(bpy.context, _write_decoded(tmp_path / "decoded", seq), "walk")
     return obj
 
 
 def test_load_decoded_writes_every_array_into_named_attributes(lw, clean_scene, tmp_path):
-    obj = lw.lw_blender.gaussians.load_decoded(bpy.context, _write_decoded(tmp_path / "d", degree=1), "g")
+    obj = lw.lw_blender.splats.carrier.load_decoded(bpy.context, _write_decoded(tmp_path / "d", degree=1), "g")
     base = _base()
     attrs = obj.data.attributes
     assert (attrs["scale"].data_type, attrs["rotation"].data_type, attrs["opacity"].data_type) == (
@@ -130,8 +130,8 @@ def test_sh_degree_1_colour_follows_the_camera(lw, clean_scene, tmp_path):
     scene.camera = cam
     cam.location = (0, -4, 0)
     bpy.context.view_layer.update()
-    obj = lw.lw_blender.gaussians.load_decoded(bpy.context, _write_decoded(tmp_path / "d", degree=1), "g")
-    sm = lw.lw_blender.splat_material
+    obj = lw.lw_blender.splats.carrier.load_decoded(bpy.context, _write_decoded(tmp_path / "d", degree=1), "g")
+    sm = lw.lw_blender.splats.sh
     base = _base()
     sh = np.concatenate([base["sh"], base["sh1"]], axis=1)
 
@@ -242,12 +242,12 @@ def test_playback_survives_save_and_reload(carrier, clean_scene, tmp_path):
 def test_broken_sequence_is_rejected_before_the_scene_changes(lw, clean_scene, tmp_path):
     objects, meshes = len(bpy.data.objects), len(bpy.data.meshes)
     bad = _write_sequence(tmp_path / "bad.lw4d", manifest_extra={"count": N + 5})
-    with pytest.raises(lw.lw_blender.gaussians.GaussianDataError, match="animates 8 Gaussians"):
-        lw.lw_blender.gaussians.load_decoded(bpy.context, _write_decoded(tmp_path / "d", bad), "bad")
+    with pytest.raises(lw.lw_blender.splats.data.GaussianDataError, match="animates 8 Gaussians"):
+        lw.lw_blender.splats.carrier.load_decoded(bpy.context, _write_decoded(tmp_path / "d", bad), "bad")
     truncated = _write_sequence(tmp_path / "short.lw4d")
     np.save(truncated / "position.npy", _channels()["position"][:2])
-    with pytest.raises(lw.lw_blender.gaussians.GaussianDataError, match="position.npy"):
-        lw.lw_blender.gaussians.load_decoded(bpy.context, _write_decoded(tmp_path / "d2", truncated), "bad")
+    with pytest.raises(lw.lw_blender.splats.data.GaussianDataError, match="position.npy"):
+        lw.lw_blender.splats.carrier.load_decoded(bpy.context, _write_decoded(tmp_path / "d2", truncated), "bad")
     assert (len(bpy.data.objects), len(bpy.data.meshes)) == (objects, meshes)
 
 

@@ -142,7 +142,7 @@ def test_import_mixture_plays_with_frame_range_and_held_out_camera(trained):
 
 def test_import_one_expert_bakes_it_through_moe_export_on_the_ui_path(trained, lw):
     """The UI path: moe_export -> import_gaussians are submitted one after the other; the scene changes once."""
-    moe, jobs = lw.lw_blender.moe, lw.lw_blender.jobs
+    moe, jobs = lw.lw_blender.moe, lw.lw_blender.connection.jobs
     scene = bpy.context.scene
     assert moe.import_run(bpy.context, trained["run_dir"], "trajectory", frames=4, camera=False,
                           blocking=False) is None
@@ -202,7 +202,7 @@ def test_bad_directories_and_options_report_and_leave_the_scene_unchanged(scene,
 
 
 def test_cancel_mid_train_ends_the_chain_and_the_addon_stays_usable(scene, lw, moe_dataset):
-    moe, jobs = lw.lw_blender.moe, lw.lw_blender.jobs
+    moe, jobs = lw.lw_blender.moe, lw.lw_blender.connection.jobs
     moe.train(bpy.context, str(moe_dataset), ["deformation", "trajectory"], iterations=20000, downsample=4.0,
               router=True, router_iterations=3, blocking=False)
     assert moe.busy() == "Train MoE" and not bpy.ops.lw.moe_train.poll()

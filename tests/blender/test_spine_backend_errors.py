@@ -54,18 +54,18 @@ def test_remote_backend_connects_with_token_and_downloads_artifacts_once(lw, pre
     assert bpy.ops.lw.backend_start() == {"FINISHED"}
     rt = bpy.context.window_manager.lw_runtime
     assert rt.connection == "CONNECTED" and rt.remote and rt.backend_pid == 0
-    assert lw.lw_blender.backend_process.current() is None  # nothing started locally
+    assert lw.lw_blender.connection.process.current() is None  # nothing started locally
 
-    result = lw.lw_blender.jobs.run_job_blocking(bpy.context, "sleep", {"seconds": 0.05, "steps": 1})
+    result = lw.lw_blender.connection.jobs.run_job_blocking(bpy.context, "sleep", {"seconds": 0.05, "steps": 1})
     local = result.path("jobs/j1/result.bin")
     assert result.workspace in local.parents  # the cache, not the remote workspace
     assert local.read_bytes() == bytes(range(256)) * 100
     mtime = local.stat().st_mtime_ns
     assert result.path("jobs/j1/result.bin").stat().st_mtime_ns == mtime  # cached, not fetched again
-    client = lw.lw_blender.jobs.ensure_backend(bpy.context)
-    with pytest.raises(lw.lw_blender.client.BackendError, match="not a relative path"):
+    client = lw.lw_blender.connection.jobs.ensure_backend(bpy.context)
+    with pytest.raises(lw.lw_blender.connection.client.BackendError, match="not a relative path"):
         client.artifact_path("../outside.txt")
-    with pytest.raises(lw.lw_blender.client.BackendError) as info:
+    with pytest.raises(lw.lw_blender.connection.client.BackendError) as info:
         client.artifact_path("jobs/j1/missing.bin")
     assert info.value.status == 404
 
@@ -81,7 +81,7 @@ def _drain_start(jobs, timeout=60.0):
 
 
 def test_ui_mode_start_runs_on_a_worker_and_drain_applies_the_outcome(lw, prefs, stopped):
-    jobs = lw.lw_blender.jobs
+    jobs = lw.lw_blender.connection.jobs
     rt = bpy.context.window_manager.lw_runtime
     jobs.start_backend_async(bpy.context)
     assert rt.connection == "STARTING"  # returned before the backend is up

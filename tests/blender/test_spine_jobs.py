@@ -45,7 +45,7 @@ def test_sleep_job_through_operator_succeeds_blocking(backend):
 
 
 def test_submit_job_and_drain_updates_follow_progress_on_the_main_thread(lw, backend, drain):
-    jobs = lw.lw_blender.jobs
+    jobs = lw.lw_blender.connection.jobs
     done = []
     seen = []
 
@@ -72,8 +72,8 @@ def test_failing_job_reports_its_message_and_the_addon_stays_usable(lw, backend)
     err = backend.job(rt.job_id).error
     assert err.type == "InvalidInput" and err.message == "the sky fell"
 
-    with pytest.raises(lw.lw_blender.jobs.JobFailed) as info:
-        lw.lw_blender.jobs.run_job_blocking(bpy.context, "fail", {"message": "again"})
+    with pytest.raises(lw.lw_blender.connection.jobs.JobFailed) as info:
+        lw.lw_blender.connection.jobs.run_job_blocking(bpy.context, "fail", {"message": "again"})
     assert info.value.result.state == "failed" and info.value.result.error_type == "InvalidInput"
 
     assert bpy.ops.lw.job_run(kind="sleep", params='{"seconds": 0.05, "steps": 1}') == {"FINISHED"}
@@ -90,7 +90,7 @@ def test_unknown_kind_and_bad_params_are_reported_with_the_backend_reason(backen
 
 
 def test_cancel_round_trip(lw, backend, drain):
-    jobs = lw.lw_blender.jobs
+    jobs = lw.lw_blender.connection.jobs
     done = []
     job_id = jobs.submit_job(bpy.context, "sleep", {"seconds": 20.0, "steps": 200}, done.append)
     _wait_state(backend, job_id, {"running"})
@@ -102,7 +102,7 @@ def test_cancel_round_trip(lw, backend, drain):
 
 
 def test_backend_killed_mid_job_is_reported_and_restart_shows_the_job_interrupted(lw, backend, drain):
-    jobs = lw.lw_blender.jobs
+    jobs = lw.lw_blender.connection.jobs
     done = []
     job_id = jobs.submit_job(bpy.context, "sleep", {"seconds": 30.0, "steps": 300}, done.append)
     _wait_state(backend, job_id, {"running"})
@@ -124,7 +124,7 @@ def test_backend_killed_mid_job_is_reported_and_restart_shows_the_job_interrupte
 
 
 def test_blocking_job_sees_the_backend_die(lw, backend):
-    jobs = lw.lw_blender.jobs
+    jobs = lw.lw_blender.connection.jobs
     pid = _rt().backend_pid
 
     def kill_when_running():  # a plain HTTP client on a thread: the main thread is blocked in the job
@@ -147,7 +147,7 @@ def test_blocking_job_sees_the_backend_die(lw, backend):
 
 
 def test_run_job_in_background_mode_blocks_and_calls_on_done(lw, backend):
-    jobs = lw.lw_blender.jobs
+    jobs = lw.lw_blender.connection.jobs
     assert bpy.app.background
     seen = []
     result = jobs.run_job(bpy.context, "sleep", {"seconds": 0.05, "steps": 2}, seen.append)
@@ -156,7 +156,7 @@ def test_run_job_in_background_mode_blocks_and_calls_on_done(lw, backend):
 
 
 def test_a_raising_on_done_is_reported_and_other_jobs_still_finish(lw, backend, drain):
-    jobs = lw.lw_blender.jobs
+    jobs = lw.lw_blender.connection.jobs
     done = []
 
     def broken(result):
@@ -172,7 +172,7 @@ def test_a_raising_on_done_is_reported_and_other_jobs_still_finish(lw, backend, 
 
 
 def test_blocking_timeout_cancels_the_job(lw, backend):
-    jobs = lw.lw_blender.jobs
+    jobs = lw.lw_blender.connection.jobs
     with pytest.raises(jobs.JobFailed, match="timed out") as info:
         jobs.run_job_blocking(bpy.context, "sleep", {"seconds": 20.0, "steps": 200}, timeout=0.3)
     assert _wait_state(backend, info.value.result.id, {"cancelled"}).state == "cancelled"
@@ -180,7 +180,7 @@ def test_blocking_timeout_cancels_the_job(lw, backend):
 
 # Kept last in this file so that the tests above share one backend process.
 def test_backend_stop_operator_ends_the_process(lw, backend):
-    proc = lw.lw_blender.backend_process.current()
+    proc = lw.lw_blender.connection.process.current()
     assert bpy.ops.lw.backend_stop() == {"FINISHED"}
     assert proc.popen.poll() is not None
     assert _rt().connection == "DISCONNECTED"

@@ -107,7 +107,7 @@ def test_world_new_makes_one_carrier_matching_the_ply_and_a_camera_that_sees_it(
     # the splat scene settings of every carrier: Standard view (an otherwise empty scene) and Cycles' transparent
     # bounces raised, so stacked sky layers do not render dark and the colours are the stored ones
     assert scene.view_settings.view_transform == "Standard"
-    assert scene.cycles.transparent_max_bounces >= lw.lw_blender.gaussians.TRANSPARENT_BOUNCES
+    assert scene.cycles.transparent_max_bounces >= lw.lw_blender.splats.carrier.TRANSPARENT_BOUNCES
 
 
 def test_expand_from_a_turned_camera_adds_points_to_the_same_object_and_undo_restores(scene, small_image):
@@ -157,14 +157,14 @@ def test_bad_image_path_or_unreadable_image_reports_and_leaves_the_scene_unchang
 
 def _drain(lw):
     for _ in range(6000):
-        if lw.lw_blender.jobs.drain_updates() is None and not lw.lw_blender.world.busy():
+        if lw.lw_blender.connection.jobs.drain_updates() is None and not lw.lw_blender.world.busy():
             return
         time.sleep(0.01)
     raise AssertionError("the world jobs did not end")
 
 
 def test_ui_path_runs_the_job_chain_in_the_background_applies_once_and_cancels(scene, lw, small_image):
-    world, jobs = lw.lw_blender.world, lw.lw_blender.jobs
+    world, jobs = lw.lw_blender.world, lw.lw_blender.connection.jobs
     rt = bpy.context.window_manager.lw_runtime
     # cancelled while running: the chain stops, nothing is applied
     world.new_world(bpy.context, str(small_image), resolution=RESOLUTION, blocking=False)

@@ -1,6 +1,6 @@
-"""The splat material (Gaussian falloff alpha, emission colour) and view-dependent SH colour in numpy.
+"""The quad display's materials (Blender 4.2-5.2): Gaussian falloff alpha, emission colour.
 
-Material, per shading point of a splat quad (``lw_uv`` = position in sigma units, see splat_nodes):
+Material, per shading point of a splat quad (``lw_uv`` = position in sigma units, see ``quads.nodes``):
 
     alpha = opacity * exp(-|lw_uv|^2 / 2)
     surface = mix(Transparent, Emission(colour), alpha)
@@ -9,10 +9,10 @@ Material, per shading point of a splat quad (``lw_uv`` = position in sigma units
 Gaussian splats store display (sRGB) colours, as the photos they were fitted to; Blender shades in scene-linear,
 so the material converts the colour with the sRGB curve (c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055)^2.4)
 before emitting it. Emission-only shading makes a splat show its stored colour whatever the lights are; with
-the Standard view transform the rendered pixel is the stored colour (``gaussians.prefer_standard_view``
+the Standard view transform the rendered pixel is the stored colour (``carrier.prefer_standard_view``
 sets it for a scene that holds nothing but splats and cameras). EEVEE uses blended transparency (splats sorted back to front).
 
-Viewport point material ("LW Splat Point", for the "Viewport Points" display of splat_nodes): each Gaussian is
+Viewport point material ("LW Splat Point", for the "Viewport Points" display of ``quads.nodes``): each Gaussian is
 one sphere of radius R = POINT_EXTENT * sigma; at a shading point with normal n seen along the incoming
 direction i, the distance from the sphere's centre across the view is r = R sqrt(1 - (n . i)^2), so
 
@@ -20,84 +20,18 @@ direction i, the distance from the sphere's centre across the view is r = R sqrt
 
 an isotropic Gaussian facing the viewer; opacity and colour are read from the points (type GEOMETRY). Its EEVEE
 transparency is dithered (order-independent), so viewport points need no back-to-front sort.
-
-SH colour (3DGS convention, view direction d = normalize(mu - camera), coefficients c_k of degree <= 3):
-
-    rgb = clamp(sum_k c_k Y_k(d) + 0.5, 0, 1)
 """
-
-import numpy as np
 
 MATERIAL_NAME = "LW Splat"
 POINT_MATERIAL_NAME = "LW Splat Point"
 POINT_EXTENT = 3.0
 COLOR_ATTRIBUTE = "gs_color"
 DC_ATTRIBUTE = "sh_0"
-SH_C0 = 0.28209479177387814
-SH_C1 = 0.4886025119029199
-SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
-SH_C3 = (
-    -0.5900435899266435,
-    2.890611442640554,
-    -0.4570457994644658,
-    0.3731763325901154,
-    -0.4570457994644658,
-    1.445305721320277,
-    -0.5900435899266435,
-)
 
 
 def sh_attribute(k: int) -> str:
     """Name of the carrier attribute holding SH coefficient k (k = 0 is the DC term)."""
     return f"sh_{k}"
-
-
-def sh_basis(dirs: np.ndarray, degree: int) -> np.ndarray:
-    """Real SH basis Y_k(d) of the 3DGS reference, dirs (N, 3) unit -> (N, (degree+1)^2) float32."""
-    x, y, z = dirs[:, 0], dirs[:, 1], dirs[:, 2]
-    cols = [np.full_like(x, SH_C0)]
-    if degree >= 1:
-        cols += [-SH_C1 * y, SH_C1 * z, -SH_C1 * x]
-    if degree >= 2:
-        xx, yy, zz, xy, yz, xz = x * x, y * y, z * z, x * y, y * z, x * z
-        cols += [
-            SH_C2[0] * xy,
-            SH_C2[1] * yz,
-            SH_C2[2] * (2.0 * zz - xx - yy),
-            SH_C2[3] * xz,
-            SH_C2[4] * (xx - yy),
-        ]
-    if degree >= 3:
-        cols += [
-            SH_C3[0] * y * (3 * xx - yy),
-            SH_C3[1] * xy * z,
-            SH_C3[2] * y * (4 * zz - xx - yy),
-            SH_C3[3] * z * (2 * zz - 3 * xx - 3 * yy),
-            SH_C3[4] * x * (4 * zz - xx - yy),
-            SH_C3[5] * z * (xx - yy),
-            SH_C3[6] * x * (xx - 3 * yy),
-        ]
-    return np.stack(cols, axis=1).astype(np.float32, copy=False)
-
-
-def sh_to_rgb(sh: np.ndarray, positions: np.ndarray, camera_location: np.ndarray) -> np.ndarray:
-    """View-dependent colour: sh (N, K, 3), positions (N, 3), camera_location (3,) -> rgb (N, 3) float32 0..1."""
-    degree = round(float(np.sqrt(sh.shape[1]))) - 1
-    dirs = positions - np.asarray(camera_location, dtype=np.float32)
-    dirs /= np.maximum(np.linalg.norm(dirs, axis=1, keepdims=True), 1e-12)
-    basis = sh_basis(dirs, degree)
-    rgb = np.einsum("nk,nkc->nc", basis, sh) + 0.5
-    return np.clip(rgb, 0.0, 1.0, out=rgb).astype(np.float32, copy=False)
-
-
-def rgb_to_dc(rgb: np.ndarray) -> np.ndarray:
-    """Inverse of the degree-0 colour: c_0 = (rgb - 0.5) / C0."""
-    return ((rgb - 0.5) / SH_C0).astype(np.float32)
-
-
-def dc_to_rgb(dc: np.ndarray) -> np.ndarray:
-    """Degree-0 colour clamp(C0 c_0 + 0.5, 0, 1) as float32."""
-    return np.clip(dc * SH_C0 + 0.5, 0.0, 1.0).astype(np.float32)
 
 
 def _new_material(name, blended: bool = True):

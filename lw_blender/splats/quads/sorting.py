@@ -1,6 +1,6 @@
 """Back-to-front draw order of splat carriers for EEVEE blended transparency, kept in numpy on view changes.
 
-The splat node group draws slot i with Gaussian ``lw_order[i]`` (an INT point attribute, see splat_nodes).
+The splat node group draws slot i with Gaussian ``lw_order[i]`` (an INT point attribute, see ``nodes``).
 This module computes that permutation for a view (eye e, forward f, perspective or not):
 
     depth_i = |mu_i - e|            (perspective)        depth_i = (mu_i - e) . f      (orthographic)
@@ -23,7 +23,7 @@ basis of the plane normal to d and M = R_q diag(s),
     quad rotation = [u v d],  quad sigmas = (sqrt l1, sqrt l2, 1e-3 sqrt l2)
 
 written as the ``lw_view_rotation`` (QUATERNION) and ``lw_view_scale`` (FLOAT_VECTOR) point attributes, which the
-node group uses instead of ``rotation`` / ``scale`` when they exist (splat_nodes). Same view-change rule as the
+node group uses instead of ``rotation`` / ``scale`` when they exist (``nodes``). Same view-change rule as the
 order; every frame while rendering. Outside renders only carriers of at most VIEWPORT_FACING_MAX Gaussians get
 them (larger ones show the axis-plane quads in the viewport, or points by default from 500k); during viewport
 playback sequences up to PLAYBACK_FACING_MAX Gaussians are refreshed every frame, larger ones keep the frame
@@ -31,13 +31,17 @@ of the last view change.
 
 The view is the render camera while rendering, otherwise the first 3D viewport that shades
 with the render engine (its ``region_3d`` view matrix; in Camera view that is the camera), else the scene
-camera. Headless sessions have no viewport: the scene camera is used. Viewport points (splat_nodes) use
+camera. Headless sessions have no viewport: the scene camera is used. Viewport points (``nodes``) use
 dithered transparency: while they are shown, no order is kept (renders, which show quads, still get one).
 """
 
 import math
 
 import numpy as np
+
+from ..data import write_attribute
+from . import nodes
+from .mesh import get_core
 
 ORDER_ATTRIBUTE = "lw_order"
 ANGLE_DEG = 2.0
@@ -124,15 +128,13 @@ def current_view(scene, rendering: bool = False):
 
 def quads_shown(obj, rendering: bool) -> bool:
     """Whether ``obj``'s display shows quads now: always in renders, in the viewport unless it shows points."""
-    from . import splat_nodes
-
-    modifier = obj.modifiers.get(splat_nodes.MODIFIER_NAME)
+    modifier = obj.modifiers.get(nodes.MODIFIER_NAME)
     if modifier is None or modifier.node_group is None:
         return False
     if rendering:
         return modifier.show_render
     try:
-        points = bool(splat_nodes.get_input(modifier, splat_nodes.POINTS_INPUT))
+        points = bool(nodes.get_input(modifier, nodes.POINTS_INPUT))
     except KeyError:
         points = False
     return modifier.show_viewport and not points
@@ -146,14 +148,12 @@ def needs_order(scene, obj, rendering: bool = False) -> bool:
 
 def _use_order(obj, on: bool):
     """Switch the display modifier's Sort input (only when it differs: setting it re-evaluates the object)."""
-    from . import splat_nodes
-
-    modifier = obj.modifiers.get(splat_nodes.MODIFIER_NAME)
+    modifier = obj.modifiers.get(nodes.MODIFIER_NAME)
     if modifier is None or modifier.node_group is None:
         return
     try:
-        if bool(splat_nodes.get_input(modifier, splat_nodes.SORT_INPUT)) != on:
-            splat_nodes.set_input(modifier, splat_nodes.SORT_INPUT, on)
+        if bool(nodes.get_input(modifier, nodes.SORT_INPUT)) != on:
+            nodes.set_input(modifier, nodes.SORT_INPUT, on)
     except KeyError:  # a node group without the input (edited by the user): nothing to switch
         pass
 
@@ -306,13 +306,10 @@ def update_facing(scene, obj, force: bool = False, rendering: bool = False) -> b
         old = None
     if not force and old is not None and not view_changed(old, *view, old[4]):
         return False
-    from .gaussians import _get, _set
-
-    positions = _get(mesh, "position", 3, "vector")
-    rotation, sigmas = facing_quads(positions, _get(mesh, "rotation", 4, "value"), _get(mesh, "scale", 3, "vector"),
-                                    *view)
-    _set(mesh, VIEW_ROTATION, rotation, "QUATERNION", "value")
-    _set(mesh, VIEW_SCALE, sigmas, "FLOAT_VECTOR", "vector")
+    positions = get_core(mesh, "position")
+    rotation, sigmas = facing_quads(positions, get_core(mesh, "rotation"), get_core(mesh, "scale"), *view)
+    write_attribute(mesh, VIEW_ROTATION, "QUATERNION", "value", rotation)
+    write_attribute(mesh, VIEW_SCALE, "FLOAT_VECTOR", "vector", sigmas)
     mesh.update()
     centre = 0.5 * (positions.min(axis=0) + positions.max(axis=0)) if count else np.zeros(3, np.float32)
     _FACING[obj.session_uid] = (*view, count, centre)

@@ -29,7 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import gaussians, sorting, splat_material
+from . import sh
+from .data import DEGREE_PROPERTY, GaussianDataError, is_carrier, read_attribute, write_attribute
+from .quads import mesh as quad_mesh
+from .quads import sorting
 
 TIME_PATH = "lw_seq.time"
 LOOP_MODES = ("ONCE", "LOOP", "PING_PONG")
@@ -86,7 +89,7 @@ class SequenceReader:
         self.path = Path(path)
         manifest_path = self.path / "manifest.json"
         if not manifest_path.is_file():
-            raise gaussians.GaussianDataError(f"{self.path} has no manifest.json; it is not a .lw4d sequence")
+            raise GaussianDataError(f"{self.path} has no manifest.json; it is not a .lw4d sequence")
         try:
             manifest = json.loads(manifest_path.read_text())
             if manifest.get("format") != "lw4d":
@@ -100,17 +103,17 @@ class SequenceReader:
             self.loop = bool(manifest.get("loop", False))
             names = list(manifest["channels"])
         except (ValueError, KeyError, TypeError) as exc:
-            raise gaussians.GaussianDataError(f"{manifest_path} is not a valid .lw4d manifest: {exc}") from exc
+            raise GaussianDataError(f"{manifest_path} is not a valid .lw4d manifest: {exc}") from exc
         if self.frame_count < 1:
-            raise gaussians.GaussianDataError(f"{manifest_path}: frame_count must be >= 1")
+            raise GaussianDataError(f"{manifest_path}: frame_count must be >= 1")
         unknown = set(names) - set(CHANNELS)
         if unknown:
-            raise gaussians.GaussianDataError(f"{manifest_path}: unknown channels {sorted(unknown)}")
+            raise GaussianDataError(f"{manifest_path}: unknown channels {sorted(unknown)}")
         index = np.load(self.path / "dynamic_index.npy") if (self.path / "dynamic_index.npy").is_file() else None
         if index is None or index.shape != (self.dynamic_count,):
-            raise gaussians.GaussianDataError(f"{self.path}: dynamic_index.npy missing or not ({self.dynamic_count},)")
+            raise GaussianDataError(f"{self.path}: dynamic_index.npy missing or not ({self.dynamic_count},)")
         if self.dynamic_count and (index.min() < 0 or index.max() >= self.count):
-            raise gaussians.GaussianDataError(f"{self.path}: dynamic_index has indices outside 0..{self.count - 1}")
+            raise GaussianDataError(f"{self.path}: dynamic_index has indices outside 0..{self.count - 1}")
         self.dynamic_index = index.astype(np.int64)
         self.is_identity = self.dynamic_count == self.count and bool(np.all(index == np.arange(self.count)))
         self.channels = {}
@@ -123,7 +126,7 @@ class SequenceReader:
         width = CHANNELS[name]
         expected = (self.frame_count, self.dynamic_count) + ((width,) if width > 1 else ())
         if not path.is_file():
-            raise gaussians.GaussianDataError(f"{self.path}: channel {name} listed in the manifest but {path.name} is missing")
+            raise GaussianDataError(f"{self.path}: channel {name} listed in the manifest but {path.name} is missing")
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
             if version == (1, 0):
@@ -132,12 +135,12 @@ class SequenceReader:
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
             offset = f.tell()
             if shape != expected or fortran or dtype != np.dtype("<f4"):
-                raise gaussians.GaussianDataError(
+                raise GaussianDataError(
                     f"{path} is {dtype} {shape}, expected little-endian float32 {expected} in C order"
                 )
             size = os.fstat(f.fileno()).st_size
             if size < offset + 4 * int(np.prod(expected)):
-                raise gaussians.GaussianDataError(f"{path} is truncated")
+                raise GaussianDataError(f"{path} is truncated")
             mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         self._maps[name] = (mapped, offset)
         return np.frombuffer(mapped, dtype="<f4", count=int(np.prod(expected)), offset=offset).reshape(expected)
@@ -196,14 +199,14 @@ class SequencePlayer:
         self.path = path
         mesh = obj.data
         if len(mesh.vertices) != self.reader.count:
-            raise gaussians.GaussianDataError(
+            raise GaussianDataError(
                 f"{path} animates {self.reader.count} Gaussians but {obj.name!r} has {len(mesh.vertices)}"
             )
         self.full = {}
         for name in self.reader.channels:
             attr = "sh_0" if name == "color" else name
             key = "value" if name in ("opacity", "rotation") else "vector"
-            self.full[name] = gaussians._get(mesh, attr, CHANNELS[name], key)
+            self.full[name] = read_attribute(mesh, attr, CHANNELS[name], key)
         self.scratch = {name: np.empty(arr.shape[1:], np.float32) for name, arr in self.reader.channels.items()}
         self.time = None
 
@@ -219,12 +222,12 @@ class SequencePlayer:
                 values = self.reader.frame(name, i0, i1, w, out=self.scratch[name])
                 scatter(full, index, values)
             if name == "color":
-                scatter(full, index, splat_material.rgb_to_dc(values))
-                gaussians._set(mesh, "sh_0", full, "FLOAT_VECTOR", "vector")
-                if int(obj.get(gaussians.DEGREE_PROPERTY, 0)) == 0:
-                    gaussians.set_color(mesh, splat_material.dc_to_rgb(full))
+                scatter(full, index, sh.rgb_to_dc(values))
+                write_attribute(mesh, "sh_0", "FLOAT_VECTOR", "vector", full)
+                if int(obj.get(DEGREE_PROPERTY, 0)) == 0:
+                    quad_mesh.set_color(mesh, sh.dc_to_rgb(full))
             else:
-                gaussians._set(mesh, name, full)
+                quad_mesh.set_core(mesh, name, full)
         mesh.update()
         self.time = t
 
@@ -289,7 +292,7 @@ def sequence_time(scene, obj, frame: float) -> float:
 
 def update_view_colors(scene, obj, force: bool = False):
     """Evaluate SH (degree > 0) for the scene camera and write the displayed colour; no-op for degree 0."""
-    degree = int(obj.get(gaussians.DEGREE_PROPERTY, 0))
+    degree = int(obj.get(DEGREE_PROPERTY, 0))
     camera = scene.camera
     if degree == 0 or camera is None:
         return
@@ -298,11 +301,10 @@ def update_view_colors(scene, obj, force: bool = False):
     if not force and _VIEW.get(obj.session_uid, (None,))[0] == key:
         return
     mesh = obj.data
-    k = (degree + 1) ** 2
-    sh = np.stack([gaussians._get(mesh, splat_material.sh_attribute(i), 3, "vector") for i in range(k)], axis=1)
-    positions = gaussians._get(mesh, "position", 3, "vector")
+    coefficients = quad_mesh.read_sh(mesh, degree)
+    positions = read_attribute(mesh, "position", 3, "vector")
     eye = np.array(camera.matrix_world.translation, dtype=np.float32)
-    gaussians.set_color(mesh, splat_material.sh_to_rgb(sh, positions, eye))
+    quad_mesh.set_color(mesh, sh.sh_to_rgb(coefficients, positions, eye))
     mesh.update()
     _VIEW[obj.session_uid] = (key,)
 
@@ -312,7 +314,7 @@ def sequence_objects(scene):
 
 
 def carriers(scene):
-    return [obj for obj in scene.objects if gaussians.is_carrier(obj)]
+    return [obj for obj in scene.objects if is_carrier(obj)]
 
 
 _RENDERING = [False]
@@ -335,7 +337,7 @@ def check_sequence(path: str, count: int) -> SequenceReader:
     reader = SequenceReader(path)
     reader.close()
     if reader.count != count:
-        raise gaussians.GaussianDataError(f"{path} animates {reader.count} Gaussians but the object has {count}")
+        raise GaussianDataError(f"{path} animates {reader.count} Gaussians but the object has {count}")
     return reader
 
 
@@ -380,7 +382,7 @@ def on_load(_filepath=None, *_args):
 
 def on_depsgraph_update(scene, depsgraph=None):
     for obj in carriers(scene):
-        if int(obj.get(gaussians.DEGREE_PROPERTY, 0)) > 0:
+        if int(obj.get(DEGREE_PROPERTY, 0)) > 0:
             update_view_colors(scene, obj)
         if not rendering():
             sorting.update_view(scene, obj)

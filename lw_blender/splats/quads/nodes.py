@@ -10,14 +10,14 @@ with mu the vertex position, R_q the rotation of the "rotation" attribute (w, x,
 attribute (linear sigmas), P a fixed axis permutation that moves the smallest sigma to the quad normal and
 k the "Extent" input (sigmas covered by the quad, default 3). The quad stores ``lw_uv = k p``, the position
 in sigma units, which the splat material turns into exp(-|lw_uv|^2 / 2). When the points carry the view-facing
-frame ``lw_view_rotation`` / ``lw_view_scale`` (written by ``lw_blender.sorting.update_facing`` for the current
+frame ``lw_view_rotation`` / ``lw_view_scale`` (written by ``sorting.update_facing`` for the current
 view), those replace ``rotation`` / ``scale``: each quad then faces the view with the Gaussian's projected
 ellipse, as 3DGS draws it, instead of lying in the plane of its two largest axes (a sliver when seen edge-on).
 
 Draw order. EEVEE's blended transparency needs splats back to front. The group does not sort (a Sort Elements
 node re-sorted 1M points on every evaluation, 0.4 s): with the "Sort" input on, draw slot i shows Gaussian
 ``lw_order[i]`` (an INT point attribute; every channel the display reads is gathered with Sample Index).
-``lw_blender.sorting`` computes that permutation in numpy when the view changes and switches "Sort" on with
+``sorting`` computes that permutation in numpy when the view changes and switches "Sort" on with
 it; engines that need no order (Cycles, Workbench) get "Sort" off and pay nothing.
 
 Viewport points. With "Viewport Points" on, viewport evaluations (``Is Viewport``) show each Gaussian as one
@@ -28,7 +28,7 @@ instead of an oriented quad: building 1M instances costs ~60 ms of CPU per evalu
 
 import bpy
 
-from . import splat_material
+from . import material as splat_material
 
 GROUP_NAME = "LW Splats"
 GROUP_VERSION = 3  # stored on the group; an older group in a loaded .blend is rebuilt in place

@@ -1,6 +1,6 @@
 """Running backend jobs from Blender: THE API that operators and other lw_blender modules use.
 
-    from . import jobs                       # inside lw_blender/;  operators: from ..lw_blender import jobs
+    from ..connection import jobs        # inside lw_blender/;  operators: from ..lw_blender.connection import jobs
 
     jobs.ensure_backend(context) -> client.Client
         Connect to the remote backend (preferences ``backend_url``/``backend_token``) or start the local one
@@ -56,7 +56,8 @@ from pathlib import Path
 import bpy
 from bpy.app.handlers import persistent
 
-from . import backend_process, preferences, state
+from .. import preferences, state
+from . import process
 from .client import BackendError, BackendUnavailable, Client, JobRecord
 
 POLL_INTERVAL = 0.1  # s between GET /jobs/{id} polls (worker thread and blocking loop), once a job runs a while
@@ -182,7 +183,7 @@ def _set_connection(rt, client: Client | None, error: str = "") -> None:
     rt.connection = "CONNECTED" if client is not None else ("ERROR" if error else "DISCONNECTED")
     rt.url = client.url if client is not None else ""
     rt.remote = client is not None and client.local_workspace is None
-    proc = backend_process.current()
+    proc = process.current()
     rt.backend_pid = proc.info.pid if client is not None and proc is not None and not rt.remote else 0
     if error:
         rt.last_error = error
@@ -211,11 +212,11 @@ def _settings(context) -> _Settings:
 def _connect(s: _Settings) -> Client:
     """Start/connect per ``s``; no bpy, so it also runs on the start-up worker thread."""
     if s.backend_url:
-        backend_process.stop()  # switched to a remote backend: do not leave a local one behind
+        process.stop()  # switched to a remote backend: do not leave a local one behind
         client = Client(s.backend_url, s.backend_token, cache_dir=s.cache_dir)
         client.kinds()  # an authenticated route: a wrong token fails here, not at the first job
         return client
-    info = backend_process.start(s.backend_python, s.workspace)
+    info = process.start(s.backend_python, s.workspace)
     client = Client(info.url, info.token, local_workspace=info.workspace)
     client.health()
     return client
@@ -228,7 +229,7 @@ def _live(client: Client | None, s: _Settings) -> bool:
     if s.backend_url:
         if client.local_workspace is not None or (client.url, client.token) != (s.backend_url, s.backend_token):
             return False
-    elif client.local_workspace is None or not backend_process.is_alive():
+    elif client.local_workspace is None or not process.is_alive():
         return False
     try:
         client.health(timeout=2.0)
@@ -250,7 +251,7 @@ def _forget_dead_client() -> None:
     (a SIGKILLed process can still look alive for a moment after its socket closed; a hung one must not linger)."""
     global _client
     if _client is not None and _client.local_workspace is not None:
-        backend_process.stop()
+        process.stop()
     _client = None
 
 
@@ -328,7 +329,7 @@ def _refresh_current(rt, client: Client) -> None:
 def stop_backend(context=None) -> None:
     """Stop the local backend this Blender started, or forget the remote connection."""
     global _client
-    backend_process.stop()
+    process.stop()
     _client = None
     _set_connection(state.runtime(context), None)
 

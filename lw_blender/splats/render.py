@@ -1,0 +1,98 @@
+"""Render a carrier with the backend's exact rasterizer from the Blender camera (``lw.render_splats``).
+
+``camera_spec`` is the Blender camera spec of ARCHITECTURE.md (also what world steps send); ``render_params``
+the ``render_splats`` job parameters; ``render_splats`` runs the job and brings back an Image or a movie strip.
+"""
+
+from pathlib import Path
+
+import bpy
+
+from ..connection import jobs
+from . import playback
+from .data import SOURCE_PROPERTY, GaussianDataError, is_carrier
+
+RENDER_IMAGE = "LW Render"
+
+
+def camera_spec(scene, camera) -> dict:
+    """The Blender camera spec of ARCHITECTURE.md for ``camera`` (an Object) as the scene renders it now."""
+    data, render = camera.data, scene.render
+    return {
+        "matrix_world": [list(row) for row in camera.matrix_world],
+        "lens": data.lens,
+        "sensor_width": data.sensor_width,
+        "sensor_height": data.sensor_height,
+        "sensor_fit": data.sensor_fit,
+        "shift_x": data.shift_x,
+        "shift_y": data.shift_y,
+        "clip_start": data.clip_start,
+        "clip_end": data.clip_end,
+        "resolution_x": render.resolution_x,
+        "resolution_y": render.resolution_y,
+        "resolution_percentage": render.resolution_percentage,
+        "pixel_aspect_x": render.pixel_aspect_x,
+        "pixel_aspect_y": render.pixel_aspect_y,
+    }
+
+
+def render_params(scene, obj, frames: list[int], out_dir: str = "render") -> dict:
+    """Parameters of the backend ``render_splats`` job for carrier ``obj`` seen by the scene camera at ``frames``.
+
+    For a sequence, ``times`` are the sequence times the timeline shows at each frame (keyframes, speed,
+    offset and loop mode applied); the scene is stepped through the frames for the (possibly animated) camera.
+    """
+    if not is_carrier(obj):
+        raise GaussianDataError("select a LivingWorld Gaussians object to render")
+    if scene.camera is None:
+        raise GaussianDataError("the scene has no active camera to render from")
+    sequence = bpy.path.abspath(obj.lw_seq.path) if obj.lw_seq.path else ""
+    source = sequence or str(obj.get(SOURCE_PROPERTY, ""))
+    if not source or not Path(source).exists():
+        raise GaussianDataError(f"{obj.name!r} has no source file on disk to render ({source or 'none recorded'})")
+    current = (scene.frame_current, scene.frame_subframe)
+    cameras, times = [], []
+    try:
+        for frame in frames:
+            scene.frame_set(frame)
+            cameras.append(camera_spec(scene, scene.camera))
+            if sequence:
+                t = playback.sequence_time(scene, obj, float(frame))
+                times.append(playback.effective_time(t, obj.lw_seq.frame_count, obj.lw_seq.loop_mode))
+    finally:
+        scene.frame_set(current[0], subframe=current[1])
+    fps = scene.render.fps / scene.render.fps_base
+    return {"source": source, "cameras": cameras, "frames": list(frames), "times": times if sequence else None,
+            "out_dir": out_dir, "write_mp4": len(frames) > 1, "fps": fps}
+
+
+def render_splats(context, obj, animation: bool = False):
+    """Render ``obj`` with the backend rasterizer from the scene camera (blocking).
+
+    A still (the current frame) lands in the Image datablock "LW Render"; an animation (scene frame range)
+    becomes a PNG sequence + MP4, added to the scene's sequence editor as a movie strip. Returns the image or
+    the strip.
+    """
+    scene = context.scene
+    frames = list(range(scene.frame_start, scene.frame_end + 1, scene.frame_step)) if animation else [scene.frame_current]
+    result = jobs.run_job_blocking(context, "render_splats", render_params(scene, obj, frames))
+    paths = [result.path(name) for name in result.artifacts]
+    if not animation:
+        pngs = [p for p in paths if p.suffix.lower() == ".png"]
+        if not pngs:
+            raise GaussianDataError(f"the render job returned no image (artifacts: {result.artifacts})")
+        image = bpy.data.images.get(RENDER_IMAGE)
+        if image is not None:
+            bpy.data.images.remove(image)
+        image = bpy.data.images.load(str(pngs[0]))
+        image.name = RENDER_IMAGE
+        image.pack()  # the job folder is temporary; keep the pixels with the .blend
+        return image
+    movies = [p for p in paths if p.suffix.lower() == ".mp4"]
+    if not movies:
+        raise GaussianDataError(f"the render job returned no movie (artifacts: {result.artifacts})")
+    editor = scene.sequence_editor or scene.sequence_editor_create()
+    strips = editor.strips if hasattr(editor, "strips") else editor.sequences
+    channel = 1 + max((s.channel for s in strips), default=0)
+    return strips.new_movie(name=f"{obj.name} splats", filepath=str(movies[0]), channel=channel,
+                            frame_start=scene.frame_start)
