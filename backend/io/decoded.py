@@ -82,7 +82,12 @@ def encode_opacity(opacities: np.ndarray) -> np.ndarray:
 def normalize_quats(quats: np.ndarray) -> np.ndarray:
     """q / |q| along the last axis, float32; a zero quaternion becomes the identity (1, 0, 0, 0)."""
     q = np.asarray(quats, dtype=np.float32)
-    norm = np.sqrt(np.einsum("...i,...i->...", q, q))  # einsum: no (..., 4) temporary, ~3x faster than linalg.norm
+    with np.errstate(over="ignore"):
+        norm = np.sqrt(np.einsum("...i,...i->...", q, q))  # einsum: no (..., 4) temporary, ~3x faster than linalg.norm
+    big = ~np.isfinite(norm)
+    if big.any():  # |q| over ~1.8e19 overflows the squares: those rows in float64
+        q64 = q[big].astype(np.float64)
+        norm[big] = np.sqrt(np.einsum("...i,...i->...", q64, q64)).astype(np.float32)
     zero = norm == 0
     out = q / np.where(zero, np.float32(1), norm)[..., None]
     if zero.any():
@@ -119,6 +124,12 @@ def write_decoded(folder: str | os.PathLike, gaussians: Gaussians, source: str |
         "color.npy": sh_to_color(g.sh[:, 0]),
         "sh.npy": g.sh,
     }
+    for name, values in arrays.items():
+        bad = ~np.isfinite(values)
+        if bad.any():
+            rows = int(bad.reshape(len(values), -1).any(axis=1).sum())
+            raise InvalidInput(f"{source or 'these Gaussians'}: {rows} of {len(g)} Gaussians decode to NaN or "
+                               f"infinite {name.removesuffix('.npy')} values; the file is corrupt")
     manifest = {"version": VERSION, "count": len(g), "sh_degree": g.sh_degree, "source": str(source),
                 "sequence": None if sequence is None else str(Path(sequence).absolute())}
     with atomic_dir(folder, DECODED, replace) as tmp:

@@ -30,9 +30,10 @@ import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import InvalidInput, NotFound
 from ..gaussians import Gaussians, rgb_to_sh_dc
@@ -63,6 +64,52 @@ def is_sequence_folder(path: Path) -> bool:
 
 
 LW4D = OutputKind("a .lw4d sequence", is_sequence_folder)
+
+
+class Manifest(BaseModel):
+    """``manifest.json`` of a ``.lw4d`` folder, every field checked for type and range (strict: ``"3"`` is not a
+    frame count, ``true`` is not a number; NaN and infinities are refused). Unknown fields are ignored."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    format: Literal["lw4d"]
+    version: int
+    frame_count: int = Field(ge=1, le=10_000_000)
+    fps: float = Field(gt=0, allow_inf_nan=False)
+    loop: bool
+    coordinate_frame: str = Field(COORDINATE_FRAME, max_length=200)
+    count: int = Field(ge=1, le=1 << 40)
+    dynamic_count: int = Field(ge=0, le=1 << 40)
+    channels: dict[str, Literal["float32"]]
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.dynamic_count > self.count:
+            raise ValueError(f"dynamic_count {self.dynamic_count} is more than count {self.count}")
+        unknown = [c for c in self.channels if c not in CHANNELS]
+        if unknown or "position" not in self.channels:
+            raise ValueError(f"channels {list(self.channels)}; known channels are {list(CHANNELS)} and position is "
+                             "required")
+        return self
+
+
+def _manifest_error(exc: ValidationError) -> str:
+    """Pydantic's errors as one line: ``frame_count: Input should be a valid integer; ...``."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        msg = err.get("msg", "invalid").removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def _load_array(file: Path, mmap: bool) -> np.ndarray:
+    """``np.load`` of one array file (never unpickling), its failures as one-line ``InvalidInput``."""
+    try:
+        return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise InvalidInput(f"{file}: not a readable numpy array file ({first})") from None
 
 
 @dataclass
@@ -279,38 +326,30 @@ def read_sequence(path: str | os.PathLike, mmap: bool = True, check_values: bool
     if not manifest_path.is_file():
         raise InvalidInput(f"{path} is not a .lw4d sequence: no manifest.json")
     try:
-        m = json.loads(manifest_path.read_text())
-    except ValueError as exc:
-        raise InvalidInput(f"{manifest_path}: not valid JSON ({exc})") from None
+        m = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        raise InvalidInput(f"{manifest_path}: not valid JSON ({str(exc)[:200]})") from None
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         got = m.get("format") if isinstance(m, dict) else m
-        raise InvalidInput(f"{manifest_path}: not a .lw4d manifest (format is {got!r}, expected 'lw4d')")
+        raise InvalidInput(f"{manifest_path}: not a .lw4d manifest (format is {repr(got)[:100]}, expected 'lw4d')")
     if m.get("version") != VERSION:
-        raise InvalidInput(f"{manifest_path}: .lw4d version {m.get('version')!r} is not supported (this LivingWorld "
-                           f"reads version {VERSION}); update LivingWorld or re-export the sequence")
-    missing_keys = [k for k in ("frame_count", "fps", "loop", "count", "dynamic_count", "channels") if k not in m]
-    if missing_keys:
-        raise InvalidInput(f"{manifest_path}: missing fields {', '.join(missing_keys)}")
-    channels = m["channels"]
-    unknown = [c for c in channels if c not in CHANNELS]
-    if unknown or "position" not in channels:
-        raise InvalidInput(f"{manifest_path}: channels {list(channels)}; known channels are {list(CHANNELS)} and "
-                           "position is required")
-    wrong_dtype = {c: d for c, d in channels.items() if d != "float32"}
-    if wrong_dtype:
-        raise InvalidInput(f"{manifest_path}: channel dtypes {wrong_dtype}; .lw4d channels are float32")
+        raise InvalidInput(f"{manifest_path}: .lw4d version {str(m.get('version'))[:100]} is not supported (this "
+                           f"LivingWorld reads version {VERSION}); update LivingWorld or re-export the sequence")
+    try:
+        manifest = Manifest.model_validate(m)
+    except ValidationError as exc:
+        raise InvalidInput(f"{manifest_path}: {_manifest_error(exc)}") from None
+    channels = manifest.channels
     files = ["base.ply", "dynamic_index.npy"] + [f"{c}.npy" for c in channels]
     missing = [f for f in files if not (path / f).is_file()]
     if missing:
         raise InvalidInput(f"{path}: missing files {', '.join(missing)}")
-    t, n, mdyn = int(m["frame_count"]), int(m["count"]), int(m["dynamic_count"])
-    if t < 1 or not float(m["fps"]) > 0:
-        raise InvalidInput(f"{manifest_path}: frame_count {t} and fps {m['fps']} must be positive")
+    t, n, mdyn = manifest.frame_count, manifest.count, manifest.dynamic_count
 
     base = read_ply(path / "base.ply")
     if len(base) != n:
         raise InvalidInput(f"{path / 'base.ply'} has {len(base)} Gaussians, the manifest says {n}")
-    index = np.load(path / "dynamic_index.npy")
+    index = _load_array(path / "dynamic_index.npy", mmap=False)
     if index.dtype != np.int64:
         raise InvalidInput(f"{path / 'dynamic_index.npy'}: dtype {index.dtype}, expected int64")
     if index.shape != (mdyn,):
@@ -320,19 +359,15 @@ def read_sequence(path: str | os.PathLike, mmap: bool = True, check_values: bool
     arrays = {}
     for name in channels:
         file = path / f"{name}.npy"
-        try:
-            a = np.load(file, mmap_mode="r" if mmap else None)
-        except ValueError as exc:
-            raise InvalidInput(f"{file}: not a numpy array file ({exc})") from None
+        a = _load_array(file, mmap)
         if a.dtype != np.float32:
             raise InvalidInput(f"{file}: dtype {a.dtype}, expected float32")
         expect = (t, mdyn) + CHANNELS[name]
         if a.shape != expect:
             raise InvalidInput(f"{file}: shape {a.shape}, expected {expect} (T, M, ...) from the manifest")
         arrays[name] = a
-    seq = Sequence(path=path, frame_count=t, fps=float(m["fps"]), loop=bool(m["loop"]), base=base,
-                   dynamic_index=index, channels=arrays, coordinate_frame=m.get("coordinate_frame", COORDINATE_FRAME),
-                   version=VERSION)
+    seq = Sequence(path=path, frame_count=t, fps=manifest.fps, loop=manifest.loop, base=base, dynamic_index=index,
+                   channels=arrays, coordinate_frame=manifest.coordinate_frame, version=VERSION)
     if check_values:
         check_sequence_values(seq)
     return seq

@@ -40,6 +40,7 @@ ROTATION = ("rot_0", "rot_1", "rot_2", "rot_3")
 REQUIRED = POSITION + SH_DC + OPACITY + SCALE + ROTATION
 _REST_COUNTS = {0: 0, 9: 1, 24: 2, 45: 3}  # number of f_rest_* properties -> SH degree
 WRITER_COMMENT = "written by LivingWorld (INRIA 3DGS layout)"
+MAX_LOG_SCALE = 88.0  # exp(88) ~ 1.7e38 is near the float32 maximum (3.4e38); a larger log-scale decodes to inf
 
 
 def is_livingworld_ply(path: Path) -> bool:
@@ -119,8 +120,10 @@ def _read_vertex_rows(path: Path) -> np.ndarray:
         f.seek(0)
         try:
             header = PlyData._parse_header(f)  # plyfile's header parser; the body is read below
-        except PlyParseError as exc:
-            raise InvalidInput(f"{path}: bad PLY header: {exc}") from None
+            for element in header.elements:
+                element.dtype(header.byte_order)  # duplicate property names fail here
+        except (PlyParseError, ValueError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"{path}: bad PLY header: {str(exc).splitlines()[0][:300]}") from None
         offset = f.tell()
     if header.text:
         raise InvalidInput(f"{path}: ASCII PLY is not supported; save as binary (binary_little_endian)")
@@ -138,8 +141,8 @@ def _read_vertex_rows(path: Path) -> np.ndarray:
             raise InvalidInput(f"{path}: element '{element.name}' with list properties comes before 'vertex'; "
                                "not a 3DGS PLY")
         offset += element.count * element.dtype(header.byte_order).itemsize
-    if vertex.count == 0:
-        raise InvalidInput(f"{path}: the PLY has 0 vertices (no Gaussians)")
+    if vertex.count <= 0:
+        raise InvalidInput(f"{path}: the PLY header says {vertex.count} vertices; a 3DGS PLY has at least one")
     dtype = vertex.dtype(header.byte_order)
     need = vertex.count * dtype.itemsize
     have = os.path.getsize(path) - offset
@@ -179,6 +182,11 @@ def read_ply(path: str | os.PathLike) -> Gaussians:
             names = [names[i] for i in sh_property_index(k).ravel()]  # (K*3,) in sh[:, j, c] order
         values[key] = table.columns(names)
         _check_finite(path, names, values[key])
+    too_big = values["scale"] > MAX_LOG_SCALE
+    if too_big.any():
+        listed = ", ".join(f"{nm} ({int(c)} vertices)" for nm, c in zip(SCALE, too_big.sum(axis=0)) if c)
+        raise InvalidInput(f"{path}: log-scales above {MAX_LOG_SCALE:g} in {listed} decode to infinite sizes "
+                           f"(exp overflows float32); the file is corrupt or was saved by a diverged optimisation")
 
     known = set(REQUIRED) | set(rest) | set(NORMALS)
     extra = {name: np.array(rows[name], dtype=rows.dtype.fields[name][0].newbyteorder("="))

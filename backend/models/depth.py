@@ -106,7 +106,14 @@ class DepthMapFile:
     def predict(self, image: np.ndarray, focal_px: float) -> DepthPrediction:
         suffix = self.path.suffix.lower()
         if suffix == ".npy":
-            d = np.load(self.path).astype(np.float32)
+            try:
+                d = np.load(self.path, allow_pickle=False)
+            except (ValueError, OSError, EOFError) as exc:
+                raise InvalidInput(f"depth map {self.path.name}: not a readable numpy array "
+                                   f"({str(exc).splitlines()[0][:200]})") from None
+            if d.dtype.kind not in "fiu":
+                raise InvalidInput(f"depth map {self.path.name}: dtype {d.dtype}, expected float metres")
+            d = d.astype(np.float32)
         elif suffix == ".png":
             raw = cv2.imread(str(self.path), cv2.IMREAD_UNCHANGED)
             if raw is None or raw.dtype != np.uint16 or raw.ndim != 2:
@@ -114,7 +121,7 @@ class DepthMapFile:
             d = raw.astype(np.float32) * self.png_scale
         else:
             raise InvalidInput(f"depth map {self.path.name}: use a .npy (metres) or a 16-bit .png (millimetres)")
-        if d.ndim != 2:
+        if d.ndim != 2 or min(d.shape) < 1:
             raise InvalidInput(f"depth map {self.path.name} has shape {d.shape}; expected (H, W)")
         h, w = image.shape[:2]
         if abs(d.shape[1] / d.shape[0] - w / h) > 0.02:

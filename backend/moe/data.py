@@ -137,19 +137,38 @@ def check_decoded_size(folder: Path, cameras: int, frames: int, wh: tuple[int, i
                        f"downsample {scale:g} or more")
 
 
-def _video_header(path: Path) -> tuple[int, tuple[int, int], float]:
-    """(frame count, (width, height), fps) of a video from its header, without decoding it."""
+def ffmpeg_reason(exc: BaseException) -> str:
+    """The line of an ffmpeg error that says what is wrong (its last one, without the ``[in#0 @ 0x...]`` tag),
+    not the 2-3 kB version banner imageio-ffmpeg puts before it."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    last = re.sub(r"^\[[^\]]*\]\s*", "", lines[-1]) if lines else type(exc).__name__
+    return last[:200]
+
+
+def _open_video(path: Path):
+    """An imageio ffmpeg reader of ``path``; a missing, empty or undecodable file is a one-line ``InvalidInput``."""
     import imageio.v2 as iio
 
+    if path.stat().st_size == 0:
+        raise InvalidInput(f"cannot read video {path}: the file is empty (0 bytes)")
     try:
-        with iio.get_reader(str(path), "ffmpeg") as r:
-            meta = r.get_meta_data()
-    except Exception as exc:
-        raise InvalidInput(f"cannot read video {path.name}: {exc}") from exc
+        return iio.get_reader(str(path), "ffmpeg")
+    except Exception as exc:  # noqa: BLE001 (imageio raises OSError, RuntimeError, ValueError for bad files)
+        raise InvalidInput(f"cannot read video {path}: {ffmpeg_reason(exc)}") from None
+
+
+def _video_header(path: Path) -> tuple[int, tuple[int, int], float]:
+    """(frame count, (width, height), fps) of a video from its header, without decoding it."""
+    with _open_video(path) as r:
+        meta = r.get_meta_data()
+    fps = float(meta.get("fps") or 30.0)
+    size = tuple(int(v) for v in meta.get("size") or (0, 0))
+    if min(size) < 1 or not np.isfinite(fps) or fps <= 0:
+        raise InvalidInput(f"cannot read video {path}: its header gives size {size} and fps {fps}")
     n = meta.get("nframes", float("inf"))
     if not np.isfinite(n):
-        n = round(float(meta.get("duration", 0.0)) * float(meta.get("fps", 30.0)))
-    return int(n), tuple(int(v) for v in meta["size"]), float(meta.get("fps", 30.0))
+        n = round(float(meta.get("duration") or 0.0) * fps)
+    return int(n), size, fps
 
 
 def _resize(img: np.ndarray, wh: tuple[int, int]) -> np.ndarray:
@@ -162,12 +181,7 @@ def _resize(img: np.ndarray, wh: tuple[int, int]) -> np.ndarray:
 
 def _read_video(path: Path, start: int, end: int | None, wh_of) -> np.ndarray:
     """Frames [start, end) of ``path`` as (T, h, w, 3) uint8 resized by ``wh_of(w, h)``."""
-    import imageio.v2 as iio
-
-    try:
-        reader = iio.get_reader(str(path), "ffmpeg")
-    except Exception as exc:  # imageio raises various errors for bad files; report the file by name
-        raise InvalidInput(f"cannot read video {path.name}: {exc}") from exc
+    reader = _open_video(path)
     frames = []
     try:
         for i, frame in enumerate(reader):
@@ -176,8 +190,8 @@ def _read_video(path: Path, start: int, end: int | None, wh_of) -> np.ndarray:
             if end is not None and i >= end:
                 break
             frames.append(_resize(np.asarray(frame)[..., :3], wh_of(frame.shape[1], frame.shape[0])))
-    except Exception as exc:
-        raise InvalidInput(f"cannot decode video {path.name}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 (any decoder failure is the file's: named in one line)
+        raise InvalidInput(f"cannot decode video {path}: {ffmpeg_reason(exc)}") from None
     finally:
         reader.close()
     if not frames:
@@ -186,6 +200,39 @@ def _read_video(path: Path, start: int, end: int | None, wh_of) -> np.ndarray:
         raise InvalidInput(f"video {path.name} has {start + len(frames)} frames, the range asks for frames "
                            f"{start}..{end - 1}")
     return np.stack(frames)
+
+
+def read_poses_bounds(path: Path) -> np.ndarray:
+    """``poses_bounds.npy`` as (N, 17) float64, refused in one line naming the file, the row and the problem when
+    the cameras cannot be built from it: not a numeric (N, 17) array, NaN or infinite values, a rotation block
+    (first three columns of each 3x5 pose) that is not orthonormal (an all-zero row, say), a height, width or focal
+    that is not positive, or bounds without 0 <= near < far."""
+    try:
+        pb = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InvalidInput(f"{path}: not a readable numpy array file ({str(exc).splitlines()[0][:200]})") from None
+    if not isinstance(pb, np.ndarray) or pb.dtype.kind not in "fiu":
+        raise InvalidInput(f"{path}: dtype {getattr(pb, 'dtype', type(pb).__name__)}, expected float numbers")
+    if pb.ndim != 2 or pb.shape[1] != 17 or len(pb) == 0:
+        raise InvalidInput(f"{path}: shape {pb.shape}, expected (N, 17) with N >= 1 (LLFF: 3x5 pose + near, far)")
+    pb = pb.astype(np.float64)
+    bad = ~np.isfinite(pb).all(axis=1)
+    if bad.any():
+        raise InvalidInput(f"{path}: NaN or infinite values in row(s) {np.nonzero(bad)[0][:8].tolist()}")
+    poses = pb[:, :15].reshape(-1, 3, 5)
+    for i, pose in enumerate(poses):
+        r = pose[:, :3]
+        err = float(np.abs(r.T @ r - np.eye(3)).max())
+        if err > 1e-2:
+            raise InvalidInput(f"{path}: row {i}: the rotation (first three columns of the 3x5 pose) is not "
+                               f"orthonormal (max |R^T R - I| = {err:.3g}); not an LLFF poses_bounds file")
+        h, w, focal = pose[:, 4]
+        if not (h >= 1 and w >= 1 and focal > 0):
+            raise InvalidInput(f"{path}: row {i}: height {h:g}, width {w:g} and focal {focal:g} must be positive")
+        near, far = pb[i, 15], pb[i, 16]
+        if not 0 <= near < far:
+            raise InvalidInput(f"{path}: row {i}: bounds near {near:g}, far {far:g}; expected 0 <= near < far")
+    return pb
 
 
 def load_n3v(folder: str | Path, downsample: float = 1.0, frames: tuple[int, int | None] = (0, None),
@@ -204,12 +251,7 @@ def load_n3v(folder: str | Path, downsample: float = 1.0, frames: tuple[int, int
     videos = sorted(folder.glob("cam[0-9][0-9].mp4"))
     if not videos:
         raise InvalidInput(f"{folder} has no camNN.mp4 videos")
-    try:
-        pb = np.load(pb_path)
-    except Exception as exc:
-        raise InvalidInput(f"cannot read {pb_path}: {exc}") from exc
-    if pb.ndim != 2 or pb.shape[1] != 17:
-        raise InvalidInput(f"poses_bounds.npy must be (N, 17), got {pb.shape}")
+    pb = read_poses_bounds(pb_path)
     if len(pb) != len(videos):
         raise InvalidInput(f"poses_bounds.npy has {len(pb)} poses but the folder has {len(videos)} camNN.mp4 "
                            f"videos ({', '.join(v.name for v in videos)})")
@@ -273,14 +315,21 @@ def load_technicolor(folder: str | Path, downsample: float = 1.0, frames: tuple[
     if not params.is_file():
         raise InvalidInput(f"{folder} is not a Technicolor dataset: cameras_parameters.txt is missing")
     rows = []
-    for line in params.read_text().splitlines()[1:]:
+    for line in params.read_text(errors="replace").splitlines()[1:]:
         vals = line.split()
         if not vals:
             continue
+        where = f"{params} row {len(rows) + 1}"
         if len(vals) < 12:
-            raise InvalidInput(f"cameras_parameters.txt row {len(rows) + 1} has {len(vals)} values, expected 12 "
-                               f"(f cx cy ar skew qw qx qy qz tx ty tz)")
-        rows.append(np.array([float(v) for v in vals[:12]]))
+            raise InvalidInput(f"{where} has {len(vals)} values, expected 12 (f cx cy ar skew qw qx qy qz tx ty tz)")
+        try:
+            row = np.array([float(v) for v in vals[:12]])
+        except ValueError:
+            raise InvalidInput(f"{where}: {' '.join(vals[:12])[:200]!r} is not 12 numbers") from None
+        if not np.isfinite(row).all() or row[0] <= 0 or not np.linalg.norm(row[5:9]) > 0:
+            raise InvalidInput(f"{where}: values must be finite, the focal f > 0 and the quaternion qw qx qy qz "
+                               "non-zero")
+        rows.append(row)
     if not rows:
         raise InvalidInput("cameras_parameters.txt lists no cameras")
     found: dict[tuple[int, int], Path] = {}

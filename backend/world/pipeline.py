@@ -89,14 +89,38 @@ def _geometry(cfg: WorldConfig) -> LandscapeGeometry:
     return LandscapeGeometry(camera_height=cfg.camera_height, sky_depth=cfg.lift.sky_depth)
 
 
+MAX_IMAGE_PIXELS = 200_000_000  # 14k x 14k; the world works at <= 2048 px, a larger header is an error or a bomb
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """(H, W, 3) float32 RGB in [0, 1] from any image OpenCV reads (alpha dropped, 16-bit scaled)."""
+    """(H, W, 3) float32 RGB in [0, 1] from any image OpenCV reads (alpha dropped, 16-bit scaled).
+
+    The size in the header is checked (Pillow reads it without decoding) before anything is decoded, so a file
+    claiming a huge image is refused instead of allocated."""
+    from PIL import Image, UnidentifiedImageError
+
     path = Path(path)
+    if path.is_dir():
+        raise InvalidInput(f"image {str(path)!r} is a folder; choose an image file (PNG or JPEG)")
     if not path.is_file():
         raise NotFound(f"image {str(path)!r} does not exist")
+    if path.stat().st_size == 0:
+        raise InvalidInput(f"image {str(path)!r} is empty (0 bytes)")
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except UnidentifiedImageError:
+        w = h = 0  # not a format Pillow knows: OpenCV may still read it (EXR, HDR)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise InvalidInput(f"image {str(path)!r} cannot be read: {str(exc).splitlines()[0][:200]}") from None
+    if w * h > MAX_IMAGE_PIXELS:
+        raise InvalidInput(f"image {str(path)!r} says it is {w}x{h} pixels, more than {MAX_IMAGE_PIXELS:,} "
+                           "LivingWorld reads; scale it down first")
     raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
+    if raw is None or raw.size == 0:
         raise InvalidInput(f"{path.name} is not an image OpenCV can read (use PNG or JPEG)")
+    if raw.dtype.kind == "f" and not np.isfinite(raw).all():
+        raise InvalidInput(f"{path.name} holds NaN or infinite pixel values")
     scale = 65535.0 if raw.dtype == np.uint16 else 255.0
     if raw.ndim == 2:
         raw = np.repeat(raw[..., None], 3, -1)

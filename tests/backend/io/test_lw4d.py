@@ -199,3 +199,88 @@ def test_read_validation(seq_path, tmp_path):
     (seq_path / "manifest.json").write_text("{not json")
     with pytest.raises(InvalidInput, match="not valid JSON"):
         read_sequence(seq_path)
+
+
+@pytest.mark.parametrize("field,value,expect", [
+    ("channels", ["position"], "channels: Input should be a valid dictionary"),
+    ("channels", {"position": "float64"}, "channels.position: Input should be 'float32'"),
+    ("channels", {"velocity": "float32"}, "position is required"),
+    ("frame_count", "abc", "frame_count: Input should be a valid integer"),
+    ("frame_count", "5", "frame_count: Input should be a valid integer"),
+    ("frame_count", 0, "frame_count: Input should be greater than or equal to 1"),
+    ("frame_count", True, "frame_count: Input should be a valid integer"),
+    ("frame_count", 5.5, "frame_count: Input should be a valid integer"),
+    ("fps", "24", "fps: Input should be a valid number"),
+    ("fps", 0, "fps: Input should be greater than 0"),
+    ("fps", float("nan"), "fps: Input should be a finite number"),
+    ("fps", float("inf"), "fps: Input should be a finite number"),
+    ("loop", "yes", "loop: Input should be a valid boolean"),
+    ("count", -1, "count: Input should be greater than or equal to 1"),
+    ("dynamic_count", 99, "dynamic_count 99 is more than count 12"),
+    ("dynamic_count", None, "dynamic_count: Input should be a valid integer"),
+    ("coordinate_frame", 5, "coordinate_frame: Input should be a valid string"),
+])
+def test_every_malformed_manifest_field_is_a_one_line_error(seq_path, field, value, expect):
+    _edit_manifest(seq_path, **{field: value})
+    with pytest.raises(InvalidInput) as err:
+        read_sequence(seq_path)
+    msg = str(err.value)
+    assert expect in msg and str(seq_path / "manifest.json") in msg and "\n" not in msg
+
+
+def test_missing_manifest_fields_are_named(seq_path):
+    m = json.loads((seq_path / "manifest.json").read_text())
+    del m["fps"], m["channels"]
+    (seq_path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(InvalidInput, match="fps: Field required; channels: Field required"):
+        read_sequence(seq_path)
+    (seq_path / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(InvalidInput, match="not a .lw4d manifest"):
+        read_sequence(seq_path)
+    (seq_path / "manifest.json").write_bytes(b"\xff\xfe{")
+    with pytest.raises(InvalidInput, match="not valid JSON"):
+        read_sequence(seq_path)
+
+
+class _Planted:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+@pytest.mark.parametrize("name", ["dynamic_index.npy", "position.npy"])
+def test_array_files_are_never_unpickled_and_bad_ones_are_one_line_errors(seq_path, tmp_path, name):
+    marker = tmp_path / "ran"
+    np.save(seq_path / name, np.array([_Planted(marker)], dtype=object), allow_pickle=True)
+    with pytest.raises(InvalidInput, match=f"{name}: not a readable numpy array file"):
+        read_sequence(seq_path, mmap=False)
+    assert not marker.exists()
+    (seq_path / name).write_bytes((seq_path / name).read_bytes()[:40])  # truncated header
+    with pytest.raises(InvalidInput, match=f"{name}: not a readable numpy array file"):
+        read_sequence(seq_path)
+
+
+@pytest.mark.parametrize("index,expect", [
+    (np.zeros((2, 2), np.int64), r"shape \(2, 2\), expected \(4,\)"),
+    (INDEX.astype(np.float32), "dtype float32, expected int64"),
+    (np.array([1, 1, 5, 9]), "lists 1 Gaussians twice"),
+    (np.array([1, 4, 5, -1]), "1 dynamic_index values out of range"),
+])
+def test_a_dynamic_index_of_the_wrong_shape_dtype_or_values_is_refused(seq_path, index, expect):
+    np.save(seq_path / "dynamic_index.npy", index)
+    with pytest.raises(InvalidInput, match=expect):
+        read_sequence(seq_path)
+
+
+@pytest.mark.parametrize("array,expect", [
+    (np.zeros((T, M, 4), np.float32), r"position.npy: shape \(5, 4, 4\), expected \(5, 4, 3\)"),
+    (np.zeros((T, M, 3), ">f4"), "position.npy: dtype >f4, expected float32"),
+    (np.zeros((T, M, 3), np.int32), "position.npy: dtype int32, expected float32"),
+    (np.zeros(()), r"position.npy: dtype float64, expected float32"),
+])
+def test_channel_arrays_of_the_wrong_shape_or_dtype_are_refused(seq_path, array, expect):
+    np.save(seq_path / "position.npy", array)
+    with pytest.raises(InvalidInput, match=expect):
+        read_sequence(seq_path)

@@ -11,7 +11,8 @@ from plyfile import PlyData
 
 from backend.errors import InvalidInput, NotFound
 from backend.gaussians import Gaussians
-from backend.io.ply import read_ply, set_sh_degree, write_ply
+from backend.io.decoded import decode_scale, write_decoded
+from backend.io.ply import MAX_LOG_SCALE, read_ply, set_sh_degree, write_ply
 
 FIELDS = ("means", "quats", "log_scales", "opacity_logits", "sh")
 
@@ -204,9 +205,59 @@ finite32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
 def test_round_trip_holds_for_any_finite_values(tmp_path_factory, n, degree, data):
     k = (degree + 1) ** 2
     arr = lambda shape: data.draw(hnp.arrays(np.float32, shape, elements=finite32))
-    g = Gaussians(arr((n, 3)), arr((n, 4)), arr((n, 3)), arr((n,)), arr((n, k, 3)))
+    log_scales = data.draw(hnp.arrays(np.float32, (n, 3), elements=st.floats(max_value=MAX_LOG_SCALE, width=32,
+                                                                             allow_nan=False, allow_infinity=False)))
+    g = Gaussians(arr((n, 3)), arr((n, 4)), log_scales, arr((n,)), arr((n, k, 3)))
     path = tmp_path_factory.mktemp("h") / "g.ply"
     write_ply(path, g)
     back = read_ply(path)
     for f in FIELDS:  # bit-exact, including -0.0 and subnormals
         assert getattr(back, f).tobytes() == getattr(g, f).tobytes(), f
+
+
+def _raw_ply(path, header_edit, make_gaussians):
+    """A PLY written by write_ply whose header text is changed by ``header_edit(bytes) -> bytes``."""
+    write_ply(path, make_gaussians(3, 0))
+    raw = path.read_bytes()
+    end = raw.index(b"end_header\n") + len(b"end_header\n")
+    path.write_bytes(header_edit(raw[:end]) + raw[end:])
+    return path
+
+
+@pytest.mark.parametrize("edit,expect", [
+    (lambda h: h.replace(b"element vertex 3", b"element vertex -1"), "header says -1 vertices"),
+    (lambda h: h.replace(b"element vertex 3", b"element vertex 99999999999999"), "truncated"),
+    (lambda h: h.replace(b"element vertex 3", b"element vertex 3.5"), "bad PLY header"),
+    (lambda h: h.replace(b"property float y\n", b"property float x\n"), "two properties with same name"),
+    (lambda h: h.replace(b"comment", b"comment \xff\xfe"), "bad PLY header"),
+    (lambda h: h.replace(b"property float x\n", b"property list uchar float x\n"), "list properties"),
+    (lambda h: h.replace(b"end_header\n", b""), "bad PLY header"),
+    (lambda h: h.replace(b"format binary_little_endian", b"format binary_middle_endian"), "bad PLY header"),
+])
+def test_malformed_headers_are_one_line_errors_naming_the_file(tmp_path, make_gaussians, edit, expect):
+    path = _raw_ply(tmp_path / "bad.ply", edit, make_gaussians)
+    with pytest.raises(InvalidInput, match=expect) as err:
+        read_ply(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_log_scales_that_decode_to_infinity_are_refused(tmp_path, make_gaussians, columns_of, other_tool_ply):
+    cols = columns_of(make_gaussians(3000, 0))
+    cols["scale_1"] = np.full(3000, 200.0, np.float32)  # exp(200) is inf in float32
+    path = other_tool_ply(tmp_path / "huge.ply", cols)
+    with pytest.raises(InvalidInput, match=r"scale_1 \(3000 vertices\) decode to infinite sizes"):
+        read_ply(path)
+    cols["scale_1"] = np.full(3000, MAX_LOG_SCALE, np.float32)  # the largest that stays finite
+    assert np.isfinite(decode_scale(read_ply(other_tool_ply(tmp_path / "big.ply", cols)).log_scales)).all()
+
+
+def test_decoded_gaussians_are_finite_or_refused(tmp_path, make_gaussians):
+    g = make_gaussians(4, 0)
+    g.quats[1] = 3e19  # finite, but its squared norm overflows float32
+    folder = write_decoded(tmp_path / "d", g)
+    rot = np.load(folder / "rotation.npy")
+    assert np.isfinite(rot).all() and np.allclose(np.linalg.norm(rot, axis=1), 1.0, atol=1e-6)
+    g.log_scales[2, 0] = 100.0  # decodes to inf: never handed to Blender
+    with pytest.raises(InvalidInput, match="1 of 4 Gaussians decode to NaN or infinite scale values"):
+        write_decoded(tmp_path / "e", g)
+    assert not (tmp_path / "e").exists()
