@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import secrets
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def _geometry(cfg: WorldConfig) -> LandscapeGeometry:
     return LandscapeGeometry(camera_height=cfg.camera_height, sky_depth=cfg.lift.sky_depth)
 
 
-MAX_IMAGE_PIXELS = 200_000_000  # 14k x 14k; the world works at <= 2048 px, a larger header is an error or a bomb
+MAX_IMAGE_PIXELS = 120_000_000  # 11k x 11k, above any camera's photo; the world works at <= 2048 px
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -107,8 +108,10 @@ def read_image(path: str | Path) -> np.ndarray:
     if path.stat().st_size == 0:
         raise InvalidInput(f"image {str(path)!r} is empty (0 bytes)")
     try:
-        with Image.open(path) as im:
-            w, h = im.size
+        with warnings.catch_warnings():  # the size is judged below, not by Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
     except UnidentifiedImageError:
         w = h = 0  # not a format Pillow knows: OpenCV may still read it (EXR, HDR)
     except (OSError, ValueError, Image.DecompressionBombError) as exc:

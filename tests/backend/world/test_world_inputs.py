@@ -1,0 +1,76 @@
+"""The images and depth maps a user hands world_new: every broken one is a one-line error naming it, found before
+any work, and the job leaves no world or job folder behind."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+from backend.errors import InvalidInput, NotFound
+from backend.jobs import run_inline
+from backend.world.pipeline import read_image
+
+BUILTIN = {"depth": "builtin", "segmentation": "builtin", "outpaint": "builtin", "device": "cpu"}
+
+
+def _png_header_only(path, width, height):
+    """A PNG whose header claims ``width`` x ``height`` pixels, with one tiny (wrong) data chunk."""
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("make,expect", [
+    (lambda p: p.mkdir(), "is a folder; choose an image file"),
+    (lambda p: p.write_bytes(b""), r"is empty \(0 bytes\)"),
+    (lambda p: p.write_text("hello, not an image"), "is not an image OpenCV can read"),
+    (lambda p: _png_header_only(p, 60_000, 60_000), "cannot be read: Image size"),  # Pillow's bomb check
+    (lambda p: _png_header_only(p, 12_000, 12_000), "says it is 12000x12000 pixels, more than 120,000,000"),
+    (lambda p: _png_header_only(p, 64, 64), "is not an image OpenCV can read"),
+])
+def test_broken_images_are_one_line_errors(tmp_path, make, expect):
+    path = tmp_path / "photo.png"
+    make(path)
+    with pytest.raises(InvalidInput, match=expect) as err:
+        read_image(path)
+    assert "\n" not in str(err.value)
+
+
+def test_a_missing_image_is_not_found(tmp_path):
+    with pytest.raises(NotFound, match="does not exist"):
+        read_image(tmp_path / "nope.png")
+
+
+def test_unicode_names_are_read(tmp_path):
+    path = tmp_path / "été – 山.png"
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((8, 8, 3), 200, np.uint8))
+    (tmp_path / "a.png").rename(path)
+    assert read_image(path).shape == (8, 8, 3)
+
+
+@pytest.mark.parametrize("depth,expect", [
+    (np.zeros((0, 5), np.float32), r"has shape \(0, 5\)"),
+    (np.array(["a", "b"]), "dtype <U1, expected float metres"),
+    (np.array([None], dtype=object), "not a readable numpy array"),
+])
+def test_world_new_with_a_broken_image_or_depth_fails_in_one_line_and_leaves_nothing(tmp_path, depth, expect):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    cv2.imwrite(str(ws / "photo.png"), np.full((24, 32, 3), 128, np.uint8))
+    np.save(ws / "depth.npy", depth, allow_pickle=True)
+    with pytest.raises(InvalidInput, match=expect):
+        run_inline("world_new", {"image": "photo.png", "depth": "depth.npy", "out": "worlds/w", "resolution": 32,
+                                 "models": BUILTIN}, ws, "n")
+    (ws / "empty.png").write_bytes(b"")
+    with pytest.raises(InvalidInput, match="is empty"):
+        run_inline("world_new", {"image": "empty.png", "resolution": 32, "models": BUILTIN}, ws, "n2")
+    assert not (ws / "worlds").exists() and not (ws / "jobs" / "n").exists() and not (ws / "jobs" / "n2").exists()
