@@ -228,6 +228,22 @@ def test_absolute_artifact_paths_are_refused(client, raw_path):
     assert_error(client.get(raw_path), 400, "InvalidInput")
 
 
+@pytest.mark.parametrize("name", ["a" * 4096, "d/" * 3000 + "x", "é" * 2000, "b" * 300])
+def test_artifact_names_too_long_for_the_os_are_400_without_the_workspace_path(client, name):
+    error = assert_error(client.get(f"/artifacts/{name}"), 400, "InvalidInput", "not a usable path")
+    assert str(client.app.state.workspace) not in error["message"] and len(error["message"]) < 400
+
+
+def test_a_symlink_loop_is_400_and_the_backends_own_files_are_not_artifacts(client):
+    ws = client.app.state.workspace
+    (ws / "loop").symlink_to(ws / "loop")
+    assert_error(client.get("/artifacts/loop/x"), 400, "InvalidInput", "not a usable path")
+    (ws / "logs").mkdir()
+    (ws / "logs" / "backend.out").write_text('{"token": "secret"}')
+    for name in ("jobs.sqlite3", "jobs.sqlite3.lock", "logs/backend.out"):
+        assert_error(client.get(f"/artifacts/{name}"), 403, "Forbidden", "not an artifact")
+
+
 def test_a_symlink_leading_out_of_the_workspace_is_refused(client):
     ws = client.app.state.workspace
     secret = ws.parent / "secret.txt"
