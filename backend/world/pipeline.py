@@ -21,7 +21,10 @@ Each step is committed atomically as a new version (``store.commit_step``).
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
+import io
+import math
 import secrets
 import time
 import warnings
@@ -52,9 +55,10 @@ class ExpandConfig:
     dilate_px: int = 2
     seam_fade_px: float = 24.0
     min_missing_fraction: float = 0.002  # below this the camera shows nothing new
-    refine_steps: int | None = None  # None: 100 on CUDA, 0 on the CPU (each step costs seconds there, docs/bench/world.md)
+    refine_steps: int | None = None  # None: 50 on CUDA, 0 on the CPU (each step costs seconds there, docs/bench/world.md)
     refine_size: int | None = None  # long side of the refinement's renders (px); None: the working size on CUDA, 128 on the CPU
-    refine_lr: float = 0.02
+    refine_lr: float = 0.06
+    refine_lr_end: float | None = 0.005  # cosine decay of the step size to this; None: constant refine_lr
 
 
 @dataclass(frozen=True)
@@ -259,14 +263,97 @@ def camera_from_blender(spec: dict | BlenderCameraSpec, world: store.World) -> C
     return scale_camera(cam, w, h, far=_render_far(cfg))
 
 
+def lift_selected(image: np.ndarray, depth: np.ndarray, camera: Camera, sky: np.ndarray, water: np.ndarray,
+                  select: np.ndarray, step: int, config: LiftConfig) -> Gaussians:
+    """``lift_image`` over the bounding box of ``select`` (one stride block of margin, so every selected pixel
+    has the same neighbours, hence the same normal and edge test, as in the whole image): the same Gaussians in
+    the same order for a fraction of the work when the new region is a band at one side of the view."""
+    s = int(config.stride)
+    h, w = depth.shape
+    rows, cols = np.flatnonzero(select.any(axis=1)), np.flatnonzero(select.any(axis=0))
+    if len(rows) == 0:
+        return lift_image(image, depth, camera, sky, water, select=select, step=step, config=config)
+    y0, x0 = max((rows[0] // s - 1) * s, 0), max((cols[0] // s - 1) * s, 0)
+    y1, x1 = min((rows[-1] // s + 2) * s, h), min((cols[-1] // s + 2) * s, w)
+    if (y1 - y0) * (x1 - x0) > 0.8 * h * w:
+        return lift_image(image, depth, camera, sky, water, select=select, step=step, config=config)
+    K = np.asarray(camera.K, np.float64).copy()
+    K[0, 2] -= x0
+    K[1, 2] -= y0
+    crop = replace(camera, K=K, width=x1 - x0, height=y1 - y0)
+    box = (slice(y0, y1), slice(x0, x1))
+    return lift_image(image[box], depth[box], crop, sky[box], water[box], select=select[box], step=step,
+                      config=config)
+
+
+_last_read: dict[str, tuple[tuple[int, int], Gaussians]] = {}
+_executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _background() -> concurrent.futures.ThreadPoolExecutor:
+    """One worker thread for host work that overlaps the GPU (encoding files, a second model's inference)."""
+    global _executor
+    if _executor is None:
+        _executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lw-world")
+    return _executor
+
+
+def _render_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _encode_step_files(image, missing, depth, sky, water) -> dict[str, bytes]:
+    """The bytes of a step's image.png, mask.png, depth.npy and regions.png (as ``new_world`` writes them)."""
+    buf = io.BytesIO()
+    np.save(buf, depth)
+    return {"image.png": _png(image), "mask.png": _png(missing.astype(np.uint8) * 255), "depth.npy": buf.getvalue(),
+            "regions.png": _png(_region_labels(sky, water))}
+
+
+def _remember(path: Path, gaussians: Gaussians) -> None:
+    """What ``_read_gaussians(path)`` would read, for the next expansion (the file was just written from it)."""
+    st = path.stat()
+    _last_read.clear()
+    _last_read[str(path)] = ((st.st_size, st.st_mtime_ns), gaussians)
+
+
+def _read_gaussians(path: Path) -> Gaussians:
+    """``read_ply`` of a world step, kept for the next expansion of the same world in this process (step files
+    are never rewritten: a new step is a new folder; the file's size and mtime guard the cache anyway)."""
+    st = path.stat()
+    key = (st.st_size, st.st_mtime_ns)
+    hit = _last_read.get(str(path))
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    g = read_ply(path)
+    _last_read.clear()
+    _last_read[str(path)] = (key, g)
+    return g
+
+
+def _png(rgb_or_labels: np.ndarray) -> bytes:
+    """PNG bytes of an RGB float image in [0, 1] (as ``_write_png``) or of a uint8 single-channel image."""
+    img = rgb_or_labels
+    if img.dtype != np.uint8:
+        img = cv2.cvtColor((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", img)
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
 def refine(old: Gaussians, new: Gaussians, camera: Camera, target: np.ndarray, cfg: ExpandConfig) -> tuple[Gaussians, float]:
     """Adam on the new Gaussians' SH DC and opacity logits, minimising mean |render - target| at
-    ``cfg.refine_size`` px (old Gaussians frozen, only those in front of the camera). Returns (new, final L1).
-    Runs on CUDA (gsplat) when available; ``None`` settings pick the device's defaults (``ExpandConfig``)."""
+    ``cfg.refine_size`` px (old Gaussians frozen, only those the rasterizer draws in this view). The step size
+    decays from ``refine_lr`` to ``refine_lr_end`` on a cosine, lr_i = e + (l - e)(1 + cos(pi i / (S - 1))) / 2:
+    50 such steps end within 5 % of the L1 of 100 constant steps of 0.02 (docs/bench/world.md). Returns (new,
+    final L1). Runs on CUDA (gsplat) when available; ``None`` settings pick the device's defaults (``ExpandConfig``)."""
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    steps = cfg.refine_steps if cfg.refine_steps is not None else (100 if device == "cuda" else 0)
+    steps = cfg.refine_steps if cfg.refine_steps is not None else (50 if device == "cuda" else 0)
     if steps <= 0 or len(new) == 0:
         return new, float("nan")
     size = cfg.refine_size if cfg.refine_size is not None else (max(camera.width, camera.height) if device == "cuda"
@@ -276,12 +363,17 @@ def refine(old: Gaussians, new: Gaussians, camera: Camera, target: np.ndarray, c
     tgt = torch.as_tensor(cv2.resize(target, (w, h), interpolation=cv2.INTER_AREA), device=device)
     z = old.means @ np.asarray(camera.world_to_cam)[:3, :3].T[:, 2] + camera.world_to_cam[2, 3]
     frozen = old.subset(z > camera.near).to_torch(device).with_(extra={})
+    if len(frozen):
+        with torch.no_grad():  # frozen Gaussians the rasterizer culls in this view never contribute: leave them out
+            frozen = frozen.subset(rasterize(frozen, cam).meta["radii"] > 0)
     moving = new.to_torch(device)
     dc = moving.sh.clone().requires_grad_(True)
     op = moving.opacity_logits.clone().requires_grad_(True)
     optim = torch.optim.Adam([dc, op], lr=cfg.refine_lr)
+    lr_end = cfg.refine_lr if cfg.refine_lr_end is None else cfg.refine_lr_end
     loss = torch.tensor(float("nan"))
-    for _ in range(steps):
+    for i in range(steps):
+        optim.param_groups[0]["lr"] = lr_end + 0.5 * (cfg.refine_lr - lr_end) * (1 + math.cos(math.pi * i / max(steps - 1, 1)))
         both = Gaussians.concatenate([frozen, moving.with_(sh=dc, opacity_logits=op, extra={})])
         out = rasterize(both, cam)
         loss = (out.color - tgt).abs().mean()
@@ -304,7 +396,7 @@ def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: di
     ec = cfg.expand
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    old = read_ply(world.file("gaussians.ply"))
+    old = _read_gaussians(world.file("gaussians.ply"))
     camera = replace(camera, far=max(camera.far, _render_far(cfg)))
     progress(0.05, "rendering the world from the new camera")
     t = time.perf_counter()
@@ -325,14 +417,17 @@ def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: di
     timings["outpaint_s"] = time.perf_counter() - t
     progress(0.45, "segmenting and estimating depth")
     t = time.perf_counter()
-    regions = _segmentation(cfg.models).segment(image)
+    depth_provider = _depth(cfg.models, _geometry(cfg))
+    f = float(camera.K[0, 0])
+    segment = _segmentation(cfg.models).segment
+    # on CUDA both models' pre-processing (host) and inference overlap; on the CPU they would fight for the cores
+    regions_later = _background().submit(segment, image) if _render_device() == "cuda" else None
+    pred = depth_provider.predict(image, f)
+    regions = regions_later.result() if regions_later is not None else segment(image)
     sky_far = sky_z(camera.K, camera.height, camera.width, cfg.lift.sky_depth)
     sky_seen = rdepth > 0.5 * sky_far  # the world's sky layer, where it is rendered
     sky_new = regions.sky & missing | (~missing & sky_seen)
     water_new = regions.water & missing
-    depth_provider = _depth(cfg.models, _geometry(cfg))
-    f = float(camera.K[0, 0])
-    pred = depth_provider.predict(image, f)
     overlap = ~missing & ~sky_seen & (rdepth > 0)
     overlap = cv2.erode(overlap.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     depth, fit = align_depth(pred, rdepth, overlap, max_depth=cfg.lift.sky_depth)
@@ -344,9 +439,11 @@ def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: di
     depth = np.where(~missing, rdepth, depth)
     depth = np.where(sky_new, sky_far, depth).astype(np.float32)
     timings["depth_s"] = time.perf_counter() - t
+    # the step's image files are encoded while the GPU refines the new Gaussians
+    encoded = _background().submit(_encode_step_files, image, missing, depth, sky_new, water_new)
     progress(0.6, "lifting the new content")
     t = time.perf_counter()
-    new = lift_image(image, depth, camera, sky_new, water_new, select=missing, step=len(world.steps), config=cfg.lift)
+    new = lift_selected(image, depth, camera, sky_new, water_new, missing, len(world.steps), cfg.lift)
     timings["lift_s"] = time.perf_counter() - t
     progress(0.7, "optimising the new Gaussians")
     t = time.perf_counter()
@@ -360,12 +457,12 @@ def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: di
 
     def write_files(folder: Path) -> dict:
         t = time.perf_counter()
-        _write_png(folder / "image.png", image)
-        cv2.imwrite(str(folder / "mask.png"), missing.astype(np.uint8) * 255)
-        np.save(folder / "depth.npy", depth)
+        files = encoded.result()
+        for name in ("image.png", "mask.png", "depth.npy"):
+            (folder / name).write_bytes(files[name])
         if fail_after_writing:
             raise RuntimeError("simulated crash while writing a world step")
-        cv2.imwrite(str(folder / "regions.png"), _region_labels(sky_new, water_new))
+        (folder / "regions.png").write_bytes(files["regions.png"])
         write_ply(folder / "gaussians.ply", merged)
         _write_png(folder / "preview.png", preview)
         return {"timings": {**timings, "write_s": time.perf_counter() - t, "total_s": time.perf_counter() - t0}}
@@ -381,7 +478,9 @@ def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: di
                              "median_rel_error": fit.median_rel_error},
                "refine_l1": refine_l1})
     progress(0.92, "writing the world")
-    return store.commit_step(world.root, world, step, write_files)
+    committed = store.commit_step(world.root, world, step, write_files)
+    _remember(committed.file("gaussians.ply"), merged)
+    return committed
 
 
 def undo_world(root: str | Path) -> store.World:

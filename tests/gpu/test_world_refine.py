@@ -20,6 +20,6 @@ def test_refine_runs_by_default_on_cuda_at_the_working_size_and_lowers_the_l1_er
     target = np.full((96, 96, 3), 0.8, np.float32)
     none = g.subset(np.arange(0))
     _, one = refine(none, g, cam, target, ExpandConfig(refine_steps=1))
-    refined, default = refine(none, g, cam, target, ExpandConfig())  # None -> 100 steps on CUDA
+    refined, default = refine(none, g, cam, target, ExpandConfig())  # None -> 50 steps on CUDA (cosine step size)
     assert np.isfinite(default) and default < 0.5 * one
     assert not np.allclose(refined.sh, g.sh)
