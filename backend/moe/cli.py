@@ -2,8 +2,9 @@
 
     lw moe train DATASET --out RUN [--experts deformation trajectory keyframe] [--iterations N] [--downsample D]
                  [--frames START END] [--router-views K] [--ray auto|local|ADDRESS]
-    lw moe router RUN [--iterations N] [--gate field|param] [--prune [--prune-threshold P]] [--distill EXPERT]
-                  [--refit-iterations N] [--joint]
+    lw moe router RUN [--iterations N] [--router volume_pixel|volume|pixel] [--gate field|param] [--seed S]
+                  [--prune [--prune-method peak|gate_gradient] [--prune-threshold P]]
+                  [--distill EXPERT [--distill-method renders|gated]] [--refit-iterations N] [--joint]
     lw moe eval RUN [--experts ...]
     lw moe export RUN --out SEQ.lw4d [--expert NAME] [--frames T]
 """
@@ -42,13 +43,14 @@ def cmd_router(args: argparse.Namespace) -> int:
     every expert and of the mixture, and the bake <run>/mixture/mixture.lw4d; writes <run>/mixture/report.json."""
     from .run_mixture import MixtureRunConfig, run_mixture
 
-    cfg = MixtureRunConfig(iterations=args.iterations, gate=args.gate, joint=args.joint, prune=args.prune,
+    cfg = MixtureRunConfig(iterations=args.iterations, router=args.router, gate=args.gate, seed=args.seed,
+                           joint=args.joint, prune=args.prune, prune_method=args.prune_method,
                            prune_threshold=args.prune_threshold, distill=args.distill or "",
-                           distill_iterations=args.distill_iterations, refit_iterations=args.refit_iterations,
-                           bake=not args.no_bake, torch_threads=args.threads)
+                           distill_iterations=args.distill_iterations, distill_method=args.distill_method,
+                           refit_iterations=args.refit_iterations, bake=not args.no_bake, torch_threads=args.threads)
     report = run_mixture(Path(args.run), cfg, progress=_progress)
     rows = [(name, r) for name, r in report["experts"].items()]
-    rows += [(key, report[key]) for key in ("moe", "pruned", "distilled", "finetuned") if key in report]
+    rows += [(key, report[key]) for key in ("moe", "pruned", "baked", "distilled", "finetuned") if key in report]
     best = max(r["psnr"] for r in report["experts"].values())
     for name, r in rows:
         print(f"{name:12s} PSNR {r['psnr']:6.2f} dB  SSIM {r['ssim']:.4f}  FPS {r['fps']:7.1f}  "
@@ -102,14 +104,21 @@ def add_parser(subparsers) -> None:
                         description=cmd_router.__doc__)
     rt.add_argument("run")
     rt.add_argument("--iterations", type=int, default=2000, help="router steps (experts frozen)")
+    rt.add_argument("--router", choices=["volume_pixel", "volume", "pixel"], default="volume_pixel",
+                    help="MoE-GS's volume-aware pixel router, or its volume-only / pixel-only ablations")
     rt.add_argument("--gate", choices=["field", "param"], default="field",
-                    help="MLP on encoded position and time, or a free per-Gaussian logit")
+                    help="the volume router's gate: MLP on encoded position and time, or a free per-Gaussian logit")
+    rt.add_argument("--seed", type=int, default=0, help="router seed (camera draws, decoder initialisation)")
     rt.add_argument("--joint", action="store_true", help="also fine-tune the experts (learning rates x 0.1)")
     rt.add_argument("--prune", action="store_true", help="remove the Gaussians that never win the gate")
+    rt.add_argument("--prune-method", choices=["peak", "gate_gradient"], default="peak",
+                    help="peak: pixels painted into the blend in the best view (ours); gate_gradient: MoE-GS's score")
     rt.add_argument("--prune-threshold", type=float, default=0.05,
-                    help="pixels a Gaussian must paint into the blend in at least one training view")
+                    help="peak: pixels in the best training view; gate_gradient: fraction of the mean score")
     rt.add_argument("--distill", help="expert family to distil the mixture into")
     rt.add_argument("--distill-iterations", type=int, default=1000)
+    rt.add_argument("--distill-method", choices=["renders", "gated"], default="renders",
+                    help="renders: learn the mixture's images (ours); gated: MoE-GS's gate-weighted loss")
     rt.add_argument("--refit-iterations", type=int, default=0,
                     help="runs trained with --router-views: the experts then train this many steps on every camera")
     rt.add_argument("--no-bake", action="store_true", help="skip the .lw4d bake of the mixture")

@@ -14,19 +14,34 @@ from ..jobs import JobContext, job_kind
 class MoeRouterParams(BaseModel):
     run: str = Field(..., min_length=1, description="Run folder written by moe_train (two or more trained experts).")
     iterations: int = Field(2000, ge=1, le=1_000_000, description="Router training steps (experts frozen).")
-    gate: Literal["field", "param"] = Field("field", description="Gate: MLP on encoded position and time "
-                                                                 "('field') or a free per-Gaussian logit ('param').")
-    expert_bias: bool = Field(True, description="A learned logit per expert added to every pixel's gates: the "
-                              "blend of regions no Gaussian argues about, instead of an even blend of all experts.")
+    router: Literal["volume_pixel", "volume", "pixel"] = Field(
+        "volume_pixel", description="Router: 'volume_pixel' (MoE-GS's volume-aware pixel router: per-Gaussian gate "
+        "features splatted, then a per-pixel decoder with the camera ray), 'volume' (splatted gates only) or 'pixel' "
+        "(the decoder on the ray and time only).")
+    gate: Literal["field", "param"] = Field("field", description="The volume router's gate: MLP on encoded "
+                                            "position and time ('field') or a free per-Gaussian logit ('param').")
+    seed: int = Field(0, ge=0, description="Router seed (camera draws, decoder initialisation).")
+    expert_bias: bool | None = Field(None, description="A learned logit per expert added to every pixel's gates: "
+                                     "the blend of regions no Gaussian argues about; null: on for the volume router "
+                                     "only.")
     gate_decay: float = Field(0.0, ge=0.0, le=10.0, description="L2 weight pulling per-Gaussian gates ('param' "
                               "gate) back to that blend; 0: none.")
     joint: bool = Field(False, description="Also fine-tune the experts (learning rates x 0.1) with the router.")
     prune: bool = Field(False, description="Remove Gaussians whose gate contribution is below prune_threshold.")
-    prune_threshold: float = Field(0.05, ge=0.0, description="Pixels a Gaussian must paint into the blended "
-                                                             "image in at least one training view to be kept.")
+    prune_method: Literal["peak", "gate_gradient"] = Field("peak", description="'peak': keep the Gaussians that "
+                                                           "paint prune_threshold pixels of the blend in some training "
+                                                           "view; 'gate_gradient' (MoE-GS's score): keep those whose "
+                                                           "loss gradient through the gate is >= prune_threshold x "
+                                                           "the mean.")
+    prune_threshold: float = Field(0.05, ge=0.0, description="Pruning threshold (units: prune_method).")
+    prune_finetune: int = Field(200, ge=0, le=1_000_000, description="Router steps on the pruned mixture (the "
+                                "gates read the experts' remaining Gaussians); 0: none.")
     distill: str = Field("", description="Expert family to distil the mixture into (fine-tuned on its renders); "
                                          "empty: no distillation.")
     distill_iterations: int = Field(1000, ge=1, le=1_000_000, description="Fine-tuning steps of the student.")
+    distill_method: Literal["renders", "gated"] = Field("renders", description="'renders': the student learns the "
+                                                        "mixture's renders; 'gated' (MoE-GS's loss): the truth where "
+                                                        "the router chose the student, the mixture elsewhere.")
     refit_iterations: int = Field(0, ge=0, le=1_000_000, description="When the run kept views back for the router "
                                   "(moe_train router_views): after the router, the experts train this many steps "
                                   "on every training camera, the kept-back ones included; the router is kept. "
@@ -35,22 +50,26 @@ class MoeRouterParams(BaseModel):
 
     @model_validator(mode="after")
     def _gate_decay_needs_param_gates(self):
-        if self.gate_decay and self.gate != "param":
-            raise ValueError(f"gate_decay acts on per-Gaussian gates: use gate 'param' with it (got {self.gate!r})")
+        if self.gate_decay and (self.gate != "param" or self.router != "volume"):
+            raise ValueError(f"gate_decay acts on the volume router's per-Gaussian gates: use router 'volume' and "
+                             f"gate 'param' with it (got {self.router!r}, {self.gate!r})")
         return self
 
 
 @job_kind("moe_router", MoeRouterParams)
 def moe_router(ctx: JobContext, params: MoeRouterParams) -> list[str]:
     """Train the router (cancel keeps a resumable checkpoint), then prune / distil / bake as asked; writes
-    <run>/mixture/report.json with held-out PSNR, SSIM, FPS and size of the mixture (and pruned, distilled)."""
+    <run>/mixture/report.json with held-out PSNR, SSIM, FPS and size of the mixture (and pruned, distilled, and the
+    baked cloud that Import brings)."""
     from .run_mixture import MixtureRunConfig, run_mixture  # torch: imported when a job runs
 
     run = ctx.resolve(params.run)
-    cfg = MixtureRunConfig(iterations=params.iterations, gate=params.gate, expert_bias=params.expert_bias,
-                           gate_decay=params.gate_decay, joint=params.joint, prune=params.prune,
-                           prune_threshold=params.prune_threshold, distill=params.distill,
-                           distill_iterations=params.distill_iterations, refit_iterations=params.refit_iterations,
-                           bake=params.bake)
+    cfg = MixtureRunConfig(iterations=params.iterations, router=params.router, gate=params.gate, seed=params.seed,
+                           expert_bias=params.expert_bias, gate_decay=params.gate_decay, joint=params.joint,
+                           prune=params.prune, prune_method=params.prune_method,
+                           prune_threshold=params.prune_threshold, prune_finetune=params.prune_finetune,
+                           distill=params.distill,
+                           distill_iterations=params.distill_iterations, distill_method=params.distill_method,
+                           refit_iterations=params.refit_iterations, bake=params.bake)
     report = run_mixture(Path(run), cfg, progress=ctx.progress, cancel=ctx.cancel_event)
     return [ctx.artifact(Path(p)) for p in report["artifacts"]]

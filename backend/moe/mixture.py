@@ -18,7 +18,9 @@ Two ways to get the K expert images (colour with background, alpha, splatted ext
   gsplat's ``rasterize_to_pixels`` with the K experts as K images of the same projected union (opacity and
   tile lists masked per image). The result matches ``multipass`` up to float rounding; the tests check it.
 
-The blend (``router``): I(p) = sum_k w_k(p) I_k(p) with w = normalise(G), G_k(p) the splatted gate values.
+The blend (``router``): I(p) = sum_k w_k(p) I_k(p) with w = ``Router.pixel_weights`` of the channels each
+expert's Gaussians splatted (``Router.splat_features``: its gate, or the volume-aware router's features), the
+camera's pixel rays and the time.
 """
 
 from __future__ import annotations
@@ -191,18 +193,26 @@ def _single_pass_gsplat(means, quats, scales, opacities, sh, degree, extra, expe
     return img, alpha[..., 0]
 
 
-def blend(images: ExpertImages, router: Router) -> MixtureOutput:
-    """I(p) = sum_k w_k(p) I_k(p), w = router.normalise(splatted gates (channel 0 of ``images.extras``))."""
-    weights = router.normalise(images.extras[..., 0])
+def blend(images: ExpertImages, router: Router, camera: Camera, t: float) -> MixtureOutput:
+    """I(p) = sum_k w_k(p) I_k(p), w = ``router.pixel_weights`` of the router's splatted channels (the first
+    ``router.splatted_channels`` of ``images.extras``; other channels may follow them) from ``camera`` at time t."""
+    c = router.splatted_channels
+    weights = router.pixel_weights(images.extras[..., :c] if c else None, camera, t, tuple(images.alphas.shape))
     return MixtureOutput((weights[..., None] * images.colors).sum(0), weights, images)
+
+
+def router_features(gaussians: list[Gaussians], router: Router, t: float) -> list[torch.Tensor] | None:
+    """What each expert's Gaussians splat for ``router`` at time t ((N_k, C) each), or None when it splats nothing."""
+    feats = [router.splat_features(k, g.means, t) for k, g in enumerate(gaussians)]
+    return None if feats[0] is None else feats
 
 
 def render_mixture(gaussians: list[Gaussians], router: Router, camera: Camera, t: float,
                    raster: RasterConfig | None = None, mode: Mode = "single") -> MixtureOutput:
     """Render the mixture of the experts whose Gaussians at time t are ``gaussians`` (list of K) from ``camera``."""
     raster = raster or RasterConfig()
-    gates = [router.gate_values(k, g.means, t)[:, None] for k, g in enumerate(gaussians)]
-    return blend(splat_experts(gaussians, camera, raster, gates, mode), router)
+    images = splat_experts(gaussians, camera, raster, router_features(gaussians, router, t), mode)
+    return blend(images, router, camera, t)
 
 
 @torch.no_grad()

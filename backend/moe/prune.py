@@ -16,25 +16,49 @@ wins where it is. (The mean s_i would also remove the Gaussians of dynamic exper
 only: averaged over every frame they look negligible. Measured on an 8-camera, 20-frame scene with densified
 experts, pruning on s_i < 0.05 removed 83 % of the Gaussians and lost 5.2 dB on the held-out camera.) They
 are removed from their expert, and their gates from a per-Gaussian router.
+
+The paper's gate-aware score (``method="gate_gradient"``, MOEGS.md): the magnitude of the gradient of the router's
+loss on the blended image with respect to the Gaussian's weight (its opacity logit o_i), averaged over views:
+
+    q_i = (1 / V) sum_v  H W |dL_v / do_i|,     L_v = 0.8 L1 + 0.2 (1 - SSIM) of I_v = sum_k w_k I_k vs the truth
+
+(H W: L is a mean over pixels, so q_i is the loss summed over the image). The gradient runs through the gated blend:
+a Gaussian whose expert's weight is ~0 where it paints gets ~0, whatever its own opacity. Pruning removes
+q_i < threshold * mean_j(q_j) (the scale of q follows the loss, so the threshold is relative).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 
+from ..errors import InvalidInput
+from ..gaussians import Gaussians
 from ..render.rasterize import RasterConfig
 from .data import MultiViewVideo
-from .mixture import Mode, splat_experts
+from .losses import photometric_loss
+from .mixture import Mode, blend, router_features, splat_experts
 from .train_router import Mixture
+
+METHODS = ("peak", "gate_gradient")
 
 
 @dataclass
 class PruneConfig:
-    threshold: float = 0.05  # pixels of the blended image in the Gaussian's best view (p_i above)
+    """``method`` "peak": remove p_i < threshold pixels (ours); "gate_gradient": remove q_i < threshold x the mean
+    q (the paper's score; module docstring)."""
+
+    method: Literal["peak", "gate_gradient"] = "peak"
+    threshold: float = 0.05
     max_views: int = 0  # views (training camera, frame) to accumulate over; 0: all
+
+    def __post_init__(self):
+        if self.method not in METHODS or self.threshold < 0:
+            raise InvalidInput(f"pruning method must be one of {METHODS} with a threshold >= 0, got "
+                               f"{self.method!r}, {self.threshold}")
 
 
 @dataclass
@@ -67,21 +91,24 @@ def training_views(video: MultiViewVideo, max_views: int = 0, seed: int = 0) -> 
 
 def gate_scores(mixture: Mixture, video: MultiViewVideo, raster: RasterConfig | None = None,
                 mode: Mode = "single", max_views: int = 0) -> GateScores:
-    """Accumulate s_i and c_i over the training views (module docstring)."""
+    """Accumulate s_i, c_i and p_i over the training views (module docstring)."""
     raster = raster or RasterConfig()
     views = training_views(video, max_views)
     sums = [torch.zeros(e.num_gaussians, 2, device=e.means.device) for e in mixture.experts]
     peaks = [torch.zeros(e.num_gaussians, device=e.means.device) for e in mixture.experts]
+    router = mixture.router
+    c = router.splatted_channels
     for cam, frame in views:
         t = float(video.times[frame])
         with torch.no_grad():
             gs = mixture.gaussians_at(t)
-            gates = [mixture.router.gate_values(k, g.means, t)[:, None] for k, g in enumerate(gs)]
+            feats = router_features(gs, router, t) or [torch.zeros(len(g), 0, device=g.means.device) for g in gs]
         probes = [torch.zeros(len(g), 2, device=g.means.device, requires_grad=True) for g in gs]
-        images = splat_experts(gs, video.cameras[cam], raster, [torch.cat([q, p], 1) for q, p in zip(gates, probes)],
+        images = splat_experts(gs, video.cameras[cam], raster, [torch.cat([f, p], 1) for f, p in zip(feats, probes)],
                                mode)
-        weights = mixture.router.normalise(images.extras[..., 0])
-        loss = (weights.detach() * images.extras[..., 1]).sum() + images.extras[..., 2].sum()
+        with torch.no_grad():
+            weights = blend(images, router, video.cameras[cam], t).weights
+        loss = (weights * images.extras[..., c]).sum() + images.extras[..., c + 1].sum()
         loss.backward()
         for acc, peak, p in zip(sums, peaks, probes):
             acc += p.grad
@@ -90,12 +117,46 @@ def gate_scores(mixture: Mixture, video: MultiViewVideo, raster: RasterConfig | 
     return GateScores([s[:, 0] / n for s in sums], [s[:, 1] / n for s in sums], peaks)
 
 
+def gate_gradient_scores(mixture: Mixture, video: MultiViewVideo, raster: RasterConfig | None = None,
+                         mode: Mode = "single", max_views: int = 0, ssim_weight: float = 0.2) -> list[torch.Tensor]:
+    """The paper's score q_i (N_k,) per expert (module docstring), over the training views with their truth."""
+    raster = raster or RasterConfig()
+    views = training_views(video, max_views)
+    sums = [torch.zeros(e.num_gaussians, device=e.means.device) for e in mixture.experts]
+    for cam, frame in views:
+        t = float(video.times[frame])
+        with torch.no_grad():
+            gs = mixture.gaussians_at(t)
+            feats = router_features(gs, mixture.router, t)
+        probes = [torch.zeros(len(g), device=g.means.device, requires_grad=True) for g in gs]
+        moved = [Gaussians(g.means, g.quats, g.log_scales, g.opacity_logits + p, g.sh) for g, p in zip(gs, probes)]
+        camera = video.cameras[cam]
+        out = blend(splat_experts(moved, camera, raster, feats, mode), mixture.router, camera, t)
+        truth = torch.from_numpy(video.frame(cam, frame)).to(out.color.device)
+        photometric_loss(out.color, truth, ssim_weight).backward()
+        for acc, p in zip(sums, probes):
+            acc += p.grad.abs() * (camera.width * camera.height)
+    return [s / max(len(views), 1) for s in sums]
+
+
+def prune_scores(mixture: Mixture, video: MultiViewVideo, config: PruneConfig, raster: RasterConfig | None = None,
+                 mode: Mode = "single", scores: GateScores | None = None) -> list[torch.Tensor]:
+    """The per-expert values ``prune_mixture`` compares with ``config.threshold``: p_i (pixels) for "peak" (from
+    ``scores`` when given), q_i / mean(q) for "gate_gradient"."""
+    if config.method == "peak":
+        return (scores or gate_scores(mixture, video, raster, mode, config.max_views)).peak
+    q = gate_gradient_scores(mixture, video, raster, mode, config.max_views)
+    mean = torch.cat(q).mean().clamp_min(1e-30)
+    return [v / mean for v in q]
+
+
 @torch.no_grad()
-def prune_mixture(mixture: Mixture, scores: GateScores, threshold: float) -> tuple[dict, list[torch.Tensor]]:
-    """Remove the Gaussians with peak contribution < ``threshold`` pixels from their experts (and router).
-    Returns ({"before", "after", "removed": {expert: count}}, the kept masks (N_k,) per expert)."""
+def prune_mixture(mixture: Mixture, values: list[torch.Tensor], threshold: float) -> tuple[dict, list[torch.Tensor]]:
+    """Remove the Gaussians whose value (``prune_scores``, one (N_k,) tensor per expert) is < ``threshold`` from their
+    experts (and per-Gaussian router parameters). Returns ({"before", "after", "removed": {expert: count}}, the kept
+    masks (N_k,) per expert)."""
     stats, keeps = {"before": mixture.num_gaussians(), "removed": {}}, []
-    for k, (expert, s) in enumerate(zip(mixture.experts, scores.peak)):
+    for k, (expert, s) in enumerate(zip(mixture.experts, values)):
         keep = s >= threshold
         keeps.append(keep)
         stats["removed"][mixture.names[k]] = int((~keep).sum())

@@ -5,7 +5,7 @@ pruning, distillation and the .lw4d bake (the body of the ``moe_router`` job in 
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,16 +22,23 @@ class MixtureRunConfig:
     """Stage 2 end to end (``run_mixture``); fields as in ``MoeRouterParams``."""
 
     iterations: int = 2000
-    gate: str = "field"
-    router_lr: float = 5e-3
-    expert_bias: bool = True  # router.RouterConfig: a learned per-expert logit in every pixel
+    router: str = "volume_pixel"  # router.RouterConfig.kind: volume_pixel (the paper's), volume, pixel
+    gate: str = "field"  # the volume router's gate
+    router_lr: float | None = None  # None: the kind's (router.RouterConfig)
+    temperature: float | None = None  # None: the kind's
+    expert_bias: bool | None = None  # a learned per-expert logit in every pixel; None: the kind's
     gate_decay: float = 0.0  # router.RouterConfig: L2 of the per-Gaussian gates ("param" gate)
+    seed: int = 0  # the router's camera draws and decoder initialisation
     joint: bool = False
     expert_lr_scale: float = 0.1  # joint: the experts' own learning rates times this
     prune: bool = False
+    prune_method: str = "peak"  # prune.PruneConfig: "peak" (ours) or "gate_gradient" (the paper's)
     prune_threshold: float = 0.05
+    prune_finetune: int = 200  # router steps on the pruned mixture (its experts lost Gaussians the gates read)
     distill: str = ""
     distill_iterations: int = 1000
+    distill_method: str = "renders"  # distill.DistillConfig: "renders" (ours) or "gated" (the paper's loss)
+    distill_lambda: float = 0.5
     refit_iterations: int = 0  # router views: after the router, experts resume on every training camera (distill.refit)
     bake: bool = True
     mode: str = "single"  # multi-expert rendering: "single" pass or "multipass" (same images; mixture.py)
@@ -49,6 +56,23 @@ def _expert_scores(expert, video: MultiViewVideo, raster: RasterConfig, device) 
             "size_bytes": expert.num_bytes()}
 
 
+def score_sequence(path: Path, video: MultiViewVideo, raster: RasterConfig, device) -> dict:
+    """Held-out scores (``score_renders``) of the ``.lw4d`` sequence at ``path`` as the add-on imports it: its frame f
+    rendered at the dataset's frame f. The sequence must have the dataset's frame count."""
+    from ..io.lw4d import gaussians_at, read_sequence
+    from .train_router import score_renders
+
+    seq = read_sequence(path)
+    if seq.frame_count != video.num_frames:
+        raise InvalidInput(f"{path} has {seq.frame_count} frames, the dataset {video.num_frames}: not comparable")
+
+    def render(c, f):
+        return rasterize(gaussians_at(seq, f).to_torch(device), video.cameras[c], raster).color
+
+    return {**score_renders(render, video, device), "num_gaussians": seq.count,
+            "size_bytes": sum(p.stat().st_size for p in Path(path).iterdir() if p.is_file())}
+
+
 def run_mixture(run: Path, config: MixtureRunConfig, video: MultiViewVideo | None = None,
                 progress: Progress | None = None, cancel: threading.Event | None = None) -> dict:
     """Train the router over ``run``'s experts, evaluate every expert and the mixture on the held-out cameras,
@@ -57,7 +81,7 @@ def run_mixture(run: Path, config: MixtureRunConfig, video: MultiViewVideo | Non
     from .distill import DistillConfig, distill, finetune_on_truth, refit
     from .export import coordinate_frame_of
     from .mixture import bake_mixture
-    from .prune import gate_scores, prune_mixture
+    from .prune import PruneConfig, gate_scores, prune_mixture, prune_scores
     from .router import RouterConfig
     from .train_router import (
         RouterTrainConfig,
@@ -88,10 +112,13 @@ def run_mixture(run: Path, config: MixtureRunConfig, video: MultiViewVideo | Non
         return None if progress is None else (lambda f, msg: progress(lo + (hi - lo) * f, msg))
 
     router = RouterConfig(gate=config.gate, lr=config.router_lr, expert_bias=config.expert_bias,
-                          gate_decay=config.gate_decay)
+                          gate_decay=config.gate_decay, kind=config.router, temperature=config.temperature)
+    prune_cfg = PruneConfig(config.prune_method, config.prune_threshold)  # bad options fail before any training
+    distill_cfg = DistillConfig(student=config.distill, iterations=config.distill_iterations,
+                                method=config.distill_method, gated_lambda=config.distill_lambda)
     rcfg = RouterTrainConfig(iterations=config.iterations, router=router,
                              joint=config.joint, expert_lr_scale=config.expert_lr_scale, mode=config.mode,
-                             device=config.device, torch_threads=config.torch_threads)
+                             seed=config.seed, device=config.device, torch_threads=config.torch_threads)
     path = train_router(run, video, rcfg, progress=sub(0.0, 0.35), cancel=cancel)
     mixture, ckpt = load_mixture(path, device)
     report = {"run": str(run), "router": asdict(rcfg), "device": str(device), "experts": {}, "artifacts": [path]}
@@ -121,28 +148,35 @@ def run_mixture(run: Path, config: MixtureRunConfig, video: MultiViewVideo | Non
         progress(0.45, f"mixture PSNR {report['moe']['psnr']:.2f} dB on the held-out view")
     scores = gate_scores(mixture, video, raster, config.mode)
     if config.prune:
-        stats, keeps = prune_mixture(mixture, scores, config.prune_threshold)
-        scores = scores.select(keeps)
-        save_mixture(out / "pruned.pt", mixture)
-        report["pruned"] = {**evaluate_mixture(mixture, video, raster, config.mode), "threshold": config.prune_threshold,
-                            **stats}
+        values = prune_scores(mixture, video, prune_cfg, raster, config.mode, scores)
+        stats, keeps = prune_mixture(mixture, values, prune_cfg.threshold)
+        if config.prune_finetune:  # the router again, on what is left: an emptied expert's logit is D(0, 0, ray)
+            path_pruned = train_router(run, video, replace(rcfg, iterations=config.prune_finetune, joint=False),
+                                       out=out / "pruned.pt", cancel=cancel, mixture=mixture)
+            mixture = load_mixture(path_pruned, device)[0]
+        else:
+            save_mixture(out / "pruned.pt", mixture)
+        scores = gate_scores(mixture, video, raster, config.mode) if config.prune_finetune else scores.select(keeps)
+        report["pruned"] = {**evaluate_mixture(mixture, video, raster, config.mode), "method": prune_cfg.method,
+                            "threshold": prune_cfg.threshold, "finetune": config.prune_finetune, **stats}
         report["artifacts"].append(out / "pruned.pt")
     if config.distill:
-        dcfg = DistillConfig(student=config.distill, iterations=config.distill_iterations)
         again = {"source": sources[config.distill], "all_views": bool(config.refit_iterations)}
-        student = distill(run, mixture, video, dcfg, raster=raster, mode=config.mode, progress=sub(0.5, 0.75),
+        student = distill(run, mixture, video, distill_cfg, raster=raster, mode=config.mode, progress=sub(0.5, 0.75),
                           cancel=cancel, **again)
         baseline = finetune_on_truth(run, video, config.distill, config.distill_iterations,
                                      progress=sub(0.75, 0.95), cancel=cancel, **again)
         for key, ckpt in (("distilled", student), ("finetuned", baseline)):
             report[key] = {**_expert_scores(load_checkpoint(ckpt, device)[0], video, raster, device),
-                           "expert": config.distill, "extra_iterations": config.distill_iterations}
+                           "expert": config.distill, "extra_iterations": config.distill_iterations,
+                           **({"method": distill_cfg.method} if key == "distilled" else {})}
             report["artifacts"].append(ckpt)
     if config.bake:
         with torch.no_grad():
             lw4d = bake_mixture(mixture.experts, scores.mean_weight(), out / "mixture.lw4d",
                                 np.asarray(video.times), video.fps, coordinate_frame_of(meta["dataset"]),
                                 progress=sub(0.95, 1.0))
+        report["baked"] = score_sequence(lw4d, video, raster, device)  # what Import brings, scored as it is
         report["artifacts"].append(lw4d / "manifest.json")
     report["artifacts"] = [str(p) for p in report["artifacts"]] + [str(out / "report.json")]
     write_report(out / "report.json", report)

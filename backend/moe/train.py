@@ -39,6 +39,7 @@ from .points import init_points
 DECAYING_GROUPS = ("means", "motion", "key_offsets")
 
 Progress = Callable[[float, str], None]
+LossFn = Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor]  # (color, truth (H, W, 3), cam, frame)
 
 
 @dataclass
@@ -134,8 +135,11 @@ def load_checkpoint(path: Path, device="cpu") -> tuple[Expert, dict]:
 
 def train_expert(video: MultiViewVideo, name: str, expert_dir: str | Path, points: np.ndarray, colors: np.ndarray,
                  config: TrainConfig | None = None, options: dict | None = None, progress: Progress | None = None,
-                 cancel: threading.Event | None = None, resume: bool = True) -> Path:
+                 cancel: threading.Event | None = None, resume: bool = True, loss_fn: LossFn | None = None) -> Path:
     """Train the expert ``name`` for ``config.iterations`` steps; returns its checkpoint path.
+
+    ``loss_fn(color, truth, cam, frame)`` replaces the photometric loss against the frame (distillation's gated
+    loss, ``distill.gated_loss``).
 
     Resumes from ``expert_dir/checkpoint.pt`` when present and ``resume``. ``cancel`` set: a checkpoint is
     written and ``JobCancelled`` raised (resume continues from there). ``progress(fraction, message)`` is
@@ -215,7 +219,8 @@ def train_expert(video: MultiViewVideo, name: str, expert_dir: str | Path, point
         means2d = out.meta["means2d"]
         means2d.retain_grad()
         gt = frames_u8[cam, frame].to(device=device, dtype=out.color.dtype) / 255.0  # a copy when kept on the host
-        loss = photometric_loss(out.color, gt, config.ssim_weight)
+        loss = (photometric_loss(out.color, gt, config.ssim_weight) if loss_fn is None
+                else loss_fn(out.color, gt, cam, frame))
         optimizer.zero_grad(set_to_none=True)
         if loss.requires_grad:  # False when no Gaussian is in this view (all culled): nothing to learn, no update
             loss.backward()

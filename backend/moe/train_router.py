@@ -2,8 +2,8 @@
 
 One step (our loss, MOEGS.md): draw a router camera and a frame from a generator seeded by (seed, step), render
 the K experts at t in one pass (``mixture.render_mixture``), blend with the router's pixel weights and take
-loss = (1 - lambda) L1 + lambda (1 - SSIM), lambda = 0.2, against the ground truth; Adam on the gate
-parameters. Experts are frozen (their Gaussians at each frame are computed once and cached), as the paper's
+loss = (1 - lambda) L1 + lambda (1 - SSIM), lambda = 0.2, against the ground truth; the router's own optimiser
+(``Router.make_optimizer``: RAdam for the volume-aware pixel router, Adam for the volume router). Experts are frozen (their Gaussians at each frame are computed once and cached), as the paper's
 stage 2 does; ``joint=True`` also fine-tunes the experts with their own learning rates times
 ``expert_lr_scale`` (no densification).
 
@@ -15,7 +15,8 @@ router trains on the training cameras.
 
 A mixture checkpoint (``<run>/mixture/mixture.pt``, torch.save) is self-contained:
 ``{"experts": [name], "models": {name: {"expert", "options", "num_frames", "extent", "model"}},
-"router": Router.checkpoint(), "config": RouterTrainConfig as dict, "step", "log", "optimizer"}``.
+"router": Router.checkpoint(), "config": RouterTrainConfig as dict, "step", "log", "optimizer": [state dicts]}``
+(plain data, read back with ``weights_only=True``).
 """
 
 from __future__ import annotations
@@ -163,11 +164,13 @@ def _stale_reason(saved: dict, out: Path, run: Path, config: RouterTrainConfig) 
 
 def train_router(run: str | Path, video: MultiViewVideo, config: RouterTrainConfig | None = None,
                  out: str | Path | None = None, progress: Progress | None = None,
-                 cancel: threading.Event | None = None, resume: bool = True) -> Path:
+                 cancel: threading.Event | None = None, resume: bool = True, mixture: Mixture | None = None) -> Path:
     """Train a router over the trained experts of ``run`` (stage 1 checkpoints); returns the mixture checkpoint
     (default ``<run>/mixture/mixture.pt``). Resumes from that file when it exists and ``resume``, unless it was
     trained with other options (``iterations`` aside), over other experts or before an expert trained again: then
-    it starts over (``_stale_reason``). ``cancel`` set: the checkpoint is written and ``JobCancelled`` raised."""
+    it starts over (``_stale_reason``). ``cancel`` set: the checkpoint is written and ``JobCancelled`` raised.
+    ``mixture``: train this mixture's router further instead (a pruned mixture: ``config.iterations`` more steps
+    from its router as it is, with a fresh optimiser; nothing is resumed)."""
     config = config or RouterTrainConfig()
     run = Path(run)
     out = Path(out) if out else run / "mixture" / "mixture.pt"
@@ -179,8 +182,8 @@ def train_router(run: str | Path, video: MultiViewVideo, config: RouterTrainConf
     if config.views not in ("auto", "train"):
         raise InvalidInput(f"router views must be 'auto' or 'train', got {config.views!r}")
     views = router_views(video, train_cfg.router_views)[1] if config.views == "auto" else list(video.train)
-    mixture = None
-    if resume and out.is_file():
+    ckpt, step, elapsed, log = None, 0, 0.0, {"loss": []}
+    if mixture is None and resume and out.is_file():
         mixture, ckpt = load_mixture(out, device)
         stale = _stale_reason(ckpt, out, run, config)
         if stale:
@@ -192,23 +195,22 @@ def train_router(run: str | Path, video: MultiViewVideo, config: RouterTrainConf
     if mixture is None:
         names = trained_experts(run)
         experts = [load_checkpoint(run / n / "checkpoint.pt", device)[0] for n in names]
-        mixture = Mixture(names, experts, Router.for_experts(experts, config.router))
+        mixture = Mixture(names, experts, Router.for_experts(experts, config.router, config.seed))
         ckpt, step, elapsed, log = None, 0, 0.0, {"loss": []}
     for e in mixture.experts:
         e.requires_grad_(config.joint)
-    groups = [{"name": "router", "params": list(mixture.router.parameters()), "lr": config.router.lr}]
+    optimizers = [mixture.router.make_optimizer()]
     if config.joint:
-        for k, e in enumerate(mixture.experts):
-            groups += [{**g, "name": f"{k}/{g['name']}", "lr": g["lr"] * config.expert_lr_scale}
-                       for g in e.param_groups()]
-    optimizer = torch.optim.Adam(groups, eps=1e-15)
-    if ckpt is not None and ckpt.get("optimizer"):
-        optimizer.load_state_dict(ckpt["optimizer"])
+        groups = [{**g, "name": f"{k}/{g['name']}", "lr": g["lr"] * config.expert_lr_scale}
+                  for k, e in enumerate(mixture.experts) for g in e.param_groups()]
+        optimizers.append(torch.optim.Adam(groups, eps=1e-15))
+    for opt, state in zip(optimizers, ckpt.get("optimizer", []) if ckpt is not None else []):
+        opt.load_state_dict(state)
     frames = FrameCache(mixture, video.times, frozen=not config.joint)
 
     def checkpoint():
         save_mixture(out, mixture, {"config": asdict(config), "step": step, "elapsed_s": elapsed, "log": log,
-                                    "optimizer": optimizer.state_dict()})
+                                    "optimizer": [opt.state_dict() for opt in optimizers]})
 
     t_start = time.perf_counter() - elapsed
     while step < config.iterations:
@@ -223,9 +225,11 @@ def train_router(run: str | Path, video: MultiViewVideo, config: RouterTrainConf
         pred = render_mixture(frames(frame), mixture.router, video.cameras[cam], float(video.times[frame]), raster,
                               config.mode)
         loss = photometric_loss(pred.color, gt, config.ssim_weight) + mixture.router.penalty()
-        optimizer.zero_grad(set_to_none=True)
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        for opt in optimizers:
+            opt.step()
         step += 1
         log["loss"].append(round(loss.item(), 6))
         if step % config.checkpoint_every == 0 or step == config.iterations:

@@ -130,5 +130,5 @@ def trained_half(half_run):
     from backend.moe.train_router import RouterTrainConfig, train_router
 
     video = load_run_video(half_run)
-    cfg = RouterTrainConfig(iterations=80, router=RouterConfig(lr=1e-2), device="cpu")
+    cfg = RouterTrainConfig(iterations=80, router=RouterConfig(), device="cpu")
     return train_router(half_run, video, cfg), video

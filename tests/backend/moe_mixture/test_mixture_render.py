@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from backend.errors import InvalidInput
 from backend.gaussians import Gaussians
 from backend.moe.mixture import render_mixture, splat_experts
-from backend.moe.router import Router, RouterConfig
+from backend.moe.router import Router, RouterConfig, camera_rays
 from backend.render.rasterize import RasterConfig, rasterize
 
 
@@ -48,11 +49,21 @@ def test_single_pass_gradients_match_multipass(make_gaussians, make_camera):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("normalise", ["softmax", "sum"])
-@pytest.mark.parametrize("gate", ["field", "param"])
-def test_identical_experts_give_that_experts_image(gate, normalise, make_gaussians, make_camera):
+ROUTERS = [  # (kind, gate, normalise): every router the config can build
+    ("volume_pixel", "field", "softmax"), ("pixel", "field", "softmax"), ("volume", "field", "softmax"),
+    ("volume", "param", "softmax"), ("volume", "field", "sum"), ("volume", "param", "sum")]
+
+
+def make_router(counts, kind, gate="param", normalise="softmax", **options):
+    return Router(len(counts), counts, torch.full((3,), -1.5), torch.full((3,), 1.5),
+                  RouterConfig(gate, normalise, kind=kind, **options))
+
+
+@pytest.mark.parametrize(("kind", "gate", "normalise"), ROUTERS)
+def test_identical_experts_give_that_experts_image(kind, gate, normalise, make_gaussians, make_camera):
     g = make_gaussians(300, 3)
-    router = Router(3, [300] * 3, torch.full((3,), -1.5), torch.full((3,), 1.5), RouterConfig(gate, normalise))
+    router = make_router([300] * 3, kind, gate, normalise, temperature=1.0)
+    torch.manual_seed(0)
     with torch.no_grad():  # non-uniform gates, so the weights really differ per pixel and expert
         for p in router.parameters():
             p.normal_(0, 1)
@@ -64,15 +75,60 @@ def test_identical_experts_give_that_experts_image(gate, normalise, make_gaussia
     torch.testing.assert_close(out.color, rasterize(g, cam, raster).color, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("gate", ["field", "param"])
-def test_gradients_reach_the_gate_parameters(gate, make_gaussians, make_camera):
+@pytest.mark.parametrize(("kind", "gate", "normalise"), [r for r in ROUTERS if r[2] == "softmax"])
+def test_gradients_reach_every_router_parameter(kind, gate, normalise, make_gaussians, make_camera):
     gs = three_experts(make_gaussians)
-    router = Router(3, [len(g) for g in gs], torch.full((3,), -1.5), torch.full((3,), 1.5), RouterConfig(gate))
+    router = make_router([len(g) for g in gs], kind, gate, temperature=1.0)
+    if hasattr(router, "mlp"):  # the field's last layer starts at 0, which stops the gradient before it at first
+        torch.nn.init.normal_(router.mlp[-1].weight, 0, 0.1)
     out = render_mixture(gs, router, make_camera(0.0, 32, 24), 0.5)
     target = torch.rand(24, 32, 3, generator=torch.Generator().manual_seed(0))
     (out.color - target).abs().mean().backward()
-    grads = [p.grad for p in router.parameters()]
-    assert all(gr is not None for gr in grads)
-    assert sum(float(gr.abs().sum()) for gr in grads) > 0
-    if gate == "param":  # each Gaussian that paints a pixel gets its own gradient
-        assert all(int((p.grad != 0).sum()) > 20 for p in router.logits)
+    for name, p in router.named_parameters():
+        assert p.grad is not None and float(p.grad.abs().sum()) > 0, name
+    for p in router.per_gaussian()[0] if router.per_gaussian() else []:  # each painting Gaussian gets its own
+        assert int((p.grad != 0).any(-1).sum() if p.ndim > 1 else (p.grad != 0).sum()) > 20
+
+
+def test_volume_pixel_router_splats_three_features_and_reads_them_with_the_ray(make_gaussians, make_camera):
+    gs = three_experts(make_gaussians)
+    router = make_router([len(g) for g in gs], "volume_pixel")
+    assert router.config.temperature == 0.01 and router.config.lr == 0.5 and not router.config.expert_bias
+    f = router.splat_features(1, gs[1].means, 0.5)
+    assert f.shape == (250, 3)
+    torch.testing.assert_close(f, torch.tensor([0.9, 0.9, 0.0]).expand(250, 3))  # b, v = 0.9; tau t = 0
+    splatted = torch.rand(3, 24, 32, 3, generator=torch.Generator().manual_seed(1))
+    a, b = make_camera(0.0, 32, 24), make_camera(0.4, 32, 24)
+    with torch.no_grad():
+        la, lb = (router.pixel_logits(splatted, cam, 0.5, (3, 24, 32)) for cam in (a, b))
+        free = router.decoder(torch.cat([splatted[..., 1:], torch.zeros(3, 24, 32, 6)], -1))[..., 0]
+    assert (la - lb).abs().max() > 1e-3  # the same splatted features, another camera: other logits
+    assert (la - splatted[..., 0] - free).abs().max() > 1e-3  # the ray is an input, not a constant
+    rays = camera_rays(a, "cpu")
+    torch.testing.assert_close(rays[..., :3], torch.as_tensor(a.center, dtype=torch.float32).expand(24, 32, 3))
+    torch.testing.assert_close(rays[..., 3:].norm(dim=-1), torch.ones(24, 32))
+    centre = rays[11:13, 15:17, 3:].mean((0, 1))  # the camera looks at the origin from (0, -3, 0)
+    torch.testing.assert_close(centre / centre.norm(), torch.tensor([0.0, 1.0, 0.0]), atol=1e-3, rtol=0)
+
+
+def test_pixel_router_weights_follow_the_ray_alone(make_gaussians, make_camera):
+    gs = three_experts(make_gaussians)
+    router = make_router([len(g) for g in gs], "pixel", temperature=1.0)
+    assert router.splat_features(0, gs[0].means, 0.3) is None and router.splatted_channels == 0
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in router.parameters():
+            p.normal_(0, 1)
+        out = render_mixture(gs, router, make_camera(0.0, 32, 24), 0.3)
+        far = render_mixture(gs[::-1], router, make_camera(0.0, 32, 24), 0.3)
+    torch.testing.assert_close(out.weights, far.weights)  # other Gaussians, the same weights: geometry unseen
+    assert out.weights.std((1, 2)).max() > 1e-3  # but they vary over the pixels
+
+
+def test_bad_router_options_are_refused():
+    with pytest.raises(InvalidInput, match="kind must be one of"):
+        RouterConfig(kind="hash")
+    with pytest.raises(InvalidInput, match="'sum' for the volume router"):
+        RouterConfig(normalise="sum", kind="volume_pixel")
+    with pytest.raises(InvalidInput, match="temperature must be > 0"):
+        RouterConfig(temperature=0.0)

@@ -12,7 +12,7 @@ from backend.moe.router import Router, RouterConfig
 
 
 def _router(counts, **options):
-    return Router(len(counts), counts, torch.full((3,), -1.5), torch.full((3,), 1.5), RouterConfig("param", **options))
+    return Router(len(counts), counts, torch.full((3,), -1.5), torch.full((3,), 1.5), RouterConfig("param", kind="volume", **options))
 
 
 def test_expert_bias_sets_the_blend_where_the_gates_are_equal(make_gaussians, make_camera):
@@ -54,8 +54,8 @@ def test_bias_survives_a_checkpoint_and_bad_options_are_refused():
     again = Router.from_checkpoint(router.checkpoint())
     torch.testing.assert_close(again.bias, router.bias)
     assert again.config.gate_decay == 0.01
-    assert RouterConfig("param").expert_bias and not RouterConfig("param", "sum").expert_bias  # softmax only
+    assert RouterConfig("param", kind="volume").expert_bias and not RouterConfig("param", "sum", kind="volume").expert_bias  # softmax only
     with pytest.raises(InvalidInput, match="'param' gate"):
-        RouterConfig("field", gate_decay=0.1)
+        RouterConfig("field", gate_decay=0.1, kind="volume")
     with pytest.raises(InvalidInput, match=">= 0"):
-        RouterConfig("param", gate_decay=-1.0)
+        RouterConfig("param", gate_decay=-1.0, kind="volume")

@@ -16,7 +16,7 @@ from backend.moe.train_router import RouterTrainConfig, load_mixture, train_rout
 
 def _run_copy(half_run, tmp_path):
     run = tmp_path / "run"
-    shutil.copytree(half_run, run)
+    shutil.copytree(half_run, run, ignore=shutil.ignore_patterns("mixture"))  # not the session's trained router
     return run, load_run_video(run)
 
 
@@ -38,9 +38,9 @@ def test_more_iterations_resume_the_same_router(half_run, tmp_path):
 
 def test_frozen_then_joint_starts_over_and_fine_tunes_the_experts(half_run, tmp_path):
     run, video = _run_copy(half_run, tmp_path)
-    frozen, _ = _train(run, video, router=RouterConfig(gate="param"))
+    frozen, _ = _train(run, video, router=RouterConfig(gate="param", kind="volume"))
     messages = []
-    joint, ckpt = _train(run, video, messages, router=RouterConfig(gate="param"), joint=True)
+    joint, ckpt = _train(run, video, messages, router=RouterConfig(gate="param", kind="volume"), joint=True)
     assert ckpt["config"]["joint"] and ckpt["step"] == 6 and len(ckpt["log"]["loss"]) == 6
     assert any("starting over" in m and "joint" in m for m in messages)
     moved = [not torch.equal(v, b.state_dict()[k]) for a, b in zip(frozen.experts, joint.experts)
@@ -50,9 +50,9 @@ def test_frozen_then_joint_starts_over_and_fine_tunes_the_experts(half_run, tmp_
 
 def test_another_gate_or_a_retrained_expert_starts_over(half_run, tmp_path):
     run, video = _run_copy(half_run, tmp_path)
-    _train(run, video, router=RouterConfig(gate="param"))
+    _train(run, video, router=RouterConfig(gate="param", kind="volume"))
     messages = []
-    field, ckpt = _train(run, video, messages, router=RouterConfig(gate="field"))
+    field, ckpt = _train(run, video, messages, router=RouterConfig(gate="field", kind="volume"))
     assert ckpt["config"]["router"]["gate"] == "field" and field.router.config.gate == "field"
     assert any("starting over" in m and "router" in m for m in messages)
 
@@ -60,7 +60,7 @@ def test_another_gate_or_a_retrained_expert_starts_over(half_run, tmp_path):
     later = ckpt_mtime + 5
     os.utime(run / "keyframe" / "checkpoint.pt", (later, later))  # keyframe trained again after the router
     messages.clear()
-    _, ckpt = _train(run, video, messages, router=RouterConfig(gate="field"), iterations=7)
+    _, ckpt = _train(run, video, messages, router=RouterConfig(gate="field", kind="volume"), iterations=7)
     assert any("keyframe trained again" in m for m in messages)
     assert ckpt["step"] == 7 and len(ckpt["log"]["loss"]) == 7
     assert (run / "mixture" / "mixture.pt").stat().st_mtime != ckpt_mtime
