@@ -23,13 +23,13 @@ Modules that define job kinds are listed in ``JOB_MODULES`` and imported lazily 
 from __future__ import annotations
 
 import importlib
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel
+from pydantic import BaseModel, StringConstraints
 
 from .errors import InvalidInput, JobCancelled
 from .io.outputs import OutputKind, check_output, remove_empty_folders
@@ -50,6 +50,10 @@ DB_NAME = "jobs.sqlite3"
 # What a workspace holds for the backend itself: never a job's output, nor inside one (but a job's own folder).
 WORKSPACE_RESERVED = frozenset({DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", f"{DB_NAME}-journal", f"{DB_NAME}.lock",
                                 "jobs", "worlds", "logs"})
+
+
+# A job parameter naming a torch device: refused at submit (422) unless torch could take it.
+DeviceName = Annotated[str, StringConstraints(pattern=r"^(auto|cpu|cuda(:[0-9]{1,2})?)$")]
 
 
 @dataclass(frozen=True)
@@ -164,7 +168,10 @@ class JobContext:
         relative ones are taken inside the workspace and may not escape it. Either must pass ``policy``."""
         if "\x00" in user_path:
             raise InvalidInput(f"path {_shown(user_path)} contains a NUL character")
-        p = Path(user_path).expanduser()
+        try:
+            p = Path(user_path).expanduser()
+        except RuntimeError:  # "~name" of a user this machine does not have
+            raise InvalidInput(f"path {_shown(user_path)} starts with the home folder of an unknown user") from None
         if not p.is_absolute():
             p = _real(self.workspace / p, user_path)
             if not p.is_relative_to(self.workspace.resolve()):
@@ -175,6 +182,12 @@ class JobContext:
     def output(self, user_path: str, kind: OutputKind, replace: bool = False) -> Path:
         """``resolve(user_path)`` checked as a place to write ``kind`` (see the module docstring); raises
         ``InvalidInput`` saying why and what to do, before anything is written."""
+        try:
+            return self._output(user_path, kind, replace)
+        except OSError as exc:  # a name too long for the OS, a folder we may not look into
+            raise InvalidInput(f"output {_shown(user_path)} cannot be used: {exc.strerror or exc}") from None
+
+    def _output(self, user_path: str, kind: OutputKind, replace: bool) -> Path:
         path = self.resolve(user_path)
         shown = _shown(user_path)
         ws = _real(self.workspace, str(self.workspace))
@@ -205,7 +218,7 @@ class JobContext:
             value = getattr(params, name)
             if spec is not None and value:
                 path = self.output(value, spec.kind, bool(getattr(params, spec.replace, False)))
-                if not os.path.lexists(path):
+                if not path.exists():  # output() refused links and names the OS cannot take
                     fresh.append(path)
         return fresh
 

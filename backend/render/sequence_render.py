@@ -17,6 +17,8 @@ from .cameras import BlenderCameraSpec, blender_to_opencv
 from .jobs import RenderSplatsParams
 from .rasterize import RasterConfig, rasterize
 
+MAX_RENDER_PIXELS = 8192 * 8192  # a larger frame (resolution x percentage) is refused before anything is allocated
+
 
 def render_device() -> torch.device:
     """CUDA when available (gsplat), else the CPU reference."""
@@ -47,6 +49,11 @@ def render_splats_to_files(ctx: JobContext, params: RenderSplatsParams) -> list[
     from .frames import write_dynamic
 
     specs = [BlenderCameraSpec.from_dict(c) for c in params.cameras]
+    for spec in specs:
+        w, h = spec.image_size
+        if w < 1 or h < 1 or w * h > MAX_RENDER_PIXELS:
+            raise InvalidInput(f"a camera renders {w}x{h} pixels; frames must have 1 to {MAX_RENDER_PIXELS:,} pixels "
+                               "(8192 x 8192): change the resolution or its percentage")
     source = ctx.resolve(params.source)
     device = render_device()
     sequence = None

@@ -19,7 +19,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field
 
 from ..io.atomic import atomic_file
-from ..jobs import JobContext, Output, job_kind
+from ..jobs import DeviceName, JobContext, Output, job_kind
 from ..models.config import ModelConfig
 from . import store
 
@@ -31,7 +31,7 @@ class ModelChoice(BaseModel):
     depth: str = "auto"
     segmentation: str = "auto"
     outpaint: str = "auto"
-    device: str = "auto"
+    device: DeviceName = "auto"
 
 
 class WorldNewParams(BaseModel):

@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field
 
 from backend.io.lw4d import LW4D
-from backend.jobs import JobContext, Output, job_kind
+from backend.jobs import DeviceName, JobContext, Output, job_kind
 
 
 class PresetSpec(BaseModel):
@@ -42,7 +42,7 @@ class MotionUpdateParams(BaseModel):
     model: str | None = Field(None, description="Eulerian motion model folder (config.json + model.safetensors)")
     speed: float = Field(1.0, ge=0, description="fallback speed when nothing else is given (pixels per frame)")
     field: FieldSpec = Field(default_factory=FieldSpec)
-    device: str = Field("auto", description="auto | cpu | cuda")
+    device: DeviceName = Field("auto", description="auto | cpu | cuda | cuda:N")
 
 
 class WorldBakeParams(BaseModel):
@@ -55,7 +55,7 @@ class WorldBakeParams(BaseModel):
                                                                        "<job>/loop.lw4d)")
     replace: bool = Field(False, description="replace the .lw4d sequence an earlier bake wrote at out (anything "
                                              "else there is never replaced)")
-    device: str = Field("auto", description="auto | cpu | cuda")
+    device: DeviceName = Field("auto", description="auto | cpu | cuda | cuda:N")
 
 
 @job_kind("motion_update", MotionUpdateParams)
