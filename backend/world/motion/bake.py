@@ -52,6 +52,7 @@ class BakeConfig:
     chunk: int = 1 << 20  # Gaussians per field evaluation
     backdrop: bool = True  # keep a still bed behind the moving content (module docstring); needs the eye
     backdrop_offset: float = 0.01  # the bed's push away from the eye, as a fraction of the distance
+    lattice: int | None = None  # bake through ``MotionField.lattice`` of R^3: None: 64 on a CPU, F itself on CUDA
 
 
 @dataclass
@@ -112,32 +113,37 @@ def crossfade_weights(frames: int, smooth: bool = False) -> np.ndarray:
 
 @torch.no_grad()
 def integrate_loop(field: VelocityField, x0: torch.Tensor, frames: int, dt: float = 1.0, loop: bool = True,
-                   chunk: int = 1 << 20) -> torch.Tensor:
-    """Trajectories on x0's device: (frames, C, 3) with C = 2M (forward | backward) when ``loop``, else M."""
+                   chunk: int = 1 << 20, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """Trajectories on x0's device: (frames, C, 3) with C = 2M (forward | backward) when ``loop``, else M.
+
+    Frame by frame (each step over every Gaussian, ``chunk`` at a time), so ``progress(done, total)`` is called
+    after each of the ``total`` integration steps (a job's cancel is seen within one frame)."""
     m = x0.shape[0]
     out = torch.empty(frames, 2 * m if loop else m, 3, device=x0.device, dtype=torch.float32)
-    for i in range(0, m, chunk):
-        sl = slice(i, min(i + chunk, m))
-        x = x0[sl].float()
-        out[0, sl] = x
-        for t in range(1, frames):
-            x = rk2_step(field, x, dt)
-            out[t, sl] = x
-        if loop:
-            x = x0[sl].float()
-            bsl = slice(m + sl.start, m + sl.stop)
-            for t in range(frames - 1, -1, -1):
-                x = rk2_step(field, x, -dt)
-                out[t, bsl] = x
+    passes = [(0, range(1, frames), dt)] + ([(m, range(frames - 1, -1, -1), -dt)] if loop else [])
+    total = sum(len(ts) for _, ts, _ in passes)
+    done = 0
+    out[0, :m] = x0.float()
+    for offset, ts, h in passes:
+        x = x0.float().clone()
+        for t in ts:
+            for i in range(0, m, chunk):
+                x[i:i + chunk] = rk2_step(field, x[i:i + chunk], h)
+            out[t, offset:offset + m] = x
+            done += 1
+            if progress is not None:
+                progress(done, total)
     return out
 
 
 def bake_loop(gaussians: Gaussians, dynamic: np.ndarray, field: VelocityField, config: BakeConfig = BakeConfig(),
-              device: str | torch.device = "cpu", eye: np.ndarray | None = None) -> BakedLoop:
+              device: str | torch.device = "cpu", eye: np.ndarray | None = None,
+              progress: Callable[[int, int], None] | None = None) -> BakedLoop:
     """Bake ``config.frames`` frames: dynamic Gaussians (``dynamic`` (N,) bool) advected by ``field``.
 
     ``eye``: where the world is seen from (its first camera's centre); with ``config.backdrop`` the still bed is
-    put behind the dynamic Gaussians as seen from there (``BakedLoop.static`` then ends with it)."""
+    put behind the dynamic Gaussians as seen from there (``BakedLoop.static`` then ends with it). ``progress``:
+    ``integrate_loop``'s, per integration step."""
     if config.frames < 2:
         raise InvalidInput(f"a loop needs at least 2 frames, got {config.frames}")
     g = gaussians.to_numpy()
@@ -151,7 +157,7 @@ def bake_loop(gaussians: Gaussians, dynamic: np.ndarray, field: VelocityField, c
         pushed = dyn.means + config.backdrop_offset * (dyn.means - np.asarray(eye, np.float64))
         static = Gaussians.concatenate([static, dyn.with_(means=pushed.astype(np.float32))])
     x0 = torch.as_tensor(np.ascontiguousarray(dyn.means, np.float32), device=device)
-    traj = integrate_loop(field, x0, config.frames, config.dt, config.loop, config.chunk).cpu().numpy()
+    traj = integrate_loop(field, x0, config.frames, config.dt, config.loop, config.chunk, progress).cpu().numpy()
     base_opacity = dyn.opacities().astype(np.float64)
     if config.loop:
         w = crossfade_weights(config.frames, config.smooth)[:, None]

@@ -1,13 +1,36 @@
 """The global motion field F(x): R^3 -> R^3 (LIVINGWORLD.md stage 5): hash-grid encoding + small MLP.
 
-    F(x) = v_scale * MLP(enc(x)),  MLP: Linear(L F, 64) - ReLU - Linear(64, 64) - ReLU - Linear(64, 3)
+Domain. World positions are taken relative to a centre c (the world's first camera) and a radius r (the scale of
+the nearest content) and contracted into a ball of radius 2 (the scene contraction of mip-NeRF 360):
 
-fitted to the aligned scene-flow samples (x_k, S_k) by minimising the Huber loss of (F(x_k) - S_k) / v_scale
-with Adam (on CUDA fused, and each step captured once as a CUDA graph and replayed: the step is ~40 small
-kernels whose launches, not the GPU, set its time). ``v_scale`` (the RMS sample speed of the first fit) keeps the
-MLP's outputs near unit size. Each expansion calls ``fit`` again on the samples so far: parameters are kept
-(warm start), so an update takes a fraction of the first fit's steps. Positions outside the field's box are
-clamped to it (the encoding clamps).
+    u = (x - c) / r,    y = u  if |u| <= 1,  else  (2 - 1 / |u|) u / |u|
+
+so the field is defined on all of R^3: whatever an expansion adds, however far, lies in its domain, and the sky
+at any distance lands on the ball's rim. The encoding's box is [-2.2, 2.2]^3 (``CONTRACTED_BOX``; y never gets
+near its faces). Content far away moves by about the same angle per frame whatever its distance, so the velocity
+is a gain g = max(|u|, 1) times a field of angular size:
+
+    F(x) = v_scale g(x) MLP(enc(y)),   MLP: Linear(L F, H) - ReLU - ... - Linear(H, 3)
+
+(clouds 50 km away drifting 50 m per frame and water 3 m away flowing 3 cm per frame are both ~1 in MLP units).
+
+Fitting. F(x_k) is regressed to the aligned scene-flow samples S_k: the Huber loss of (F(x_k) - S_k) /
+(v_scale g(x_k)) with Adam; ``v_scale`` is the RMS of S_k / g(x_k) at the first fit. Every later fit (each
+motion update, each expansion that carries motion) starts from the current parameters on all samples so far and
+trains the encoding and the MLP. The paper re-fits with the MLP frozen (``freeze_decoder``); measured here, a
+decoder frozen after a first view of uniform drift cannot follow the next view's samples (relative error 0.21
+after 80 frozen steps against 0.025 after 40 joint ones, docs/bench/motion.md), so it is not the default. On
+CUDA Adam is fused and each step is captured once as a CUDA graph and replayed (the step is ~40 small kernels
+whose launches, not the GPU, set its time). ``progress(done, total)`` is called after every step, so a job's
+cancel is seen within one step.
+
+Sizes by device (``field_config_for``): on CUDA Instant-NGP's 16 levels (hashed beyond 2^19 rows) and 400 / 150
+steps; on a CPU 5 dense levels (16^3 .. 64^3 rows, each level one ``grid_sample``), one hidden layer of 32 and
+the paper's 100 steps (the CUDA size took ~20 minutes per update on a 2-core CPU). ``lattice`` samples F once on a
+grid of the contracted domain for the bake on a CPU (one trilinear lookup per step instead of the encoding and
+the MLP).
+
+Fields saved before the contracted domain (``centre`` None) keep their box: y = x (clamped to it), g = 1.
 """
 
 from __future__ import annotations
@@ -15,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -28,6 +52,8 @@ from backend.io.atomic import atomic_file
 
 from .lift import SceneFlow
 
+CONTRACTED_BOX = 2.2  # half-size of the encoding's box around the contracted ball of radius 2
+
 
 @dataclass(frozen=True)
 class MotionFieldConfig:
@@ -37,29 +63,50 @@ class MotionFieldConfig:
     lr: float = 1e-2
     steps: int = 400  # first fit
     update_steps: int = 150  # each later (warm-started) fit
+    freeze_decoder: bool = False  # later fits train the encoding only (the paper's re-fit; module docstring)
     batch_size: int = 1 << 16
     huber_delta: float = 0.1  # in units of v_scale
     seed: int = 0
     cuda_graph: bool = True  # on CUDA, replay each training step as one captured CUDA graph (fused Adam)
+    centre: tuple[float, float, float] | None = None  # c of the contraction (world); None: a saved box field
+    radius: float = 1.0  # r of the contraction (world units)
+
+
+@dataclass(frozen=True)
+class FieldSize:
+    """What a user sets of a field (the sidebar's and the job's options); None keeps the device's default."""
+
+    levels: int | None = None  # hash-grid levels
+    table_log2: int | None = None  # log2 rows per level
+    steps: int | None = None  # Adam steps of the first fit
+    update_steps: int | None = None  # Adam steps of each later fit
+
+
+def field_config_for(device: str | torch.device, size: FieldSize = FieldSize()) -> MotionFieldConfig:
+    """The default field of a device (module docstring): Instant-NGP's size on CUDA, a dense 5-level grid on a
+    CPU; then whatever ``size`` sets."""
+    if torch.device(device).type == "cuda":
+        cfg = MotionFieldConfig()
+    else:
+        cfg = MotionFieldConfig(encoding=HashGridConfig(n_levels=5, log2_table_size=18, base_resolution=16,
+                                                        per_level_scale=1.41, backend="torch"),
+                                hidden=32, hidden_layers=1, steps=100, update_steps=100, batch_size=1 << 13)
+    enc = replace(cfg.encoding, n_levels=size.levels or cfg.encoding.n_levels,
+                  log2_table_size=size.table_log2 or cfg.encoding.log2_table_size)
+    return replace(cfg, encoding=enc, steps=size.steps or cfg.steps, update_steps=size.update_steps or cfg.update_steps)
 
 
 @dataclass(frozen=True)
 class FitReport:
     """loss: final mean Huber loss; rms_error: sqrt(mean ||F(x_k) - S_k||^2) over all samples (world units / frame);
-    relative_error: rms_error / sqrt(mean ||S_k||^2); steps, samples: what was done."""
+    relative_error: rms_error / sqrt(mean ||S_k||^2); steps, samples: what was done; decoder: what the MLP did."""
 
     loss: float
     rms_error: float
     relative_error: float
     steps: int
     samples: int
-
-
-def bbox_for(points: np.ndarray, margin: float = 0.2) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Axis-aligned box around points (K, 3), grown by ``margin`` of its extent on each side (at least 1e-3)."""
-    lo, hi = points.min(axis=0), points.max(axis=0)
-    pad = np.maximum(margin * (hi - lo), 1e-3)
-    return tuple(float(v) for v in lo - pad), tuple(float(v) for v in hi + pad)
+    decoder: str = "trained"  # "trained" or "frozen" (a later fit with ``freeze_decoder``)
 
 
 class MotionField(nn.Module):
@@ -88,8 +135,20 @@ class MotionField(nn.Module):
     def device(self) -> torch.device:
         return self.encoding.table.device
 
+    def inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoding coordinates y (N, 3) and velocity gain g (N, 1) of world positions x (N, 3) (module docstring)."""
+        c = self.config
+        if c.centre is None:
+            return x, torch.ones_like(x[:, :1])
+        u = (x - torch.as_tensor(c.centre, dtype=x.dtype, device=x.device)) * (1.0 / c.radius)
+        n = torch.linalg.vector_norm(u, dim=1, keepdim=True)
+        far = n > 1.0
+        n = torch.where(far, n, torch.ones_like(n))
+        return torch.where(far, (2.0 - 1.0 / n) * u / n, u), n
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.encoding(x)) * self.velocity_scale
+        y, gain = self.inputs(x)
+        return self.mlp(self.encoding(y)) * (self.velocity_scale * gain)
 
     def velocity(self, points: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
         """F at numpy points (K, 3) -> (K, 3) float64, evaluated in chunks without gradients."""
@@ -100,33 +159,61 @@ class MotionField(nn.Module):
                 out.append(self(x).double().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 3))
 
-    def fit(self, samples: SceneFlow, steps: int | None = None) -> FitReport:
-        """Regress F(x_k) to S_k (module docstring); warm-starts from the current parameters."""
+    def fit(self, samples: SceneFlow, steps: int | None = None,
+            progress: Callable[[int, int], None] | None = None) -> FitReport:
+        """Regress F(x_k) to S_k (module docstring), warm-started from the current parameters; with
+        ``freeze_decoder`` a later fit trains the encoding only. ``progress(done, total)`` after every step."""
         if len(samples) == 0:
             raise InvalidInput("no motion samples to fit the motion field to")
         cfg = self.config
-        steps = steps if steps is not None else (cfg.update_steps if self.fitted else cfg.steps)
+        first = not self.fitted
+        steps = int(steps if steps is not None else (cfg.steps if first else cfg.update_steps))
+        x = torch.as_tensor(samples.points, dtype=torch.float32, device=self.device)
+        s = torch.as_tensor(samples.vectors, dtype=torch.float32, device=self.device)
+        with torch.no_grad():
+            y, gain = self.inputs(x)
+            target = s / gain
+            if first:
+                rms = float(target.square().sum(dim=1).mean().sqrt())
+                self.velocity_scale.fill_(rms if rms > 0 else 1.0)
+            target = target / self.velocity_scale
+        decoder = first or not cfg.freeze_decoder
+        loss = self._train(y, target, steps, decoder, lambda i: (progress or (lambda d, t: None))(i, steps))
+        rel = self._relative_error(x, s)
+        rms_s = float(s.square().sum(dim=1).mean().sqrt())
+        return FitReport(loss=float(loss.detach()), rms_error=rel * rms_s, relative_error=rel, steps=steps,
+                         samples=len(samples), decoder="trained" if decoder else "frozen")
+
+    @torch.no_grad()
+    def _relative_error(self, x: torch.Tensor, s: torch.Tensor, chunk: int = 1 << 20) -> float:
+        """sqrt(mean ||F(x_k) - S_k||^2) / sqrt(mean ||S_k||^2)."""
+        err = sum(float((self(x[i:i + chunk]) - s[i:i + chunk]).square().sum()) for i in range(0, len(x), chunk))
+        return math.sqrt(err / max(float(s.square().sum()), 1e-30))
+
+    def _train(self, y: torch.Tensor, target: torch.Tensor, steps: int, decoder: bool,
+               report: Callable[[int], None]) -> torch.Tensor:
+        """``steps`` Adam steps on the Huber loss of MLP(enc(y_k)) - target_k (the encoding, and the MLP when
+        ``decoder``); ``report(done)`` after each. Returns the last loss."""
+        cfg = self.config
         dev = self.device
-        x = torch.as_tensor(samples.points, dtype=torch.float32, device=dev)
-        s = torch.as_tensor(samples.vectors, dtype=torch.float32, device=dev)
-        if not self.fitted:
-            rms = float(s.square().sum(dim=1).mean().sqrt())
-            self.velocity_scale.fill_(rms if rms > 0 else 1.0)
-        scale = self.velocity_scale
-        target = s / scale
-        graphed = dev.type == "cuda" and self.config.cuda_graph
-        opt = torch.optim.Adam([{"params": self.encoding.parameters(), "eps": 1e-15},
-                                {"params": self.mlp.parameters(), "weight_decay": 1e-6}], lr=cfg.lr,
-                               betas=(0.9, 0.99), **({"fused": True, "capturable": True} if graphed else {}))
-        gen = torch.Generator(device=dev).manual_seed(cfg.seed + int(steps))
-        n = len(samples)
+        loss = torch.zeros((), device=dev)
+        if steps <= 0:
+            return loss
+        graphed = dev.type == "cuda" and cfg.cuda_graph
+        groups = [{"params": self.encoding.parameters(), "eps": 1e-15}]
+        if decoder:
+            groups.append({"params": self.mlp.parameters(), "weight_decay": 1e-6})
+        opt = torch.optim.Adam(groups, lr=cfg.lr, betas=(0.9, 0.99),
+                               **({"fused": True, "capturable": True} if graphed else {}))
+        gen = torch.Generator(device=dev).manual_seed(cfg.seed + steps)
+        n = len(y)
         bs = min(cfg.batch_size, n)
         loss_fn = nn.HuberLoss(delta=cfg.huber_delta)
         # the batch's sample indices (a static buffer for the graph); every sample each step when the batch holds all
         idx = torch.arange(bs, device=dev)
 
         def step() -> torch.Tensor:
-            pred = self.mlp(self.encoding(x[idx]))
+            pred = self.mlp(self.encoding(y[idx]))
             loss = loss_fn(pred, target[idx])
             opt.zero_grad(set_to_none=False)
             loss.backward()
@@ -137,29 +224,55 @@ class MotionField(nn.Module):
             if bs < n:
                 idx.copy_(torch.randint(0, n, (bs,), device=dev, generator=gen))
 
-        loss = torch.zeros((), device=dev)
         eager = min(steps, 3) if graphed else steps  # a graph is captured after a few eager steps (warm-up)
         side = self._side_stream() if graphed else None
         if graphed:
             side.wait_stream(torch.cuda.current_stream(dev))
-        with torch.cuda.stream(side) if graphed else contextlib.nullcontext():
-            for _ in range(eager):
-                draw()
-                loss = step()
-        if graphed and steps > eager:
-            torch.cuda.current_stream(dev).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, stream=side):  # the stream the warm-up ran on (autograd's streams match)
-                loss = step()
-            for _ in range(steps - eager):
-                draw()
-                graph.replay()
-        with torch.no_grad():
-            err = torch.cat([(self(x[i:i + (1 << 20)]) - s[i:i + (1 << 20)]) for i in range(0, n, 1 << 20)])
-            rms_err = float(err.square().sum(dim=1).mean().sqrt())
-            rms_s = float(s.square().sum(dim=1).mean().sqrt())
-        return FitReport(loss=float(loss.detach()), rms_error=rms_err, relative_error=rms_err / max(rms_s, 1e-30),
-                         steps=int(steps), samples=n)
+        self.mlp.requires_grad_(decoder)
+        try:
+            with torch.cuda.stream(side) if graphed else contextlib.nullcontext():
+                for i in range(eager):
+                    draw()
+                    loss = step()
+                    report(i + 1)
+            if graphed and steps > eager:
+                torch.cuda.current_stream(dev).wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, stream=side):  # the stream the warm-up ran on (autograd's streams match)
+                    loss = step()
+                for i in range(eager, steps):
+                    draw()
+                    graph.replay()
+                    report(i + 1)
+        finally:
+            self.mlp.requires_grad_(True)
+        return loss
+
+    @torch.no_grad()
+    def lattice(self, resolution: int, chunk: int = 1 << 18) -> Callable[[torch.Tensor], torch.Tensor]:
+        """F with MLP(enc(y)) sampled once at the R^3 vertices of the encoding's box and read back by trilinear
+        interpolation (``grid_sample``; the gain stays exact): a velocity function for the bake on a CPU, where it
+        is one lookup per step instead of the encoding and the MLP. It differs from F by the MLP's curvature inside
+        a lattice cell (``bench/world_cpu_pipeline.py`` reports the difference on the world it bakes)."""
+        r = int(resolution)
+        if r < 2:
+            raise InvalidInput(f"a velocity lattice needs at least 2 vertices per axis, got {r}")
+        lo, hi = self.encoding.bbox_lo, self.encoding.bbox_hi
+        axes = [torch.linspace(float(lo[d]), float(hi[d]), r, device=self.device) for d in range(3)]
+        zz, yy, xx = torch.meshgrid(axes[2], axes[1], axes[0], indexing="ij")
+        y = torch.stack([xx, yy, zz], dim=-1).reshape(-1, 3)
+        values = torch.cat([self.mlp(self.encoding(y[i:i + chunk])) for i in range(0, len(y), chunk)])
+        volume = values.view(r, r, r, 3).permute(3, 0, 1, 2)[None].contiguous()  # (1, 3, z, y, x)
+        scale = self.velocity_scale.clone()
+
+        def velocity(x: torch.Tensor) -> torch.Tensor:
+            q, gain = self.inputs(x)
+            grid = ((q - lo) * (2.0 / (hi - lo)) - 1.0).view(1, 1, 1, -1, 3)
+            v = torch.nn.functional.grid_sample(volume, grid.to(volume.dtype), mode="bilinear",
+                                                padding_mode="border", align_corners=True)
+            return v.view(3, -1).t() * (scale * gain)
+
+        return velocity
 
     def _side_stream(self) -> torch.cuda.Stream:
         """One CUDA stream per field for the warm-up and capture of every fit (see ``fit``)."""
@@ -185,6 +298,8 @@ class MotionField(nn.Module):
             raise NotFound(f"no motion field at {path}; run a motion update first")
         blob = torch.load(path, map_location="cpu", weights_only=True)
         cfg = dict(blob["config"])
+        if cfg.get("centre") is not None:
+            cfg["centre"] = tuple(cfg["centre"])
         enc = dict(cfg.pop("encoding"))
         enc["bbox_min"], enc["bbox_max"] = tuple(enc["bbox_min"]), tuple(enc["bbox_max"])
         dev = torch.device(device)
@@ -196,17 +311,21 @@ class MotionField(nn.Module):
 
 
 def new_motion_field(points: np.ndarray, config: MotionFieldConfig = MotionFieldConfig(),
-                     device: str | torch.device = "cpu") -> MotionField:
-    """A field whose box covers ``points`` (K, 3) (e.g. all Gaussians of the world) with a 20% margin."""
+                     device: str | torch.device = "cpu", centre: np.ndarray | None = None) -> MotionField:
+    """A field on the contracted domain (module docstring) around ``centre`` (default: the median of ``points``)
+    whose radius r is the 10th percentile of the distances of ``points`` (K, 3) from it (the world's content
+    without the sky: the nearest content keeps the finest resolution)."""
+    points = np.asarray(points, np.float64)
     if len(points) == 0 or not np.all(np.isfinite(points)):
-        raise InvalidInput("the motion field's box needs finite world points")
-    lo, hi = bbox_for(np.asarray(points, np.float64))
+        raise InvalidInput("the motion field's domain needs finite world points")
+    c = np.median(points, axis=0) if centre is None else np.asarray(centre, np.float64)
+    radius = max(float(np.percentile(np.linalg.norm(points - c, axis=1), 10)), 1e-3)
     dev = torch.device(device)
     enc = config.encoding
     if enc.backend == "auto" and dev.type != "cuda":
         enc = replace(enc, backend="torch")
-    enc = replace(enc, bbox_min=lo, bbox_max=hi)
-    return MotionField(replace(config, encoding=enc)).to(dev)
+    enc = replace(enc, bbox_min=(-CONTRACTED_BOX,) * 3, bbox_max=(CONTRACTED_BOX,) * 3)
+    return MotionField(replace(config, encoding=enc, centre=tuple(float(v) for v in c), radius=radius)).to(dev)
 
 
 def field_fit_error(field: MotionField, points: np.ndarray, truth: np.ndarray) -> tuple[float, float]:

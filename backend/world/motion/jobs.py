@@ -26,12 +26,13 @@ class HintSpec(BaseModel):
 
 
 class FieldSpec(BaseModel):
-    """Motion-field size and fitting effort (used when the field is created / for each fit)."""
+    """Motion-field size and fitting effort (used when the field is created / for each fit); unset: the device's
+    default (16 hashed levels of 2^19 rows and 400 / 150 steps on CUDA, 5 dense levels and 100 / 100 on a CPU)."""
 
-    n_levels: int = Field(16, ge=1, le=32)
-    log2_table_size: int = Field(19, ge=8, le=24)
-    steps: int = Field(400, ge=1, description="Adam steps of the first fit")
-    update_steps: int = Field(150, ge=1, description="Adam steps of each later (warm-started) fit")
+    n_levels: int | None = Field(None, ge=1, le=32)
+    log2_table_size: int | None = Field(None, ge=8, le=24)
+    steps: int | None = Field(None, ge=1, description="Adam steps of the first fit")
+    update_steps: int | None = Field(None, ge=1, description="Adam steps of each later (warm-started) fit")
 
 
 class MotionUpdateParams(BaseModel):
@@ -62,9 +63,7 @@ class WorldBakeParams(BaseModel):
 def motion_update(ctx: JobContext, params: MotionUpdateParams) -> list[str]:
     """Add a view's motion (presets, hints, model or the sky/water fallback) to the world's motion field."""
     # torch-heavy modules are imported when a job runs, so the server starts without them
-    from backend.fields import HashGridConfig
-
-    from .field import MotionFieldConfig
+    from .field import FieldSize
     from .pipeline import HintStrokes, MotionUpdate, PresetRegion, update_motion
 
     request = MotionUpdate(
@@ -74,9 +73,8 @@ def motion_update(ctx: JobContext, params: MotionUpdateParams) -> list[str]:
         hints=tuple(HintStrokes([list(map(tuple, s)) for s in h.strokes], h.speed,
                                 str(ctx.resolve(h.mask)) if h.mask else None) for h in params.hints),
         model=str(ctx.resolve(params.model)) if params.model else None, speed=params.speed, device=params.device,
-        field=MotionFieldConfig(encoding=HashGridConfig(n_levels=params.field.n_levels,
-                                                        log2_table_size=params.field.log2_table_size),
-                                steps=params.field.steps, update_steps=params.field.update_steps))
+        field=FieldSize(params.field.n_levels, params.field.log2_table_size, params.field.steps,
+                        params.field.update_steps))
     world = update_motion(ctx.resolve(params.world), request, progress=ctx.progress)
     report = ctx.job_dir / "motion.json"
     report.write_text(json.dumps({"world": str(world.root), "step": world.current.index,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -29,12 +29,13 @@ from backend.errors import InvalidInput
 from backend.io.lw4d import LW4D, read_sequence
 from backend.io.outputs import check_output
 from backend.io.ply import read_ply
+from backend.render.cameras import Camera
 from backend.world import store
 
 from .align import AlignConfig, align_flow
 from .bake import BakeConfig, bake_loop, write_loop
 from .cues import MotionCue, combine_cues, fallback_cue, hint_cue, preset_cue
-from .field import MotionField, MotionFieldConfig, new_motion_field
+from .field import FieldSize, MotionField, field_config_for, new_motion_field
 from .lift import SceneFlow, lift_cue
 
 FIELD_FILE = "motion_field.pt"
@@ -72,10 +73,63 @@ class MotionUpdate:
     hints: tuple[HintStrokes, ...] = ()
     model: str | None = None  # folder of an Eulerian motion model (config.json + model.safetensors)
     speed: float = 1.0  # fallback speed (px/frame) when no preset, hint or model is given
-    max_samples: int = 50_000
+    max_samples: int | None = None  # None: 50k on CUDA, 20k on a CPU (the alignment's k-d trees and RANSAC)
     align: AlignConfig = field(default_factory=AlignConfig)
-    field: MotionFieldConfig = field(default_factory=MotionFieldConfig)
+    field: FieldSize = field(default_factory=FieldSize)  # over ``field_config_for(device)``, when it is created
     device: str = "auto"
+
+    def carried(self) -> MotionUpdate | None:
+        """What of this request applies to a new view (``expand_world`` fits it there): the model, the presets on
+        named regions and the fallback; masks and strokes were drawn on one view and stay there. None when
+        nothing carries."""
+        presets = tuple(p for p in self.presets if not p.mask)
+        if not (presets or self.model) and (self.presets or self.hints):
+            return None
+        return replace(self, view=None, presets=presets, hints=())
+
+    def to_json(self) -> dict:
+        """The request as world.json records it (``from_json`` reads it back)."""
+        return {"presets": [asdict(p) for p in self.presets], "hints": [asdict(h) for h in self.hints],
+                "model": self.model, "speed": self.speed, "max_samples": self.max_samples, "device": self.device}
+
+    @staticmethod
+    def from_json(d: dict) -> MotionUpdate:
+        return MotionUpdate(presets=tuple(PresetRegion(**{**p, "direction": tuple(p["direction"])})
+                                          for p in d.get("presets", [])),
+                            hints=tuple(HintStrokes(**h) for h in d.get("hints", [])), model=d.get("model"),
+                            speed=float(d.get("speed", 1.0)), max_samples=d.get("max_samples"),
+                            device=d.get("device", "auto"))
+
+
+@dataclass(frozen=True)
+class View:
+    """A view of the world: the world step that made it (``index``), its camera, image (H, W, 3) float32 RGB in
+    0..1, depth (H, W) metres along the camera axis and regions (H, W) uint8 (``REGION_CODES``)."""
+
+    index: int
+    camera: Camera
+    image: np.ndarray
+    depth: np.ndarray
+    regions: np.ndarray
+
+    @staticmethod
+    def of_step(world: store.World, step: store.WorldStep) -> View:
+        """The view of ``step``; a motion step's view is the step it was made on (its files are that step's)."""
+        while step.kind == "motion" and step.index > 0:
+            step = world.steps[step.index - 1]
+        labels = cv2.imread(str(world.file(step.regions, step)), cv2.IMREAD_GRAYSCALE)
+        bgr = cv2.imread(str(world.file(step.image, step)))
+        if labels is None or bgr is None:
+            raise InvalidInput(f"the world step {step.index} has no readable image or regions file")
+        return View(step.index, step.opencv_camera(), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / 255,
+                    np.load(world.file(step.depth, step)), labels)
+
+    def region(self, name: str) -> np.ndarray:
+        if name == "all":
+            return np.ones(self.depth.shape, bool)
+        if name not in REGION_CODES:
+            raise InvalidInput(f"unknown region {name!r}; choose sky, water, ground or all, or give a mask image")
+        return self.regions == REGION_CODES[name]
 
 
 def _device(name: str) -> torch.device:
@@ -91,40 +145,24 @@ def _read_mask(path: str, shape: tuple[int, int]) -> np.ndarray:
     return img > 0
 
 
-def _region_mask(world: store.World, step: store.WorldStep, name: str, shape) -> np.ndarray:
-    if name == "all":
-        return np.ones(shape, bool)
-    if name not in REGION_CODES:
-        raise InvalidInput(f"unknown region {name!r}; choose sky, water, ground or all, or give a mask image")
-    labels = cv2.imread(str(world.file(step.regions, step)), cv2.IMREAD_GRAYSCALE)
-    if labels is None:
-        raise InvalidInput(f"the world step {step.index} has no readable regions image")
-    return labels == REGION_CODES[name]
-
-
-def view_cue(world: store.World, step: store.WorldStep, request: MotionUpdate) -> MotionCue:
-    """The 2D cue of ``step``'s view: model, presets and hints overlaid in that order; the sky/water fallback
-    when none is given."""
-    depth = np.load(world.file(step.depth, step))
-    shape = depth.shape
+def view_cue(view: View, request: MotionUpdate) -> MotionCue:
+    """The 2D cue of ``view``: model, presets and hints overlaid in that order; the sky/water fallback when none is
+    given."""
+    shape = view.depth.shape
     cues: list[MotionCue] = []
     if request.model:
         from .eulerian import EulerianMotionProvider
 
-        image = cv2.cvtColor(cv2.imread(str(world.file(step.image, step))), cv2.COLOR_BGR2RGB) / 255.0
         cues.append(EulerianMotionProvider.from_pretrained(request.model, str(_device(request.device)))
-                    .predict(image.astype(np.float32)))
+                    .predict(view.image))
     for k, p in enumerate(request.presets):
-        if p.mask:
-            mask = _read_mask(p.mask, shape)
-        else:
-            mask = _region_mask(world, step, p.region or ("water" if p.preset == "water" else "sky"), shape)
+        mask = _read_mask(p.mask, shape) if p.mask else view.region(p.region or ("water" if p.preset == "water"
+                                                                                  else "sky"))
         cues.append(preset_cue(p.preset, mask, tuple(p.direction), p.speed, seed=k))
     for h in request.hints:
         cues.append(hint_cue(h.strokes, shape, h.speed, _read_mask(h.mask, shape) if h.mask else None))
     if not cues:
-        cues.append(fallback_cue(_region_mask(world, step, "sky", shape), _region_mask(world, step, "water", shape),
-                                 speed=request.speed))
+        cues.append(fallback_cue(view.region("sky"), view.region("water"), speed=request.speed))
     return combine_cues(cues)
 
 
@@ -135,41 +173,97 @@ def latest_motion_step(world: store.World) -> store.WorldStep | None:
     return None
 
 
+@dataclass
+class ViewMotion:
+    """A view's motion folded into the world's field: the fitted ``field``, all aligned ``samples`` so far, the
+    view's 2D ``cue`` and ``stats`` (world.json's ``motion`` record)."""
+
+    field: MotionField
+    samples: SceneFlow
+    cue: MotionCue
+    stats: dict
+
+    def write(self, folder: Path) -> None:
+        """The three motion files of a step (module docstring) into ``folder``."""
+        self.field.save(folder / FIELD_FILE)
+        self.samples.save(folder / SAMPLES_FILE)
+        np.savez_compressed(folder / CUE_FILE, flow=self.cue.flow, mask=self.cue.mask, material=self.cue.material)
+
+
+def _scene_points(world: store.World) -> np.ndarray:
+    """The world's Gaussians without the sky (the content the field's radius is measured on)."""
+    g = read_ply(world.file(world.current.gaussians))
+    region = g.extra.get("region")
+    ground = g.means if region is None else g.means[np.asarray(region) != REGION_CODES["sky"]]
+    return ground if len(ground) else g.means
+
+
+def fit_view_motion(world: store.World, view: View, request: MotionUpdate, progress=lambda f, m: None,
+                    cue: MotionCue | None = None) -> ViewMotion:
+    """Cue -> 3D scene flow -> alignment to the world's samples -> field fit (LIVINGWORLD.md stages 3-5) for
+    ``view``; the field is the latest motion step's (a copy; the step's files are never touched) or a new one
+    around the first camera. ``cue``: the view's cue when already made. ``progress`` goes from 0.05 to 0.85 (the
+    fit moves it after every step)."""
+    dev = _device(request.device)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    progress(0.05, "building the motion cue")
+    cue = view_cue(view, request) if cue is None else cue
+    if not cue.mask.any():
+        raise InvalidInput("the view has no moving region (no sky or water found, no preset or hint given): "
+                           "paint a region or add a preset")
+    timings["cue_s"] = time.perf_counter() - t0
+    max_samples = request.max_samples or (50_000 if dev.type == "cuda" else 20_000)
+    new = lift_cue(cue, view.depth, view.camera, view=view.index, max_samples=max_samples)
+    prev_step = latest_motion_step(world)
+    previous = SceneFlow.load(world.root / prev_step.folder / SAMPLES_FILE) if prev_step else None
+    progress(0.15, "aligning the new view's motion")
+    t = time.perf_counter()
+    aligned = align_flow(new, previous, view.camera.center, request.align)
+    timings["align_s"] = time.perf_counter() - t
+    # a new cue for a view replaces that view's earlier samples (after being aligned to them)
+    kept = [previous.subset(previous.view != view.index)] if previous is not None else []
+    samples = SceneFlow.concatenate(kept + [aligned.flow])
+    t = time.perf_counter()
+    if prev_step is not None:
+        motion = MotionField.load(world.root / prev_step.folder / FIELD_FILE, device=dev)
+    else:
+        motion = new_motion_field(_scene_points(world), field_config_for(dev, request.field), device=dev,
+                                  centre=world.steps[0].opencv_camera().center)
+    what = "fitting the motion field" if prev_step is None else "re-fitting the motion field (decoder frozen)"
+    report = motion.fit(samples, progress=lambda done, total: progress(0.2 + 0.65 * done / total,
+                                                                       f"{what}: step {done}/{total}"))
+    timings["fit_s"] = time.perf_counter() - t
+    stats = {"view": view.index, "status": aligned.status, "rotation": aligned.rotation.tolist(),
+             "scale": aligned.scale, "matches": aligned.matches, "inlier_fraction": aligned.inlier_fraction,
+             "residual": aligned.residual, "materials": aligned.materials, "samples": len(samples),
+             "fit": asdict(report), "request": request.to_json(),
+             "field": {"levels": motion.config.encoding.n_levels, "table_log2": motion.config.encoding.log2_table_size,
+                       "device": dev.type},
+             "timings": {**timings, "total_s": time.perf_counter() - t0}}
+    return ViewMotion(motion, samples, cue, stats)
+
+
+def carried_motion(world: store.World, view: View, progress=lambda f, m: None) -> ViewMotion | None:
+    """The latest motion request carried to a new ``view`` (``MotionUpdate.carried``), or None when the world has
+    no motion yet or nothing of it carries."""
+    prev = latest_motion_step(world)
+    if prev is None or "request" not in prev.stats.get("motion", {}):
+        return None
+    request = MotionUpdate.from_json(prev.stats["motion"]["request"]).carried()
+    if request is None:
+        return None
+    cue = view_cue(view, request)
+    return fit_view_motion(world, view, request, progress, cue) if cue.mask.any() else None
+
+
 def update_motion(root: str | Path, request: MotionUpdate = MotionUpdate(), progress=lambda f, m: None) -> store.World:
     """Add one view's motion to the world's field; commits a ``motion`` step (module docstring)."""
     world = store.load_world(root)
     if request.view is not None and not 0 <= request.view < len(world.steps):
         raise InvalidInput(f"view {request.view} does not exist; the world has steps 0..{len(world.steps) - 1}")
-    step = world.steps[request.view if request.view is not None else -1]
-    camera = step.opencv_camera()
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    progress(0.05, "building the motion cue")
-    cue = view_cue(world, step, request)
-    if not cue.mask.any():
-        raise InvalidInput("the view has no moving region (no sky or water found, no preset or hint given): "
-                           "paint a region or add a preset")
-    timings["cue_s"] = time.perf_counter() - t0
-    depth = np.load(world.file(step.depth, step))
-    new = lift_cue(cue, depth, camera, view=step.index, max_samples=request.max_samples)
-    prev_step = latest_motion_step(world)
-    previous = SceneFlow.load(world.root / prev_step.folder / SAMPLES_FILE) if prev_step else None
-    progress(0.2, "aligning the new view's motion")
-    t = time.perf_counter()
-    aligned = align_flow(new, previous, camera.center, request.align)
-    timings["align_s"] = time.perf_counter() - t
-    # a new cue for a view replaces that view's earlier samples (after being aligned to them)
-    kept = [previous.subset(previous.view != step.index)] if previous is not None else []
-    samples = SceneFlow.concatenate(kept + [aligned.flow])
-    dev = _device(request.device)
-    progress(0.35, "fitting the motion field")
-    t = time.perf_counter()
-    if prev_step is not None:
-        motion = MotionField.load(world.root / prev_step.folder / FIELD_FILE, device=dev)
-    else:
-        motion = new_motion_field(read_ply(world.file(world.current.gaussians)).means, request.field, device=dev)
-    report = motion.fit(samples)
-    timings["fit_s"] = time.perf_counter() - t
+    view = View.of_step(world, world.steps[request.view if request.view is not None else -1])
+    motion = fit_view_motion(world, view, request, progress)
     current = world.current
 
     def write_files(folder: Path) -> dict:
@@ -180,21 +274,12 @@ def update_motion(root: str | Path, request: MotionUpdate = MotionUpdate(), prog
                     os.link(src, folder / name)
                 except OSError:  # a file system without hard links: copy
                     shutil.copy2(src, folder / name)
-        motion.save(folder / FIELD_FILE)
-        samples.save(folder / SAMPLES_FILE)
-        np.savez_compressed(folder / CUE_FILE, flow=cue.flow, mask=cue.mask, material=cue.material)
+        motion.write(folder)
         return {}
 
     index = len(world.steps)
-    new_step = store.WorldStep(
-        index=index, kind="motion", folder=store.new_step_folder(index), camera=current.camera,
-        prompt=current.prompt, providers=current.providers,
-        stats={"motion": {"view": step.index, "status": aligned.status, "rotation": aligned.rotation.tolist(),
-                          "scale": aligned.scale, "matches": aligned.matches,
-                          "inlier_fraction": aligned.inlier_fraction, "residual": aligned.residual,
-                          "materials": aligned.materials,
-                          "samples": len(samples), "fit": asdict(report),
-                          "timings": {**timings, "total_s": time.perf_counter() - t0}}})
+    new_step = store.WorldStep(index=index, kind="motion", folder=store.new_step_folder(index), camera=current.camera,
+                               prompt=current.prompt, providers=current.providers, stats={"motion": motion.stats})
     progress(0.9, "writing the world")
     return store.commit_step(world.root, world, new_step, write_files)
 
@@ -241,8 +326,15 @@ def bake_world(root: str | Path, out: str | Path, config: BakeConfig | None = No
     gaussians = read_ply(world.file(world.current.gaussians))
     progress(0.1, "finding the moving Gaussians")
     dynamic = moving_gaussians(gaussians.means, samples)
-    progress(0.2, f"integrating {int(dynamic.sum())} moving Gaussians over {config.frames} frames")
-    baked = bake_loop(gaussians, dynamic, motion, config, device=dev, eye=world.steps[0].opencv_camera().center)
+    lattice = config.lattice if config.lattice is not None else (0 if dev.type == "cuda" else 64)
+    velocity = motion
+    if lattice:
+        progress(0.15, f"sampling the motion field on a {lattice}^3 lattice")
+        velocity = motion.lattice(lattice)
+    n = int(dynamic.sum())
+    baked = bake_loop(gaussians, dynamic, velocity, config, device=dev, eye=world.steps[0].opencv_camera().center,
+                      progress=lambda done, total: progress(0.2 + 0.6 * done / total,
+                                                            f"integrating {n} moving Gaussians: {done}/{total}"))
     progress(0.8, "writing the sequence")
     path = write_loop(out, baked, replace)
     read_sequence(path)  # the written folder opens as a sequence

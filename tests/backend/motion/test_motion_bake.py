@@ -175,3 +175,20 @@ def test_backdrop_keeps_uncovered_pixels_the_surface_colour_and_stays_behind_the
     mid_bare = np.abs(results[False, True][1][1][region] - blue).mean()
     mid_bed = np.abs(results[True, True][1][1][region] - blue).mean()
     assert mid_bed < 0.5 * mid_bare
+
+
+def test_bake_reports_every_integration_step_and_stops_on_cancel():
+    g, dyn = _world()
+    calls = []
+    bake_loop(g, dyn, _constant, BakeConfig(frames=6), progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(i, 11) for i in range(1, 12)]  # 5 forward frames + 6 backward ones
+    calls.clear()
+    bake_loop(g, dyn, _constant, BakeConfig(frames=6, loop=False), progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(i, 5) for i in range(1, 6)]
+
+    def cancel(done, total):
+        if done == 2:
+            raise KeyboardInterrupt("cancel")
+
+    with pytest.raises(KeyboardInterrupt):
+        bake_loop(g, dyn, _constant, BakeConfig(frames=50), progress=cancel)
