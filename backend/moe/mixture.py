@@ -217,12 +217,13 @@ def render_mixture(gaussians: list[Gaussians], router: Router, camera: Camera, t
 
 @torch.no_grad()
 def bake_mixture(experts: list, mean_weights: list[torch.Tensor], out, times, fps: float = 30.0,
-                 coordinate_frame: str = "blender_z_up_m", progress=None):
+                 coordinate_frame: str = "blender_z_up_m", progress=None, replace: bool = False):
     """Bake a mixture into ONE ``.lw4d`` cloud: the union of the experts' Gaussians at each time, the opacity of
     Gaussian i of expert k scaled by m_i, its expert's mean pixel weight where it is seen
     (``prune.GateScores.mean_weight``): a_i' = m_i a_i(t). Blending per pixel cannot be stored in one cloud;
     this is its time-independent per-Gaussian approximation. Every Gaussian whose position, rotation, scale or
-    opacity changes over ``times`` is dynamic. Returns the sequence path."""
+    opacity changes over ``times`` is dynamic. ``replace``: an earlier sequence at ``out`` may be replaced
+    (``SequenceWriter``). Returns the sequence path."""
     from ..io.lw4d import SequenceWriter
 
     def decoded(t):
@@ -247,7 +248,7 @@ def bake_mixture(experts: list, mean_weights: list[torch.Tensor], out, times, fp
                      sh=first.sh.detach().cpu().numpy().astype(np.float32))
     channels = ("position", "rotation", "scale", "opacity")
     with SequenceWriter(out, base, dynamic, len(times), channels=channels, fps=fps, loop=False,
-                        coordinate_frame=coordinate_frame) as w:
+                        coordinate_frame=coordinate_frame, replace=replace) as w:
         for i, t in enumerate(times):
             cur = numpy(decoded(t)[1])
             w.append(**{k: cur[k][dynamic] for k in channels})

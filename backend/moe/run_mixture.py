@@ -73,6 +73,44 @@ def score_sequence(path: Path, video: MultiViewVideo, raster: RasterConfig, devi
             "size_bytes": sum(p.stat().st_size for p in Path(path).iterdir() if p.is_file())}
 
 
+def render_mixture_frames(run: Path, cameras: list[dict], times: list[float], frames: list[int], out: Path,
+                          pruned: bool = False, device: str = "auto", progress: Progress | None = None,
+                          cancel: threading.Event | None = None) -> list[Path]:
+    """The true per-pixel mixture of ``run`` (``mixture/mixture.pt``, or ``pruned.pt``) seen by Blender camera specs
+    ``cameras`` at dataset frames ``times`` (t = f / (T - 1), clamped to the clip), written as
+    ``out/frame_NNNN.png`` (8-bit RGB) for ``frames``. Every camera is checked before anything renders."""
+    import imageio.v2 as imageio
+
+    from ..errors import JobCancelled
+    from ..render.cameras import BlenderCameraSpec, blender_to_opencv
+    from ..render.sequence_render import MAX_RENDER_PIXELS
+    from .mixture import render_mixture
+    from .train_router import load_mixture
+
+    specs = [BlenderCameraSpec.from_dict(c) for c in cameras]
+    for spec in specs:
+        w, h = spec.image_size
+        if w * h > MAX_RENDER_PIXELS:
+            raise InvalidInput(f"a camera renders {w}x{h} pixels; at most {MAX_RENDER_PIXELS:,}: lower the resolution")
+    meta = read_run(run)
+    mixture, _ = load_mixture(run / "mixture" / ("pruned.pt" if pruned else "mixture.pt"), resolve_device(device))
+    raster = RasterConfig(background=TrainConfig.from_dict(meta["train_config"]).background)
+    last = max(int(meta["frames"]) - 1, 1)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (spec, f, number) in enumerate(zip(specs, times, frames)):
+        if cancel is not None and cancel.is_set():
+            raise JobCancelled(f"mixture render cancelled after {i} of {len(specs)} frames")
+        t = min(max(float(f) / last, 0.0), 1.0)
+        with torch.no_grad():
+            color = render_mixture(mixture.gaussians_at(t), mixture.router, blender_to_opencv(spec), t, raster).color
+        paths.append(out / f"frame_{int(number):04d}.png")
+        imageio.imwrite(paths[-1], (color.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy())
+        if progress is not None:
+            progress((i + 1) / len(specs), f"mixture frame {i + 1}/{len(specs)}")
+    return paths
+
+
 def run_mixture(run: Path, config: MixtureRunConfig, video: MultiViewVideo | None = None,
                 progress: Progress | None = None, cancel: threading.Event | None = None) -> dict:
     """Train the router over ``run``'s experts, evaluate every expert and the mixture on the held-out cameras,
@@ -175,7 +213,7 @@ def run_mixture(run: Path, config: MixtureRunConfig, video: MultiViewVideo | Non
         with torch.no_grad():
             lw4d = bake_mixture(mixture.experts, scores.mean_weight(), out / "mixture.lw4d",
                                 np.asarray(video.times), video.fps, coordinate_frame_of(meta["dataset"]),
-                                progress=sub(0.95, 1.0))
+                                progress=sub(0.95, 1.0), replace=True)  # the run's own bake, from an earlier run
         report["baked"] = score_sequence(lw4d, video, raster, device)  # what Import brings, scored as it is
         report["artifacts"].append(lw4d / "manifest.json")
     report["artifacts"] = [str(p) for p in report["artifacts"]] + [str(out / "report.json")]

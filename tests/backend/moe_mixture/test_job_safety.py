@@ -1,5 +1,6 @@
-"""A crafted checkpoint in a run folder never runs code: the real job entry points (moe_export, moe_router) and the
-cluster's step probe refuse it with a one-line error (issue 21, point 1)."""
+"""The MoE jobs on a run folder: a crafted checkpoint never runs code (the job entry points moe_export, moe_router and
+the cluster's step probe refuse it with a one-line error; issue 21, point 1), an export outside the workspace
+succeeds without a traceback (point 4), and a second router run replaces only its own bake (point 2)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from backend.errors import InvalidInput
+from backend.io.lw4d import read_sequence
 from backend.jobs import run_inline
 
 
@@ -64,3 +66,23 @@ def test_cluster_step_probe_refuses_a_planted_checkpoint(tmp_path):
     with pytest.raises(InvalidInput, match="never unpickled"):
         checkpoint_step(tmp_path / "checkpoint.pt")
     assert not marker.exists()
+
+
+def test_export_outside_the_workspace_succeeds_and_lists_no_artifact(half_run, tmp_path):
+    ws = tmp_path / "ws"
+    shutil.copytree(half_run, ws / "run")
+    out = tmp_path / "elsewhere" / "deformation.lw4d"
+    assert run_inline("moe_export", {"run": "run", "out": str(out)}, ws) == []
+    assert read_sequence(out).frame_count == 2
+    with pytest.raises(InvalidInput, match="pass replace=true"):
+        run_inline("moe_export", {"run": "run", "out": str(out)}, ws)
+    assert run_inline("moe_export", {"run": "run", "out": str(out), "replace": True}, ws) == []
+
+
+def test_a_second_router_run_replaces_its_own_bake(half_run, tmp_path):
+    ws = tmp_path / "ws"
+    shutil.copytree(half_run, ws / "run")
+    for _ in range(2):
+        arts = run_inline("moe_router", {"run": "run", "iterations": 2}, ws)
+        assert "run/mixture/mixture.lw4d/manifest.json" in arts
+    assert read_sequence(ws / "run" / "mixture" / "mixture.lw4d").frame_count == 2
