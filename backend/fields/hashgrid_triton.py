@@ -1,13 +1,22 @@
 """Fused Triton kernels for the hash-grid encoding (CUDA): forward and the table gradient.
 
-Same function as ``hashgrid.encode_reference`` (see ``hashgrid.py`` for the maths). One program handles
-``BLOCK`` points of one level: it normalises the positions, finds the cell once per axis (both corners' hash
-terms and dense strides), then for each of the 8 corners its row (spatial hash, or dense index with the
-modulo as one conditional subtraction) and gathers the ``F`` features into the trilinear blend. By default
-programs are ordered level-major: all blocks of one level run together, so that level's table rows stay in L2
-(1.14 G queries/s at 1M on an H200 against 0.96 for level-fastest order, where the L programs writing one block
-of output rows run side by side; bench/fields_hashgrid_gpu.py, docs/bench/motion.md). The backward pass scatters ``w * dL/dout`` into the table
-gradient with atomic adds, as tiny-cuda-nn does.
+Same function as ``hashgrid.encode_reference`` (see ``hashgrid.py`` for the maths). A program handles ``BLOCK``
+points: it normalises the positions, finds the cell once per axis (both corners' hash terms and dense strides),
+then for each of the 8 corners its row (spatial hash, or dense index with the modulo as one conditional
+subtraction) and gathers the ``F`` features into the trilinear blend (accumulated in float32).
+
+Two program orders (``ORDER``):
+- 1, level-major: each program does one level of its block; all blocks of one level run together, so that
+  level's table rows (<= 4 MB in float32) stay in L2;
+- 2, point-major: each program does every level of its block, reading the positions once and writing whole
+  output rows; the working set is the whole table, which fits the L2 of an H100 (50 MB) in float16 (25 MB for
+  the default 16 levels x 2^19 rows x 2 features).
+
+The forward pass reads the table in ``HashGridConfig.table_dtype``: float16 (the default, as tiny-cuda-nn) gathers
+half the bytes; the parameters stay float32 (Adam updates them there) and a float16 copy is made per call (kept
+while the table is unchanged, outside training). Launch settings (block, warps, order) are tuned on the device at
+the first call of each size class (``triton.autotune``, ~1-2 s once per process), or fixed by the constructor.
+The backward pass scatters ``w * dL/dout`` into a float32 table gradient with atomic adds, as tiny-cuda-nn does.
 
 Gradients w.r.t. the input positions are not computed by the kernel: when the positions require a gradient
 the module evaluates through the torch reference instead (the motion field never needs them).
@@ -21,10 +30,10 @@ import triton.language as tl
 
 from .hashgrid import HashGridConfig, HashGridEncoding, encode_reference
 
-# launch settings (bench/fields_hashgrid_gpu.py sweeps them on the GPU; docs/bench/motion.md)
-DEFAULT_BLOCK = 128
-DEFAULT_WARPS = 4
-DEFAULT_LEVEL_MAJOR = True
+LEVEL_MAJOR, POINT_MAJOR = 1, 2
+# (BLOCK, warps, ORDER) the autotuner tries; the H200 sweep of the level-major order put 128/4 and 64/8 first
+TUNED = [(128, 4, LEVEL_MAJOR), (64, 8, LEVEL_MAJOR), (256, 8, LEVEL_MAJOR),
+         (64, 2, POINT_MAJOR), (128, 4, POINT_MAJOR), (256, 8, POINT_MAJOR)]
 
 
 @triton.jit
@@ -60,31 +69,6 @@ def _corner(hx, hy, hz, dx, dy, dz, wx, wy, wz, size, offset, hashed):
 
 
 @triton.jit
-def _level_cell(x_ptr, scale_ptr, res_ptr, size_ptr, off_ptr, hashed_ptr, lo_x, lo_y, lo_z, inv_x, inv_y, inv_z, N,
-                NBLK, L: tl.constexpr, BLOCK: tl.constexpr, LEVEL_MAJOR: tl.constexpr):
-    """This program's level and rows (level-fastest or level-major order) and their cells at that level."""
-    pid = tl.program_id(0)
-    if LEVEL_MAJOR:
-        lvl = pid // NBLK
-        blk = pid % NBLK
-    else:
-        lvl = pid % L
-        blk = pid // L
-    n = blk.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    m = n < N
-    ux, uy, uz = _unit(x_ptr, n, m, lo_x, lo_y, lo_z, inv_x, inv_y, inv_z)
-    scale = tl.load(scale_ptr + lvl)
-    res = tl.load(res_ptr + lvl)
-    size = tl.load(size_ptr + lvl)
-    offset = tl.load(off_ptr + lvl)
-    hashed = tl.load(hashed_ptr + lvl)
-    hx0, hx1, dx0, dx1, fx = _axis(ux, scale, 1, 1)
-    hy0, hy1, dy0, dy1, fy = _axis(uy, scale, res, 2654435761)
-    hz0, hz1, dz0, dz1, fz = _axis(uz, scale, res * res, 805459861)
-    return (lvl, n, m, size, offset, hashed, hx0, hx1, dx0, dx1, fx, hy0, hy1, dy0, dy1, fy, hz0, hz1, dz0, dz1, fz)
-
-
-@triton.jit
 def _pick(c: tl.constexpr, bit: tl.constexpr, h0, h1, d0, d1, f):
     if c & bit:
         return h1, d1, f
@@ -92,13 +76,23 @@ def _pick(c: tl.constexpr, bit: tl.constexpr, h0, h1, d0, d1, f):
         return h0, d0, 1.0 - f
 
 
-@triton.jit(do_not_specialize=["N", "NBLK"])  # a new size must not compile a new kernel
-def _hashgrid_fwd(x_ptr, table_ptr, out_ptr, scale_ptr, res_ptr, size_ptr, off_ptr, hashed_ptr,
-                  lo_x, lo_y, lo_z, inv_x, inv_y, inv_z, N, NBLK,
-                  L: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr, LEVEL_MAJOR: tl.constexpr):
-    (lvl, n, m, size, offset, hashed, hx0, hx1, dx0, dx1, fx, hy0, hy1, dy0, dy1, fy, hz0, hz1, dz0, dz1,
-     fz) = _level_cell(x_ptr, scale_ptr, res_ptr, size_ptr, off_ptr, hashed_ptr, lo_x, lo_y, lo_z, inv_x, inv_y,
-                       inv_z, N, NBLK, L, BLOCK, LEVEL_MAJOR)
+@triton.jit
+def _level(ux, uy, uz, lvl, scale_ptr, res_ptr, size_ptr, off_ptr, hashed_ptr):
+    """Level ``lvl``'s cell of the unit positions: per-axis corner terms and fractions, and the level's layout."""
+    scale = tl.load(scale_ptr + lvl)
+    res = tl.load(res_ptr + lvl)
+    hx0, hx1, dx0, dx1, fx = _axis(ux, scale, 1, 1)
+    hy0, hy1, dy0, dy1, fy = _axis(uy, scale, res, 2654435761)
+    hz0, hz1, dz0, dz1, fz = _axis(uz, scale, res * res, 805459861)
+    return (tl.load(size_ptr + lvl), tl.load(off_ptr + lvl), tl.load(hashed_ptr + lvl),
+            hx0, hx1, dx0, dx1, fx, hy0, hy1, dy0, dy1, fy, hz0, hz1, dz0, dz1, fz)
+
+
+@triton.jit
+def _encode_level(table_ptr, out_ptr, n, m, lvl, ux, uy, uz, scale_ptr, res_ptr, size_ptr, off_ptr, hashed_ptr,
+                  L: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr):
+    (size, offset, hashed, hx0, hx1, dx0, dx1, fx, hy0, hy1, dy0, dy1, fy, hz0, hz1, dz0, dz1,
+     fz) = _level(ux, uy, uz, lvl, scale_ptr, res_ptr, size_ptr, off_ptr, hashed_ptr)
     f = tl.arange(0, F)
     acc = tl.zeros((BLOCK, F), dtype=tl.float32)
     for c in tl.static_range(8):
@@ -107,17 +101,15 @@ def _hashgrid_fwd(x_ptr, table_ptr, out_ptr, scale_ptr, res_ptr, size_ptr, off_p
         hz, dz, wz = _pick(c, 4, hz0, hz1, dz0, dz1, fz)
         row, w = _corner(hx, hy, hz, dx, dy, dz, wx, wy, wz, size, offset, hashed)
         feat = tl.load(table_ptr + row.to(tl.int64)[:, None] * F + f[None, :], mask=m[:, None], other=0.0)
-        acc += w[:, None] * feat
+        acc += w[:, None] * feat.to(tl.float32)
     tl.store(out_ptr + n[:, None] * (L * F) + lvl * F + f[None, :], acc, mask=m[:, None])
 
 
-@triton.jit(do_not_specialize=["N", "NBLK"])  # a new size must not compile a new kernel
-def _hashgrid_bwd(x_ptr, grad_out_ptr, grad_table_ptr, scale_ptr, res_ptr, size_ptr, off_ptr, hashed_ptr,
-                  lo_x, lo_y, lo_z, inv_x, inv_y, inv_z, N, NBLK,
-                  L: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr, LEVEL_MAJOR: tl.constexpr):
-    (lvl, n, m, size, offset, hashed, hx0, hx1, dx0, dx1, fx, hy0, hy1, dy0, dy1, fy, hz0, hz1, dz0, dz1,
-     fz) = _level_cell(x_ptr, scale_ptr, res_ptr, size_ptr, off_ptr, hashed_ptr, lo_x, lo_y, lo_z, inv_x, inv_y,
-                       inv_z, N, NBLK, L, BLOCK, LEVEL_MAJOR)
+@triton.jit
+def _scatter_level(grad_out_ptr, grad_table_ptr, n, m, lvl, ux, uy, uz, scale_ptr, res_ptr, size_ptr, off_ptr,
+                   hashed_ptr, L: tl.constexpr, F: tl.constexpr):
+    (size, offset, hashed, hx0, hx1, dx0, dx1, fx, hy0, hy1, dy0, dy1, fy, hz0, hz1, dz0, dz1,
+     fz) = _level(ux, uy, uz, lvl, scale_ptr, res_ptr, size_ptr, off_ptr, hashed_ptr)
     f = tl.arange(0, F)
     go = tl.load(grad_out_ptr + n[:, None] * (L * F) + lvl * F + f[None, :], mask=m[:, None], other=0.0)
     for c in tl.static_range(8):
@@ -129,11 +121,67 @@ def _hashgrid_bwd(x_ptr, grad_out_ptr, grad_table_ptr, scale_ptr, res_ptr, size_
                       mask=m[:, None], sem="relaxed")
 
 
+@triton.jit
+def _program(N, L: tl.constexpr, BLOCK: tl.constexpr, ORDER: tl.constexpr):
+    """This program's rows and (level-major order) level."""
+    pid = tl.program_id(0)
+    if ORDER == 1:
+        nblk = tl.cdiv(N, BLOCK)
+        lvl = pid // nblk
+        blk = pid % nblk
+    else:
+        lvl = 0
+        blk = pid
+    n = blk.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    return n, n < N, lvl
+
+
+@triton.jit(do_not_specialize=["N", "NKEY"])  # a new size must not compile a new kernel
+def _hashgrid_fwd(x_ptr, table_ptr, out_ptr, scale_ptr, res_ptr, size_ptr, off_ptr, hashed_ptr,
+                  lo_x, lo_y, lo_z, inv_x, inv_y, inv_z, N, NKEY,
+                  L: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr, ORDER: tl.constexpr):
+    n, m, lvl = _program(N, L, BLOCK, ORDER)
+    ux, uy, uz = _unit(x_ptr, n, m, lo_x, lo_y, lo_z, inv_x, inv_y, inv_z)
+    if ORDER == 1:
+        _encode_level(table_ptr, out_ptr, n, m, lvl, ux, uy, uz, scale_ptr, res_ptr, size_ptr, off_ptr, hashed_ptr,
+                      L, F, BLOCK)
+    else:
+        for level in range(L):
+            _encode_level(table_ptr, out_ptr, n, m, level, ux, uy, uz, scale_ptr, res_ptr, size_ptr, off_ptr,
+                          hashed_ptr, L, F, BLOCK)
+
+
+@triton.jit(do_not_specialize=["N", "NKEY"])
+def _hashgrid_bwd(x_ptr, grad_out_ptr, grad_table_ptr, scale_ptr, res_ptr, size_ptr, off_ptr, hashed_ptr,
+                  lo_x, lo_y, lo_z, inv_x, inv_y, inv_z, N, NKEY,
+                  L: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr, ORDER: tl.constexpr):
+    n, m, lvl = _program(N, L, BLOCK, ORDER)
+    ux, uy, uz = _unit(x_ptr, n, m, lo_x, lo_y, lo_z, inv_x, inv_y, inv_z)
+    if ORDER == 1:
+        _scatter_level(grad_out_ptr, grad_table_ptr, n, m, lvl, ux, uy, uz, scale_ptr, res_ptr, size_ptr, off_ptr,
+                       hashed_ptr, L, F)
+    else:
+        for level in range(L):
+            _scatter_level(grad_out_ptr, grad_table_ptr, n, m, level, ux, uy, uz, scale_ptr, res_ptr, size_ptr,
+                           off_ptr, hashed_ptr, L, F)
+
+
+def _quick_bench(kernel_call, quantiles):
+    """The autotuner's timer: a few ms per setting (its default spends 125 ms on each)."""
+    return triton.testing.do_bench(kernel_call, warmup=5, rep=20, quantiles=quantiles)
+
+
+_CONFIGS = [triton.Config({"BLOCK": b, "ORDER": o}, num_warps=w) for b, w, o in TUNED]
+_hashgrid_fwd_tuned = triton.autotune(_CONFIGS, key=["NKEY", "L", "F"], do_bench=_quick_bench)(_hashgrid_fwd)
+_hashgrid_bwd_tuned = triton.autotune(_CONFIGS, key=["NKEY", "L", "F"], do_bench=_quick_bench,
+                                      reset_to_zero=["grad_table_ptr"])(_hashgrid_bwd)
+
+
 class _TritonEncode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, table, enc):
         out = torch.empty(x.shape[0], enc.output_dim, device=x.device, dtype=torch.float32)
-        enc._launch(_hashgrid_fwd, x, table, out)
+        enc._launch("fwd", x, enc._read_table(table), out)
         ctx.save_for_backward(x)
         ctx.enc = enc
         ctx.table_shape = table.shape
@@ -145,22 +193,31 @@ class _TritonEncode(torch.autograd.Function):
         grad_table = None
         if ctx.needs_input_grad[1]:
             grad_table = torch.zeros(ctx.table_shape, device=x.device, dtype=torch.float32)
-            ctx.enc._launch(_hashgrid_bwd, x, grad_out.contiguous().float(), grad_table)
+            ctx.enc._launch("bwd", x, grad_out.contiguous().float(), grad_table)
         return None, grad_table, None
 
 
 class TritonHashGrid(HashGridEncoding):
-    """Hash grid evaluated by fused Triton kernels (float32 table on CUDA)."""
+    """Hash grid evaluated by fused Triton kernels (float32 parameters on CUDA, read in ``config.table_dtype``).
+
+    ``block``, ``num_warps`` and ``order`` (1 level-major, 2 point-major) fix the launch settings; left None,
+    the autotuner picks them per size class on the device.
+    """
 
     name = "triton"
 
-    def __init__(self, config: HashGridConfig, block: int = DEFAULT_BLOCK, num_warps: int = DEFAULT_WARPS,
-                 level_major: bool = DEFAULT_LEVEL_MAJOR):
+    def __init__(self, config: HashGridConfig, block: int | None = None, num_warps: int | None = None,
+                 order: int | None = None):
         super().__init__(config, dtype=torch.float32)
         if config.n_features_per_level & (config.n_features_per_level - 1):
             raise ValueError("the Triton hash grid needs a power-of-two n_features_per_level")
+        fixed = (block, num_warps, order)
+        if any(v is not None for v in fixed) and any(v is None for v in fixed):
+            raise ValueError("give block, num_warps and order together, or none of them (autotuned)")
         lay = self.layout
-        self.block, self.num_warps, self.level_major = block, num_warps, level_major
+        self.fixed = None if block is None else (block, num_warps, order)
+        self.read_dtype = {"float32": torch.float32, "float16": torch.float16}[config.table_dtype]
+        self._half: tuple[int, torch.Tensor] | None = None
         self.register_buffer("_scale", torch.as_tensor(lay.scale, dtype=torch.float32), persistent=False)
         self.register_buffer("_res", torch.as_tensor(lay.resolution, dtype=torch.int32), persistent=False)
         self.register_buffer("_size", torch.as_tensor(lay.size, dtype=torch.int32), persistent=False)
@@ -170,19 +227,58 @@ class TritonHashGrid(HashGridEncoding):
         self._lo = lo
         self._inv = [1.0 / (float(h) - v) for h, v in zip(config.bbox_max, lo)]
 
-    def _launch(self, kernel, x, table_like, out_like):
+    def _read_table(self, table: torch.Tensor) -> torch.Tensor:
+        """The table in the read precision. Outside training (no grad, not capturing a graph) the copy is kept
+        until the table changes (its version counter moves with every in-place update)."""
+        if self.read_dtype == table.dtype:
+            return table.detach()
+        reuse = table.is_cuda and not torch.is_grad_enabled() and not torch.cuda.is_current_stream_capturing()
+        if reuse and self._half is not None and self._half[0] == table._version and \
+                self._half[1].device == table.device:
+            return self._half[1]
+        half = table.detach().to(self.read_dtype)
+        self._half = (table._version, half) if reuse else None
+        return half
+
+    def _launch(self, which: str, x, table_like, out_like):
         n = x.shape[0]
         if n == 0:
             return
         L, F = self.config.n_levels, self.config.n_features_per_level
-        nblk = triton.cdiv(n, self.block)
-        kernel[(nblk * L,)](x, table_like, out_like, self._scale, self._res, self._size, self._off, self._hashed,
-                            *self._lo, *self._inv, n, nblk, L=L, F=F, BLOCK=self.block,
-                            LEVEL_MAJOR=self.level_major, num_warps=self.num_warps)
+        args = (x, table_like, out_like, self._scale, self._res, self._size, self._off, self._hashed, *self._lo,
+                *self._inv, n, n.bit_length())
+        if self.fixed is not None:
+            block, warps, order = self.fixed
+            kernel = _hashgrid_fwd if which == "fwd" else _hashgrid_bwd
+            grid = (triton.cdiv(n, block) * (L if order == LEVEL_MAJOR else 1),)
+            kernel[grid](*args, L=L, F=F, BLOCK=block, ORDER=order, num_warps=warps)
+            return
+        kernel = _hashgrid_fwd_tuned if which == "fwd" else _hashgrid_bwd_tuned
+
+        def grid(meta):
+            return (triton.cdiv(n, meta["BLOCK"]) * (L if meta["ORDER"] == LEVEL_MAJOR else 1),)
+
+        kernel[grid](*args, L=L, F=F)
+
+    def launch_settings(self, n: int) -> tuple[int, int, int] | None:
+        """(block, warps, order) the forward pass runs ``n`` points with (None before the first such call)."""
+        if self.fixed is not None:
+            return self.fixed
+        for key, cfg in getattr(_hashgrid_fwd_tuned, "cache", {}).items():
+            if key[:3] == (n.bit_length(), self.config.n_levels, self.config.n_features_per_level):
+                return cfg.kwargs["BLOCK"], cfg.num_warps, cfg.kwargs["ORDER"]
+        return None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not x.is_cuda:
+        if not x.is_cuda and not _interpreting():
             raise ValueError("TritonHashGrid needs CUDA tensors; move the module and inputs with .cuda()")
         if x.requires_grad and torch.is_grad_enabled():
             return encode_reference(self.normalize(x), self.table, self.layout)
         return _TritonEncode.apply(x.float().contiguous(), self.table, self)
+
+
+def _interpreting() -> bool:
+    """Triton's CPU interpreter (``TRITON_INTERPRET=1``) runs the kernels on CPU tensors (tests without a GPU)."""
+    import os
+
+    return os.environ.get("TRITON_INTERPRET") == "1"

@@ -18,27 +18,58 @@ def _inputs(n, cfg, seed=0):
     return lo - 0.05 * (hi - lo) + torch.rand(n, 3, device="cuda", generator=g) * 1.1 * (hi - lo)
 
 
-@needs_triton
-@pytest.mark.parametrize("cfg", [
+CONFIGS = [
     HashGridConfig(backend="triton", bbox_min=(-3, -1, 0), bbox_max=(5, 2, 4)),
     HashGridConfig(n_levels=8, n_features_per_level=4, log2_table_size=14, base_resolution=8,
                    per_level_scale=2.0, backend="triton"),
-])
-def test_triton_forward_and_table_gradient_match_reference(cfg):
-    enc = make_encoding(cfg).cuda()
+]
+
+
+@needs_triton
+@pytest.mark.parametrize("table_dtype", ["float16", "float32"])
+@pytest.mark.parametrize("launch", [None, (128, 4, 1), (64, 2, 2), (256, 8, 2)], ids=str)
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["default-16x2", "8x4"])
+def test_triton_forward_and_table_gradient_match_reference(cfg, launch, table_dtype):
+    from dataclasses import replace
+
+    from backend.fields.hashgrid_triton import TritonHashGrid
+
+    cfg = replace(cfg, table_dtype=table_dtype)
+    enc = (make_encoding(cfg) if launch is None else TritonHashGrid(cfg, *launch)).cuda()
     assert enc.name == "triton"
     with torch.no_grad():
         enc.table.normal_()
     x = _inputs(200_000, cfg)
     out = enc(x)
-    ref = encode_reference(enc.normalize(x), enc.table, enc.layout)
+    # the function the kernel computes: the reference over the table as the kernel reads it
+    read = enc.table.half().float() if table_dtype == "float16" else enc.table
+    ref = encode_reference(enc.normalize(x), read, enc.layout)
     # float32: the kernel fuses u * s + 0.5 (FMA), so p can differ by an ulp at the finest level (s ~ 4000,
     # ~5e-4 in p) and the blend by that times the table's slope (unit-normal table here)
     torch.testing.assert_close(out, ref, rtol=1e-3, atol=3e-3)
+    if table_dtype == "float16":  # against the float32 parameters: float16 rounding of unit-normal values
+        full = encode_reference(enc.normalize(x), enc.table, enc.layout)
+        assert (out - full).abs().max() < 4e-3 and ((out - full).norm() / full.norm()) < 1e-3
     g = torch.randn_like(out)
     (gt,) = torch.autograd.grad((out * g).sum(), enc.table)
-    (gr,) = torch.autograd.grad((ref * g).sum(), enc.table)
-    torch.testing.assert_close(gt, gr, rtol=1e-3, atol=3e-3)
+    (gr,) = torch.autograd.grad((encode_reference(enc.normalize(x), enc.table, enc.layout) * g).sum(), enc.table)
+    torch.testing.assert_close(gt, gr, rtol=1e-3, atol=3e-3)  # the gradient is float32 whatever the read precision
+    if launch is None:
+        assert enc.launch_settings(len(x)) is not None  # the autotuner chose
+
+
+@needs_triton
+def test_the_float16_copy_follows_every_change_of_the_table():
+    enc = make_encoding(HashGridConfig(n_levels=4, log2_table_size=12, backend="triton")).cuda()
+    x = _inputs(10_000, enc.config)
+    with torch.no_grad():
+        a = enc(x)
+        assert torch.equal(enc(x), a)  # the kept copy
+        enc.table.add_(0.5)
+        b = enc(x)
+    ref = encode_reference(enc.normalize(x), enc.table.half().float(), enc.layout)
+    torch.testing.assert_close(b, ref, rtol=1e-3, atol=1e-3)
+    assert not torch.allclose(a, b)
 
 
 @needs_triton
