@@ -19,7 +19,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from .errors import InvalidInput, LWError
+from .errors import InvalidInput, LWError, one_line
 
 CLI_MODULES: list[str] = ["backend.world.cli", "backend.moe.cli", "backend.io.cli", "backend.doctor"]
 
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except LWError as exc:
-        print(f"lw: error: {exc}", file=sys.stderr)
+        print(f"lw: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

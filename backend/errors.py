@@ -19,3 +19,9 @@ class JobCancelled(LWError):
 
 class ModelUnavailable(LWError):
     """Real model weights are not present locally; the caller may fall back to the built-in provider."""
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks shown as ``\\n``: a path or value a user gave may hold one, and an error message
+    stays one line wherever it is shown."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
-from ..errors import InvalidInput, LWError, NotFound
+from ..errors import InvalidInput, LWError, NotFound, one_line
 from ..jobs import DB_NAME, WORKSPACE_RESERVED, JobContext, JobKind, PathPolicy, registry
 from .models import ErrorBody, Health, JobKindInfo, JobRecord, strict_params, submit_body
 from .store import JobStore
@@ -204,7 +204,7 @@ def create_app(workspace: Path, token: str, kinds: dict[str, JobKind] | None = N
     @app.exception_handler(LWError)
     async def lw_error(request: Request, exc: LWError) -> JSONResponse:
         status = next((_LW_ERROR_STATUS[c] for c in type(exc).__mro__ if c in _LW_ERROR_STATUS), 400)
-        return _error(status, type(exc).__name__, str(exc))
+        return _error(status, type(exc).__name__, one_line(str(exc)))
 
     @app.exception_handler(PermissionError)
     async def forbidden(request: Request, exc: PermissionError) -> JSONResponse:

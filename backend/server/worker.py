@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
-from ..errors import JobCancelled, LWError
+from ..errors import JobCancelled, LWError, one_line
 from ..jobs import JobContext, JobKind, PathPolicy, run_job
 from .models import JobError, JobRecord
 from .store import INTERRUPTED_MESSAGE, JobStore
@@ -55,8 +55,8 @@ def failure(exc: BaseException, remote_traceback: str | None = None) -> JobError
     the file and what to do (no traceback: there is no bug to find); anything else (a bug) with its type and the
     last frames of its traceback (``remote_traceback`` when it ran elsewhere)."""
     if isinstance(exc, LWError):
-        return JobError(type=type(exc).__name__, message=str(exc))
-    where = f" writing {exc.filename}" if isinstance(exc, OSError) and exc.filename else ""
+        return JobError(type=type(exc).__name__, message=one_line(str(exc)))
+    where = one_line(f" writing {exc.filename}") if isinstance(exc, OSError) and exc.filename else ""
     if _disk_full(exc):
         return JobError(type="DiskFull", message=f"no space left on the device{where}; free some space and run the "
                                                  "job again (nothing half-written was kept)")
