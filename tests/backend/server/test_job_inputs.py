@@ -56,3 +56,12 @@ def test_odd_output_paths_are_400_not_500(make_client, tmp_path, out, expect):
         r = c.post("/jobs", json={"kind": "world_bake", "params": {"world": "w", "out": out}})
     assert r.status_code == 400 and expect in r.json()["error"]["message"], r.text
     assert len(r.json()["error"]["message"]) < 500
+
+
+def test_a_path_with_a_line_break_keeps_the_error_on_one_line(make_client, tmp_path, wait_job):
+    """Found by the slow schemathesis run: a NotFound naming such a path was two lines."""
+    with make_client(tmp_path / "ws", kinds={"import_gaussians": registry()["import_gaussians"]}) as c:
+        job = c.post("/jobs", json={"kind": "import_gaussians", "params": {"path": "a\nb.ply"}}).json()
+        done = wait_job(c, job["id"])
+    assert done["state"] == "failed" and "a\\nb.ply does not exist" in done["message"]
+    assert "\n" not in done["message"] and "\n" not in done["error"]["message"]
