@@ -24,7 +24,8 @@ camera centre).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -200,16 +201,57 @@ def constrain_to_surfaces(flow: SceneFlow, camera_center: np.ndarray | None,
     return flow.with_vectors(v)
 
 
+def _match(prev_pts: np.ndarray, queries: np.ndarray, config: AlignConfig, device) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's nearest previous point within the match radius: (distance, index), inf and len(prev_pts)
+    where none. ``device`` None: a k-d tree on the host; a torch device: ``align_torch.GridIndex`` there (the
+    same answer; a tree again if the points span too many cells of the radius)."""
+    if device is not None:
+        import torch
+
+        from . import align_torch
+
+        pts = torch.as_tensor(prev_pts, dtype=torch.float64, device=device)
+        radius = (config.match_radius if config.match_radius is not None
+                  else align_torch.default_match_radius(pts))
+        if math.isfinite(radius) and radius > 0:
+            try:
+                grid = align_torch.GridIndex(pts, radius)
+            except ValueError:
+                grid = None
+            if grid is not None:
+                q = torch.as_tensor(queries, dtype=torch.float64, device=device)
+                dist, j = grid.nearest_within(q, radius)
+                return dist.cpu().numpy(), j.cpu().numpy()
+        config = replace(config, match_radius=radius)
+    tree = cKDTree(prev_pts, leafsize=32, balanced_tree=False, compact_nodes=False)  # quick to build
+    radius = config.match_radius if config.match_radius is not None else default_match_radius(prev_pts, tree=tree)
+    return tree.query(queries, k=1, distance_upper_bound=radius, workers=-1)
+
+
+def _device(device):
+    """None (numpy / scipy on the host) or the torch device the heavy parts run on; "auto": CUDA if present."""
+    if device is None:
+        return None
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else None
+    return torch.device(device)
+
+
 def align_flow(new: SceneFlow, previous: SceneFlow | None, camera_center: np.ndarray | None = None,
-               config: AlignConfig = AlignConfig()) -> AlignResult:
+               config: AlignConfig = AlignConfig(), device: str | None = "auto") -> AlignResult:
     """Align ``new`` (one view's lifted flow) to ``previous`` (the world's aligned samples so far).
 
     Each material is aligned on its own matches (new samples paired with previous samples of the same material):
     cues of different materials are independent (a preset per region, strokes per region), and a dense sky
     overlap must not decide the water's transform. A material with too few matches of its own takes the
     transform of the material with the most matches (the view-level guess). ``rotation``/``scale`` report that
-    best-matched material's transform; ``materials`` each aligned material's.
+    best-matched material's transform; ``materials`` each aligned material's. ``device``: where the matching
+    and the robust fit run ("auto": CUDA when present, through ``align_torch``; None: numpy / scipy; a torch
+    device name: that device); every path computes the same alignment.
     """
+    dev = _device(device)
     if len(new) == 0:
         raise InvalidInput("the view has no motion samples to align (empty mask, or no depth under it)")
     eye = np.eye(3)
@@ -224,11 +266,7 @@ def align_flow(new: SceneFlow, previous: SceneFlow | None, camera_center: np.nda
         prev_sel = np.flatnonzero(previous.material == code)
         if len(prev_sel) == 0:
             continue
-        prev_pts = previous.points[prev_sel]
-        tree = cKDTree(prev_pts, leafsize=32, balanced_tree=False, compact_nodes=False)  # quick to build
-        radius = (config.match_radius if config.match_radius is not None
-                  else default_match_radius(prev_pts, tree=tree))
-        dist, j = tree.query(new.points[sel], k=1, distance_upper_bound=radius, workers=-1)
+        dist, j = _match(previous.points[prev_sel], new.points[sel], config, dev)
         matched = np.isfinite(dist)
         matched &= moving_new[sel]
         matched[matched] &= moving_prev[prev_sel[j[matched]]]
@@ -236,7 +274,12 @@ def align_flow(new: SceneFlow, previous: SceneFlow | None, camera_center: np.nda
         total += len(a)
         if len(a) < config.min_matches:
             continue
-        r, s, w = robust_rotation_scale(a, b, config)
+        if dev is None:
+            r, s, w = robust_rotation_scale(a, b, config)
+        else:
+            from .align_torch import robust_rotation_scale as robust_on_device
+
+            r, s, w = robust_on_device(a, b, config, dev)
         if s <= 0:
             raise InvalidInput("motion alignment found no rotation that maps the new view's flow onto the existing "
                                f"one for {MATERIALS[int(code)]} (the overlap's motion is inconsistent); check the "
