@@ -221,6 +221,13 @@ def test_decoded_folder_reader_on_broken_folders(tmp_path, case):
     _check_decoded(tmp_path, case)
 
 
+@pytest.mark.slow
+@SLOW
+@given(case=broken_decoded())
+def test_decoded_folder_reader_on_broken_folders_long(tmp_path, case):
+    _check_decoded(tmp_path, case)
+
+
 # ------------------------------------------------------------------------------------------------- poses_bounds
 @st.composite
 def poses_arrays(draw):
