@@ -48,10 +48,12 @@ def status() -> tuple[bool, str]:
 
 
 def render(means, quats, scales, opacities, sh, sh_degree: int, extra, viewmat, K, campos, width: int, height: int,
-           *, eps2d: float, near: float, far: float, radius_clip: float, antialiased: bool, tile_size: int):
+           *, eps2d: float, near: float, far: float, radius_clip: float, antialiased: bool, tile_size: int,
+           depth: bool = True):
     """Project, shade and composite on the GPU (viewmat (4, 4) world->camera, K (3, 3), campos (3,) camera centre).
 
-    Returns (features (H, W, 4 + C) = [rgb, z, extra] weighted sums, alpha (H, W), Projection).
+    Returns (features (H, W, 3 + depth + C) = [rgb, z (if ``depth``), extra] weighted sums, alpha (H, W),
+    Projection).
     """
     from gsplat import (
         fully_fused_projection,
@@ -70,7 +72,7 @@ def render(means, quats, scales, opacities, sh, sh_degree: int, extra, viewmat, 
     visible = (radii > 0).all(-1)
     colors = spherical_harmonics(sh_degree, means - campos, sh, masks=visible)
     colors = torch.clamp_min(colors + 0.5, 0.0)
-    parts = [colors, depths[:, None]] + ([extra] if extra is not None else [])
+    parts = [colors] + ([depths[:, None]] if depth else []) + ([extra] if extra is not None else [])
     features = torch.cat(parts, -1)
 
     tw, th = math.ceil(width / tile_size), math.ceil(height / tile_size)

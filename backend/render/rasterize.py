@@ -28,7 +28,8 @@ class RasterConfig:
     sh_degree: SH degree to evaluate (None: all the Gaussians have). background: RGB behind the splats.
     eps2d: screen-space low-pass added to the 2D covariance (pixels^2). antialiased: gsplat's "antialiased"
     mode (opacity times sqrt(det Sigma_2d / det(Sigma_2d + eps2d I)), Mip-Splatting's compensation).
-    radius_clip: Gaussians whose screen box half-size is <= this (pixels) are skipped. tile_size: pixels per tile
+    radius_clip: Gaussians whose screen box half-size is <= this (pixels) are skipped. depth: composite the
+    expected depth too (one more channel per splat and pixel). tile_size: pixels per tile
     side. backend: "auto" (gsplat on CUDA, reference on CPU and on CUDA without gsplat: ``resolve_backend``), or
     force "reference" / "gsplat".
     Near and far planes come from the camera.
@@ -41,6 +42,7 @@ class RasterConfig:
     radius_clip: float = 0.0
     tile_size: int = 16
     backend: Literal["auto", "reference", "gsplat"] = "auto"
+    depth: bool = True  # False: no depth channel is composited (RenderOutput.depth is None; a frame for display)
 
 
 @dataclass
@@ -48,7 +50,8 @@ class RenderOutput:
     """One rendered view.
 
     color (H, W, 3) = sum_i w_i c_i + (1 - alpha) background · alpha (H, W) = sum_i w_i · depth (H, W) expected
-    camera z = sum_i w_i z_i / alpha (0 where nothing was hit) · extra (H, W, C) = sum_i w_i e_i or None ·
+    camera z = sum_i w_i z_i / alpha (0 where nothing was hit; None with ``RasterConfig(depth=False)``) ·
+    extra (H, W, C) = sum_i w_i e_i or None ·
     meta: "means2d" (N, 2) projected means (a tensor of the graph: ``retain_grad()`` it before backward for
     densification), "radii" (N,) int32 largest screen-box half-size in pixels (0 = culled), "visible" (N,) bool,
     "depths" (N,) camera z, "backend" ("gsplat" | "reference").
@@ -56,7 +59,7 @@ class RenderOutput:
 
     color: torch.Tensor
     alpha: torch.Tensor
-    depth: torch.Tensor
+    depth: torch.Tensor | None
     extra: torch.Tensor | None
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -148,16 +151,18 @@ def rasterize(gaussians: Gaussians, camera: Camera, config: RasterConfig = Raste
         from . import gsplat_backend
 
         img, alpha, proj = gsplat_backend.render(means, gaussians.quats, scales, opacities, gaussians.sh, degree,
-                                                 extra, viewmat, K, campos, w, h, tile_size=config.tile_size, **opts)
+                                                 extra, viewmat, K, campos, w, h, tile_size=config.tile_size,
+                                                 depth=config.depth, **opts)
     else:
         proj = reference.project(means, gaussians.quats, scales, opacities, viewmat, K, w, h, **opts)
         colors = sh_to_color(degree, means - campos, gaussians.sh)
-        parts = [colors, proj.depths[:, None]] + ([extra] if extra is not None else [])
+        parts = [colors] + ([proj.depths[:, None]] if config.depth else []) + ([extra] if extra is not None else [])
         img, alpha = reference.composite(proj, torch.cat(parts, -1), w, h, config.tile_size)
 
     bg = _small_to(config.background, dtype, device)
     color = img[..., :3] + (1.0 - alpha)[..., None] * bg
-    depth = img[..., 3] / alpha.clamp_min(1e-10)
+    depth = img[..., 3] / alpha.clamp_min(1e-10) if config.depth else None
+    first_extra = 4 if config.depth else 3
     meta = {"means2d": proj.means2d, "radii": proj.radii.max(-1).values.to(torch.int32), "visible": proj.valid,
             "depths": proj.depths, "backend": backend}
-    return RenderOutput(color, alpha, depth, img[..., 4:] if extra is not None else None, meta)
+    return RenderOutput(color, alpha, depth, img[..., first_extra:] if extra is not None else None, meta)

@@ -66,7 +66,7 @@ def render_splats_to_files(ctx: JobContext, params: RenderSplatsParams) -> list[
     else:
         raise InvalidInput(f"{source} is neither a .ply file nor a .lw4d folder")
     times = params.times if params.times is not None else [float(f) for f in params.frames]
-    config = RasterConfig(sh_degree=params.sh_degree, background=params.background)
+    config = RasterConfig(sh_degree=params.sh_degree, background=params.background, depth=False)  # RGBA frames
 
     name = Path(params.out_dir).name
     name = name if name not in ("", "..") else "render"  # ".." would be jobs/ itself

@@ -189,3 +189,14 @@ def test_rejects_bad_inputs():
         rasterize(g, pinhole(), extra=torch.zeros(2, 1, dtype=F64))
     with pytest.raises(InvalidInput):
         rasterize(g, pinhole(), RasterConfig(backend="gsplat"))
+
+
+def test_without_the_depth_channel_colour_alpha_and_extra_are_unchanged():
+    g = random_scene(40, sh_k=4)
+    extra = torch.rand(40, 2, dtype=F64)
+    cam = pinhole(24, 16)
+    full = rasterize(g, cam, RasterConfig(), extra=extra)
+    bare = rasterize(g, cam, RasterConfig(depth=False), extra=extra)
+    assert bare.depth is None and full.depth is not None
+    for name in ("color", "alpha", "extra"):
+        torch.testing.assert_close(getattr(bare, name), getattr(full, name), rtol=1e-12, atol=1e-12)
