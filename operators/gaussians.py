@@ -1,6 +1,7 @@
 """Gaussians import/export operators: ``lw.import_gaussians(filepath)``, ``lw.export_gaussians(filepath)``.
 
-Also File > Import / Export menu entries. Both work in background mode (the backend job then runs blocking).
+Also File > Import / Export menu entries. A .ply is read and written in Blender (no backend needed); a .lw4d
+sequence is checked by the backend's import job (blocking in background mode).
 """
 
 import bpy
@@ -49,7 +50,7 @@ class LW_OT_export_gaussians(bpy.types.Operator, ExportHelper):
 
     def execute(self, context):
         try:
-            out = carrier.export_gaussians(context, context.active_object, self.filepath)
+            out = carrier.export_gaussians(context.active_object, self.filepath)
         except _ERRORS as exc:
             self.report({"ERROR"}, f"Export failed: {exc}")
             return {"CANCELLED"}

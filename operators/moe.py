@@ -1,5 +1,6 @@
 """MoE-GS operators: ``lw.moe_train(directory, experts, iterations, downsample, frame_start, frame_end, router,
-router_iterations, gate, joint, prune, distill, router_views)`` and ``lw.moe_import(directory, expert, frames)``.
+router_iterations, router_kind, gate, joint, prune, distill, router_views)``, ``lw.moe_import(directory, expert,
+frames)`` and ``lw.moe_render(directory, pruned)`` (the true per-pixel mixture, rendered by the backend).
 
 Called with a ``directory`` only the operator's own properties count; without one (the panel's buttons) the MoE
 panel's settings (``Scene.lw.moe``) are used. In ``blender -b`` the backend jobs block; with a UI they run in the
@@ -37,7 +38,9 @@ class LW_OT_moe_train(bpy.types.Operator):
     frame_end: bpy.props.IntProperty(name="Frame End", default=0, min=0, description="0: to the end of the video")
     router: bpy.props.BoolProperty(name="Router", default=True, description="Train the pixel router")
     router_iterations: bpy.props.IntProperty(name="Router Iterations", default=2000, min=1, max=1_000_000)
-    gate: bpy.props.EnumProperty(name="Gate", items=moe.GATE_ITEMS, default="FIELD")
+    router_kind: bpy.props.EnumProperty(name="Router Kind", items=moe.ROUTER_ITEMS, default="VOLUME_PIXEL")
+    gate: bpy.props.EnumProperty(name="Gate", items=moe.GATE_ITEMS, default="FIELD",
+                                 description="The volume-only router's gate")
     joint: bpy.props.BoolProperty(name="Fine-tune Experts", description="Train the experts with the router")
     expert_bias: bpy.props.BoolProperty(name="Expert Bias", default=moe.EXPERT_BIAS,
                                         description="Learn one weight per expert for regions no Gaussian argues about")
@@ -58,7 +61,7 @@ class LW_OT_moe_train(bpy.types.Operator):
             moe.train(context, source.directory, set(source.experts), source.iterations, source.downsample,
                       source.router, source.router_iterations, source.prune, source.prune_threshold, source.distill,
                       source.distill_iterations, source.router_views, source.gate, source.joint,
-                      (source.frame_start, source.frame_end), source.expert_bias)
+                      (source.frame_start, source.frame_end), source.expert_bias, source.router_kind)
         except ERRORS as exc:
             self.report({"ERROR"}, f"Train MoE failed: {exc}")
             return {"CANCELLED"}
@@ -109,4 +112,32 @@ class LW_OT_moe_import(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (LW_OT_moe_train, LW_OT_moe_import)
+class LW_OT_moe_render(bpy.types.Operator):
+    """Render the run's true per-pixel mixture with the backend from the scene camera over the frame range, as an
+    image strip in the sequencer (the mixture cannot be imported as one cloud)"""
+
+    bl_idname = "lw.moe_render"
+    bl_label = "Render True Mixture"
+
+    directory: bpy.props.StringProperty(name="Run", subtype="DIR_PATH",
+                                        description="Run folder (holds run.json); empty: the scene's last run")
+    pruned: bpy.props.BoolProperty(name="Pruned", description="Render the pruned mixture")
+
+    @classmethod
+    def poll(cls, context):
+        return _idle(context)
+
+    def execute(self, context):
+        try:
+            strip = moe.render_mixture(context, self.directory, self.pruned)
+        except ERRORS as exc:
+            self.report({"ERROR"}, f"Render MoE failed: {exc}")
+            return {"CANCELLED"}
+        if strip is None:
+            self.report({"INFO"}, "Rendering the mixture in the background")
+        else:
+            self.report({"INFO"}, moe.settings(context.scene).render_note)
+        return {"FINISHED"}
+
+
+classes = (LW_OT_moe_train, LW_OT_moe_import, LW_OT_moe_render)

@@ -2,7 +2,7 @@
 
 import bpy
 
-from ..lw_blender.splats import data
+from ..lw_blender.splats import data, display
 
 
 class VIEW3D_PT_lw_gaussians(bpy.types.Panel):
@@ -22,7 +22,7 @@ class VIEW3D_PT_lw_gaussians(bpy.types.Panel):
         obj = context.active_object
         if not data.is_carrier(obj):
             return
-        layout.label(text=f"{data.point_count(obj.data):,} Gaussians, SH degree {obj.get(data.DEGREE_PROPERTY, 0)}")
+        layout.label(text=f"{data.point_count(obj.data):,} Gaussians, SH degree {display.of(obj).sh_degree(obj)}")
         view = context.scene.view_settings.view_transform
         if view != "Standard":
             row = layout.row()

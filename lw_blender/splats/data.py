@@ -4,8 +4,8 @@
 writes and ``export_gaussians`` reads), all float32 C-contiguous:
 
     position (N, 3)  world metres, Blender Z-up        opacity (N,)     0..1 (sigmoid of the PLY logit)
-    scale    (N, 3)  linear sigmas (exp of log-scale)  color   (N, 3)   0..1 DC colour (display only)
-    rotation (N, 4)  unit quaternion (w, x, y, z)      sh      (N, K, 3) raw SH, sh[:, 0] the DC term
+    scale    (N, 3)  linear sigmas (exp of log-scale)  sh      (N, K, 3) raw SH, sh[:, 0] the DC term
+    rotation (N, 4)  unit quaternion (w, x, y, z)      color   (N, 3)   0..1 DC colour (display only, from sh)
 
 Arrays cross into Blender only through ``attributes[name].data.foreach_set`` / ``foreach_get`` with flat
 C-contiguous float32 buffers (``write_attribute``, ``read_attribute``); this works the same on a mesh (the quad
@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .sh import dc_to_rgb
+
 SOURCE_PROPERTY = "lw_source"
 DEGREE_PROPERTY = "lw_sh_degree"
 
@@ -29,24 +31,41 @@ class GaussianDataError(Exception):
 
 
 @dataclass(frozen=True)
+class StoredValues:
+    """A PLY file's own values of the three activated channels, kept so an export can write them back bit for bit
+    (``ply.encode``): opacity_logit (N,), log_scale (N, 3), quat (N, 4) as stored (not normalised)."""
+
+    opacity_logit: np.ndarray
+    log_scale: np.ndarray
+    quat: np.ndarray
+
+
+@dataclass(frozen=True)
 class DecodedGaussians:
     """Decoded arrays of ARCHITECTURE.md, all float32 C-contiguous.
 
-    position (N, 3), scale (N, 3), rotation (N, 4) wxyz, opacity (N,), color (N, 3) 0..1, sh (N, K, 3).
+    position (N, 3), scale (N, 3), rotation (N, 4) wxyz, opacity (N,), sh (N, K, 3) (``sh[:, k]`` may be a view of
+    a (K, N, 3) array: each coefficient then is one contiguous block, ready for ``foreach_set``); ``stored``: the
+    file values behind them when they came from a PLY (or a carrier that kept them), else None.
     """
 
     position: np.ndarray
     scale: np.ndarray
     rotation: np.ndarray
     opacity: np.ndarray
-    color: np.ndarray
     sh: np.ndarray
     source: str = ""
     sequence: str | None = None
+    stored: StoredValues | None = None
 
     @property
     def count(self) -> int:
         return int(self.position.shape[0])
+
+    @property
+    def color(self) -> np.ndarray:
+        """(N, 3) 0..1 DC colour clamp(C0 sh[:, 0] + 0.5, 0, 1) (display only)."""
+        return dc_to_rgb(self.sh[:, 0])
 
     @property
     def sh_degree(self) -> int:
@@ -81,7 +100,6 @@ def read_decoded(folder: str | os.PathLike) -> DecodedGaussians:
         scale=_load_array(folder, "scale", (3,), count),
         rotation=_load_array(folder, "rotation", (4,), count),
         opacity=_load_array(folder, "opacity", (), count),
-        color=_load_array(folder, "color", (3,), count),
         sh=_load_array(folder, "sh", (k, 3), count),
         source=str(manifest.get("source") or ""),
         sequence=manifest.get("sequence"),
@@ -131,6 +149,32 @@ def read_attribute(data, name: str, width: int, key: str) -> np.ndarray:
     return out.reshape(-1, width) if width > 1 else out
 
 
+# The PLY values a carrier keeps beside its decoded attributes (``StoredValues``), on either display:
+# (attribute, Blender type, foreach key, values per Gaussian, StoredValues field)
+STORED_ATTRIBUTES = (("lw_ply_opacity", "FLOAT", "value", 1, "opacity_logit"),
+                     ("lw_ply_scale", "FLOAT_VECTOR", "vector", 3, "log_scale"),
+                     ("lw_ply_rotation", "QUATERNION", "value", 4, "quat"))
+
+
+def write_stored(data, stored: StoredValues | None) -> None:
+    """Keep a PLY's own values on the carrier data (nothing when there are none)."""
+    if stored is not None:
+        for name, kind, key, _, field in STORED_ATTRIBUTES:
+            write_attribute(data, name, kind, key, getattr(stored, field))
+
+
+def read_stored(data) -> StoredValues | None:
+    """The PLY values kept on the carrier data, or None when it has none."""
+    if any(data.attributes.get(name) is None for name, *_ in STORED_ATTRIBUTES):
+        return None
+    return StoredValues(**{field: read_attribute(data, name, width, key)
+                           for name, _, key, width, field in STORED_ATTRIBUTES})
+
+
 def is_carrier(obj) -> bool:
-    """A LivingWorld carrier: a mesh or point cloud object that records where its Gaussians came from."""
-    return obj is not None and obj.type in ("MESH", "POINTCLOUD") and SOURCE_PROPERTY in obj
+    """A Gaussian splat object our operators accept: a LivingWorld carrier (a mesh or point cloud that records
+    where its Gaussians came from), or any native splat point cloud (one Blender's own PLY, SPZ or USD importer
+    made, Blender 5.3+)."""
+    if obj is None or obj.type not in ("MESH", "POINTCLOUD"):
+        return False
+    return SOURCE_PROPERTY in obj or (obj.type == "POINTCLOUD" and getattr(obj.data, "type", "") == "GAUSSIAN_SPLAT")

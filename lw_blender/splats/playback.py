@@ -11,15 +11,19 @@ frame 0, so seamless loops stay seamless), PING_PONG reflects (period 2(T-1)).
 Values. For t between frames i0 and i1 = i0 + 1 with w = t - i0, every channel is linearly interpolated,
 v = (1 - w) v_i0 + w v_i1; rotations are blended on the same hemisphere and renormalised (nlerp).
 Only the M dynamic Gaussians (``dynamic_index``) are read, two frame rows per channel, from the memory-mapped
-arrays; they are scattered into a cached full (N, C) array per object and written with one foreach_set.
+arrays; they are scattered into the cached full arrays of the carrier's display (``display``: native splats
+write position, rotation, scale and ``radiance:base`` = DC colour + opacity; quads their mesh attributes) and
+written with one foreach_set per attribute. A colour channel holds RGB; it is stored as the SH DC coefficient
+c_0 = (rgb - 0.5) / C0.
 
 Handlers. ``frame_change_pre`` writes the new frame before the depsgraph evaluates it (so renders get it).
 A driver on ``lw_seq.time`` is evaluated by that same depsgraph pass, after the pre handler: driven carriers
 are written in ``frame_change_post`` instead (Blender evaluates again when a post handler changed data), so
-they do not lag one frame. The back-to-front order for EEVEE (``sorting``) is refreshed in
-``frame_change_post`` (the camera of the new frame is evaluated by then), on depsgraph updates (a moved
-camera) and by a timer watching the 3D viewports (navigation is no depsgraph update); every rendered frame is
-re-sorted because the Gaussians move.
+they do not lag one frame. Native splats need nothing else. The quads' view-dependent state (SH colours,
+back-to-front order for EEVEE, view-facing ellipses: ``quads.display``) is refreshed in ``frame_change_post``
+(the camera of the new frame is evaluated by then), on depsgraph updates (a moved camera) and by a timer
+watching the 3D viewports (navigation is no depsgraph update); every rendered frame is re-sorted because the
+Gaussians move.
 """
 
 import json
@@ -29,10 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import sh
-from .data import DEGREE_PROPERTY, GaussianDataError, is_carrier, read_attribute, write_attribute
-from .quads import mesh as quad_mesh
-from .quads import sorting
+from . import display, sh
+from .data import GaussianDataError, is_carrier, point_count
 
 TIME_PATH = "lw_seq.time"
 LOOP_MODES = ("ONCE", "LOOP", "PING_PONG")
@@ -43,8 +45,8 @@ VIEW_POLL_S = 0.2  # how often the viewport timer checks the 3D views for a chan
 
 def scatter(full: np.ndarray, index: np.ndarray, values: np.ndarray):
     """full[index] = values for row arrays, through a one-element-per-row byte view (a row copy per index,
-    several times faster than numpy's fancy assignment over (M, C) float rows)."""
-    if full.ndim == 1:
+    several times faster than numpy's fancy assignment over (M, C) float rows) when the rows are contiguous."""
+    if full.ndim == 1 or not full.flags.c_contiguous:
         full[index] = values
         return
     row = np.dtype((np.void, full.dtype.itemsize * full.shape[1]))
@@ -175,7 +177,7 @@ class SequenceReader:
                 out -= a
                 out *= w
                 out += a
-                out /= np.linalg.norm(out, axis=1, keepdims=True)
+                out /= np.sqrt(np.einsum("mc,mc->m", out, out))[:, None]
             else:
                 np.subtract(b, a, out=out)
                 out *= w
@@ -192,48 +194,43 @@ class SequenceReader:
 
 
 class SequencePlayer:
-    """A sequence bound to one carrier: full per-Gaussian arrays to scatter the dynamic subset into."""
+    """A sequence bound to one carrier: the full per-Gaussian arrays of its display to scatter the dynamic
+    subset into."""
 
     def __init__(self, obj, path: str):
         self.reader = SequenceReader(path)
         self.path = path
-        mesh = obj.data
-        if len(mesh.vertices) != self.reader.count:
-            raise GaussianDataError(
-                f"{path} animates {self.reader.count} Gaussians but {obj.name!r} has {len(mesh.vertices)}"
-            )
-        self.full = {}
-        for name in self.reader.channels:
-            attr = "sh_0" if name == "color" else name
-            key = "value" if name in ("opacity", "rotation") else "vector"
-            self.full[name] = read_attribute(mesh, attr, CHANNELS[name], key)
+        count = point_count(obj.data)
+        if count != self.reader.count:
+            raise GaussianDataError(f"{path} animates {self.reader.count} Gaussians but {obj.name!r} has {count}")
+        self.display = display.of(obj)
+        self.names = list(self.reader.channels)
+        self.full = self.display.channel_arrays(obj, self.names)
         self.scratch = {name: np.empty(arr.shape[1:], np.float32) for name, arr in self.reader.channels.items()}
         self.time = None
 
     def apply(self, obj, t: float, loop_mode: str):
         """Write the sequence state at time t into the carrier's attributes."""
         i0, i1, w = frame_pair(t, self.reader.frame_count, loop_mode)
-        mesh = obj.data
-        index = self.reader.dynamic_index
-        for name, full in self.full.items():
-            if self.reader.is_identity:
-                values = self.reader.frame(name, i0, i1, w, out=full)
+        index, identity = self.reader.dynamic_index, self.reader.is_identity
+        for name in self.names:
+            full = self.full[name]
+            if name == "color":  # RGB in the sequence, the SH DC coefficient on the carrier
+                values = sh.rgb_to_dc(self.reader.frame(name, i0, i1, w, out=self.scratch[name]))
+            elif identity:
+                self.reader.frame(name, i0, i1, w, out=full)
+                continue
             else:
                 values = self.reader.frame(name, i0, i1, w, out=self.scratch[name])
-                scatter(full, index, values)
-            if name == "color":
-                scatter(full, index, sh.rgb_to_dc(values))
-                write_attribute(mesh, "sh_0", "FLOAT_VECTOR", "vector", full)
-                if int(obj.get(DEGREE_PROPERTY, 0)) == 0:
-                    quad_mesh.set_color(mesh, sh.dc_to_rgb(full))
+            if identity:
+                np.copyto(full, values)
             else:
-                quad_mesh.set_core(mesh, name, full)
-        mesh.update()
+                scatter(full, index, values)
+        self.display.write_channels(obj, self.full, self.names)
         self.time = t
 
 
 _PLAYERS: dict[int, SequencePlayer] = {}
-_VIEW: dict[int, tuple] = {}
 
 
 def player(obj) -> SequencePlayer:
@@ -253,7 +250,12 @@ def drop_players():
     for found in _PLAYERS.values():
         found.reader.close()
     _PLAYERS.clear()
-    _VIEW.clear()
+
+
+def played_time(obj) -> float | None:
+    """The sequence time last written to ``obj``, or None (no sequence played on it)."""
+    found = _PLAYERS.get(obj.session_uid)
+    return None if found is None else found.time
 
 
 def time_fcurve(obj):
@@ -290,27 +292,8 @@ def sequence_time(scene, obj, frame: float) -> float:
     return float(settings.time)
 
 
-def update_view_colors(scene, obj, force: bool = False):
-    """Evaluate SH (degree > 0) for the scene camera and write the displayed colour; no-op for degree 0."""
-    degree = int(obj.get(DEGREE_PROPERTY, 0))
-    camera = scene.camera
-    if degree == 0 or camera is None:
-        return
-    found = _PLAYERS.get(obj.session_uid)
-    key = (tuple(camera.matrix_world.translation), None if found is None else found.time)
-    if not force and _VIEW.get(obj.session_uid, (None,))[0] == key:
-        return
-    mesh = obj.data
-    coefficients = quad_mesh.read_sh(mesh, degree)
-    positions = read_attribute(mesh, "position", 3, "vector")
-    eye = np.array(camera.matrix_world.translation, dtype=np.float32)
-    quad_mesh.set_color(mesh, sh.sh_to_rgb(coefficients, positions, eye))
-    mesh.update()
-    _VIEW[obj.session_uid] = (key,)
-
-
 def sequence_objects(scene):
-    return [obj for obj in scene.objects if obj.type == "MESH" and obj.lw_seq.path]
+    return [obj for obj in scene.objects if obj.lw_seq.path and is_carrier(obj)]
 
 
 def carriers(scene):
@@ -329,7 +312,7 @@ def show_frame(scene, obj, frame: float):
     """Bring ``obj`` to the sequence state of scene ``frame``."""
     found = player(obj)
     found.apply(obj, sequence_time(scene, obj, frame), obj.lw_seq.loop_mode)
-    update_view_colors(scene, obj)
+    found.display.view_colors(scene, obj, found.time)
 
 
 def check_sequence(path: str, count: int) -> SequenceReader:
@@ -343,7 +326,7 @@ def check_sequence(path: str, count: int) -> SequenceReader:
 
 def attach_sequence(scene, obj, path: str):
     """Attach the ``.lw4d`` folder ``path`` to carrier ``obj`` and show the current frame."""
-    reader = check_sequence(path, len(obj.data.vertices))
+    reader = check_sequence(path, point_count(obj.data))
     settings = obj.lw_seq
     settings.path = str(path)
     settings.frame_count = reader.frame_count
@@ -363,29 +346,28 @@ def on_frame_change(scene, depsgraph=None):
 
 def on_frame_change_post(scene, depsgraph=None):
     """frame_change_post: write driven sequences (their driver has just been evaluated) and refresh the
-    draw order and view-facing quads for the new frame (every frame of a sequence while rendering, since the
-    Gaussians move; in the viewport for carriers of up to sorting.PLAYBACK_FACING_MAX Gaussians)."""
+    view-dependent state of the quads for the new frame (``quads.display.update_view``: a playing sequence
+    moves its Gaussians)."""
     frame = scene.frame_current + scene.frame_subframe
     for obj in sequence_objects(scene):
         if time_driver(obj) is not None and time_fcurve(obj) is None:
             show_frame(scene, obj, frame)
     for obj in carriers(scene):
-        moving = bool(obj.lw_seq.path)
-        live = rendering() or len(obj.data.vertices) <= sorting.PLAYBACK_FACING_MAX
-        sorting.update_view(scene, obj, force=moving and live, rendering=rendering())
+        display.of(obj).update_view(scene, obj, rendering=rendering(), moving=bool(obj.lw_seq.path))
 
 
 def on_load(_filepath=None, *_args):
     drop_players()
-    sorting.forget()
+    for shown in display.DISPLAYS:
+        shown.forget()
 
 
 def on_depsgraph_update(scene, depsgraph=None):
     for obj in carriers(scene):
-        if int(obj.get(DEGREE_PROPERTY, 0)) > 0:
-            update_view_colors(scene, obj)
+        shown = display.of(obj)
+        shown.view_colors(scene, obj, played_time(obj))
         if not rendering():
-            sorting.update_view(scene, obj)
+            shown.update_view(scene, obj)
 
 
 def on_render_init(scene=None, *_args):
@@ -396,7 +378,7 @@ def on_render_init(scene=None, *_args):
     _RENDERING[0] = True
     scene = scene if scene is not None and hasattr(scene, "render") else bpy.context.scene
     for obj in carriers(scene):
-        sorting.update_view(scene, obj, force=True, rendering=True)
+        display.of(obj).update_view(scene, obj, force=True, rendering=True)
 
 
 def on_render_end(*_args):
@@ -411,7 +393,7 @@ def poll_views():
     scene = getattr(context, "scene", None)
     if scene is not None and not rendering():
         for obj in carriers(scene):
-            sorting.update_view(scene, obj)
+            display.of(obj).update_view(scene, obj)
     return VIEW_POLL_S
 
 
@@ -472,8 +454,7 @@ def unregister():
             handlers.remove(fn)
     if bpy.app.timers.is_registered(poll_views):
         bpy.app.timers.unregister(poll_views)
-    drop_players()
-    sorting.forget()
+    on_load()
     del bpy.types.Object.lw_seq
     while _CLASSES:
         bpy.utils.unregister_class(_CLASSES.pop())

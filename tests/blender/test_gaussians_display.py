@@ -1,4 +1,5 @@
-"""Splat display speed paths: back-to-front order kept in numpy (EEVEE only), viewport points, driven time.
+"""Splat display: the quads' speed paths (Blender 4.2-5.2: back-to-front order kept in numpy for EEVEE, viewport
+points, view-facing ellipses) and what every display must do (stored sRGB colours, driven time, deep stacks).
 
 Carriers are built from decoded folders written with numpy (as in test_gaussians_playback.py); no backend.
 """
@@ -12,6 +13,8 @@ import pytest
 N = 40
 T = 3
 SH_C0 = 0.28209479177387814
+NATIVE = bpy.app.version >= (5, 3, 0)
+quads_only = pytest.mark.skipif(NATIVE, reason="quads are the display of Blender 4.2-5.2; 5.3+ draws native splats")
 
 
 def _decoded(folder, n=N, sequence=None, scale=None, position=None):
@@ -75,6 +78,7 @@ def _sort_input(lw, obj):
     return nodes.get_input(obj.modifiers[nodes.MODIFIER_NAME], nodes.SORT_INPUT)
 
 
+@quads_only
 def test_eevee_draws_back_to_front_and_cycles_keeps_no_order(lw, clean_scene, tmp_path):
     scene = clean_scene
     scene.render.engine = "BLENDER_EEVEE"
@@ -97,6 +101,7 @@ def test_eevee_draws_back_to_front_and_cycles_keeps_no_order(lw, clean_scene, tm
     np.testing.assert_allclose(_instance_locations(obj), arrays["position"], atol=1e-5)
 
 
+@quads_only
 def test_order_is_rewritten_only_when_the_view_changes(lw, clean_scene, tmp_path):
     scene = clean_scene
     scene.render.engine = "BLENDER_EEVEE"
@@ -119,6 +124,7 @@ def test_order_is_rewritten_only_when_the_view_changes(lw, clean_scene, tmp_path
     assert not np.array_equal(first, second)
 
 
+@quads_only
 def test_back_to_front_orders_by_distance_or_depth(lw):
     sorting = lw.lw_blender.splats.quads.sorting
     positions = np.array([[0, 1, 0], [0, 5, 0], [3, 0.5, 0], [0, 3, 0]], np.float32)
@@ -127,6 +133,7 @@ def test_back_to_front_orders_by_distance_or_depth(lw):
     assert sorting.back_to_front(positions, eye, forward, False).tolist() == [1, 3, 0, 2]  # y: 1, 5, 0.5, 3
 
 
+@quads_only
 def test_viewport_points_show_points_in_the_viewport_and_quads_in_renders(lw, clean_scene, tmp_path):
     scene = clean_scene
     nodes = lw.lw_blender.splats.quads.nodes
@@ -169,6 +176,7 @@ def test_viewport_points_show_points_in_the_viewport_and_quads_in_renders(lw, cl
     assert alpha((0.4, 0.0, 0.0)) > 0.3 and alpha((0.0, 0.0, 0.5)) < 0.05
 
 
+@quads_only
 def test_large_carriers_default_to_viewport_points(lw, clean_scene):
     nodes, sm = lw.lw_blender.splats.quads.nodes, lw.lw_blender.splats.quads.material
     mesh = bpy.data.meshes.new("big")
@@ -198,6 +206,10 @@ def test_driven_time_shows_the_current_frame(lw, clean_scene, tmp_path):
         np.testing.assert_allclose(_attr(obj.data, "position", 3), arrays["position"] + [0, 0, 0.5 * t], atol=1e-6)
         assert obj.lw_seq.time == pytest.approx(t)
     # the evaluated display agrees (the post handler's change was evaluated within frame_set)
+    if NATIVE:
+        evaluated = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
+        np.testing.assert_allclose(_attr(evaluated.data, "position", 3), arrays["position"] + [0, 0, 0.25], atol=1e-6)
+        return
     np.testing.assert_allclose(np.sort(_instance_locations(obj)[:, 2]), np.sort(arrays["position"][:, 2] + 0.25),
                                atol=1e-5)
     # a small sequence's view-facing quads follow the moving Gaussians during playback (no view change)
@@ -265,10 +277,11 @@ def test_a_scene_with_its_own_objects_keeps_its_view_transform(lw, clean_scene, 
     folder, _ = _decoded(tmp_path / "d")
     lw.lw_blender.splats.carrier.load_decoded(bpy.context, folder, "g")
     assert scene.view_settings.view_transform == before != "Standard"
-    assert scene.cycles.transparent_max_bounces == lw.lw_blender.splats.carrier.TRANSPARENT_BOUNCES
-    scene.cycles.transparent_max_bounces = 512  # a higher limit is kept
-    lw.lw_blender.splats.carrier.load_decoded(bpy.context, folder, "g2")
-    assert scene.cycles.transparent_max_bounces == 512
+    if not NATIVE:  # quads are transparent surfaces to Cycles: stacked layers need more than the default 8
+        assert scene.cycles.transparent_max_bounces == lw.lw_blender.splats.quads.display.TRANSPARENT_BOUNCES
+        scene.cycles.transparent_max_bounces = 512  # a higher limit is kept
+        lw.lw_blender.splats.carrier.load_decoded(bpy.context, folder, "g2")
+        assert scene.cycles.transparent_max_bounces == 512
     scene.view_settings.look = "AgX - Punchy"
     assert bpy.ops.lw.splat_colors() == {"FINISHED"}  # the panel's button when the user wants the photo's colours
     assert (scene.view_settings.view_transform, scene.view_settings.look) == ("Standard", "None")
@@ -281,6 +294,7 @@ def _quat_matrix(q):
                      np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], 1)], 1)
 
 
+@quads_only
 def test_facing_quads_carry_the_projected_covariance(lw):
     """Each quad faces the view (normal = viewing direction) and its two sigmas and axes give back the marginal
     of the 3D covariance across the view: E^T Sigma E in any basis E of the quad plane."""
@@ -306,6 +320,7 @@ def test_facing_quads_carry_the_projected_covariance(lw):
     assert (sig[:, 2] < sig[:, 1]).all() and (sig[:, 1] <= sig[:, 0] + 1e-7).all()
 
 
+@quads_only
 def test_a_gaussian_seen_edge_on_to_its_quad_plane_still_renders_its_projected_ellipse(lw, clean_scene, tmp_path):
     """The quad of a Gaussian lies in the plane of its two largest axes; seen edge-on to that plane it used to
     render as a sliver. With the view-facing frame the render shows its projected ellipse: vertical sigma 0.25 m
@@ -340,6 +355,7 @@ def test_a_gaussian_seen_edge_on_to_its_quad_plane_still_renders_its_projected_e
     assert abs(alpha_at((0.3, 0, 0)) - np.exp(-0.5)) < 0.12  # one horizontal sigma right
 
 
+@quads_only
 def test_large_carriers_get_facing_quads_in_renders_only(lw, clean_scene, tmp_path, monkeypatch):
     sorting = lw.lw_blender.splats.quads.sorting
     scene = clean_scene
@@ -355,6 +371,7 @@ def test_large_carriers_get_facing_quads_in_renders_only(lw, clean_scene, tmp_pa
     assert sorting.VIEW_ROTATION in obj.data.attributes
 
 
+@quads_only
 def test_many_overlapping_splats_render_without_holes_in_cycles(lw, clean_scene, tmp_path):
     """80 faint splats one behind the other (the low-alpha skirts of a world's stacked sky layers): with Blender's
     default of 8 transparent bounces Cycles cuts the ray short and the pixel goes dark; the import raises it."""

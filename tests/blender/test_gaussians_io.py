@@ -1,7 +1,8 @@
-"""Import / export of Gaussians through the installed add-on and a real backend (bpy.ops.lw.*).
+"""Import / export of Gaussians through the installed add-on (bpy.ops.lw.*); .lw4d and renders with a real backend.
 
 Test files are written by the backend's own writers (backend.io.ply / backend.io.lw4d) run in the backend's
-environment, from arrays made here.
+environment, from arrays made here. A .ply is read and written by the add-on itself (no backend); its export
+round-trips the file bit for bit, on native splats (Blender 5.3+) and quads alike.
 """
 
 import json
@@ -20,6 +21,7 @@ N = 5
 T = 3
 DYNAMIC = np.array([1, 3], dtype=np.int64)
 SH_C0 = 0.28209479177387814
+NATIVE = bpy.app.version >= (5, 3, 0)
 
 _WRITER = textwrap.dedent("""
     import sys, numpy as np
@@ -62,39 +64,44 @@ def _write(tmp_path, raw, path, kind):
     return path
 
 
-def _attr(obj, name, width, key="vector"):
-    out = np.empty(len(obj.data.vertices) * width, np.float32)
-    obj.data.attributes[name].data.foreach_get(key, out)
-    return out.reshape(-1, width) if width > 1 else out
-
-
 def _decoded(raw):
     return {"position": raw["means"], "scale": np.exp(raw["log_scales"]), "rotation": raw["quats"],
             "opacity": 1.0 / (1.0 + np.exp(-raw["opacity_logits"]))}
 
 
+def _values(obj):
+    import importlib
+
+    return importlib.import_module("bl_ext.user_default.livingworld").lw_blender.splats.carrier.read(obj)
+
+
 def _assert_carrier_holds(obj, raw, atol=1e-6):
-    dec = _decoded(raw)
-    np.testing.assert_allclose(_attr(obj, "position", 3), dec["position"], atol=atol)
-    np.testing.assert_allclose(_attr(obj, "scale", 3), dec["scale"], rtol=1e-5)
-    np.testing.assert_allclose(_attr(obj, "rotation", 4, "value"), dec["rotation"], atol=atol)
-    np.testing.assert_allclose(_attr(obj, "opacity", 1, "value"), dec["opacity"], atol=atol)
-    for k in range(raw["sh"].shape[1]):
-        np.testing.assert_allclose(_attr(obj, f"sh_{k}", 3), raw["sh"][:, k], atol=atol)
+    dec, now = _decoded(raw), _values(obj)
+    np.testing.assert_allclose(now.position, dec["position"], atol=atol)
+    np.testing.assert_allclose(now.scale, dec["scale"], rtol=1e-5)
+    np.testing.assert_allclose(now.rotation, dec["rotation"], atol=atol)
+    np.testing.assert_allclose(now.opacity, dec["opacity"], atol=atol)
+    np.testing.assert_allclose(now.sh, raw["sh"], atol=atol)
 
 
-def test_import_ply_through_the_backend_gives_a_displayed_carrier(backend, clean_scene, tmp_path):
+def test_import_ply_gives_a_carrier_in_this_blenders_display_without_a_backend(lw, clean_scene, tmp_path):
+    lw.lw_blender.connection.jobs.stop_backend(bpy.context)
     raw = _raw()
     ply = _write(tmp_path, raw, tmp_path / "scene.ply", "ply")
     assert bpy.ops.lw.import_gaussians(filepath=str(ply)) == {"FINISHED"}
+    assert lw.lw_blender.connection.process.current() is None  # read in Blender: no backend started
     obj = bpy.data.objects["scene"]
-    assert obj.name in clean_scene.objects and len(obj.data.vertices) == N
+    assert obj.name in clean_scene.objects and len(obj.data.attributes["position"].data) == N
     _assert_carrier_holds(obj, raw)
     assert obj["lw_source"] == str(ply) and obj["lw_sh_degree"] == 1 and obj.lw_seq.path == ""
-    assert obj.modifiers["LW Splats"].type == "NODES"
     depsgraph = bpy.context.evaluated_depsgraph_get()
-    instances = [i for i in depsgraph.object_instances if i.is_instance and i.parent.name == obj.name]
-    assert len(instances) == N
+    if NATIVE:
+        assert obj.type == "POINTCLOUD" and obj.data.type == "GAUSSIAN_SPLAT" and not obj.modifiers
+        assert len(obj.evaluated_get(depsgraph).data.points) == N
+    else:
+        assert obj.modifiers["LW Splats"].type == "NODES"
+        instances = [i for i in depsgraph.object_instances if i.is_instance and i.parent.name == obj.name]
+        assert len(instances) == N
 
 
 def test_import_lw4d_attaches_the_sequence(backend, clean_scene, tmp_path):
@@ -109,25 +116,80 @@ def test_import_lw4d_attaches_the_sequence(backend, clean_scene, tmp_path):
     clean_scene.frame_set(2, subframe=0.5)  # t = 1.5
     expected = raw["means"].copy()
     expected[DYNAMIC] = 0.5 * ch["position"][1] + 0.5 * ch["position"][2]
-    np.testing.assert_allclose(_attr(obj, "position", 3), expected, atol=1e-6)
+    np.testing.assert_allclose(_values(obj).position, expected, atol=1e-6)
     opacity = _decoded(raw)["opacity"]
     opacity[DYNAMIC] = 0.5 * ch["opacity"][1] + 0.5 * ch["opacity"][2]
-    np.testing.assert_allclose(_attr(obj, "opacity", 1, "value"), opacity, atol=1e-6)
+    np.testing.assert_allclose(_values(obj).opacity, opacity, atol=1e-6)
 
 
-def test_export_round_trips_every_attribute(backend, clean_scene, tmp_path):
-    raw = _raw(degree=2)
+@pytest.mark.parametrize("degree", [0, 3])
+def test_ply_import_then_export_gives_the_same_file_byte_for_byte(addon, clean_scene, tmp_path, degree):
+    raw = _raw(degree=degree)
+    raw["quats"] = raw["quats"] * np.float32(2.5)  # INRIA files hold unnormalised quaternions: kept as they are
+    raw["opacity_logits"][0] = 25.0  # an opacity that rounds to 1.0 in float32: the logit survives anyway
     ply = _write(tmp_path, raw, tmp_path / "orig.ply", "ply")
     assert bpy.ops.lw.import_gaussians(filepath=str(ply)) == {"FINISHED"}
     out = tmp_path / "exported.ply"
     assert bpy.ops.lw.export_gaussians(filepath=str(out)) == {"FINISHED"}
+    assert out.read_bytes() == ply.read_bytes()
     assert bpy.ops.lw.import_gaussians(filepath=str(out)) == {"FINISHED"}
     again = bpy.data.objects["exported"]
-    _assert_carrier_holds(again, raw, atol=1e-5)
-    assert again["lw_sh_degree"] == 2
+    assert again["lw_sh_degree"] == degree
+    first, second = _values(bpy.data.objects["orig"]), _values(again)
+    for name in ("position", "scale", "rotation", "opacity", "sh"):
+        np.testing.assert_array_equal(getattr(second, name), getattr(first, name))
 
 
-@pytest.mark.parametrize("case", ["missing", "broken_manifest", "not_gaussians"])
+def test_export_of_changed_gaussians_writes_their_new_values(lw, clean_scene, tmp_path):
+    raw = _raw(degree=1)
+    ply = _write(tmp_path, raw, tmp_path / "orig.ply", "ply")
+    assert bpy.ops.lw.import_gaussians(filepath=str(ply)) == {"FINISHED"}
+    obj = bpy.data.objects["orig"]
+    now = _values(obj)
+    opacity = now.opacity.copy()
+    opacity[2] = 0.25  # one Gaussian edited (a played frame, a script): its file logit no longer applies
+    name, key = ("radiance:base", "vector") if NATIVE else ("opacity", "value")
+    values = np.concatenate([now.sh[:, 0], opacity[:, None]], axis=1) if NATIVE else opacity
+    obj.data.attributes[name].data.foreach_set(key, np.ascontiguousarray(values, np.float32).ravel())
+    out = tmp_path / "edited.ply"
+    assert bpy.ops.lw.export_gaussians(filepath=str(out)) == {"FINISHED"}
+    assert bpy.ops.lw.import_gaussians(filepath=str(out)) == {"FINISHED"}
+    again = _values(bpy.data.objects["edited"])
+    np.testing.assert_array_equal(again.opacity, opacity)  # exact, the edited one included
+    np.testing.assert_array_equal(again.sh, now.sh)
+
+
+def test_export_to_a_missing_folder_fails_before_writing_anything(lw, clean_scene, tmp_path):
+    ply = _write(tmp_path, _raw(0), tmp_path / "orig.ply", "ply")
+    assert bpy.ops.lw.import_gaussians(filepath=str(ply)) == {"FINISHED"}
+    with pytest.raises(RuntimeError, match="does not exist"):
+        bpy.ops.lw.export_gaussians(filepath=str(tmp_path / "nowhere" / "out.ply"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays.npz", "orig.ply"]
+
+
+def _bad_ply(tmp_path, case):
+    """A damaged copy of a valid degree-1 PLY and the words its error must contain."""
+    good = _write(tmp_path, _raw(1), tmp_path / "good.ply", "ply").read_bytes()
+    header, body = good.split(b"end_header\n", 1)
+    path = tmp_path / f"{case}.ply"
+    if case == "truncated":
+        path.write_bytes(good[: len(good) - 100])
+        return path, "truncated"
+    if case == "ascii":
+        path.write_bytes(header.replace(b"binary_little_endian", b"ascii") + b"end_header\n")
+        return path, "ascii PLY is not supported"
+    if case == "nan":
+        values = np.frombuffer(body, np.float32).copy()
+        values[2 * 26 + 10] = np.nan  # Gaussian 2, property 10 (f_rest_1): 26 floats per degree-1 row
+        path.write_bytes(header + b"end_header\n" + values.tobytes())
+        return path, r"NaN or infinite values in f_rest_1 \(1\)"
+    path.write_bytes(header.replace(b"property float opacity\n", b"property float opacity_x\n") + b"end_header\n"
+                     + body)
+    return path, "missing properties opacity"
+
+
+@pytest.mark.parametrize("case", ["missing", "broken_manifest", "not_gaussians", "truncated", "ascii", "nan",
+                                  "no_opacity"])
 def test_bad_input_reports_a_clear_error_and_leaves_the_scene_unchanged(backend, clean_scene, tmp_path, case):
     if case == "missing":
         path, message = tmp_path / "nowhere.ply", "does not exist"
@@ -135,14 +197,16 @@ def test_bad_input_reports_a_clear_error_and_leaves_the_scene_unchanged(backend,
         seq = _write(tmp_path, _raw(0), tmp_path / "broken.lw4d", "lw4d")
         (seq / "manifest.json").write_text(json.dumps({"format": "lw4d", "version": 1, "frame_count": "many"}))
         path, message = seq, "manifest"
-    else:
+    elif case == "not_gaussians":
         path = tmp_path / "notes.txt"
         path.write_text("hello")
         message = "neither a .ply file nor a .lw4d"
-    before = (len(bpy.data.objects), len(bpy.data.meshes), len(clean_scene.objects))
+    else:
+        path, message = _bad_ply(tmp_path, case)
+    before = (len(bpy.data.objects), len(bpy.data.meshes), len(bpy.data.pointclouds), len(clean_scene.objects))
     with pytest.raises(RuntimeError, match=message):
         bpy.ops.lw.import_gaussians(filepath=str(path))
-    assert (len(bpy.data.objects), len(bpy.data.meshes), len(clean_scene.objects)) == before
+    assert (len(bpy.data.objects), len(bpy.data.meshes), len(bpy.data.pointclouds), len(clean_scene.objects)) == before
 
 
 def _splats_facing_y():

@@ -1,5 +1,7 @@
 """Gaussians carrier, splat display, .lw4d playback with keyframes, reload and Blender renders (no backend).
 
+On Blender 5.3+ carriers are native splat point clouds, before that quads: the playback tests read the carrier
+back through ``splats.carrier.read`` (either layout) and the layout tests check the one this Blender uses.
 Decoded folders and .lw4d folders are written here with numpy (plain .npy + JSON, the formats of
 docs/ARCHITECTURE.md); base.ply is only read by the backend, so these sequences leave it out.
 """
@@ -15,6 +17,7 @@ from bpy_extras.object_utils import world_to_camera_view
 from mathutils import Vector
 
 SH_C0 = 0.28209479177387814
+NATIVE = bpy.app.version >= (5, 3, 0)
 T = 4  # frames
 N = 3  # Gaussians; 0 and 2 move, 1 is static
 DYNAMIC = np.array([0, 2], dtype=np.int64)
@@ -80,9 +83,14 @@ def _write_decoded(folder, sequence=None, degree=0):
 
 
 def _attr(obj, name, width, key="vector"):
-    out = np.empty(len(obj.data.vertices) * width, np.float32)
+    out = np.empty(len(obj.data.attributes["position"].data) * width, np.float32)
     obj.data.attributes[name].data.foreach_get(key, out)
     return out.reshape(-1, width) if width > 1 else out
+
+
+def _values(lw, obj):
+    """The carrier's current Gaussians, whichever display it has."""
+    return lw.lw_blender.splats.carrier.read(obj)
 
 
 def _expected(t_frame_a, t_frame_b, w):
@@ -105,24 +113,42 @@ def carrier(lw, clean_scene, tmp_path):
     return obj
 
 
-def test_load_decoded_writes_every_array_into_named_attributes(lw, clean_scene, tmp_path):
+def test_load_decoded_writes_every_array_into_the_displays_attributes(lw, clean_scene, tmp_path):
     obj = lw.lw_blender.splats.carrier.load_decoded(bpy.context, _write_decoded(tmp_path / "d", degree=1), "g")
     base = _base()
-    attrs = obj.data.attributes
-    assert (attrs["scale"].data_type, attrs["rotation"].data_type, attrs["opacity"].data_type) == (
-        "FLOAT_VECTOR", "QUATERNION", "FLOAT")
+    types = {a.name: a.data_type for a in obj.data.attributes}
+    if NATIVE:  # Blender's own splat layout, drawn by Blender: no modifier, no material
+        assert obj.type == "POINTCLOUD" and obj.data.type == "GAUSSIAN_SPLAT"
+        assert {k: types[k] for k in ("position", "radiance:base", "scale", "rotation", "radiance:sh_0",
+                                      "radiance:sh_2")} == {
+            "position": "FLOAT_VECTOR", "radiance:base": "FLOAT4", "scale": "FLOAT_VECTOR",
+            "rotation": "QUATERNION", "radiance:sh_0": "FLOAT_VECTOR", "radiance:sh_2": "FLOAT_VECTOR"}
+        assert "radiance:sh_3" not in types and not obj.modifiers and not obj.data.materials
+        rgba = _attr(obj, "radiance:base", 4)
+        np.testing.assert_array_equal(rgba[:, :3], base["sh"][:, 0])
+        np.testing.assert_array_equal(rgba[:, 3], base["opacity"])
+        for k in range(3):
+            np.testing.assert_array_equal(_attr(obj, f"radiance:sh_{k}", 3), base["sh1"][:, k])
+    else:
+        assert obj.type == "MESH"
+        assert (types["scale"], types["rotation"], types["opacity"]) == ("FLOAT_VECTOR", "QUATERNION", "FLOAT")
+        np.testing.assert_array_equal(_attr(obj, "opacity", 1, "value"), base["opacity"])
+        np.testing.assert_array_equal(_attr(obj, "sh_0", 3), base["sh"][:, 0])
+        for k in range(3):
+            np.testing.assert_array_equal(_attr(obj, f"sh_{k + 1}", 3), base["sh1"][:, k])
+        assert obj.modifiers["LW Splats"].node_group.name == "LW Splats"
+        assert obj.data.materials[0].name == "LW Splat"
     np.testing.assert_array_equal(_attr(obj, "position", 3), base["position"])
     np.testing.assert_array_equal(_attr(obj, "scale", 3), base["scale"])
     np.testing.assert_array_equal(_attr(obj, "rotation", 4, "value"), base["rotation"])
-    np.testing.assert_array_equal(_attr(obj, "opacity", 1, "value"), base["opacity"])
-    np.testing.assert_array_equal(_attr(obj, "sh_0", 3), base["sh"][:, 0])
-    for k in range(3):
-        np.testing.assert_array_equal(_attr(obj, f"sh_{k + 1}", 3), base["sh1"][:, k])
     assert obj["lw_source"] == "synthetic.ply" and obj["lw_sh_degree"] == 1
-    assert obj.modifiers["LW Splats"].node_group.name == "LW Splats"
-    assert obj.data.materials[0].name == "LW Splat"
+    back = _values(lw, obj)
+    assert back.sh_degree == 1
+    np.testing.assert_array_equal(back.sh, np.concatenate([base["sh"], base["sh1"]], axis=1))
+    np.testing.assert_array_equal(back.opacity, base["opacity"])
 
 
+@pytest.mark.skipif(NATIVE, reason="native splats: Blender evaluates the SH itself (test_native_splats)")
 def test_sh_degree_1_colour_follows_the_camera(lw, clean_scene, tmp_path):
     scene = clean_scene
     cam = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
@@ -150,35 +176,57 @@ def test_sh_degree_1_colour_follows_the_camera(lw, clean_scene, tmp_path):
     assert np.abs(moved - reference((0, -4, 0))).max() > 0.01
 
 
-def test_playback_follows_the_scene_frame_and_interpolates(carrier, clean_scene):
+def test_playback_follows_the_scene_frame_and_interpolates(lw, carrier, clean_scene):
     scene = clean_scene
     assert scene.render.use_lock_interface
     assert carrier.lw_seq.frame_count == T and carrier.lw_seq.loop_mode == "ONCE"
     ch, base = _channels(), _base()
     scene.frame_set(3)  # t = 2
     pos, opacity = _expected(2, 3, 0.0)
-    np.testing.assert_allclose(_attr(carrier, "position", 3), pos, atol=1e-6)
-    np.testing.assert_allclose(_attr(carrier, "opacity", 1, "value"), opacity, atol=1e-6)
-    np.testing.assert_allclose(_attr(carrier, "scale", 3)[DYNAMIC], ch["scale"][2], atol=1e-6)
-    np.testing.assert_allclose(_attr(carrier, "rotation", 4, "value")[DYNAMIC], ch["rotation"][2], atol=1e-6)
-    np.testing.assert_array_equal(_attr(carrier, "scale", 3)[1], base["scale"][1])  # static one untouched
+    now = _values(lw, carrier)
+    np.testing.assert_allclose(now.position, pos, atol=1e-6)
+    np.testing.assert_allclose(now.opacity, opacity, atol=1e-6)
+    np.testing.assert_allclose(now.scale[DYNAMIC], ch["scale"][2], atol=1e-6)
+    np.testing.assert_allclose(now.rotation[DYNAMIC], ch["rotation"][2], atol=1e-6)
+    np.testing.assert_array_equal(now.scale[1], base["scale"][1])  # static one untouched
+    np.testing.assert_array_equal(now.sh[:, 0], base["sh"][:, 0])  # no colour channel: colours stay
     scene.frame_set(2, subframe=0.25)  # t = 1.25
     pos, opacity = _expected(1, 2, 0.25)
-    np.testing.assert_allclose(_attr(carrier, "position", 3), pos, atol=1e-6)
-    np.testing.assert_allclose(_attr(carrier, "opacity", 1, "value"), opacity, atol=1e-6)
-    rot = _attr(carrier, "rotation", 4, "value")[DYNAMIC]
+    now = _values(lw, carrier)
+    np.testing.assert_allclose(now.position, pos, atol=1e-6)
+    np.testing.assert_allclose(now.opacity, opacity, atol=1e-6)
     a, b = ch["rotation"][1], ch["rotation"][2]
     b = b * np.sign(np.sum(a * b, axis=1, keepdims=True))
-    np.testing.assert_allclose(rot, _unit(0.75 * a + 0.25 * b), atol=1e-6)
+    np.testing.assert_allclose(now.rotation[DYNAMIC], _unit(0.75 * a + 0.25 * b), atol=1e-6)
     assert carrier.lw_seq.time == pytest.approx(1.25)
-    # the evaluated display follows: one instance per Gaussian at the new positions
+    # the evaluated object follows: native splats hold the new positions; quads one instance per Gaussian there
     depsgraph = bpy.context.evaluated_depsgraph_get()
+    if NATIVE:
+        evaluated = carrier.evaluated_get(depsgraph)
+        assert evaluated.data.type == "GAUSSIAN_SPLAT"
+        np.testing.assert_allclose(_attr(evaluated, "position", 3), pos, atol=1e-6)
+        return
     locations = sorted(tuple(round(v, 5) for v in inst.matrix_world.translation)
                        for inst in depsgraph.object_instances if inst.is_instance and inst.parent.name == carrier.name)
     assert locations == sorted(tuple(round(float(v), 5) for v in p) for p in pos)
 
 
-def test_keyframed_time_wins_over_the_scene_frame(carrier, clean_scene):
+def test_colour_channel_plays_as_the_dc_coefficient(lw, clean_scene, tmp_path):
+    rgb = np.stack([np.linspace(0.1, 0.9, T, dtype=np.float32)] * 3, axis=1)[:, None, :].repeat(len(DYNAMIC), 1)
+    seq = _write_sequence(tmp_path / "glow.lw4d", channels={**_channels(), "color": np.ascontiguousarray(rgb)})
+    clean_scene.frame_start = 1
+    clean_scene.frame_set(1)
+    obj = lw.lw_blender.splats.carrier.load_decoded(bpy.context, _write_decoded(tmp_path / "d", seq), "glow")
+    clean_scene.frame_set(2, subframe=0.5)  # t = 1.5
+    now = _values(lw, obj)
+    expected = 0.5 * rgb[1] + 0.5 * rgb[2]
+    np.testing.assert_allclose(now.sh[DYNAMIC, 0], (expected - 0.5) / SH_C0, atol=1e-5)
+    np.testing.assert_allclose(now.color[DYNAMIC], expected, atol=1e-5)
+    np.testing.assert_array_equal(now.sh[1, 0], _base()["sh"][1, 0])  # the static Gaussian keeps its colour
+    np.testing.assert_allclose(now.opacity, _expected(1, 2, 0.5)[1], atol=1e-6)  # opacity shares radiance:base
+
+
+def test_keyframed_time_wins_over_the_scene_frame(lw, carrier, clean_scene):
     scene = clean_scene
     carrier.lw_seq.time = 0.0
     carrier.keyframe_insert("lw_seq.time", frame=1)
@@ -189,8 +237,8 @@ def test_keyframed_time_wins_over_the_scene_frame(carrier, clean_scene):
         key.interpolation = "LINEAR"
     scene.frame_set(6)  # halfway: t = 1.5, where the scene mapping alone would give t = 5
     pos, opacity = _expected(1, 2, 0.5)
-    np.testing.assert_allclose(_attr(carrier, "position", 3), pos, atol=1e-6)
-    np.testing.assert_allclose(_attr(carrier, "opacity", 1, "value"), opacity, atol=1e-6)
+    np.testing.assert_allclose(_values(lw, carrier).position, pos, atol=1e-6)
+    np.testing.assert_allclose(_values(lw, carrier).opacity, opacity, atol=1e-6)
     assert carrier.lw_seq.time == pytest.approx(1.5)
 
 
@@ -240,7 +288,7 @@ def test_playback_survives_save_and_reload(carrier, clean_scene, tmp_path):
 
 
 def test_broken_sequence_is_rejected_before_the_scene_changes(lw, clean_scene, tmp_path):
-    objects, meshes = len(bpy.data.objects), len(bpy.data.meshes)
+    objects, meshes, clouds = len(bpy.data.objects), len(bpy.data.meshes), len(bpy.data.pointclouds)
     bad = _write_sequence(tmp_path / "bad.lw4d", manifest_extra={"count": N + 5})
     with pytest.raises(lw.lw_blender.splats.data.GaussianDataError, match="animates 8 Gaussians"):
         lw.lw_blender.splats.carrier.load_decoded(bpy.context, _write_decoded(tmp_path / "d", bad), "bad")
@@ -248,7 +296,7 @@ def test_broken_sequence_is_rejected_before_the_scene_changes(lw, clean_scene, t
     np.save(truncated / "position.npy", _channels()["position"][:2])
     with pytest.raises(lw.lw_blender.splats.data.GaussianDataError, match="position.npy"):
         lw.lw_blender.splats.carrier.load_decoded(bpy.context, _write_decoded(tmp_path / "d2", truncated), "bad")
-    assert (len(bpy.data.objects), len(bpy.data.meshes)) == (objects, meshes)
+    assert (len(bpy.data.objects), len(bpy.data.meshes), len(bpy.data.pointclouds)) == (objects, meshes, clouds)
 
 
 def _camera(scene, size):
@@ -310,7 +358,7 @@ def test_eevee_render_shows_blended_splats(carrier, clean_scene, tmp_path):
     scene = clean_scene
     cam = _camera(scene, 32)
     scene.render.engine = "BLENDER_EEVEE"
-    scene.eevee.taa_render_samples = 1
+    scene.eevee.taa_render_samples = 16 if NATIVE else 1  # native splats blend stochastically over the samples
     scene.frame_set(1)
     scene.render.filepath = str(tmp_path / "eevee.png")
     bpy.ops.render.render(write_still=True)

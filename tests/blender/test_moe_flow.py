@@ -1,6 +1,8 @@
 """MoE-GS in Blender through the installed extension and a real backend: train (experts, router, pruning,
-distillation, evaluation) -> metrics + preview in the scene; import the mixture or an expert -> a carrier that
-plays, the frame range and the held-out camera; bad folders; cancel mid-train.
+distillation, evaluation) -> metrics + preview in the scene, every importable model with its own held-out score;
+import the baked mixture, an expert or the distilled student -> a carrier that plays, the frame range and the
+held-out camera; the true mixture rendered by the backend along the camera's path -> an image strip; bad folders;
+cancel mid-train.
 
 The dataset is the generator's tiny preset (4 cameras x 6 frames, 96 x 72), made once per session; training runs
 3 steps per expert at half resolution, so every backend job takes seconds on a CPU. Held-out camera conversions
@@ -23,7 +25,7 @@ from mathutils import Vector
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = {"experts": {"deformation", "trajectory", "embedding"}, "iterations": 3, "downsample": 2.0, "router": True,
          "router_iterations": 3, "prune": True, "distill": "trajectory", "distill_iterations": 2, "router_views": 1,
-         "gate": "PARAM", "joint": True, "frame_start": 1, "expert_bias": False}
+         "gate": "PARAM", "joint": True, "frame_start": 1, "expert_bias": True, "router_kind": "VOLUME_PIXEL"}
 _RUN: dict = {}  # the run trained once per module (by the first test that needs it)
 
 
@@ -63,7 +65,7 @@ def trained(scene, moe_dataset) -> dict:
 
 
 def _positions(obj) -> np.ndarray:
-    out = np.empty(len(obj.data.vertices) * 3, np.float32)
+    out = np.empty(len(obj.data.attributes["position"].data) * 3, np.float32)
     obj.data.attributes["position"].data.foreach_get("vector", out)
     return out.reshape(-1, 3)
 
@@ -84,14 +86,15 @@ def test_train_stores_run_metrics_and_preview(scene, moe_dataset):
     assert s.dataset == str(moe_dataset.resolve()) and s.trained == "deformation,trajectory,embedding"
     assert s.held_out == "cam00" and s.has_mixture
     kinds = [m.kind for m in s.metrics]
-    assert kinds == ["expert", "expert", "expert", "moe", "pruned", "distilled", "finetuned"]
+    assert kinds == ["expert", "expert", "expert", "moe", "pruned", "baked", "distilled", "finetuned"]
     report = json.loads((run_dir / "report.json").read_text())
     # one training camera kept from the experts for the router (the tiny rig: cam00 held out, cam01-03 training)
     assert len(json.loads((run_dir / "run.json").read_text())["router_views"]) == 1
     assert json.loads((run_dir / "run.json").read_text())["frames"] == 5  # frames 1-5 of the tiny dataset's 6
     mixture = json.loads((run_dir / "mixture" / "report.json").read_text())
-    assert mixture["router"]["router"]["gate"] == "param" and mixture["router"]["joint"] is True  # as asked
-    assert mixture["router"]["router"]["expert_bias"] is False  # on by default: off as asked
+    assert mixture["router"]["router"]["kind"] == "volume_pixel" and mixture["router"]["joint"] is True  # as asked
+    assert mixture["router"]["router"]["expert_bias"] is False  # the volume router's option: not sent for this kind
+    assert mixture["router"]["router"]["temperature"] == 0.01  # the paper's recipe
     for m in s.metrics:
         values = (m.psnr, m.ssim, m.fps, m.size_mb)
         assert all(isinstance(v, float) and math.isfinite(v) for v in values), (m.name, values)
@@ -99,12 +102,17 @@ def test_train_stores_run_metrics_and_preview(scene, moe_dataset):
     by_name = {m.name: m for m in s.metrics}
     for name in ("deformation", "embedding"):  # the fourth family (E-D3DGS) trains and scores like the others
         assert by_name[name].psnr == pytest.approx(report["experts"][name]["psnr"], abs=1e-4)
-    assert by_name["MoE"].psnr == pytest.approx(mixture["moe"]["psnr"], abs=1e-4)
-    assert by_name["MoE pruned"].gaussians == mixture["pruned"]["after"] < by_name["MoE"].gaussians
+    assert by_name["MoE (render only)"].psnr == pytest.approx(mixture["moe"]["psnr"], abs=1e-4)
+    assert by_name["MoE pruned (render only)"].gaussians == mixture["pruned"]["after"] < by_name["MoE (render only)"].gaussians
+    # the baked cloud Import brings is scored as it is, and it is not the per-pixel mixture's score
+    baked = by_name["MoE baked cloud"]
+    assert baked.psnr == pytest.approx(mixture["baked"]["psnr"], abs=1e-4) and baked.psnr != by_name["MoE (render only)"].psnr
+    assert baked.gaussians == json.loads((run_dir / "mixture" / "mixture.lw4d" / "manifest.json").read_text())["count"]
     assert by_name["trajectory distilled"].kind == "distilled"
-    importable = {"MIXTURE": by_name["MoE"].psnr, **{m.name: m.psnr for m in s.metrics if m.kind == "expert"}}
-    assert s.import_expert == max(importable, key=importable.get)  # Import starts on the best held-out model
-    assert s.best.startswith("Best: ") and ("MoE" in s.best)
+    importable = {"MIXTURE": baked.psnr, "DISTILLED": by_name["trajectory distilled"].psnr,
+                  **{m.name: m.psnr for m in s.metrics if m.kind == "expert"}}
+    assert s.import_expert == max(importable, key=importable.get)  # Import starts on the best importable model
+    assert s.best.startswith("Best importable: ") and "true MoE" in s.best and "render only" in s.best
     image = bpy.data.images["LW MoE Preview"]
     assert image.packed_file is not None
     px = _pixels(image)
@@ -119,7 +127,7 @@ def test_import_mixture_plays_with_frame_range_and_held_out_camera(trained):
     assert bpy.ops.lw.moe_import(directory=trained["run_dir"], expert="MIXTURE") == {"FINISHED"}
     obj = bpy.context.active_object
     manifest = json.loads((Path(trained["run_dir"]) / "mixture" / "mixture.lw4d" / "manifest.json").read_text())
-    assert obj.name.endswith("mixture") and len(obj.data.vertices) == manifest["count"]
+    assert obj.name.endswith("mixture") and len(obj.data.attributes["position"].data) == manifest["count"]
     assert obj.lw_seq.frame_count == manifest["frame_count"] == 5  # the run trained on frames 1-5
     assert (scene.frame_start, scene.frame_end) == (1, 5) and scene.render.fps == 30
     scene.frame_set(1)
@@ -227,6 +235,39 @@ def test_cancel_mid_train_ends_the_chain_and_the_addon_stays_usable(scene, lw, m
     assert _rt().job_state == "succeeded" and bpy.ops.lw.moe_train.poll()
 
 
+def test_import_distilled_student_brings_the_scored_model(trained):
+    assert bpy.ops.lw.moe_import(directory=trained["run_dir"], expert="DISTILLED", camera=False) == {"FINISHED"}
+    obj = bpy.context.active_object
+    mixture = json.loads((Path(trained["run_dir"]) / "mixture" / "report.json").read_text())
+    assert obj.name.endswith("distilled") and len(obj.data.attributes["position"].data) == mixture["distilled"]["num_gaussians"]
+    assert obj.lw_seq.frame_count == 5
+
+
+def test_render_true_mixture_along_the_camera_path_is_an_image_strip(trained):
+    scene = bpy.context.scene
+    assert bpy.ops.lw.moe_import(directory=trained["run_dir"], expert="trajectory") == {"FINISHED"}  # camera, range
+    cam = scene.camera
+    cam.location.x += 0.3  # a path of its own: two keys, so every frame is a different view
+    cam.keyframe_insert("location", frame=scene.frame_start)
+    cam.location.x -= 0.6
+    cam.keyframe_insert("location", frame=scene.frame_end)
+    assert bpy.ops.lw.moe_render(directory=trained["run_dir"]) == {"FINISHED"}
+    strip = scene.sequence_editor.strips["MoE mixture render (LW MoE Held-out Camera)"]
+    assert strip.type == "IMAGE" and len(strip.elements) == scene.frame_end - scene.frame_start + 1 == 5
+    assert strip.frame_start == scene.frame_start
+    assert "true per-pixel mixture" in scene.lw.moe.render_note and "backend" in scene.lw.moe.render_note
+    folder = Path(bpy.path.abspath(strip.directory))
+    frames = []
+    for element in strip.elements:
+        image = bpy.data.images.load(str(folder / element.filename))
+        frames.append(_pixels(image))
+        assert tuple(image.size) == (scene.render.resolution_x, scene.render.resolution_y)
+    assert all(f[..., :3].std() > 0.02 for f in frames)  # pictures, not flat fills
+    assert np.abs(frames[0] - frames[-1]).max() > 0.05  # the camera moved and time went on
+    with pytest.raises(RuntimeError, match="not a MoE-GS run folder"):
+        bpy.ops.lw.moe_render(directory=str(Path(trained["run_dir"]).parent))
+
+
 # --- held-out camera conversion (no backend) ----------------------------------------------------------------------
 
 def _pixel(scene, cam, point) -> np.ndarray:
@@ -298,17 +339,21 @@ def test_technicolor_held_out_camera_with_off_centre_principal_point_and_portrai
         np.testing.assert_allclose(_pixel(clean_scene, cam, p), _project(K, w2c, p), atol=1e-3)
 
 
-def test_best_model_is_the_expert_when_it_beats_the_mixture(lw):
+def test_best_model_is_the_best_importable_one_not_the_render_only_mixture(lw):
     best_model, MoeError = lw.lw_blender.moe.best_model, lw.lw_blender.moe.MoeError
 
     def row(kind, name, psnr):
         return {"kind": kind, "name": name, "psnr": psnr}
 
-    rows = [row("expert", "deformation", 30.2), row("expert", "trajectory", 33.98), row("moe", "MoE", 33.68),
-            row("pruned", "MoE pruned", 35.0)]  # the pruned mixture is not an import choice
-    assert best_model(rows) == ("trajectory", "Best: trajectory (33.98 dB; MoE -0.30)")
-    rows[2]["psnr"] = 34.19
-    assert best_model(rows) == ("MIXTURE", "Best: MoE (34.19 dB, +0.21 over trajectory)")
-    assert best_model(rows[:2])[0] == "trajectory"  # no router trained
+    rows = [row("expert", "deformation", 30.2), row("expert", "trajectory", 33.98), row("moe", "MoE", 34.68),
+            row("pruned", "MoE pruned", 35.0), row("baked", "MoE baked cloud", 33.1),
+            row("finetuned", "trajectory fine-tuned alone", 36.0)]  # mixtures render only; a baseline is no model
+    assert best_model(rows) == ("trajectory", "Best importable: trajectory (33.98 dB); true MoE 34.68 dB (render only)")
+    rows[4]["psnr"] = 34.2
+    assert best_model(rows)[0] == "MIXTURE"  # the baked cloud, scored as it is imported
+    rows.append(row("distilled", "trajectory distilled", 34.5))
+    assert best_model(rows) == ("DISTILLED", ("Best importable: trajectory distilled (34.50 dB); true MoE 34.68 dB "
+                                             "(render only)"))
+    assert best_model(rows[:2]) == ("trajectory", "Best importable: trajectory (33.98 dB)")  # no router trained
     with pytest.raises(MoeError, match="no expert"):
         best_model([row("moe", "MoE", 30.0)])

@@ -59,7 +59,7 @@ def _current_ply(scene) -> Path:
 
 
 def _positions(obj) -> np.ndarray:
-    out = np.empty(len(obj.data.vertices) * 3, np.float32)
+    out = np.empty(len(obj.data.attributes["position"].data) * 3, np.float32)
     obj.data.attributes["position"].data.foreach_get("vector", out)
     return out.reshape(-1, 3)
 
@@ -77,7 +77,7 @@ def _turn_camera(camera, degrees: float):
 
 
 def _world_objects():
-    return [o for o in bpy.data.objects if o.name.startswith("LW World") and o.type == "MESH"]
+    return [o for o in bpy.data.objects if o.name.startswith("LW World") and o.type in ("MESH", "POINTCLOUD")]
 
 
 def test_world_new_makes_one_carrier_matching_the_ply_and_a_camera_that_sees_it(scene, lw, small_image):
@@ -87,7 +87,7 @@ def test_world_new_makes_one_carrier_matching_the_ply_and_a_camera_that_sees_it(
     assert Path(s.directory, "world.json").is_file()
     assert len(s.steps) == 1 and s.steps[0].kind == "new"
     count = _ply_count(_current_ply(scene))
-    assert len(obj.data.vertices) == count == s.steps[0].gaussians
+    assert len(obj.data.attributes["position"].data) == count == s.steps[0].gaussians
     assert count >= RESOLUTION * RESOLUTION // 2  # about one Gaussian per pixel
     assert bpy.context.view_layer.objects.active == obj
     # the camera is the photo's camera of world.json, and it is the scene camera
@@ -104,22 +104,26 @@ def test_world_new_makes_one_carrier_matching_the_ply_and_a_camera_that_sees_it(
         assert -0.01 <= x <= 1.01 and -0.01 <= y <= 1.01 and z > 0, (p, x, y, z)
     # the preview of the step is loaded
     assert bpy.data.images["LW World Preview"].size[:] == (RESOLUTION, RESOLUTION)
-    # the splat scene settings of every carrier: Standard view (an otherwise empty scene) and Cycles' transparent
-    # bounces raised, so stacked sky layers do not render dark and the colours are the stored ones
+    # the splat scene settings of every carrier: Standard view (an otherwise empty scene), so the colours are the
+    # stored ones; native splats (5.3+) in Blender's layout, quads with Cycles' transparent bounces raised (stacked
+    # sky layers would render dark)
     assert scene.view_settings.view_transform == "Standard"
-    assert scene.cycles.transparent_max_bounces >= lw.lw_blender.splats.carrier.TRANSPARENT_BOUNCES
+    if bpy.app.version >= (5, 3, 0):
+        assert obj.type == "POINTCLOUD" and obj.data.type == "GAUSSIAN_SPLAT" and "radiance:base" in obj.data.attributes
+    else:
+        assert scene.cycles.transparent_max_bounces >= lw.lw_blender.splats.quads.display.TRANSPARENT_BOUNCES
 
 
 def test_expand_from_a_turned_camera_adds_points_to_the_same_object_and_undo_restores(scene, small_image):
     obj = _new_world(small_image)
-    first = len(obj.data.vertices)
+    first = len(obj.data.attributes["position"].data)
     start = np.array(scene.camera.matrix_world)
     _turn_camera(scene.camera, 35.0)
     assert bpy.ops.lw.world_expand() == {"FINISHED"}
     s = scene.lw.world
     assert [step.kind for step in s.steps] == ["new", "expand"]
     assert _world_objects() == [obj]  # refilled in place, not duplicated
-    expanded = len(obj.data.vertices)
+    expanded = len(obj.data.attributes["position"].data)
     assert expanded > first and expanded == _ply_count(_current_ply(scene)) == s.steps[-1].gaussians
     assert s.steps[-1].new_gaussians == expanded - first
     # the new points lie where the turned camera looks: some project into its frame outside the first view
@@ -129,7 +133,7 @@ def test_expand_from_a_turned_camera_adds_points_to_the_same_object_and_undo_res
     assert np.mean([0 <= x <= 1 and 0 <= y <= 1 for x, y, _ in inside]) > 0.9
 
     assert bpy.ops.lw.world_undo() == {"FINISHED"}
-    assert len(obj.data.vertices) == first and len(s.steps) == 1
+    assert len(obj.data.attributes["position"].data) == first and len(s.steps) == 1
     assert _ply_count(_current_ply(scene)) == first
     np.testing.assert_allclose(np.array(scene.camera.matrix_world), start, atol=1e-5)  # back at the photo's view
     assert _world_objects() == [obj]
@@ -141,18 +145,18 @@ def test_bad_image_path_or_unreadable_image_reports_and_leaves_the_scene_unchang
     assert not _world_objects() and scene.camera is None and not scene.lw.world.directory
     # a file that exists but is not an image: the backend's error comes back, the world of the scene stays
     obj = _new_world(small_image)
-    before = (scene.lw.world.directory, len(obj.data.vertices), len(scene.lw.world.steps))
+    before = (scene.lw.world.directory, len(obj.data.attributes["position"].data), len(scene.lw.world.steps))
     fake = tmp_path / "notes.png"
     fake.write_text("not an image")
     with pytest.raises(RuntimeError, match="not an image"):
         bpy.ops.lw.world_new(filepath=str(fake), resolution=RESOLUTION)
-    assert (scene.lw.world.directory, len(obj.data.vertices), len(scene.lw.world.steps)) == before
+    assert (scene.lw.world.directory, len(obj.data.attributes["position"].data), len(scene.lw.world.steps)) == before
     assert _world_objects() == [obj]
     assert "not an image" in bpy.context.window_manager.lw_runtime.last_error
     # expanding with a camera that sees nothing new fails the same way
     with pytest.raises(RuntimeError, match="no missing region"):
         bpy.ops.lw.world_expand()
-    assert (scene.lw.world.directory, len(obj.data.vertices), len(scene.lw.world.steps)) == before
+    assert (scene.lw.world.directory, len(obj.data.attributes["position"].data), len(scene.lw.world.steps)) == before
 
 
 def _drain(lw):
@@ -180,7 +184,7 @@ def test_ui_path_runs_the_job_chain_in_the_background_applies_once_and_cancels(s
     _drain(lw)
     assert rt.job_kind == "import_gaussians" and rt.job_state == "succeeded"
     obj = bpy.data.objects["LW World"]
-    assert len(obj.data.vertices) == _ply_count(_current_ply(scene))
+    assert len(obj.data.attributes["position"].data) == _ply_count(_current_ply(scene))
     assert scene.camera.name == "LW World Camera"
 
 
@@ -243,7 +247,7 @@ def test_motion_presets_and_hints_bake_a_loop_that_plays_on_the_world_object(sce
     seq = Path(obj.lw_seq.path)
     manifest = json.loads((seq / "manifest.json").read_text())
     assert manifest["loop"] and manifest["frame_count"] == 8 and manifest["dynamic_count"] > 0
-    assert len(obj.data.vertices) == manifest["count"]
+    assert len(obj.data.attributes["position"].data) == manifest["count"]
     assert (scene.frame_start, scene.frame_end) == (1, 8) and s.sequence == str(seq)
     frames = {}
     for f in (1, 3, 5, 9):
@@ -258,4 +262,4 @@ def test_motion_presets_and_hints_bake_a_loop_that_plays_on_the_world_object(sce
     assert bpy.ops.lw.world_expand() == {"FINISHED"}
     assert not obj.lw_seq.path and not s.sequence
     scene.frame_set(5)
-    assert len(obj.data.vertices) == _ply_count(_current_ply(scene))
+    assert len(obj.data.attributes["position"].data) == _ply_count(_current_ply(scene))

@@ -8,12 +8,21 @@ Point attributes, named like Blender 5.3's native splats where they mean the sam
     opacity   FLOAT         (N,)    0..1 (sigmoid of the PLY logit)
     sh_k      FLOAT_VECTOR  (N, 3)  raw SH coefficient k = 0..K-1 (sh_0 is the DC term), K = (degree+1)^2
     gs_color  FLOAT_COLOR   (N, 4)  colour the material shows: the DC colour, or SH evaluated for the camera
+
+and, after a PLY import, the file's own values (``data.STORED_ATTRIBUTES``) for an exact export.
 """
 
 import numpy as np
 
-from .. import sh
-from ..data import DEGREE_PROPERTY, SOURCE_PROPERTY, DecodedGaussians, point_count, read_attribute, write_attribute
+from ..data import (
+    DEGREE_PROPERTY,
+    SOURCE_PROPERTY,
+    DecodedGaussians,
+    read_attribute,
+    read_stored,
+    write_attribute,
+    write_stored,
+)
 from . import material
 
 # (attribute name, Blender type, foreach key, values per Gaussian)
@@ -65,6 +74,7 @@ def fill_mesh(mesh, gaussians: DecodedGaussians):
     for k in range(gaussians.sh.shape[1]):
         write_attribute(mesh, material.sh_attribute(k), "FLOAT_VECTOR", "vector", gaussians.sh[:, k])
     set_color(mesh, gaussians.color)
+    write_stored(mesh, gaussians.stored)
 
 
 def read_carrier(obj) -> DecodedGaussians:
@@ -72,9 +82,5 @@ def read_carrier(obj) -> DecodedGaussians:
     mesh = obj.data
     arrays = {name: get_core(mesh, name) for name, _, _, _ in CORE_ATTRIBUTES}
     coefficients = read_sh(mesh, int(obj.get(DEGREE_PROPERTY, 0)))
-    return DecodedGaussians(color=sh.dc_to_rgb(coefficients[:, 0]), sh=np.ascontiguousarray(coefficients),
-                            source=str(obj.get(SOURCE_PROPERTY, "")), sequence=None, **arrays)
-
-
-def count(obj) -> int:
-    return point_count(obj.data)
+    return DecodedGaussians(sh=np.ascontiguousarray(coefficients),
+                            source=str(obj.get(SOURCE_PROPERTY, "")), stored=read_stored(mesh), **arrays)
