@@ -4,8 +4,7 @@ naming the file. Never another exception (a traceback), never a non-finite decod
 
 Readers: the 3DGS PLY (mutated headers and bodies), the ``.lw4d`` manifest (any JSON value per field) and its arrays
 (any shape and dtype), the decoded Gaussians folder, and N3V ``poses_bounds.npy``. The default run is small
-(``EXAMPLES`` per property); ``pytest -m slow`` runs ``SLOW_EXAMPLES``. ``--hypothesis-show-statistics`` prints
-how many cases ran.
+(``EXAMPLES`` per reader); ``pytest -m slow`` runs ``SLOW_EXAMPLES``; ``pytest -s`` prints how many cases ran.
 """
 
 from __future__ import annotations
@@ -26,9 +25,7 @@ from backend.moe.data import read_poses_bounds
 
 EXAMPLES = 60
 SLOW_EXAMPLES = 2000
-FAST = settings(max_examples=EXAMPLES, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-SLOW = settings(FAST, max_examples=SLOW_EXAMPLES)
+BASE = settings(deadline=None, database=None, suppress_health_check=list(HealthCheck))
 
 
 def _refused_in_one_line(exc: BaseException, path) -> None:
@@ -105,17 +102,6 @@ def _check_ply(tmp_path, data):
         _assert_finite_decoded(g)
 
 
-@FAST
-@given(data=mutated_ply())
-def test_ply_reader_on_mutated_files(tmp_path, data):
-    _check_ply(tmp_path, data)
-
-
-@pytest.mark.slow
-@SLOW
-@given(data=mutated_ply())
-def test_ply_reader_on_mutated_files_long(tmp_path, data):
-    _check_ply(tmp_path, data)
 
 
 # ------------------------------------------------------------------------------------------------------------ .lw4d
@@ -167,17 +153,6 @@ def _check_sequence(tmp_path, case):
             assert a.dtype == np.float32 and np.isfinite(a).all()
 
 
-@FAST
-@given(case=broken_sequence())
-def test_lw4d_reader_on_broken_manifests_and_arrays(tmp_path, case):
-    _check_sequence(tmp_path, case)
-
-
-@pytest.mark.slow
-@SLOW
-@given(case=broken_sequence())
-def test_lw4d_reader_on_broken_manifests_and_arrays_long(tmp_path, case):
-    _check_sequence(tmp_path, case)
 
 
 # --------------------------------------------------------------------------------------------------- decoded folder
@@ -215,17 +190,6 @@ def _check_decoded(tmp_path, case):
         _assert_finite_decoded(g)
 
 
-@FAST
-@given(case=broken_decoded())
-def test_decoded_folder_reader_on_broken_folders(tmp_path, case):
-    _check_decoded(tmp_path, case)
-
-
-@pytest.mark.slow
-@SLOW
-@given(case=broken_decoded())
-def test_decoded_folder_reader_on_broken_folders_long(tmp_path, case):
-    _check_decoded(tmp_path, case)
 
 
 # ------------------------------------------------------------------------------------------------- poses_bounds
@@ -255,14 +219,21 @@ def _check_poses(tmp_path, array):
         assert pb.shape[1:] == (17,) and np.isfinite(pb).all()
 
 
-@FAST
-@given(array=poses_arrays())
-def test_poses_bounds_reader_on_arbitrary_arrays(tmp_path, array):
-    _check_poses(tmp_path, array)
+READERS = {"ply": (mutated_ply(), _check_ply), "lw4d": (broken_sequence(), _check_sequence),
+           "decoded": (broken_decoded(), _check_decoded), "poses_bounds": (poses_arrays(), _check_poses)}
 
 
-@pytest.mark.slow
-@SLOW
-@given(array=poses_arrays())
-def test_poses_bounds_reader_on_arbitrary_arrays_long(tmp_path, array):
-    _check_poses(tmp_path, array)
+@pytest.mark.parametrize("examples", [EXAMPLES, pytest.param(SLOW_EXAMPLES, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("reader", list(READERS))
+def test_reader_refuses_in_one_line_or_returns_finite_values(tmp_path, reader, examples):
+    strategy, check = READERS[reader]
+    ran = []
+
+    @settings(BASE, max_examples=examples)
+    @given(case=strategy)
+    def run(case):
+        check(tmp_path, case)
+        ran.append(1)
+
+    run()
+    print(f"{reader}: {len(ran)} cases, 0 failing")
