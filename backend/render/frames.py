@@ -66,9 +66,22 @@ def gather_frame(dseq: DeviceSequence, t: float) -> Gaussians:
     """The sequence at time ``t`` (in frames; fractional times interpolate like ``backend.io.lw4d.frame_gaussians``:
     linear, rotations by shortest-arc nlerp) written into ``dseq.base``, which is returned.
 
-    The returned tensors are the sequence's buffers: the next call overwrites them.
+    The returned tensors are the sequence's buffers: the next call overwrites them. On CUDA (float32, contiguous
+    tensors) one fused Triton kernel does it all (``frames_triton``); elsewhere the torch code below.
     """
     a, b, w = frame_weights(dseq, t)
+    if dseq.base.means.is_cuda or _interpreting():
+        try:
+            from . import frames_triton
+        except ImportError:  # a CUDA torch without triton: the torch code
+            frames_triton = None
+        if frames_triton is not None and frames_triton.supported(dseq.base, dseq.channels):
+            return frames_triton.gather_frame(dseq.base, dseq.dynamic_index, dseq.channels, a, b, w)
+    return gather_frame_torch(dseq, a, b, w)
+
+
+def gather_frame_torch(dseq: DeviceSequence, a: int, b: int, w: float) -> Gaussians:
+    """``gather_frame`` between frames a and b (weight w) in torch operations, on any device."""
     values = {}
     for name, arr in dseq.channels.items():
         xa = arr[a]
@@ -82,3 +95,10 @@ def gather_frame(dseq: DeviceSequence, t: float) -> Gaussians:
         else:
             values[name] = torch.lerp(xa, arr[b], w)
     return write_dynamic(dseq.base, dseq.dynamic_index, **values)
+
+
+def _interpreting() -> bool:
+    """Triton's CPU interpreter runs the fused kernel on CPU tensors (``TRITON_INTERPRET=1``, tests)."""
+    import os
+
+    return os.environ.get("TRITON_INTERPRET") == "1"

@@ -53,3 +53,27 @@ def test_render_job_on_cuda_puts_a_red_gaussian_where_it_projects(tmp_path):
     row, col = np.unravel_index(np.argmax(img[..., 3]), img.shape[:2])
     assert abs(col + 0.5 - u) <= 1 and abs(row + 0.5 - v) <= 1
     assert img[row, col, 0] == 255 and img[row, col, 1] == 0 and img[row, col, 3] > 150
+
+
+@pytest.mark.parametrize("t", [0.0, 2.0, 1.25, 6.5])
+def test_fused_gather_matches_the_torch_gather(t):
+    from backend.gaussians import Gaussians
+    from backend.render import frames_triton
+    from backend.render.frames import DeviceSequence, frame_weights, gather_frame, gather_frame_torch
+
+    g = render_gpu.random_scene(20_000, 1, "cuda", seed=3)
+    idx = torch.randperm(20_000, device="cuda")[:15_000]
+    frames = 8
+    k = torch.arange(frames, device="cuda", dtype=torch.float32)[:, None, None]
+    ch = {"position": g.means[idx][None] + 0.05 * torch.sin(k + g.means[idx][None]),
+          "rotation": torch.nn.functional.normalize(g.quats[idx][None] + 0.3 * torch.cos(k), dim=-1),
+          "scale": g.log_scales[idx].exp()[None] * (1.0 + 0.1 * torch.sin(k)),
+          "opacity": (g.opacity_logits[idx].sigmoid()[None] * (0.5 + 0.5 * torch.cos(k[..., 0]) ** 2)).contiguous(),
+          "color": torch.rand(frames, 15_000, 3, device="cuda")}
+    seqs = [DeviceSequence(base=Gaussians(**{p: getattr(g, p).clone() for p in render_gpu.PARAMS}),
+                           dynamic_index=idx, channels=ch, frame_count=frames, loop=True) for _ in range(2)]
+    assert frames_triton.supported(seqs[0].base, ch)
+    fused = gather_frame(seqs[0], t)
+    plain = gather_frame_torch(seqs[1], *frame_weights(seqs[1], t))
+    for p in render_gpu.PARAMS:
+        torch.testing.assert_close(getattr(fused, p), getattr(plain, p), rtol=2e-6, atol=2e-6)

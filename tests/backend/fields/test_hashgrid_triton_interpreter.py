@@ -2,13 +2,11 @@
 orders and both table precisions compute the reference function and its table gradient. Slow (the interpreter
 runs each program in numpy) and skipped where the triton package is missing; tests/gpu runs them on CUDA."""
 
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
+
+from tests.backend.triton_interpreter import run_interpreted
 
 pytestmark = pytest.mark.slow
 
@@ -39,10 +37,4 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_kernels_in_the_interpreter_match_the_reference():
-    pytest.importorskip("triton")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    root = Path(__file__).resolve().parents[3]
-    run = subprocess.run([sys.executable, "-c", SCRIPT], cwd=root, env=env, capture_output=True, text=True,
-                         timeout=900, check=False)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout.count(" ok") == 4
+    assert run_interpreted(SCRIPT).count(" ok") == 4
