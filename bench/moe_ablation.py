@@ -203,7 +203,7 @@ def main() -> None:
         mixture = load_mixture(mixtures[main_key][0], dev)[0]
         weights = gate_scores(mixture, video, raster).mean_weight()
         seq = bake_mixture(mixture.experts, weights, a.run / "ablation" / "mixture.lw4d", np.asarray(video.times),
-                           video.fps)
+                           video.fps, replace=True)
         result["baked"] = _row(score_sequence(seq, video, raster, dev), router=main_key[0])
         save()
 

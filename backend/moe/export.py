@@ -42,17 +42,25 @@ def coordinate_frame_of(dataset: str | Path) -> str:
 @torch.no_grad()
 def export_expert(run: str | Path, out: str | Path, expert: str | None = None, frames: int | None = None,
                   progress=None, replace: bool = False) -> Path:
-    """Bake ``expert`` of ``run`` (default: the first trained) over ``frames`` frames (default: the dataset's)
-    into the ``.lw4d`` folder ``out`` (checked first: an earlier sequence there is replaced only with ``replace``,
-    anything else is refused)."""
+    """Bake ``expert`` of ``run`` (default: the first trained; "distilled": the student the router job distilled the
+    mixture into) over ``frames`` frames (default: the dataset's) into the ``.lw4d`` folder ``out`` (checked first:
+    an earlier sequence there is replaced only with ``replace``, anything else is refused)."""
     check_output(out, LW4D, replace)
     run = Path(run)
     meta = read_run(run)
     trained = [n for n in meta["experts"] if (run / n / "checkpoint.pt").is_file()]
     name = expert or (trained[0] if trained else None)
-    if name is None or name not in trained:
-        raise InvalidInput(f"expert {expert!r} is not trained in {run}; trained: {trained}")
-    model, _ = load_checkpoint(run / name / "checkpoint.pt")
+    if name == "distilled":
+        students = sorted((run / "mixture" / "distilled").glob("*/checkpoint.pt"))
+        if len(students) != 1:
+            raise InvalidInput(f"{run} has {len(students)} distilled students (mixture/distilled/*/checkpoint.pt); "
+                               "train the router with a distillation first")
+        path = students[0]
+    elif name is None or name not in trained:
+        raise InvalidInput(f"expert {expert!r} is not trained in {run}; trained: {trained} (or 'distilled')")
+    else:
+        path = run / name / "checkpoint.pt"
+    model, _ = load_checkpoint(path)
     model.eval()
     t_count = int(frames or meta["frames"])
     if t_count < 1:

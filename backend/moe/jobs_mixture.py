@@ -1,5 +1,6 @@
-"""Job kind ``moe_router``: stage 2 of MoE-GS over a trained run (router, optional gate-aware pruning,
-optional distillation into one expert), held-out metrics and a ``.lw4d`` bake of the mixture."""
+"""Job kinds ``moe_router``: stage 2 of MoE-GS over a trained run (router, optional gate-aware pruning, optional
+distillation into one expert), held-out metrics and a ``.lw4d`` bake of the mixture; ``moe_render``: the true
+per-pixel mixture rendered from Blender cameras (it cannot live in one cloud, so the add-on shows it as frames)."""
 
 from __future__ import annotations
 
@@ -73,3 +74,33 @@ def moe_router(ctx: JobContext, params: MoeRouterParams) -> list[str]:
                            refit_iterations=params.refit_iterations, bake=params.bake)
     report = run_mixture(Path(run), cfg, progress=ctx.progress, cancel=ctx.cancel_event)
     return [ctx.artifact(Path(p)) for p in report["artifacts"]]
+
+
+class MoeRenderParams(BaseModel):
+    run: str = Field(..., min_length=1, description="Run folder with a trained router (<run>/mixture/mixture.pt).")
+    cameras: list[dict] = Field(..., min_length=1, max_length=10_000,
+                                description="One Blender camera spec per frame (docs/ARCHITECTURE.md), in the run's "
+                                            "world frame (where Import puts the run's Gaussians).")
+    times: list[float] = Field(..., description="Dataset frame (0 = first; fractions between frames) of each camera.")
+    frames: list[int] = Field(..., description="Output frame numbers (file names), one per camera.")
+    pruned: bool = Field(False, description="Render <run>/mixture/pruned.pt instead of the full mixture.")
+    out_dir: str = Field("mixture_render", description="Folder inside the job folder (only its last component).")
+
+    @model_validator(mode="after")
+    def _lengths(self):
+        if not len(self.cameras) == len(self.times) == len(self.frames):
+            raise ValueError(f"need one time and one frame number per camera: {len(self.cameras)} cameras, "
+                             f"{len(self.times)} times, {len(self.frames)} frames")
+        return self
+
+
+@job_kind("moe_render", MoeRenderParams)
+def moe_render(ctx: JobContext, params: MoeRenderParams) -> list[str]:
+    """Render the run's mixture (every expert, the router's per-pixel blend) from each camera into
+    <job_dir>/<out_dir>/frame_NNNN.png (RGB, the training background where nothing is)."""
+    from .run_mixture import render_mixture_frames  # torch: imported when a job runs
+
+    paths = render_mixture_frames(Path(ctx.resolve(params.run)), params.cameras, params.times, params.frames,
+                                  ctx.job_dir / (Path(params.out_dir).name.strip(".") or "mixture_render"),
+                                  params.pruned, progress=ctx.progress, cancel=ctx.cancel_event)
+    return [ctx.artifact(p) for p in paths]
