@@ -29,9 +29,9 @@ from pydantic import TypeAdapter
 
 from ..errors import JobCancelled, LWError
 from ..jobs import JobKind, PathPolicy
-from ..server.models import JobError, JobRecord
+from ..server.models import TRACEBACK_FRAMES, JobError, JobRecord
 from ..server.store import INTERRUPTED_MESSAGE, JobStore
-from ..server.worker import PROGRESS_WRITE_INTERVAL_S, TRACEBACK_FRAMES, failure, failure_message
+from ..server.worker import PROGRESS_WRITE_INTERVAL_S
 from .board import JobBoard, connect
 from .tasks import JOB_KEY, cluster_has_gpus, placement, run_job
 
@@ -215,10 +215,11 @@ def outcome(exc: Exception, stopping: bool) -> tuple[str, str, JobError | None]:
     if isinstance(exc, JobCancelled):
         return ("interrupted", INTERRUPTED_MESSAGE, None) if stopping else ("cancelled", str(exc), None)
     if isinstance(exc, LWError):
-        return "failed", str(exc), JobError(type=type(exc).__name__, message=str(exc))
+        error = JobError.of(exc)
+        return "failed", error.message, error
     if isinstance(exc, ray.exceptions.RayError):  # the worker or its node died, and retries (if any) ran out
         return "failed", f"the Ray worker running this job died: {exc}", JobError(type=type(exc).__name__,
                                                                                  message=str(exc))
     lines = [line for line in remote_tb.strip().splitlines() if line.strip()][-2 * TRACEBACK_FRAMES:]
-    error = failure(exc, "\n".join(lines) or None)
-    return "failed", failure_message(error), error
+    error = JobError.of(exc, "\n".join(lines) or None)
+    return "failed", error.summary, error

@@ -10,6 +10,7 @@ request validation, routing, the body-size limit), is a JSON body ``{"error": {"
 import http
 import os
 import secrets
+import sqlite3
 from contextlib import asynccontextmanager
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Annotated
@@ -24,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import __version__
 from ..errors import InvalidInput, LWError, NotFound, one_line
 from ..jobs import DB_NAME, WORKSPACE_RESERVED, JobContext, JobKind, PathPolicy, registry
-from .models import ErrorBody, Health, JobKindInfo, JobRecord, strict_params, submit_body
+from .models import ErrorBody, Health, JobKindInfo, JobRecord, disk_full, strict_params, submit_body
 from .store import JobStore
 from .worker import Worker
 
@@ -205,6 +206,12 @@ def create_app(workspace: Path, token: str, kinds: dict[str, JobKind] | None = N
     async def lw_error(request: Request, exc: LWError) -> JSONResponse:
         status = next((_LW_ERROR_STATUS[c] for c in type(exc).__mro__ if c in _LW_ERROR_STATUS), 400)
         return _error(status, type(exc).__name__, one_line(str(exc)))
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def store_error(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+        if disk_full(exc):  # the job store cannot take the change: say so, the backend stays up
+            return _error(507, "DiskFull", f"the job store cannot be written ({exc}); free some space and try again")
+        return _error(500, _status_type(500), f"{type(exc).__name__}: {exc}")
 
     @app.exception_handler(PermissionError)
     async def forbidden(request: Request, exc: PermissionError) -> JSONResponse:

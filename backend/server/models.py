@@ -4,13 +4,19 @@ The request body of ``POST /jobs`` is built per server from the registered job k
 schema names every kind with its exact parameters and a wrong kind or parameter is refused at submit time.
 """
 
+import errno
+import sqlite3
+import traceback
 from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
 from fastapi import Body
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from ..errors import LWError, one_line
 from ..jobs import JobKind
+
+TRACEBACK_FRAMES = 6
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
 FINISHED_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
@@ -42,10 +48,45 @@ class JobKindInfo(BaseModel):
 
 
 class JobError(BaseModel):
-    type: str = Field(description="Exception class name, e.g. `InvalidInput`.")
+    type: str = Field(description="Exception class name, e.g. `InvalidInput`; `DiskFull` for a full disk.")
     message: str
     traceback: str | None = Field(
         None, description="Last frames of the traceback (unexpected errors only; `LWError`s carry none).")
+
+    @classmethod
+    def of(cls, exc: BaseException, remote_traceback: str | None = None) -> "JobError":
+        """How a job's error is recorded: an ``LWError`` as it is; a full disk or another OS error as one line
+        naming the file and what to do (no traceback: there is no bug to find); anything else (a bug) with its type
+        and the last frames of its traceback (``remote_traceback`` when it ran elsewhere)."""
+        if isinstance(exc, LWError):
+            return cls(type=type(exc).__name__, message=one_line(str(exc)))
+        where = one_line(f" writing {exc.filename}") if isinstance(exc, OSError) and exc.filename else ""
+        if disk_full(exc):
+            return cls(type="DiskFull", message=f"no space left on the device{where}; free some space and run the "
+                                                "job again (nothing half-written was kept)")
+        if isinstance(exc, OSError):
+            return cls(type=type(exc).__name__, message=f"{exc.strerror or exc}{where.replace(' writing', ' at')}; "
+                                                        "check that path and run the job again")
+        return cls(type=type(exc).__name__, message=str(exc), traceback=remote_traceback or traceback_summary(exc))
+
+    @property
+    def summary(self) -> str:
+        """The job's message for this error: a bug's names its type (``ZeroDivisionError: division by zero``)."""
+        return self.message if self.traceback is None else f"{self.type}: {self.message}"
+
+
+def disk_full(exc: BaseException) -> bool:
+    """``exc`` says the disk (or the user's quota) is full: ENOSPC / EDQUOT, or SQLite's "database or disk is full"."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)
+
+
+def traceback_summary(exc: BaseException, frames: int = TRACEBACK_FRAMES) -> str:
+    """The last ``frames`` frames of ``exc``'s traceback plus its one-line description."""
+    stack = traceback.extract_tb(exc.__traceback__)[-frames:]
+    lines = [f'{f.filename}:{f.lineno} in {f.name}: {(f.line or "").strip()}' for f in stack]
+    return "\n".join([*lines, f"{type(exc).__name__}: {exc}"])
 
 
 class JobRecord(BaseModel):

@@ -5,11 +5,17 @@ A backend that starts on a workspace marks every job a previous process left ``q
 backend is using the workspace, so the store holds an exclusive OS file lock (``jobs.sqlite3.lock``) while open;
 the OS drops it when the process dies, however it dies. State changes that race (a cancel arriving while the
 worker picks a job up) are single conditional UPDATEs, so exactly one of them wins.
+
+A job's end that SQLite refuses to write (the disk is full: "database or disk is full") is never lost and never
+leaves the job looking alive: ``finish`` keeps it in memory (a ``succeeded`` end becomes ``failed``, since its
+record is not safe), ``get`` and ``recent`` show it, cancel finds the job finished, and it is written with the next
+write that succeeds; a backend started later on the workspace marks the job ``interrupted``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import sys
@@ -22,6 +28,8 @@ from typing import Any
 
 from ..errors import LWError
 from .models import JobError, JobRecord
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -101,6 +109,7 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
+        self._pending: dict[str, tuple[dict[str, Any], float]] = {}  # job id -> (end fields, time) not yet written
 
     def close(self) -> None:
         with self._lock:
@@ -115,18 +124,32 @@ class JobStore:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
-    @staticmethod
-    def _record(row: sqlite3.Row) -> JobRecord:
-        return JobRecord(
+    def _record(self, row: sqlite3.Row) -> JobRecord:
+        record = JobRecord(
             id=row["id"], kind=row["kind"], state=row["state"], progress=row["progress"], message=row["message"],
             error=None if row["error"] is None else JobError.model_validate_json(row["error"]),
             artifacts=json.loads(row["artifacts"]), params=json.loads(row["params"]),
             cancel_requested=bool(row["cancel_requested"]), created_at=_time(row["created_at"]),
             started_at=_time(row["started_at"]), finished_at=_time(row["finished_at"]),
         )
+        pending = self._pending.get(record.id)
+        if pending is None or record.state not in ("queued", "running"):
+            return record
+        end, when = pending
+        return record.model_copy(update={**{k: v for k, v in end.items() if v is not None}, "finished_at": _time(when)})
+
+    def _record_pending(self) -> None:
+        """Write the ends SQLite refused before; they stay pending while it still refuses."""
+        for job_id, (end, when) in list(self._pending.items()):
+            try:
+                self._write_end(job_id, end, when)
+            except sqlite3.Error:
+                return
+            self._pending.pop(job_id, None)
 
     def create(self, kind: str, params: dict[str, Any]) -> JobRecord:
         """A new ``queued`` job."""
+        self._record_pending()
         job_id = uuid.uuid4().hex
         self._execute("INSERT INTO jobs (id, kind, state, params, created_at) VALUES (?, ?, 'queued', ?, ?)",
                       (job_id, kind, json.dumps(params), time.time()))
@@ -149,18 +172,24 @@ class JobStore:
 
     def start(self, job_id: str) -> bool:
         """``queued`` -> ``running``; False when the job is no longer queued (it was cancelled)."""
+        self._record_pending()
         cur = self._execute("UPDATE jobs SET state = 'running', started_at = ? WHERE id = ? AND state = 'queued'",
                             (time.time(), job_id))
         return cur.rowcount == 1
 
     def cancel_queued(self, job_id: str) -> bool:
-        """``queued`` -> ``cancelled``; False when the job is not queued."""
+        """``queued`` -> ``cancelled``; False when the job is not queued (an end kept in memory counts as finished)."""
+        self._record_pending()
+        if job_id in self._pending:
+            return False
         cur = self._execute(
             "UPDATE jobs SET state = 'cancelled', message = 'cancelled before it started', finished_at = ? "
             "WHERE id = ? AND state = 'queued'", (time.time(), job_id))
         return cur.rowcount == 1
 
     def request_cancel(self, job_id: str) -> None:
+        if job_id in self._pending:
+            return
         self._execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = 'running'", (job_id,))
 
     def set_progress(self, job_id: str, progress: float, message: str) -> None:
@@ -170,9 +199,24 @@ class JobStore:
     def finish(self, job_id: str, state: str, *, message: str, progress: float | None = None,
                error: JobError | None = None, artifacts: list[str] | None = None) -> None:
         """``running`` (or ``queued``, for a job that could not start) -> a finished state
-        (``succeeded|failed|cancelled|interrupted``)."""
+        (``succeeded|failed|cancelled|interrupted``). Never raises for a write SQLite refuses: the end is then kept
+        in memory (see the module docstring)."""
+        end = {"state": state, "message": message, "progress": progress, "error": error, "artifacts": artifacts or []}
+        self._record_pending()
+        try:
+            self._write_end(job_id, end, time.time())
+        except sqlite3.Error as exc:
+            log.warning("cannot record the end of job %s (%s): %s", job_id, state, exc)
+            if state == "succeeded":  # its record is not safe: the user sees why, and runs it again
+                error = JobError.of(exc)
+                end = {**end, "state": "failed", "error": error, "message": f"the job finished but its record could "
+                                                                           f"not be written: {error.message}"}
+            self._pending[job_id] = (end, time.time())
+
+    def _write_end(self, job_id: str, end: dict[str, Any], when: float) -> None:
+        error = end["error"]
         self._execute(
             "UPDATE jobs SET state = ?, message = ?, progress = COALESCE(?, progress), error = ?, "
             "artifacts = ?, finished_at = ? WHERE id = ? AND state IN ('queued', 'running')",
-            (state, message, progress, None if error is None else error.model_dump_json(),
-             json.dumps(artifacts or []), time.time(), job_id))
+            (end["state"], end["message"], end["progress"], None if error is None else error.model_dump_json(),
+             json.dumps(end["artifacts"]), when, job_id))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -18,6 +19,12 @@ import pytest
 
 from backend.jobs import registry
 from backend.server.store import JobStore
+
+
+def stored_state(workspace: Path, job_id: str) -> str:
+    """What SQLite itself holds for the job (not the store's view with ends kept in memory)."""
+    with sqlite3.connect(workspace / "jobs.sqlite3") as db:
+        return db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
 
 
 @pytest.fixture
@@ -49,10 +56,11 @@ def test_a_job_whose_end_cannot_be_recorded_ends_failed_and_cancel_finds_it_fini
         assert done["error"]["type"] == "DiskFull" and "\n" not in done["error"]["message"]
         cancelled = c.post(f"/jobs/{job['id']}/cancel").json()
         assert cancelled["state"] == "failed"  # finished: cancel leaves it as it is, it does not hang
-        assert c.app.state.store.get(job["id"]).state == "running"  # what SQLite still says...
-        full_disk.on = False  # ...until the disk has room again: the next cancel (or job) writes the record
+        assert stored_state(workspace, job["id"]) == "running"  # what SQLite still says...
+        assert c.post("/jobs", json={"kind": "sleep", "params": {}}).status_code == 507  # (the store is full)
+        full_disk.on = False  # ...until the disk has room again: the next write (a cancel, a job) records it
         c.post(f"/jobs/{job['id']}/cancel")
-        assert c.app.state.store.get(job["id"]).state == "failed"
+        assert stored_state(workspace, job["id"]) == "failed"
 
 
 def test_a_job_left_running_by_a_full_disk_is_interrupted_at_the_next_start(make_client, workspace, wait_job,
@@ -62,7 +70,7 @@ def test_a_job_left_running_by_a_full_disk_is_interrupted_at_the_next_start(make
         wait_job(c, job["id"], until=lambda j: j["state"] == "running")
         full_disk.on = True
         assert wait_job(c, job["id"])["state"] == "failed"
-    assert JobStore(workspace / "jobs.sqlite3").get(job["id"]).state == "running"  # the stop could not write either
+    assert stored_state(workspace, job["id"]) == "running"  # the stop could not write either
     full_disk.on = False
     with make_client(workspace) as c:
         again = c.get(f"/jobs/{job['id']}").json()
