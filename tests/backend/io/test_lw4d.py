@@ -284,3 +284,30 @@ def test_channel_arrays_of_the_wrong_shape_or_dtype_are_refused(seq_path, array,
     np.save(seq_path / "position.npy", array)
     with pytest.raises(InvalidInput, match=expect):
         read_sequence(seq_path)
+
+
+def test_the_writer_refuses_a_user_folder_at_once_and_never_deletes_it(tmp_path, make_gaussians):
+    mine = tmp_path / "mine.lw4d"
+    mine.mkdir()
+    (mine / "manifest.json").write_text('{"format": "lw4d"}')  # looks like a sequence...
+    (mine / "notes.txt").write_text("keep me")  # ...but holds a file no sequence has
+    for replace in (False, True):
+        with pytest.raises(InvalidInput, match="is not a .lw4d sequence LivingWorld wrote"):
+            SequenceWriter(mine, make_gaussians(N, 0), INDEX, frame_count=T, replace=replace)
+    assert (mine / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.lw4d"]  # refused before a temporary folder was made
+    (tmp_path / "file.lw4d").write_text("a file")
+    with pytest.raises(InvalidInput, match="already exists"):
+        write_sequence(tmp_path / "file.lw4d", make_gaussians(N, 0), INDEX, channels(), replace=True)
+    assert (tmp_path / "file.lw4d").read_text() == "a file"
+
+
+def test_a_path_created_while_the_writer_ran_is_not_replaced(tmp_path, make_gaussians):
+    path = tmp_path / "late.lw4d"
+    with (pytest.raises(InvalidInput, match="already exists and is not a .lw4d sequence"),
+          SequenceWriter(path, make_gaussians(N, 0), INDEX, frame_count=1) as w):
+        w.append(position=np.zeros((M, 3), np.float32))
+        path.mkdir()
+        (path / "theirs.txt").write_text("x")  # someone else's folder appears before the rename
+    assert (path / "theirs.txt").read_text() == "x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["late.lw4d"]
