@@ -6,24 +6,30 @@
     for both float32 renderers.
 (b) Speed, 1920x1080: one 4D frame = ``gather_frame`` (a 1M-Gaussian sequence's dynamic channels, resident on the
     GPU, written into the base tensors) + ``rasterize``; also each part alone and forward+backward. CUDA events,
-    median of many runs after warm-up.
+    median of many runs after warm-up. Where the code has ``RasterConfig(depth=...)``: the frame as the sequence
+    render job makes it (RGB + alpha, no depth channel), also with 32-pixel tiles.
 
-Prints tables; ``--out DIR`` also writes them as JSON.
+Prints tables; ``--out DIR`` (or ``--json FILE``) also writes them as JSON. ``--dry``: the CPU reference at a tiny
+size (checks the script). ``LW_CODE`` picks the code tree measured (``bench/gpu_common.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import math
 import statistics
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_common import use_code_tree
+
+use_code_tree()
 from backend.gaussians import Gaussians
 from backend.render.cameras import camera_from_fov
 from backend.render.frames import DeviceSequence, gather_frame
@@ -115,6 +121,17 @@ def cuda_median_ms(fn, iters: int, warmup: int = 5) -> float:
     return statistics.median(times)
 
 
+def cpu_median_ms(fn, iters: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn(0)
+    times = []
+    for i in range(iters):
+        t = time.perf_counter()
+        fn(i)
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
 def surface_world(n: int, sh_degree: int, device, seed: int = 0) -> Gaussians:
     """A world-like layout: 64 % of the Gaussians tile a 16 x 16 m ground (flat discs, normal +Z) and 36 % a
     cylindrical backdrop (radius 8 m, 4 m high, normals radial), each disc's sigma ~ 0.6 x its spacing, opacity ~0.9.
@@ -144,7 +161,8 @@ SCENES = {
 
 
 def speed_table(n: int = 1_000_000, frames: int = 8, sh_degrees=(0, 3), dynamic_fracs=(1.0, 0.25),
-                scenes=("world", "ball"), device="cuda", timer=None, width=1920, height=1080) -> list[dict]:
+                scenes=("world", "ball"), device="cuda", timer=None, width=1920, height=1080,
+                iters: int = 100) -> list[dict]:
     """Per scene, SH degree and dynamic fraction: gather, rasterize, gather + rasterize (the 4D frame),
     forward + backward, and gsplat.rasterization() itself on the same Gaussians (RGB, packed: the library's figure)."""
     dev = torch.device(device)
@@ -156,13 +174,15 @@ def speed_table(n: int = 1_000_000, frames: int = 8, sh_degrees=(0, 3), dynamic_
         for degree in sh_degrees:
             base = build(n, degree, dev, seed=degree)
             for frac in dynamic_fracs:
-                rows.append(_speed_row(scene, base, cam, degree, frac, frames, dev, timer))
+                rows.append(_speed_row(scene, base, cam, degree, frac, frames, dev, timer, iters))
+                print(" | ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in rows[-1].items()),
+                      flush=True)
                 if dev.type == "cuda":
                     torch.cuda.empty_cache()
     return rows
 
 
-def _speed_row(scene, base: Gaussians, cam, degree, frac, frames, dev, timer) -> dict:
+def _speed_row(scene, base: Gaussians, cam, degree, frac, frames, dev, timer, iters: int = 100) -> dict:
     n = len(base)
     m = int(n * frac)
     idx = torch.randperm(n, device=dev)[:m]
@@ -176,10 +196,16 @@ def _speed_row(scene, base: Gaussians, cam, degree, frac, frames, dev, timer) ->
                           frame_count=frames, loop=True)
     row = {"scene": scene, "n": n, "dynamic": m, "sh": degree}
     with torch.no_grad():
-        row["gather_ms"] = timer(lambda i: gather_frame(dseq, i % frames), 100)
-        row["gather_lerp_ms"] = timer(lambda i: gather_frame(dseq, (i % frames) + 0.5), 100)
-        row["rasterize_ms"] = timer(lambda i: rasterize(dseq.base, cam), 100)
-        row["frame_ms"] = timer(lambda i: rasterize(gather_frame(dseq, i % frames), cam), 100)
+        row["gather_ms"] = timer(lambda i: gather_frame(dseq, i % frames), iters)
+        row["gather_lerp_ms"] = timer(lambda i: gather_frame(dseq, (i % frames) + 0.5), iters)
+        row["rasterize_ms"] = timer(lambda i: rasterize(dseq.base, cam), iters)
+        row["frame_ms"] = timer(lambda i: rasterize(gather_frame(dseq, i % frames), cam), iters)
+        if "depth" in {f.name for f in dataclasses.fields(RasterConfig)}:  # the RGBA frame of the render job
+            rgba = RasterConfig(depth=False)
+            row["frame_rgba_ms"] = timer(lambda i: rasterize(gather_frame(dseq, i % frames), cam, rgba), iters)
+            rgba32 = RasterConfig(depth=False, tile_size=32)
+            row["frame_rgba_tile32_ms"] = timer(lambda i: rasterize(gather_frame(dseq, i % frames), cam, rgba32),
+                                                iters)
         out = rasterize(dseq.base, cam)
         row["visible"] = int(out.meta["visible"].sum())
         row["coverage"] = float(out.alpha.mean())
@@ -191,19 +217,20 @@ def _speed_row(scene, base: Gaussians, cam, degree, frac, frames, dev, timer) ->
             K = torch.as_tensor(cam.K, dtype=torch.float32, device=dev)[None]
             row["gsplat_rgb_ms"] = timer(lambda i: rasterization(
                 b.means, b.quats, b.log_scales.exp(), b.opacity_logits.sigmoid(), b.sh, viewmat, K, cam.width,
-                cam.height, near_plane=cam.near, far_plane=cam.far, sh_degree=degree), 100)
+                cam.height, near_plane=cam.near, far_plane=cam.far, sh_degree=degree), iters)
     leaves = {p: getattr(base, p).clone().requires_grad_() for p in PARAMS}
 
     def train_step(i):
         out = rasterize(Gaussians(**leaves), cam)
         (out.color.sum() + out.alpha.sum()).backward()
 
-    row["fwd_bwd_ms"] = timer(train_step, 30)
+    row["fwd_bwd_ms"] = timer(train_step, max(iters // 3, 3))
     return row
 
 
-def profile_frame(scene="world", n=1_000_000, degree=3) -> str:
+def profile_frame(scene="world", n=1_000_000, degree=3, config: RasterConfig | None = None) -> str:
     """CUDA kernel time table of 20 frames (gather + rasterize)."""
+    config = config or RasterConfig()
     build, make_cam = SCENES[scene]
     dev = torch.device("cuda")
     base = build(n, degree, dev)
@@ -214,12 +241,12 @@ def profile_frame(scene="world", n=1_000_000, degree=3) -> str:
                           channels={"position": base.means[None] + 0.01 * t}, frame_count=frames, loop=True)
     with torch.no_grad():
         for i in range(5):
-            rasterize(gather_frame(dseq, i % frames), cam)
+            rasterize(gather_frame(dseq, i % frames), cam, config)
         torch.cuda.synchronize()
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
                                                 torch.profiler.ProfilerActivity.CUDA]) as prof:
             for i in range(20):
-                rasterize(gather_frame(dseq, i % frames), cam)
+                rasterize(gather_frame(dseq, i % frames), cam, config)
             torch.cuda.synchronize()
     return prof.key_averages().table(sort_by="cuda_time_total", row_limit=15)
 
@@ -245,27 +272,56 @@ def report_parity(parity: list[dict]) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=None, help="folder for render_gpu.json")
+    ap.add_argument("--json", type=Path, default=None, help="file for the JSON (instead of --out)")
     ap.add_argument("--skip-parity", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--scenes", default="world,ball")
+    ap.add_argument("--sh", default="0,3", help="SH degrees of the speed table")
+    ap.add_argument("--fracs", default="1.0,0.25", help="dynamic fractions of the speed table")
+    ap.add_argument("--iters", type=int, default=100)
+    ap.add_argument("--profile", default="world", help="scene of the kernel profile ('' for none)")
+    ap.add_argument("--dry", action="store_true", help="CPU reference, 3000 Gaussians at 160x120 (checks the script)")
     args = ap.parse_args()
-    import gsplat
+    dry = args.dry
+    if not dry:
+        import gsplat
 
-    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  gsplat {gsplat.__version__}")
-    result = {"device": torch.cuda.get_device_name()}
+        print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  gsplat {gsplat.__version__}")
+    result = {"device": torch.cuda.get_device_name() if not dry else "cpu"}
     if not args.skip_parity:
-        result["parity"] = report_parity(parity_table([(200, 64, 48), (5000, 256, 192), (50000, 640, 360)]))
+        cases = [(200, 64, 48), (5000, 256, 192), (50000, 640, 360)] if not dry else [(100, 32, 24)]
+        if dry:
+            rows = [parity_case(n, w, h, 0, False, device="cpu", backends=(("ref32", "reference"),))
+                    for n, w, h in cases]
+            result["parity"] = rows
+        else:
+            result["parity"] = report_parity(parity_table(cases))
     if not args.skip_speed:
-        speed = speed_table()
+        speed = speed_table(n=3000 if dry else 1_000_000, sh_degrees=[int(v) for v in args.sh.split(",")],
+                            dynamic_fracs=[float(v) for v in args.fracs.split(",")], scenes=args.scenes.split(","),
+                            device="cpu" if dry else "cuda", timer=cpu_median_ms if dry else None,
+                            width=160 if dry else 1920, height=120 if dry else 1080, iters=args.iters)
         print("\n== speed at 1920x1080 (ms, CUDA events, median)")
-        print_table(speed, ["scene", "n", "dynamic", "sh", "visible", "coverage", "gather_ms", "gather_lerp_ms",
-                            "rasterize_ms", "frame_ms", "gsplat_rgb_ms", "fwd_bwd_ms"])
+        keys = ["scene", "n", "dynamic", "sh", "visible", "coverage", "gather_ms", "gather_lerp_ms", "rasterize_ms",
+                "frame_ms", "frame_rgba_ms", "frame_rgba_tile32_ms", "gsplat_rgb_ms", "fwd_bwd_ms"]
+        print_table(speed, [k for k in keys if k in speed[0]])
         result["speed"] = speed
-        print("\n== profile of 20 frames (world, 1M, SH 3, all dynamic)")
-        print(profile_frame())
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "render_gpu.json").write_text(json.dumps(result, indent=1))
+        if args.profile and not dry:
+            for scene in args.profile.split(","):
+                for name, cfg in (("frame", RasterConfig()), ("rgba frame", replace(RasterConfig(), depth=False))
+                                  if "depth" in {f.name for f in dataclasses.fields(RasterConfig)} else (None, None)):
+                    if cfg is None:
+                        continue
+                    print(f"\n== profile of 20 {name}s ({scene}, 1M, SH 3, all dynamic)")
+                    table = profile_frame(scene, config=cfg)
+                    print(table)
+                    result[f"profile_{scene}_{name.replace(' ', '_')}"] = table
+    path = args.json or (args.out / "render_gpu.json" if args.out is not None else None)
+    if path is not None:
+        from gpu_common import dump
+
+        dump(path, {"bench": "render_gpu", **result})
 
 
 if __name__ == "__main__":

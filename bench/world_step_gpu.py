@@ -6,48 +6,64 @@ needs no trained weights), loads them through the providers exactly like downloa
 (``ModelConfig(depth=FOLDER, ...)``), makes a new world from the bundled sample at 512 px and times expansion
 steps from turned cameras: render the world (gsplat), outpaint the missing region (SD-2 inpainting at 512 px,
 fp16, classifier-free guidance, ``--steps`` denoising steps), depth of the new view and its alignment, new
-Gaussians, the atomic write of the new version. The first expansion loads the pipeline and warms CUDA up; the
-table reports it apart and gives the median of the rest.
+Gaussians, their brief refinement, the atomic write of the new version. The first expansion loads the pipeline
+and warms CUDA up (and captures / compiles the UNet, ``--accel``): the table reports it apart and gives the
+median of the rest, per stage too.
 
     python3 bench/world_step_gpu.py [--steps 30,50] [--turns 30,-30,45,-45,60] [--models /tmp/lw-full-models]
+                                    [--accel auto|off|graphs|inductor] [--json out.json] [--dry]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+from gpu_common import dump, use_code_tree
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+use_code_tree()
+
+import torch
+from world_fallback_step import turned
 
 from backend.models.config import ModelConfig
 from backend.models.random_init import save_depth_anything, save_sd2_inpainting, save_segformer
 from backend.world.pipeline import WorldConfig, expand_world, new_world
 from backend.world.samples.make_landscape import SAMPLE_PATH
-from bench.world_fallback_step import turned
 
 STAGES = ["render_s", "outpaint_s", "depth_s", "lift_s", "refine_s", "preview_s", "write_s"]
 
 
-def build_models(root: Path) -> dict[str, str]:
+def build_models(root: Path, dry: bool = False) -> dict[str, str]:
     made = {}
-    for name, save, size in (("depth", save_depth_anything, "large"), ("segmentation", save_segformer, "b0"),
-                             ("outpaint", save_sd2_inpainting, "full")):
-        folder = root / f"{name}-{size}"
+    sizes = {"depth": "tiny", "segmentation": "tiny", "outpaint": "tiny"} if dry else \
+        {"depth": "large", "segmentation": "b0", "outpaint": "full"}
+    for name, save in (("depth", save_depth_anything), ("segmentation", save_segformer),
+                       ("outpaint", save_sd2_inpainting)):
+        folder = root / f"{name}-{sizes[name]}"
         if not (folder / ".complete").exists():
             t = time.perf_counter()
             shutil.rmtree(folder, ignore_errors=True)
-            save(folder, size)
+            save(folder, sizes[name])
             (folder / ".complete").touch()
-            print(f"wrote random {name} model ({size}) in {time.perf_counter() - t:.1f} s")
+            print(f"wrote random {name} model ({sizes[name]}) in {time.perf_counter() - t:.1f} s", flush=True)
         made[name] = str(folder)
     return made
+
+
+def model_config(folders: dict, steps: int, accel: str, device: str) -> ModelConfig:
+    kw = {"depth": folders["depth"], "segmentation": folders["segmentation"], "outpaint": folders["outpaint"],
+          "device": device, "outpaint_steps": steps}
+    if "outpaint_accel" in {f.name for f in dataclasses.fields(ModelConfig)}:  # the code before had no choice
+        kw["outpaint_accel"] = accel
+    elif accel not in ("auto", "off"):
+        raise SystemExit(f"--accel {accel}: this code tree has no outpaint acceleration")
+    return ModelConfig(**kw)
 
 
 def main() -> None:
@@ -56,20 +72,22 @@ def main() -> None:
     ap.add_argument("--turns", default="30,-30,45,-45,60", help="yaw of each expansion (degrees); the first warms up")
     ap.add_argument("--models", default="/tmp/lw-full-models")
     ap.add_argument("--resolution", type=int, default=512)
+    ap.add_argument("--accel", default="auto", help="outpaint UNet: auto | off | graphs | inductor")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--dry", action="store_true", help="tiny models on the CPU at 64 px (checks the script)")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
-        sys.exit("this benchmark needs CUDA")
-    folders = build_models(Path(args.models))
-    n_params = {}
-    for name, folder in folders.items():
-        n_params[name] = sum(f.stat().st_size for f in Path(folder).rglob("*.safetensors")) / 4 / 1e6
+    if not torch.cuda.is_available() and not args.dry:
+        raise SystemExit("this benchmark needs CUDA (--dry checks it on the CPU)")
+    device = "cpu" if args.dry else "cuda"
+    resolution = 64 if args.dry else args.resolution
+    folders = build_models(Path(args.models), args.dry)
+    n_params = {name: sum(f.stat().st_size for f in Path(folder).rglob("*.safetensors")) / 4 / 1e6
+                for name, folder in folders.items()}
     print("parameters (M, from float32 file sizes): " + ", ".join(f"{k} {v:.0f}" for k, v in n_params.items()))
-    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
+    print(f"device: {torch.cuda.get_device_name() if not args.dry else 'cpu'}, torch {torch.__version__}")
     rows = []
     for steps in (int(s) for s in args.steps.split(",")):
-        models = ModelConfig(depth=folders["depth"], segmentation=folders["segmentation"],
-                             outpaint=folders["outpaint"], device="cuda", outpaint_steps=steps)
-        cfg = WorldConfig(resolution=args.resolution, models=models)
+        cfg = WorldConfig(resolution=resolution, models=model_config(folders, steps, args.accel, device))
         tmp = Path(tempfile.mkdtemp(prefix="lw-bench-world-gpu-"))
         try:
             t = time.perf_counter()
@@ -78,27 +96,41 @@ def main() -> None:
             base = world.current.opencv_camera()
             times, stage_rows = [], []
             for deg in (float(d) for d in args.turns.split(",")):
-                torch.cuda.synchronize()
+                if not args.dry:
+                    torch.cuda.synchronize()
                 t = time.perf_counter()
                 world = expand_world(tmp / "w", turned(base, deg))
-                torch.cuda.synchronize()
+                if not args.dry:
+                    torch.cuda.synchronize()
                 times.append(time.perf_counter() - t)
                 stage_rows.append(world.current.stats)
+                print(f"expansion {deg:+.0f} deg: {times[-1]:.3f} s " + " ".join(
+                    f"{s[:-2]} {world.current.stats['timings'].get(s, 0.0):.3f}" for s in STAGES), flush=True)
             providers = world.current.providers
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        from backend.world import pipeline
+
+        outpainter = pipeline._outpaint(cfg.models)
         warm = times[1:]
-        med = statistics.median(warm)
-        stages = {s: statistics.median([st["timings"].get(s, 0.0) for st in stage_rows[1:]]) for s in STAGES}
-        rows.append((steps, t_new, times[0], med, min(warm), max(warm), stages,
-                     statistics.median([st["missing_fraction"] for st in stage_rows])))
+        row = {"steps": steps, "accel": getattr(outpainter, "accel", "off"), "new_world_s": t_new,
+               "first_expansion_s": times[0], "setup_s": getattr(outpainter, "setup_s", 0.0),
+               "median_s": statistics.median(warm), "min_s": min(warm), "max_s": max(warm),
+               "stages": {s: statistics.median([st["timings"].get(s, 0.0) for st in stage_rows[1:]]) for s in STAGES},
+               "refine_l1": statistics.median([st.get("refine_l1", float("nan")) for st in stage_rows[1:]]),
+               "missing": statistics.median([st["missing_fraction"] for st in stage_rows]),
+               "providers": providers, "all_s": times}
+        rows.append(row)
+        pipeline._outpaint.cache_clear()  # the next step count loads its own pipeline
         print(f"providers: {providers}")
-    print("\n| diffusion steps | new world s (loads depth + segmentation) | first expansion s (loads SD-2) | "
-          "expansion median s | min-max s | " + " | ".join(s[:-2] for s in STAGES) + " | missing |")
-    print("|---" * (len(STAGES) + 6) + "|")
-    for steps, t_new, first, med, lo, hi, stages, missing in rows:
-        print(f"| {steps} | {t_new:.2f} | {first:.2f} | {med:.2f} | {lo:.2f}-{hi:.2f} | "
-              + " | ".join(f"{stages[s]:.3f}" for s in STAGES) + f" | {missing:.0%} |")
+    print("\n| diffusion steps | UNet | new world s | first expansion s (loads SD-2, capture/compile s) | "
+          "expansion median s | min-max s | " + " | ".join(s[:-2] for s in STAGES) + " | refine L1 | missing |")
+    print("|---" * (len(STAGES) + 8) + "|")
+    for r in rows:
+        print(f"| {r['steps']} | {r['accel']} | {r['new_world_s']:.2f} | {r['first_expansion_s']:.2f} "
+              f"({r['setup_s']:.1f}) | {r['median_s']:.3f} | {r['min_s']:.3f}-{r['max_s']:.3f} | "
+              + " | ".join(f"{r['stages'][s]:.3f}" for s in STAGES) + f" | {r['refine_l1']:.4f} | {r['missing']:.0%} |")
+    dump(args.json, {"bench": "world_step_gpu", "rows": rows, "n_params_M": n_params})
 
 
 if __name__ == "__main__":

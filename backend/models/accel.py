@@ -15,6 +15,7 @@ arguments they were not built for run eagerly.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -48,6 +49,7 @@ class GraphedForward:
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor, torch.Tensor, Any]] = {}
         self.capture_s = 0.0
         self.replays = 0
+        self.failed: str | None = None  # why capturing failed (the forward then stays eager)
 
     def _capture(self, sample: torch.Tensor, t: torch.Tensor, cond: torch.Tensor):
         start = time.perf_counter()
@@ -68,14 +70,22 @@ class GraphedForward:
 
     def __call__(self, sample, timestep, encoder_hidden_states=None, *args, return_dict: bool = True, **kwargs):
         extra = [v for v in kwargs.values() if v is not None]
-        if args or extra or encoder_hidden_states is None or not sample.is_cuda or torch.is_grad_enabled():
+        if (args or extra or encoder_hidden_states is None or not sample.is_cuda or torch.is_grad_enabled()
+                or self.failed):
             return self.eager(sample, timestep, encoder_hidden_states, *args, return_dict=return_dict, **kwargs)
         t_dtype = timestep.dtype if isinstance(timestep, torch.Tensor) else torch.int64
         key = (tuple(sample.shape), sample.dtype, tuple(encoder_hidden_states.shape), encoder_hidden_states.dtype,
                t_dtype)
         t = _timestep_on(sample.device, timestep, t_dtype)
         if key not in self.graphs:
-            self.graphs[key] = self._capture(sample, t, encoder_hidden_states)
+            try:
+                self.graphs[key] = self._capture(sample, t, encoder_hidden_states)
+            except RuntimeError as exc:  # something in the forward cannot be captured: stay correct, eagerly
+                self.failed = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                warnings.warn(f"CUDA graph capture of {type(self.module).__name__} failed, running it eagerly: "
+                              f"{self.failed}", RuntimeWarning, stacklevel=2)
+                torch.cuda.synchronize(sample.device)
+                return self.eager(sample, timestep, encoder_hidden_states, return_dict=return_dict, **kwargs)
         graph, s_sample, s_t, s_cond, out = self.graphs[key]
         s_sample.copy_(sample)
         s_t.copy_(t)
@@ -107,6 +117,7 @@ class CompiledForward:
         self.timestep_arg = timestep_arg
         self.shapes: set[tuple] = set()
         self.compile_s = 0.0
+        self.failed: str | None = None
 
     def __call__(self, sample, *args, **kwargs):
         if not sample.is_cuda or torch.is_grad_enabled():
@@ -123,8 +134,18 @@ class CompiledForward:
         key = (tuple(sample.shape), sample.dtype)
         first = key not in self.shapes
         start = time.perf_counter()
+        if self.failed:
+            return self.eager(sample, *args, **kwargs)
         torch.compiler.cudagraph_mark_step_begin()
-        out = _clone_tensors(self.fn(sample, *args, **kwargs))
+        try:
+            out = _clone_tensors(self.fn(sample, *args, **kwargs))
+        except Exception as exc:  # any compiler failure on the first call: warn once, then run eagerly
+            if not first:
+                raise
+            self.failed = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            warnings.warn(f"torch.compile of {type(self.module).__name__} failed, running it eagerly: {self.failed}",
+                          RuntimeWarning, stacklevel=2)
+            return self.eager(sample, *args, **kwargs)
         if first:
             torch.cuda.synchronize(sample.device)
             self.compile_s += time.perf_counter() - start

@@ -171,8 +171,9 @@ class DiffusersInpaint:
             from diffusers.models.attention_processor import AttnProcessor2_0
 
             torch.backends.cudnn.benchmark = True  # fixed 512 px shapes: let cuDNN time its convolution kernels once
-            self.pipe.unet.set_attn_processor(AttnProcessor2_0())
-            self.pipe.vae.set_attn_processor(AttnProcessor2_0())
+            for model in (self.pipe.unet, self.pipe.vae):
+                if hasattr(model, "set_attn_processor"):
+                    model.set_attn_processor(AttnProcessor2_0())
             self.pipe.unet.to(memory_format=torch.channels_last)
             self.pipe.vae.to(memory_format=torch.channels_last)
             _timesteps_on_host(self.pipe.scheduler)
