@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import InvalidInput, NotFound
 from ..gaussians import Gaussians, rgb_to_sh_dc, sh_dc_to_rgb, sh_degree_for
+from .arrays import load_array
 from .atomic import atomic_dir
 from .outputs import OutputKind, only_files
 
@@ -159,10 +160,7 @@ def read_decoded_manifest(folder: str | os.PathLike) -> DecodedManifest:
 
 def _load(folder: Path, name: str, shape: tuple[int, ...]) -> np.ndarray:
     path = folder / name
-    try:
-        a = np.load(path)
-    except ValueError as exc:
-        raise InvalidInput(f"{path}: not a numpy array file ({exc})") from None
+    a = load_array(path)
     if a.dtype.kind != "f":
         raise InvalidInput(f"{path}: dtype {a.dtype}, expected float32")
     if a.shape != shape:

@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..errors import InvalidInput, NotFound
 from ..gaussians import Gaussians, rgb_to_sh_dc
+from .arrays import load_array
 from .atomic import commit_dir, temp_dir_for
 from .decoded import encode_opacity, encode_scale, normalize_quats
 from .outputs import OutputKind, check_output, only_files
@@ -101,15 +102,6 @@ def _manifest_error(exc: ValidationError) -> str:
         msg = err.get("msg", "invalid").removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts)
-
-
-def _load_array(file: Path, mmap: bool) -> np.ndarray:
-    """``np.load`` of one array file (never unpickling), its failures as one-line ``InvalidInput``."""
-    try:
-        return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise InvalidInput(f"{file}: not a readable numpy array file ({first})") from None
 
 
 @dataclass
@@ -349,7 +341,7 @@ def read_sequence(path: str | os.PathLike, mmap: bool = True, check_values: bool
     base = read_ply(path / "base.ply")
     if len(base) != n:
         raise InvalidInput(f"{path / 'base.ply'} has {len(base)} Gaussians, the manifest says {n}")
-    index = _load_array(path / "dynamic_index.npy", mmap=False)
+    index = load_array(path / "dynamic_index.npy")
     if index.dtype != np.int64:
         raise InvalidInput(f"{path / 'dynamic_index.npy'}: dtype {index.dtype}, expected int64")
     if index.shape != (mdyn,):
@@ -359,7 +351,7 @@ def read_sequence(path: str | os.PathLike, mmap: bool = True, check_values: bool
     arrays = {}
     for name in channels:
         file = path / f"{name}.npy"
-        a = _load_array(file, mmap)
+        a = load_array(file, mmap)
         if a.dtype != np.float32:
             raise InvalidInput(f"{file}: dtype {a.dtype}, expected float32")
         expect = (t, mdyn) + CHANNELS[name]

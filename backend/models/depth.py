@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from ..errors import InvalidInput, NotFound
+from ..io.arrays import load_array
 from .hub import load_local, torch_device
 from .segmentation import HeuristicSegmentation, SegmentationProvider, estimate_horizon
 
@@ -106,11 +107,7 @@ class DepthMapFile:
     def predict(self, image: np.ndarray, focal_px: float) -> DepthPrediction:
         suffix = self.path.suffix.lower()
         if suffix == ".npy":
-            try:
-                d = np.load(self.path, allow_pickle=False)
-            except (ValueError, OSError, EOFError) as exc:
-                raise InvalidInput(f"depth map {self.path.name}: not a readable numpy array "
-                                   f"({str(exc).splitlines()[0][:200]})") from None
+            d = load_array(self.path, what="depth map (.npy, metres)")
             if d.dtype.kind not in "fiu":
                 raise InvalidInput(f"depth map {self.path.name}: dtype {d.dtype}, expected float metres")
             d = d.astype(np.float32)

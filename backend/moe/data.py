@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidInput
+from ..io.arrays import load_array
 from ..render.cameras import Camera
 
 TECHNICOLOR_CLIPS = {"Birthday": (151, 201), "Fabien": (51, 101), "Painter": (100, 150), "Theater": (51, 101),
@@ -207,12 +208,9 @@ def read_poses_bounds(path: Path) -> np.ndarray:
     the cameras cannot be built from it: not a numeric (N, 17) array, NaN or infinite values, a rotation block
     (first three columns of each 3x5 pose) that is not orthonormal (an all-zero row, say), a height, width or focal
     that is not positive, or bounds without 0 <= near < far."""
-    try:
-        pb = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InvalidInput(f"{path}: not a readable numpy array file ({str(exc).splitlines()[0][:200]})") from None
-    if not isinstance(pb, np.ndarray) or pb.dtype.kind not in "fiu":
-        raise InvalidInput(f"{path}: dtype {getattr(pb, 'dtype', type(pb).__name__)}, expected float numbers")
+    pb = load_array(path)
+    if pb.dtype.kind not in "fiu":
+        raise InvalidInput(f"{path}: dtype {pb.dtype}, expected float numbers")
     if pb.ndim != 2 or pb.shape[1] != 17 or len(pb) == 0:
         raise InvalidInput(f"{path}: shape {pb.shape}, expected (N, 17) with N >= 1 (LLFF: 3x5 pose + near, far)")
     pb = pb.astype(np.float64)
