@@ -1,0 +1,94 @@
+"""The README's remote-backend how-to, followed literally: its shell lines start the server (token from the
+environment, all interfaces), the add-on connects with Remote URL + token, makes a world there, expands it and
+imports the Gaussians it downloads."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import bpy
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "backend" / "world" / "samples" / "landscape.png"
+
+
+def howto_lines() -> list[str]:
+    """The shell block under the README's remote-howto marker."""
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"<!-- remote-howto:[^>]*-->\s*```sh\n(.*?)```", text, re.DOTALL)
+    assert block, "README.md lost its remote-howto block"
+    return [line for line in block.group(1).splitlines() if line.strip()]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path, small_image):
+    """The how-to's lines run by bash in the checkout, with a free port, a temporary workspace and the photo's
+    folder as the shared inputs folder."""
+    port = _free_port()
+    lines = howto_lines()
+    assert any("lw serve --host 0.0.0.0" in line and "--allow-path /mnt/lw-inputs" in line for line in lines)
+    script = "\n".join(line.replace("--port 8765", f"--port {port}").replace("~/lw-workspace", str(tmp_path / "ws"))
+                       .replace("/mnt/lw-inputs", str(small_image.parent)) for line in lines)
+    proc = subprocess.Popen(["bash", "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                            start_new_session=True, env={k: v for k, v in os.environ.items() if k != "LW_TOKEN"})
+    try:
+        token = proc.stdout.readline().strip()
+        info = json.loads(proc.stdout.readline())
+        yield {"token": token, "port": port, **info}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)
+
+
+@pytest.fixture
+def small_image(tmp_path) -> Path:
+    (tmp_path / "inputs").mkdir()
+    out = tmp_path / "inputs" / "landscape64.png"
+    image = bpy.data.images.load(str(SAMPLE))
+    image.scale(64, 64)
+    image.filepath_raw = str(out)
+    image.file_format = "PNG"
+    image.save()
+    bpy.data.images.remove(image)
+    return out
+
+
+@pytest.mark.xfail(strict=True, raises=RuntimeError,
+                   reason="remote import fetches only the decoded folder's manifest.json, not its .npy files "
+                          "(lw_blender/splats/carrier.decoded_folder): 'decoded folder ... has no position.npy'")
+def test_readme_remote_howto_serves_a_world_to_the_add_on(lw, prefs, clean_scene, server, small_image):
+    bpy.ops.lw.backend_stop()
+    assert len(server["token"]) >= 24 and server["url"] == f"http://0.0.0.0:{server['port']}"
+    try:
+        prefs.backend_url = f"http://127.0.0.1:{server['port']}"  # the laptop's view of the server
+        prefs.backend_token = server["token"]
+        assert bpy.ops.lw.backend_start() == {"FINISHED"}
+        rt = bpy.context.window_manager.lw_runtime
+        assert rt.connection == "CONNECTED" and rt.remote and rt.backend_pid == 0
+
+        assert bpy.ops.lw.world_new(filepath=str(small_image), resolution=64) == {"FINISHED"}
+        world = clean_scene.lw.world
+        assert Path(world.directory).is_relative_to(Path(server["workspace"]))  # made on the server
+        obj = bpy.data.objects["LW World"]
+        assert len(obj.data.vertices) == world.steps[0].gaussians >= 64 * 64 // 2
+        camera = clean_scene.camera
+        camera.rotation_euler.z += 0.5  # look elsewhere
+        assert bpy.ops.lw.world_expand() == {"FINISHED"}
+        assert len(world.steps) == 2 and world.steps[1].new_gaussians > 0
+        assert len(bpy.data.objects["LW World"].data.vertices) == world.steps[1].gaussians
+        cache = lw.lw_blender.preferences.cache_dir()  # the PLYs came over HTTP into the add-on's cache
+        assert len(list(cache.rglob("gaussians.ply"))) >= 2
+    finally:
+        prefs.backend_url, prefs.backend_token = "", ""
+        bpy.ops.lw.backend_stop()
