@@ -14,8 +14,9 @@ expert, as ``bench/moe_ablation_device.sh`` does). On RUN's held-out camera(s), 
    views, experts frozen, then the mixture's scores and its margin over the best expert;
 3. pruning of the first seed's volume_pixel mixture by both scores (``prune``: our peak contribution, the paper's
    gate gradient): the Gaussians removed and the PSNR lost at each fraction of ``--prune-fractions`` (the lowest
-   scores go first) and at each method's default threshold; the default-threshold peak-pruned mixture is saved
-   as RUN/ablation/pruned.pt for ``bench/moe_fps.py``;
+   scores go first) and at each method's default threshold, right after the removal and after ``--prune-finetune``
+   router steps on what is left (``run_mixture``'s recipe), against the unpruned mixture given the same steps;
+   the default-threshold peak-pruned mixture is saved as RUN/ablation/pruned.pt for ``bench/moe_fps.py``;
 4. distillation into ``--student`` (``best``: the best expert) with both losses (``distill``: "renders", "gated")
    against the same expert given the same steps on the truth;
 5. the mixture baked into one cloud (``mixture.bake_mixture``: what the add-on imports for "MoE") and scored.
@@ -79,6 +80,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=2000)
     ap.add_argument("--prune-fractions", type=float, nargs="*", default=[0.3, 0.5, 0.6, 0.7])
     ap.add_argument("--prune-threshold", type=float, default=0.05, help="the default threshold of both methods")
+    ap.add_argument("--prune-finetune", type=int, default=200, help="router steps after each pruning")
     ap.add_argument("--distill-iterations", type=int, default=500)
     ap.add_argument("--student", default="best", help="expert to distil into; best: the best expert alone")
     ap.add_argument("--device", default="auto")
@@ -164,20 +166,34 @@ def main() -> None:
         cases = [(m, f"fraction {f:g}", _quantile_threshold(values[m], f)) for m in values for f in a.prune_fractions]
         cases += [("peak", f"threshold {a.prune_threshold:g} px", a.prune_threshold),
                   ("gate_gradient", f"threshold {a.prune_threshold:g} x mean", a.prune_threshold * mean_q)]
-        base_psnr = next(r["psnr"] for r in result["ablation"] if (r["kind"], r["seed"]) == main_key)
+        tune = RouterTrainConfig(iterations=a.prune_finetune, router=RouterConfig(kind=main_key[0],
+                                 **KIND_OPTIONS[main_key[0]]), views="train", seed=main_key[1], device=str(dev),
+                                 torch_threads=a.threads)
+
+        def finetuned(m, name):  # the router's recipe after pruning: more steps on the mixture as it now is
+            if not a.prune_finetune:
+                return m
+            return load_mixture(train_router(a.run, video, tune, out=a.run / "ablation" / name, mixture=m), dev)[0]
+
+        base_psnr = evaluate_mixture(finetuned(load_mixture(path, dev)[0], "unpruned_ft.pt"), video, raster)["psnr"]
+        result["pruning_baseline"] = {"psnr": base_psnr, "finetune": a.prune_finetune, "router": main_key[0]}
         for method, label, threshold in cases:
             if not due(f"pruning {method} {label}"):
                 break
             m = load_mixture(path, dev)[0]
             stats, _ = prune_mixture(m, values[method], threshold)
+            removed_only = evaluate_mixture(m, video, raster)["psnr"]
+            m = finetuned(m, "pruned_ft.pt")
             scores = evaluate_mixture(m, video, raster)
             if method == "peak" and label.startswith("threshold"):
                 save_mixture(a.run / "ablation" / "pruned.pt", m)
             result["pruning"].append(_row(scores, method=method, case=label, removed=before - stats["after"],
-                                          before=before, lost_db=base_psnr - scores["psnr"], router=main_key[0]))
+                                          before=before, lost_db=base_psnr - scores["psnr"], router=main_key[0],
+                                          psnr_before_finetune=removed_only, finetune=a.prune_finetune))
             save()
             print(f"pruned {method} {label}: removed {before - stats['after']} of {before}, "
-                  f"{base_psnr - scores['psnr']:+.2f} dB lost", flush=True)
+                  f"{base_psnr - scores['psnr']:+.2f} dB lost ({base_psnr - removed_only:+.2f} before the fine-tune)",
+                  flush=True)
 
     student = best if a.student == "best" else a.student
     if main_key is not None and a.distill_iterations > 0:
@@ -195,7 +211,8 @@ def main() -> None:
             expert = load_checkpoint(ckpt, dev)[0].eval()
             scores = score_renders(lambda c, f, e=expert: render_expert(e, video, c, f, raster), video, dev)
             result["distillation"].append(_row(scores, method=method, student=student, steps=a.distill_iterations,
-                                               seconds=time.perf_counter() - t0))
+                                               seconds=time.perf_counter() - t0, num_gaussians=expert.num_gaussians,
+                                               size_bytes=expert.num_bytes()))
             save()
             print(f"{student} + {a.distill_iterations} steps ({method}): {scores['psnr']:.2f} dB", flush=True)
 
