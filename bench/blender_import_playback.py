@@ -1,19 +1,21 @@
-"""Benchmark: 1M Gaussians into Blender (import to a displayable object) and per-frame playback of a .lw4d.
+"""Benchmark: 1M Gaussians into Blender (import of a 3DGS PLY) and per-frame playback of a .lw4d, either display.
 
-    .venv-blender/bin/python bench/blender_import_playback.py [--count 1000000] [--frames 100] [--backend]
+    .venv-blender/bin/python bench/blender_import_playback.py [--count 1000000] [--degree 3] [--frames 40]
+    .venv-blender52/bin/python bench/blender_import_playback.py ...      (the quad display of Blender 4.2-5.2)
+
+The display is the one this Blender gives new carriers: native splat point clouds on 5.3+, quads before.
+Every figure is given as wall time and process CPU time (all threads): on the shared 2-core machine the wall
+time mostly measures the other processes, the CPU time what the work costs.
 
 Figures (one table):
-  import  decoded folder -> carrier + GN splat modifier (lw_blender.splats.carrier.load_decoded), then the first
-          depsgraph evaluation (instances built); with --backend also bpy.ops.lw.import_gaussians on a 3DGS PLY
-          (backend job + load) through the installed extension and a local backend.
-          The import uses the default display (viewport points from 500k Gaussians on); the first evaluation
-          is also timed with quads forced.
-  frame   headless scene.frame_set of a sequence where every Gaussian moves (position, opacity, rotation,
-          scale), median over the frames: the handler alone (attribute writes) and the whole frame_set (handler
-          + Geometry Nodes display) per display path: viewport points or oriented quads, under Cycles (no
-          draw order) or EEVEE (quads drawn through the numpy back-to-front order, lw_blender.splats.quads.sorting); also half
-          the Gaussians dynamic. Wall time and process CPU time (all threads) are both given: on a shared
-          2-core machine the wall time mostly measures the other processes.
+  import  ``bpy.ops.lw.import_gaussians`` of an INRIA PLY of N Gaussians at SH degree ``--degree`` (the add-on
+          reads the file itself: header, one np.fromfile, a strided copy per attribute, foreach_set), then the
+          first depsgraph evaluation; median of 3. On 5.3 also Blender's own ``wm.ply_import`` of the same file.
+  frame   headless ``scene.frame_set`` of a sequence where every channel of every dynamic Gaussian changes each
+          frame (position, rotation, scale, opacity, colour), median over the frames: the handler alone
+          (interpolate two frames, scatter, foreach_set) and the whole frame_set (handler + evaluation);
+          all Gaussians dynamic, then half. Quads: viewport points and quads, Cycles and EEVEE (drawn in the
+          numpy back-to-front order).
   memory  VmRSS growth over the frames (streaming: pages of played frames are released).
 """
 
@@ -22,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +41,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 import build_extension
 
 ADDON = "bl_ext.user_default.livingworld"
+SH_C0 = 0.28209479177387814
+CHANNELS = {"position": 3, "opacity": 1, "rotation": 4, "scale": 3, "color": 3}
 
 
 def rss_mb() -> float:
@@ -57,56 +60,50 @@ def install():
     return importlib.import_module(ADDON)
 
 
-def make_decoded(folder: Path, n: int, sequence: Path | None) -> Path:
+def random_gaussians(lw, n: int, degree: int):
+    """N random Gaussians (decoded arrays) in a 10 m box."""
     rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
     q = rng.normal(size=(n, 4)).astype(np.float32)
-    color = rng.uniform(0, 1, size=(n, 3)).astype(np.float32)
-    arrays = {
-        "position": rng.uniform(-5, 5, size=(n, 3)).astype(np.float32),
-        "scale": rng.uniform(0.005, 0.05, size=(n, 3)).astype(np.float32),
-        "rotation": q / np.linalg.norm(q, axis=1, keepdims=True),
-        "opacity": rng.uniform(0.2, 1, size=n).astype(np.float32),
-        "color": color,
-        "sh": ((color - 0.5) / 0.28209479177387814)[:, None, :].astype(np.float32),
-    }
-    for name, a in arrays.items():
-        np.save(folder / f"{name}.npy", np.ascontiguousarray(a, dtype="<f4"))
-    (folder / "manifest.json").write_text(json.dumps({"version": 1, "count": n, "sh_degree": 0, "source": "bench",
-                                                      "sequence": None if sequence is None else str(sequence)}))
-    return folder
+    k = (degree + 1) ** 2
+    return lw.lw_blender.splats.data.DecodedGaussians(
+        position=rng.uniform(-5, 5, size=(n, 3)).astype(np.float32),
+        scale=rng.uniform(0.005, 0.05, size=(n, 3)).astype(np.float32),
+        rotation=q / np.linalg.norm(q, axis=1, keepdims=True),
+        opacity=rng.uniform(0.2, 1, size=n).astype(np.float32),
+        sh=(rng.normal(size=(n, k, 3)) * 0.3).astype(np.float32))
 
 
 def make_sequence(folder: Path, n: int, m: int, frames: int) -> Path:
-    """A .lw4d (no base.ply: only the backend reads it) with all four channels, streamed frame by frame."""
+    """A .lw4d (no base.ply: only the backend reads it) with all five channels, written frame by frame."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(1)
     index = np.sort(rng.choice(n, size=m, replace=False)).astype(np.int64) if m < n else np.arange(n, dtype=np.int64)
     np.save(folder / "dynamic_index.npy", index)
-    widths = {"position": 3, "opacity": 1, "rotation": 4, "scale": 3}
     maps = {name: np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype="<f4",
-                                           shape=(frames, m) + ((w,) if w > 1 else ())) for name, w in widths.items()}
+                                           shape=(frames, m) + ((w,) if w > 1 else ())) for name, w in CHANNELS.items()}
     start = rng.uniform(-5, 5, size=(m, 3)).astype(np.float32)
-    q = np.tile(np.array([1, 0, 0, 0], np.float32), (m, 1))
+    q = rng.normal(size=(m, 4)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
     for t in range(frames):
         maps["position"][t] = start + 0.01 * t
         maps["opacity"][t] = 0.5 + 0.4 * np.sin(0.1 * t)
-        maps["rotation"][t] = q
+        maps["rotation"][t] = q if t % 2 == 0 else -q
         maps["scale"][t] = 0.01 + 0.0001 * t
+        maps["color"][t] = 0.5 + 0.4 * np.cos(0.1 * t)
     for a in maps.values():
         a.flush()
     del maps
     manifest = {"format": "lw4d", "version": 1, "frame_count": frames, "fps": 24.0, "loop": True,
                 "coordinate_frame": "blender_z_up_m", "count": n, "dynamic_count": m,
-                "channels": {name: "float32" for name in widths}}
+                "channels": {name: "float32" for name in CHANNELS}}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
 
 
-def timed(fn, *args):
-    t0 = time.perf_counter()
-    out = fn(*args)
-    return out, time.perf_counter() - t0
+def timed(fn, *args, **kwargs):
+    c0, t0 = time.process_time(), time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0, time.process_time() - c0
 
 
 def ms(wall: list[float], cpu: list[float]) -> str:
@@ -119,44 +116,33 @@ def clean():
         bpy.ops.preferences.addon_enable(module=ADDON)
 
 
-def bench_import(lw, n: int, work: Path, rows: list):
-    folder = make_decoded(work / "decoded", n, None)
-    loads, totals, quads = [], [], []
+def bench_import(lw, n: int, degree: int, work: Path, rows: list):
+    ply = lw.lw_blender.splats.ply.write_ply(work / "bench.ply", random_gaussians(lw, n, degree))
+    size = ply.stat().st_size / 1e6
+    ours, evals = ([], []), ([], [])
     for _ in range(3):
         clean()
-        obj, t_load = timed(lw.lw_blender.splats.carrier.load_decoded, bpy.context, folder, "bench")
-        _, t_eval = timed(bpy.context.evaluated_depsgraph_get)
-        loads.append(t_load)
-        totals.append(t_load + t_eval)
-        nodes = lw.lw_blender.splats.quads.nodes
-        nodes.set_input(obj.modifiers[nodes.MODIFIER_NAME], nodes.POINTS_INPUT, False)
-        _, t_quads = timed(bpy.context.view_layer.update)
-        quads.append(t_quads)
-    rows.append(("import: decoded folder -> carrier + GN modifier (median of 3)", f"{np.median(loads) * 1e3:.0f} ms"))
-    rows.append(("import: + first evaluation (default display)", f"{np.median(totals) * 1e3:.0f} ms"))
-    if n >= lw.lw_blender.splats.quads.nodes.POINTS_DEFAULT_COUNT:  # else the default display is the quads already
-        rows.append(("import: evaluation with quads forced instead", f"{np.median(quads) * 1e3:.0f} ms"))
+        _, wall, cpu = timed(bpy.ops.lw.import_gaussians, filepath=str(ply))
+        ours[0].append(wall)
+        ours[1].append(cpu)
+        _, wall, cpu = timed(bpy.context.evaluated_depsgraph_get)
+        evals[0].append(wall)
+        evals[1].append(cpu)
+    obj = bpy.context.active_object
+    label = f"{obj.type}{' ' + obj.data.type if obj.type == 'POINTCLOUD' else ''}"
+    rows.append((f"import: lw.import_gaussians, {size:.0f} MB PLY -> {label} (median of 3)", ms(*ours)))
+    rows.append(("import: first evaluation after it", ms(*evals)))
+    if lw.lw_blender.splats.display.native_available():
+        theirs = ([], [])
+        for _ in range(3):
+            clean()
+            _, wall, cpu = timed(bpy.ops.wm.ply_import, filepath=str(ply))
+            theirs[0].append(wall)
+            theirs[1].append(cpu)
+        rows.append(("import: Blender's own wm.ply_import of the same file (reference)", ms(*theirs)))
 
 
-def bench_backend_import(lw, n: int, work: Path, rows: list):
-    clean()
-    prefs = bpy.context.preferences.addons[ADDON].preferences
-    prefs.backend_python = str(REPO / ".venv" / "bin" / "python")
-    prefs.workspace = str(work / "workspace")
-    ply = work / "bench.ply"
-    script = ("import sys, numpy as np; from backend.gaussians import Gaussians; from backend.io.ply import write_ply;"
-              "n=int(sys.argv[2]); r=np.random.default_rng(0); q=r.normal(size=(n,4)).astype(np.float32);"
-              "write_ply(sys.argv[1], Gaussians(means=r.uniform(-5,5,(n,3)).astype(np.float32), quats=q,"
-              "log_scales=r.uniform(-5,-3,(n,3)).astype(np.float32), opacity_logits=r.normal(size=n).astype(np.float32),"
-              "sh=r.normal(size=(n,1,3)).astype(np.float32)))")
-    subprocess.run([prefs.backend_python, "-c", script, str(ply), str(n)], cwd=REPO, check=True)
-    bpy.ops.lw.backend_start()
-    _, t = timed(lambda: bpy.ops.lw.import_gaussians(filepath=str(ply)))
-    rows.append(("import: bpy.ops.lw.import_gaussians(.ply) via backend job", f"{t * 1e3:.0f} ms"))
-    bpy.ops.lw.backend_stop()
-
-
-MODES = (  # (label, render engine, viewport points)
+QUAD_MODES = (  # (label, render engine, viewport points)
     ("Cycles, viewport points", "CYCLES", True),
     ("EEVEE, viewport points", "BLENDER_EEVEE", True),
     ("Cycles, quads", "CYCLES", False),
@@ -174,57 +160,57 @@ def bench_frames(lw, n: int, m: int, frames: int, work: Path, rows: list, label:
     scene.camera = cam
     cam.location = (0, -20, 0)
     cam.rotation_euler = (1.5708, 0, 0)
-    obj = lw.lw_blender.splats.carrier.load_decoded(bpy.context, make_decoded(work / f"dec_{m}", n, seq), "bench")
-    playback, nodes = lw.lw_blender.splats.playback, lw.lw_blender.splats.quads.nodes
-    modifier = obj.modifiers[nodes.MODIFIER_NAME]
+    splats = lw.lw_blender.splats
+    obj = splats.carrier.place(bpy.context, None, "bench", random_gaussians(lw, n, 0), str(seq))
+    native = obj.type == "POINTCLOUD"
 
-    def run(mode: str, engine: str, points: bool, handler_only: bool) -> tuple[list[float], list[float]]:
+    def run(engine: str, points: bool | None, handler_only: bool) -> tuple[list[float], list[float]]:
         scene.render.engine = engine
-        nodes.set_input(modifier, nodes.POINTS_INPUT, points)
+        if points is not None:
+            nodes = splats.quads.nodes
+            nodes.set_input(obj.modifiers[nodes.MODIFIER_NAME], nodes.POINTS_INPUT, points)
         bpy.context.view_layer.update()  # the depsgraph handler keeps or drops lw_order for the engine
         scene.frame_set(1)
         wall, cpu = [], []
-        rss[mode] = [rss_mb()]
+        before = rss_mb()
         for f in range(2, frames + 1):
             c0, t0 = time.process_time(), time.perf_counter()
             if handler_only:
-                playback.show_frame(scene, obj, float(f))
+                splats.playback.show_frame(scene, obj, float(f))
             else:
                 scene.frame_set(f)
             wall.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
-        rss[mode].append(rss_mb())
+        growth.append(rss_mb() - before)
         return wall, cpu
 
-    rss = {}
-    handler = run("handler", "CYCLES", True, True)
-    rows.append((f"frame ({label}): handler, attribute writes", ms(*handler)))
-    for mode, engine, points in MODES:
-        result = run(mode, engine, points, False)
-        rows.append((f"frame ({label}): frame_set, {mode}", ms(*result)))
-        if engine == "BLENDER_EEVEE" and not points:
-            assert "lw_order" in obj.data.attributes and nodes.get_input(modifier, nodes.SORT_INPUT), "no order kept"
-    growth = max(after - before for before, after in rss.values())
-    rows.append((f"memory ({label}): largest VmRSS growth over {frames - 1} played frames", f"{growth:+.0f} MB"))
+    growth: list[float] = []
+    rows.append((f"frame ({label}): handler, 5 channels interpolated and written", ms(*run("CYCLES", None, True))))
+    if native:
+        rows.append((f"frame ({label}): frame_set, native splats (any engine)", ms(*run("CYCLES", None, False))))
+    else:
+        for mode, engine, points in QUAD_MODES:
+            rows.append((f"frame ({label}): frame_set, {mode}", ms(*run(engine, points, False))))
+    rows.append((f"memory ({label}): largest VmRSS growth over {frames - 1} played frames", f"{max(growth):+.0f} MB"))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1_000_000)
-    parser.add_argument("--frames", type=int, default=100)
-    parser.add_argument("--backend", action="store_true", help="also import a PLY through the backend job")
+    parser.add_argument("--degree", type=int, default=3, help="SH degree of the imported PLY")
+    parser.add_argument("--frames", type=int, default=40)
     args = parser.parse_args()
     lw = install()
     rows: list[tuple[str, str]] = []
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="lw-bench-data-") as tmp:
         work = Path(tmp)
-        bench_import(lw, args.count, work, rows)
-        if args.backend:
-            bench_backend_import(lw, args.count, work, rows)
+        bench_import(lw, args.count, args.degree, work, rows)
         bench_frames(lw, args.count, args.count, args.frames, work, rows, "all dynamic")
         bench_frames(lw, args.count, args.count // 2, args.frames, work, rows, "half dynamic")
     bpy.ops.preferences.addon_disable(module=ADDON)
-    print(f"\nN = {args.count:,} Gaussians, {args.frames} frames, bpy {bpy.app.version_string}, {os.cpu_count()} cores")
+    print(f"\nN = {args.count:,} Gaussians, SH degree {args.degree}, {args.frames} frames, bpy {bpy.app.version_string}, "
+          f"{os.cpu_count()} cores, load average {load:.1f} before / {os.getloadavg()[0]:.1f} after")
     width = max(len(r[0]) for r in rows)
     print(f"| {'figure'.ljust(width)} | value |")
     print(f"| {'-' * width} | ----- |")

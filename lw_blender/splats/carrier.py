@@ -63,10 +63,10 @@ def place(context, obj, name: str, gaussians: DecodedGaussians, sequence: str | 
     shown = display.for_new()
     new = shown.new_data(name, gaussians)
     if obj is not None and obj.type != shown.TYPE:
-        collections, matrix = list(obj.users_collection), obj.matrix_world.copy()
+        collections, parent, basis = list(obj.users_collection), obj.parent, obj.matrix_basis.copy()
         drop_object(obj)
         obj = bpy.data.objects.new(name, new)
-        obj.matrix_world = matrix
+        obj.parent, obj.matrix_basis = parent, basis
         for owner in collections:
             owner.objects.link(obj)
     elif obj is not None:

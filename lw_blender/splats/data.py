@@ -23,6 +23,7 @@ import numpy as np
 from .sh import dc_to_rgb
 
 SOURCE_PROPERTY = "lw_source"
+UNIT_TOLERANCE = 1e-6  # |q|^2 - 1 within this: q is kept as it is by unit_quaternions
 DEGREE_PROPERTY = "lw_sh_degree"
 
 
@@ -121,6 +122,19 @@ def write_decoded(gaussians: DecodedGaussians, folder: str | os.PathLike) -> Pat
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return folder
+
+
+def unit_quaternions(quats: np.ndarray) -> np.ndarray:
+    """Unit quaternions (N, 4) float32: q (1 / |q|), q itself when already unit (|q|^2 - 1 within
+    UNIT_TOLERANCE), the identity for q = 0."""
+    q = np.asarray(quats, np.float32)
+    norm2 = np.einsum("nc,nc->n", q, q)
+    zero = norm2 == 0
+    inverse = np.float32(1) / np.sqrt(np.where(zero, np.float32(1), norm2))
+    inverse[np.abs(norm2 - np.float32(1)) <= UNIT_TOLERANCE] = 1.0  # q * 1 == q exactly
+    out = q * inverse[:, None]
+    out[zero] = (1.0, 0.0, 0.0, 0.0)
+    return out
 
 
 def point_count(data) -> int:

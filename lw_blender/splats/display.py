@@ -6,8 +6,9 @@ Both are modules with the same functions (``splats.native``, ``splats.quads.disp
     new_data(name, gaussians) -> ID        a filled data block (removed again when filling fails)
     read(obj) -> DecodedGaussians          the carrier's current Gaussians
     sh_degree(obj) -> int
+    DIRECT                                 playback channels its attributes hold as they are
     channel_arrays(obj, names) -> dict     writable full arrays of playback channels (color as the SH DC)
-    write_channels(obj, arrays, names)     foreach_set them and tag the data
+    write_channels(obj, arrays, names)     foreach_set them (DIRECT ones may be any array) and tag the data
     show(context, obj)                     what the display needs on a new carrier (the quads' modifier)
     view_colors(scene, obj, time, force)   view-dependent colour kept in Python (quads, SH degree > 0)
     update_view(scene, obj, force, rendering) -> bool   draw order and view-facing quads (quads)

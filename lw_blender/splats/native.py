@@ -25,6 +25,7 @@ from .data import (
     point_count,
     read_attribute,
     read_stored,
+    unit_quaternions,
     write_attribute,
     write_stored,
 )
@@ -33,6 +34,7 @@ TYPE = "POINTCLOUD"
 SPLAT_TYPE = "GAUSSIAN_SPLAT"
 VERSION = (5, 3, 0)  # the first Blender with native splats
 BASE = "radiance:base"
+DIRECT = ("position", "rotation", "scale")  # playback channels written as they come (no full array needed)
 SH_PREFIX = "radiance:sh_"
 # playback channel -> (attribute, Blender type, foreach key, values per Gaussian)
 ATTRIBUTES = {"position": ("position", "FLOAT_VECTOR", "vector", 3), "scale": ("scale", "FLOAT_VECTOR", "vector", 3),
@@ -93,7 +95,8 @@ def read(obj) -> DecodedGaussians:
     for j in range(1, k):
         coefficients[:, j] = read_attribute(data, sh_attribute(j), 3, "vector")
     return DecodedGaussians(position=_read(data, "position"), scale=_read(data, "scale"),
-                            rotation=_read(data, "rotation"), opacity=np.ascontiguousarray(base[:, 3]),
+                            rotation=unit_quaternions(_read(data, "rotation")),
+                            opacity=np.ascontiguousarray(base[:, 3]),
                             sh=coefficients,
                             source=str(obj.get(SOURCE_PROPERTY, "")), stored=read_stored(data))
 

@@ -9,7 +9,8 @@ frames) comes from, in order of precedence:
 frame 0, so seamless loops stay seamless), PING_PONG reflects (period 2(T-1)).
 
 Values. For t between frames i0 and i1 = i0 + 1 with w = t - i0, every channel is linearly interpolated,
-v = (1 - w) v_i0 + w v_i1; rotations are blended on the same hemisphere and renormalised (nlerp).
+v = (1 - w) v_i0 + w v_i1; rotations are blended on the same hemisphere (nlerp; the normalisation is left to
+the display: Blender's splat renderer normalises quaternions itself, the quads normalise when they write).
 Only the M dynamic Gaussians (``dynamic_index``) are read, two frame rows per channel, from the memory-mapped
 arrays; they are scattered into the cached full arrays of the carrier's display (``display``: native splats
 write position, rotation, scale and ``radiance:base`` = DC colour + opacity; quads their mesh attributes) and
@@ -161,30 +162,41 @@ class SequenceReader:
             mapped.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
 
     def frame(self, name: str, i0: int, i1: int, w: float, out: np.ndarray | None = None) -> np.ndarray:
-        """Interpolated values of channel ``name`` for the dynamic Gaussians: (M, C) float32 (opacity (M,))."""
+        """Values of channel ``name`` for the dynamic Gaussians at (1 - w) frame i0 + w frame i1: (M, C) float32
+        (opacity (M,)), written into ``out``; without ``out``, a whole frame (w = 0) is the read-only memory-mapped
+        row itself (no copy). Call ``release(i0, i1)`` once the values are used."""
         data = self.channels[name]
         a = data[i0]
+        if w == 0.0 or i0 == i1:
+            if out is None:
+                return a
+            np.copyto(out, a)
+            return out
         if out is None:
             out = np.empty(a.shape, dtype=np.float32)
-        if w == 0.0 or i0 == i1:
-            np.copyto(out, a)
+        b = data[i1]
+        if name == "rotation":
+            # the blend on the hemisphere of a, q = a + w (s b - a) with s = sign(a . b), left unnormalised: both
+            # displays normalise rotations themselves (it would cost as much as the rest of the frame at 1M)
+            dot = a[:, 0] * b[:, 0]
+            for c in range(1, 4):
+                dot += a[:, c] * b[:, c]  # column by column: faster than einsum over rows of 4
+            np.multiply(b, np.where(dot < 0.0, np.float32(-1.0), np.float32(1.0))[:, None], out=out)
+            out -= a
+            out *= w
+            out += a
         else:
-            b = data[i1]
-            if name == "rotation":
-                # nlerp on the hemisphere of a: q = normalize(a + w (s b - a)), s = sign(a . b)
-                sign = np.where(np.einsum("mc,mc->m", a, b) < 0.0, -1.0, 1.0).astype(np.float32)
-                np.multiply(b, sign[:, None], out=out)
-                out -= a
-                out *= w
-                out += a
-                out /= np.sqrt(np.einsum("mc,mc->m", out, out))[:, None]
-            else:
-                np.subtract(b, a, out=out)
-                out *= w
-                out += a
-            self._release(name, i1)
-        self._release(name, i0)
+            np.subtract(b, a, out=out)
+            out *= w
+            out += a
         return out
+
+    def release(self, i0: int, i1: int):
+        """Drop the resident pages of frames i0 and i1 of every channel (the page cache keeps them for a reread),
+        so resident memory stays at a few frames however long the sequence is."""
+        for name in self.channels:
+            for i in {i0, i1}:
+                self._release(name, i)
 
     def close(self):
         self.channels.clear()
@@ -210,23 +222,29 @@ class SequencePlayer:
         self.time = None
 
     def apply(self, obj, t: float, loop_mode: str):
-        """Write the sequence state at time t into the carrier's attributes."""
+        """Write the sequence state at time t into the carrier's attributes.
+
+        A channel the display writes as it is (``display.DIRECT``) of a sequence where every Gaussian moves is
+        handed over without a copy: the memory-mapped row of a whole frame, or the interpolated scratch array;
+        everything else is scattered into the display's full arrays (``channel_arrays``)."""
         i0, i1, w = frame_pair(t, self.reader.frame_count, loop_mode)
         index, identity = self.reader.dynamic_index, self.reader.is_identity
+        arrays = dict(self.full)
         for name in self.names:
-            full = self.full[name]
-            if name == "color":  # RGB in the sequence, the SH DC coefficient on the carrier
-                values = sh.rgb_to_dc(self.reader.frame(name, i0, i1, w, out=self.scratch[name]))
-            elif identity:
-                self.reader.frame(name, i0, i1, w, out=full)
-                continue
-            else:
+            if name == "color":  # RGB in the sequence, the SH DC coefficient c0 = (rgb - 0.5) / C0 on the carrier
                 values = self.reader.frame(name, i0, i1, w, out=self.scratch[name])
-            if identity:
-                np.copyto(full, values)
+                values -= np.float32(0.5)
+                values *= np.float32(1.0 / sh.SH_C0)
             else:
-                scatter(full, index, values)
-        self.display.write_channels(obj, self.full, self.names)
+                values = self.reader.frame(name, i0, i1, w, out=None if w == 0.0 else self.scratch[name])
+            if identity and name in self.display.DIRECT:
+                arrays[name] = values
+            elif identity:
+                np.copyto(self.full[name], values)
+            else:
+                scatter(self.full[name], index, values)
+        self.display.write_channels(obj, arrays, self.names)
+        self.reader.release(i0, i1)
         self.time = t
 
 

@@ -11,8 +11,7 @@ extra properties and normals are not part of the Gaussians and are not kept (an 
 
 Decoding (float32, the same functions for every import and for the exactness checks of an export):
 
-    opacity = 1 / (1 + exp(-logit))     scale = exp(log_scale)     rotation = q / |q|  (q kept when |q|^2 is 1
-                                                                                        within 1e-6: no drift)
+    opacity = 1 / (1 + exp(-logit))     scale = exp(log_scale)     rotation = data.unit_quaternions(q)
 
 Writing is exact both ways. A carrier read from a PLY keeps the file's own logits, log-scales and quaternions
 (``data.StoredValues``); ``encode`` writes them back for every Gaussian whose decoded value is unchanged, so
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DecodedGaussians, GaussianDataError, StoredValues
+from .data import DecodedGaussians, GaussianDataError, StoredValues, unit_quaternions
 
 COMMENT = "written by LivingWorld (INRIA 3DGS layout)"
 POSITION = ("x", "y", "z")
@@ -47,7 +46,6 @@ REST_DEGREES = {0: 0, 9: 1, 24: 2, 45: 3}  # number of f_rest_* properties -> SH
 TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2", "ushort": "u2",
          "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4", "float": "f4", "float32": "f4",
          "double": "f8", "float64": "f8"}
-UNIT_TOLERANCE = 1e-6
 
 
 def rest_names(k: int) -> list[str]:
@@ -74,29 +72,42 @@ def decode_scale(log_scale: np.ndarray) -> np.ndarray:
         return np.exp(np.asarray(log_scale, np.float32))
 
 
-def decode_rotation(quats: np.ndarray) -> np.ndarray:
-    """Unit quaternions (N, 4) float32: q (1 / |q|), q itself when already unit (|q|^2 - 1 within
-    UNIT_TOLERANCE), the identity for q = 0."""
-    q = np.asarray(quats, np.float32)
-    norm2 = np.einsum("nc,nc->n", q, q)
-    zero = norm2 == 0
-    inverse = np.float32(1) / np.sqrt(np.where(zero, np.float32(1), norm2))
-    inverse[np.abs(norm2 - np.float32(1)) <= UNIT_TOLERANCE] = 1.0  # q * 1 == q exactly
-    out = q * inverse[:, None]
-    out[zero] = (1.0, 0.0, 0.0, 0.0)
-    return out
+def _ordered(x: np.ndarray) -> np.ndarray:
+    """float32 -> int64 keys in the same order (consecutive floats have consecutive keys)."""
+    bits = np.asarray(x, np.float32).view(np.int32).astype(np.int64)
+    return np.where(bits < 0, -(bits & 0x7FFFFFFF), bits)
 
 
-def _invert(decode, target: np.ndarray, start: np.ndarray, steps: int = 6) -> np.ndarray:
-    """x near ``start`` with decode(x) == target, walking one float32 ulp per step towards it (decode is monotonic
-    increasing); where no float32 hits the target exactly, x ends within an ulp of it."""
+def _from_ordered(key: np.ndarray) -> np.ndarray:
+    bits = np.where(key < 0, (-key) | 0x80000000, key)
+    return bits.astype(np.uint32).view(np.float32)
+
+
+def _invert(decode, target: np.ndarray, start: np.ndarray, low: float, high: float) -> np.ndarray:
+    """x with decode(x) == target for a monotonic non-decreasing float32 ``decode``: from ``start`` (a float64
+    inverse) one ulp at a time towards the target, then, for what is still off (flat stretches of decode, where
+    many floats share a value), a bisection over the floats in [low, high]. Where no float32 decodes to the
+    target exactly (decode skips it), x is the float whose value is nearest to it."""
+    target = np.asarray(target, np.float32)
     x = np.asarray(start, np.float32).copy()
-    for _ in range(steps):
+    for _ in range(4):
         value = decode(x)
-        low, high = value < target, value > target
-        if not (low.any() or high.any()):
-            break
-        x = np.where(low, np.nextafter(x, np.float32(np.inf)), np.where(high, np.nextafter(x, np.float32(-np.inf)), x))
+        up, down = value < target, value > target
+        if not (up.any() or down.any()):
+            return x
+        x = np.where(up, np.nextafter(x, np.float32(np.inf)), np.where(down, np.nextafter(x, np.float32(-np.inf)), x))
+    flat, want = x.reshape(-1), target.reshape(-1)  # decode works element by element
+    off = np.flatnonzero(decode(flat) != want)
+    if off.size:
+        lo = np.full(off.size, _ordered(np.float32(low)), np.int64)
+        hi = np.full(off.size, _ordered(np.float32(high)), np.int64)
+        while (lo < hi).any():  # the smallest float whose value is >= the target
+            mid = (lo + hi) // 2
+            below = decode(_from_ordered(mid)) < want[off]
+            lo, hi = np.where(below, mid + 1, lo), np.where(below, hi, mid)
+        above, below = _from_ordered(lo), _from_ordered(lo - 1)
+        closer = np.abs(decode(above) - want[off]) <= np.abs(decode(below) - want[off])
+        flat[off] = np.where(closer, above, below)
     return x
 
 
@@ -105,14 +116,14 @@ def encode_opacity(opacity: np.ndarray) -> np.ndarray:
     a = np.asarray(opacity, np.float64)
     inner = np.clip(a, 1e-12, 1.0 - 1e-12)
     start = np.where(a >= 1.0, 20.0, np.where(a <= 0.0, -110.0, np.log(inner / (1.0 - inner))))
-    return _invert(decode_opacity, np.asarray(opacity, np.float32), start.astype(np.float32))
+    return _invert(decode_opacity, np.asarray(opacity, np.float32), start.astype(np.float32), -110.0, 20.0)
 
 
 def encode_scale(scale: np.ndarray) -> np.ndarray:
     """Log-scales (N, 3) float32 that ``decode_scale`` maps back to ``scale`` (> 0; 0 becomes log(tiny))."""
     s = np.asarray(scale, np.float64)
     start = np.log(np.maximum(s, np.finfo(np.float32).tiny)).astype(np.float32)
-    return _invert(decode_scale, np.asarray(scale, np.float32), start)
+    return _invert(decode_scale, np.asarray(scale, np.float32), start, -104.0, 89.0)
 
 
 def _kept(stored: np.ndarray | None, decode, current: np.ndarray) -> np.ndarray:
@@ -135,7 +146,7 @@ def encode(gaussians: DecodedGaussians) -> dict[str, np.ndarray]:
         logit[keep] = stored.opacity_logit[keep]
         keep = _kept(stored.log_scale, decode_scale, gaussians.scale)
         log_scale[keep] = stored.log_scale[keep]
-        keep = _kept(stored.quat, decode_rotation, gaussians.rotation)
+        keep = _kept(stored.quat, unit_quaternions, gaussians.rotation)
         quat[keep] = stored.quat[keep]
     return {"logit": logit, "log_scale": log_scale, "quat": quat}
 
@@ -273,7 +284,7 @@ def read_ply(path: str | os.PathLike) -> DecodedGaussians:
     return DecodedGaussians(
         position=table.columns(POSITION),
         scale=decode_scale(log_scale),
-        rotation=decode_rotation(quat),
+        rotation=unit_quaternions(quat),
         opacity=decode_opacity(logit),
         sh=coefficients.transpose(1, 0, 2),
         source=str(path),
