@@ -82,3 +82,29 @@ def render(means, quats, scales, opacities, sh, sh_degree: int, extra, viewmat, 
                                      tile_size, offsets, flatten_ids)
     proj = Projection(means2d, conics, depths, opacities, radii, visible)
     return img[0], alpha[0, ..., 0], proj
+
+
+def project_fixed(means, quats, scales, viewmat, K, width: int, height: int, *, eps2d: float, near: float,
+                  far: float, radius_clip: float, antialiased: bool, tile_size: int):
+    """Projection and tile lists for ``rasterize.FixedGeometry`` (opacity 1 for the boxes: the widest any opacity
+    needs). Returns (means2d, conics, radii, compensation or None, offsets, flatten_ids)."""
+    from gsplat import fully_fused_projection, isect_offset_encode, isect_tiles
+
+    ones = torch.ones(len(means), dtype=means.dtype, device=means.device)
+    radii, means2d, depths, conics, comp = fully_fused_projection(
+        means, None, quats, scales, viewmat[None], K[None], width, height, eps2d=eps2d, near_plane=near,
+        far_plane=far, radius_clip=radius_clip, packed=False, calc_compensations=antialiased, opacities=ones)
+    tw, th = math.ceil(width / tile_size), math.ceil(height / tile_size)
+    _, isect_ids, flatten_ids = isect_tiles(means2d, radii, depths, tile_size, tw, th)
+    offsets = isect_offset_encode(isect_ids, 1, tw, th).reshape(1, th, tw)
+    return (means2d.detach(), conics.detach(), radii[0], comp[0] if antialiased else None, offsets, flatten_ids)
+
+
+def composite_fixed(state, colors, opacities, width: int, height: int, tile_size: int):
+    """``rasterize_to_pixels`` over a ``project_fixed`` state: (features (H, W, C), alpha (H, W))."""
+    from gsplat import rasterize_to_pixels
+
+    means2d, conics, _, _, offsets, flatten_ids = state
+    img, alpha = rasterize_to_pixels(means2d, conics, colors[None], opacities[None], width, height, tile_size,
+                                     offsets, flatten_ids)
+    return img[0], alpha[0, ..., 0]

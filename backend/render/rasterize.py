@@ -9,7 +9,7 @@ to the reference on the GPU with one warning per process, so a job never stops o
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
@@ -166,3 +166,51 @@ def rasterize(gaussians: Gaussians, camera: Camera, config: RasterConfig = Raste
     meta = {"means2d": proj.means2d, "radii": proj.radii.max(-1).values.to(torch.int32), "visible": proj.valid,
             "depths": proj.depths, "backend": backend}
     return RenderOutput(color, alpha, depth, img[..., first_extra:] if extra is not None else None, meta)
+
+
+class FixedGeometry:
+    """Gaussians projected and sorted into tiles once, then rendered again and again with new colours and
+    opacities (their positions, rotations and scales stay put: the expansion's brief optimisation of new
+    Gaussians' colour and opacity).
+
+    The boxes are those of opacity 1 (the widest: extent 3.33 sigma), so every pixel any opacity reaches is in a
+    listed tile, and the per-pixel test alpha >= 1/255 skips the rest: ``render(colors, opacities)`` is
+    ``rasterize`` of the same Gaussians with those colours and opacities (background black), without a
+    projection, a sort or gsplat's host-side intersection count per call. Differentiable w.r.t. colours (N, 3)
+    and opacities (N,) in 0..1.
+    """
+
+    def __init__(self, gaussians: Gaussians, camera: Camera, config: RasterConfig = RasterConfig()):
+        _check_inputs(gaussians, camera, None, 0)
+        dtype, device = gaussians.means.dtype, gaussians.means.device
+        self.backend = resolve_backend(config.backend, device)
+        self.width, self.height, self.tile_size = int(camera.width), int(camera.height), config.tile_size
+        viewmat = _small_to(camera.world_to_cam, dtype, device)
+        K = _small_to(camera.K, dtype, device)
+        means, quats = gaussians.means.detach(), gaussians.quats.detach()
+        scales = gaussians.log_scales.detach().exp()
+        opts = {"eps2d": config.eps2d, "near": float(camera.near), "far": float(camera.far),
+                "radius_clip": config.radius_clip, "antialiased": config.antialiased}
+        if self.backend == "gsplat":
+            from . import gsplat_backend
+
+            self._state = gsplat_backend.project_fixed(means, quats, scales, viewmat, K, self.width, self.height,
+                                                       tile_size=self.tile_size, **opts)
+            self.radii, self._comp = self._state[2], self._state[3]
+        else:
+            ones = torch.ones(len(means), dtype=dtype, device=device)
+            self._proj = reference.project(means, quats, scales, ones, viewmat, K, self.width, self.height, **opts)
+            self.radii = self._proj.radii
+            self._comp = self._proj.opacities if config.antialiased else None
+
+    def render(self, colors: torch.Tensor, opacities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(color (H, W, 3), alpha (H, W)) of the Gaussians with ``colors`` (N, 3) and ``opacities`` (N,)."""
+        if self._comp is not None:
+            opacities = opacities * self._comp
+        if self.backend == "gsplat":
+            from . import gsplat_backend
+
+            return gsplat_backend.composite_fixed(self._state, colors, opacities, self.width, self.height,
+                                                  self.tile_size)
+        return reference.composite(replace(self._proj, opacities=opacities), colors, self.width, self.height,
+                                   self.tile_size)
