@@ -35,8 +35,9 @@ class MoeRouterParams(BaseModel):
                                                            "loss gradient through the gate is >= prune_threshold x "
                                                            "the mean.")
     prune_threshold: float = Field(0.05, ge=0.0, description="Pruning threshold (units: prune_method).")
-    prune_finetune: int = Field(200, ge=0, le=1_000_000, description="Router steps on the pruned mixture (the "
-                                "gates read the experts' remaining Gaussians); 0: none.")
+    prune_finetune: int | None = Field(None, ge=0, le=1_000_000, description="Router steps on the pruned mixture "
+                                       "(the gates read the experts' remaining Gaussians); null: a tenth of "
+                                       "iterations; 0: none.")
     distill: str = Field("", description="Expert family to distil the mixture into (fine-tuned on its renders); "
                                          "empty: no distillation.")
     distill_iterations: int = Field(1000, ge=1, le=1_000_000, description="Fine-tuning steps of the student.")

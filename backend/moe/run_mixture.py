@@ -34,7 +34,8 @@ class MixtureRunConfig:
     prune: bool = False
     prune_method: str = "peak"  # prune.PruneConfig: "peak" (ours) or "gate_gradient" (the paper's)
     prune_threshold: float = 0.05
-    prune_finetune: int = 200  # router steps on the pruned mixture (its experts lost Gaussians the gates read)
+    prune_finetune: int | None = None  # router steps on the pruned mixture (its experts lost Gaussians the gates
+    # read); None: a tenth of the router's iterations (at least 1)
     distill: str = ""
     distill_iterations: int = 1000
     distill_method: str = "renders"  # distill.DistillConfig: "renders" (ours) or "gated" (the paper's loss)
@@ -188,15 +189,16 @@ def run_mixture(run: Path, config: MixtureRunConfig, video: MultiViewVideo | Non
     if config.prune:
         values = prune_scores(mixture, video, prune_cfg, raster, config.mode, scores)
         stats, keeps = prune_mixture(mixture, values, prune_cfg.threshold)
-        if config.prune_finetune:  # the router again, on what is left: an emptied expert's logit is D(0, 0, ray)
-            path_pruned = train_router(run, video, replace(rcfg, iterations=config.prune_finetune, joint=False),
+        tune = max(1, config.iterations // 10) if config.prune_finetune is None else config.prune_finetune
+        if tune:  # the router again, on what is left: an emptied expert's logit is D(0, 0, ray)
+            path_pruned = train_router(run, video, replace(rcfg, iterations=tune, joint=False),
                                        out=out / "pruned.pt", cancel=cancel, mixture=mixture)
             mixture = load_mixture(path_pruned, device)[0]
         else:
             save_mixture(out / "pruned.pt", mixture)
-        scores = gate_scores(mixture, video, raster, config.mode) if config.prune_finetune else scores.select(keeps)
+        scores = gate_scores(mixture, video, raster, config.mode) if tune else scores.select(keeps)
         report["pruned"] = {**evaluate_mixture(mixture, video, raster, config.mode), "method": prune_cfg.method,
-                            "threshold": prune_cfg.threshold, "finetune": config.prune_finetune, **stats}
+                            "threshold": prune_cfg.threshold, "finetune": tune, **stats}
         report["artifacts"].append(out / "pruned.pt")
     if config.distill:
         again = {"source": sources[config.distill], "all_views": bool(config.refit_iterations)}
