@@ -86,6 +86,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--deadline", type=float, default=float("inf"), help="seconds since the epoch")
+    ap.add_argument("--parts", nargs="+", default=["pruning", "distillation", "bake"],
+                    choices=["pruning", "distillation", "bake"], help="what follows the routers")
     ap.add_argument("--out", type=Path, default=None, help="default RUN/ablation/result.json")
     ap.add_argument("--picture", default="", help="held-out view: truth, best expert, each kind, its weights")
     a = ap.parse_args()
@@ -127,10 +129,12 @@ def main() -> None:
 
     renders = {}
     for name in names:
-        expert = load_checkpoint(a.run / name / "checkpoint.pt", dev)[0].eval()
+        expert, ckpt = load_checkpoint(a.run / name / "checkpoint.pt", dev)
+        expert.eval()
         scores = score_renders(lambda c, f, e=expert: render_expert(e, video, c, f, raster), video, dev)
         renders[name] = scores["renders"]
-        result["experts"][name] = _row(scores, num_gaussians=expert.num_gaussians, size_bytes=expert.num_bytes())
+        result["experts"][name] = _row(scores, num_gaussians=expert.num_gaussians, size_bytes=expert.num_bytes(),
+                                       steps=int(ckpt["step"]))
     best = max(names, key=lambda n: result["experts"][n]["psnr"])
     best_psnr = result["experts"][best]["psnr"]
     result["best_expert"] = best
@@ -156,7 +160,7 @@ def main() -> None:
                   flush=True)
 
     main_key = ("volume_pixel", a.seeds[0]) if ("volume_pixel", a.seeds[0]) in mixtures else next(iter(mixtures), None)
-    if main_key is not None and due("pruning"):
+    if main_key is not None and "pruning" in a.parts and due("pruning"):
         path = mixtures[main_key][0]
         mixture = load_mixture(path, dev)[0]
         before = mixture.num_gaussians()
@@ -196,7 +200,7 @@ def main() -> None:
                   flush=True)
 
     student = best if a.student == "best" else a.student
-    if main_key is not None and a.distill_iterations > 0:
+    if main_key is not None and "distillation" in a.parts and a.distill_iterations > 0:
         mixture = load_mixture(mixtures[main_key][0], dev)[0]
         for method in ("truth", "renders", "gated"):
             if not due(f"distillation {method}"):
@@ -216,7 +220,7 @@ def main() -> None:
             save()
             print(f"{student} + {a.distill_iterations} steps ({method}): {scores['psnr']:.2f} dB", flush=True)
 
-    if main_key is not None and due("bake"):
+    if main_key is not None and "bake" in a.parts and due("bake"):
         mixture = load_mixture(mixtures[main_key][0], dev)[0]
         weights = gate_scores(mixture, video, raster).mean_weight()
         seq = bake_mixture(mixture.experts, weights, a.run / "ablation" / "mixture.lw4d", np.asarray(video.times),
@@ -228,7 +232,7 @@ def main() -> None:
           f"router {a.iterations} steps; LPIPS: {result['lpips']}")
     print("| model | seed | PSNR (dB) | - best expert | SSIM | FPS | Gaussians | size (MB) |")
     print("|---|---|---|---|---|---|---|---|")
-    rows = [(n, "", r) for n, r in result["experts"].items()]
+    rows = [(f"{n} ({r['steps']} steps)", "", r) for n, r in result["experts"].items()]
     rows += [(f"MoE {r['kind']}", r["seed"], r) for r in result["ablation"]]
     rows += [(f"pruned ({r['method']}, {r['case']}, -{r['removed']})", "", r) for r in result["pruning"]]
     rows += [(f"{r['student']} + {r['steps']} steps ({r['method']})", "", r) for r in result["distillation"]]
