@@ -15,17 +15,18 @@
 #   which skips what would start after its deadline; then, alone on the GPU, bench/moe_fps.py at 1352x1014.
 # $OUT gets at most 8 files: log.txt (+ call 2: ablation_SCENE.json and the first scene's picture, fps.json).
 #
-# Environment (defaults): SCENES="basic mixed flame" EXPERTS="trajectory keyframe embedding" STEPS=8000
-# SEEDS="0 1" ROUTER_STEPS=2000 DISTILL_STEPS=500 BUDGET=555 (seconds of this call) RESUME_S=150 FPS_S=75
+# Environment (defaults): SCENES (every folder of CARRY with a scene/) EXPERTS="trajectory keyframe embedding"
+# STEPS=12000 SEEDS="0 1" ROUTER_STEPS=2000 DISTILL_STEPS=500 BUDGET=555 (seconds of this call) RESUME_S=180 FPS_S=75
 # DEVICE=cuda THREADS=2 FPS_SIZE=1352x1014 PRUNE_FT=200. A CPU dry run (the dev box): PY=.venv/bin/python DEVICE=cpu
 # STEPS=30 ROUTER_STEPS=4 DISTILL_STEPS=3 FPS_SIZE=192x144 PRUNE_FT=2 with a carry of the tiny preset.
 set -u
 PY=${PY:-python3}  # the dev box's dry run: PY=.venv/bin/python
 phase=${1:?experts or stage2}
 C=$PWD/${CARRY:-.cluster_carry_25}
-SCENES=${SCENES:-basic mixed flame}; EXPERTS=${EXPERTS:-trajectory keyframe embedding}; STEPS=${STEPS:-8000}
+SCENES=${SCENES:-$(for d in "$C"/*/scene; do [ -d "$d" ] && basename "$(dirname "$d")"; done | tr '\n' ' ')}
+EXPERTS=${EXPERTS:-trajectory keyframe embedding}; STEPS=${STEPS:-12000}
 SEEDS=${SEEDS:-0 1}; ROUTER_STEPS=${ROUTER_STEPS:-2000}; DISTILL_STEPS=${DISTILL_STEPS:-500}
-BUDGET=${BUDGET:-555}; RESUME_S=${RESUME_S:-150}; FPS_S=${FPS_S:-75}; DEVICE=${DEVICE:-cuda}; THREADS=${THREADS:-2}
+BUDGET=${BUDGET:-555}; RESUME_S=${RESUME_S:-180}; FPS_S=${FPS_S:-75}; DEVICE=${DEVICE:-cuda}; THREADS=${THREADS:-2}
 FPS_SIZE=${FPS_SIZE:-1352x1014}; PRUNE_FT=${PRUNE_FT:-200}
 t0=$(date +%s); end=$((t0 + BUDGET))
 log=$OUT/log.txt
