@@ -41,6 +41,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -105,8 +106,6 @@ def camera_rays(camera, device, dtype=torch.float32) -> torch.Tensor:
     """The pixel rays of ``camera`` (``backend.render.cameras.Camera``) in the world frame: (H, W, 6) = origin
     (the camera centre) and unit direction d = normalise(R^T K^-1 (x + 0.5, y + 0.5, 1)) through each pixel
     centre (OpenCV convention, R the world-to-camera rotation)."""
-    import numpy as np
-
     w, h = int(camera.width), int(camera.height)
     ys, xs = np.meshgrid(np.arange(h) + 0.5, np.arange(w) + 0.5, indexing="ij")
     pix = np.stack([xs, ys, np.ones_like(xs)], -1)  # (H, W, 3)
