@@ -82,7 +82,8 @@ def collect(folder: Path) -> dict:
     figures = {}
     for name, fn in (("world_step", world), ("motion_update", motion), ("hashgrid", hashgrid), ("render", render)):
         figures[name] = {when: fn(_load(folder, f"{name}_{when}")) for when in ("before", "after")}
-    figures["outpaint_modes"] = outpaint(_load(folder, "outpaint_after"))
+    figures["motion_update"]["after_100_steps"] = motion(_load(folder, "motion_update_after100"))
+    figures["outpaint_modes"] = {**outpaint(_load(folder, "outpaint_inductor")), **outpaint(_load(folder, "outpaint_after"))}
     device = next((d["device"] for name in ("world_step_after", "render_after", "hashgrid_after")
                    if (d := _load(folder, name))), None)
     figures["device"] = device
@@ -97,10 +98,13 @@ def table(f: dict) -> str:
     rows = [("expansion step, median s", "world_step", "expansion_median_s", "<= 0.5"),
             ("  outpaint s", "world_step", "outpaint_s", ""), ("  refine s", "world_step", "refine_s", ""),
             ("  depth s", "world_step", "depth_s", ""), ("  lift s", "world_step", "lift_s", ""),
-            ("  write s", "world_step", "write_s", ""), ("  render + preview s", "world_step", "render_s", ""),
+            ("  write s", "world_step", "write_s", ""), ("  render s", "world_step", "render_s", ""),
+            ("  preview s", "world_step", "preview_s", ""), ("  refine L1 (quality)", "world_step", "refine_l1", ""),
             ("  first expansion s (load + capture)", "world_step", "first_expansion_s", ""),
             ("motion align + update, median s", "motion_update", "total_median_s", "<= 0.1"),
             ("  align s", "motion_update", "align_median_s", ""), ("  update s", "motion_update", "update_median_s", ""),
+            ("  update fit rel. error", "motion_update", "update_rel_error", ""),
+            ("  held-out angle error deg", "motion_update", "held_out_angle_deg", ""),
             ("hash grid 1M forward, G queries/s", "hashgrid", "triton (default)_1M_gqps", ">= 2"),
             ("ball 4D frame ms (SH 0, all dynamic)", "render", "ball_sh0_dyn1.00_frame_ms", "<= 3"),
             ("ball RGBA frame ms (SH 0, all dynamic)", "render", "ball_sh0_dyn1.00_frame_rgba_ms", "<= 3"),
@@ -108,6 +112,11 @@ def table(f: dict) -> str:
             ("world 4D frame ms (SH 3, all dynamic)", "render", "world_sh3_dyn1.00_frame_ms", "keep")]
     lines = [f"device: {f.get('device')}", "| figure | before | after | goal |", "|---|---|---|---|"]
     lines += [f"| {label} | {get(s, 'before', k)} | {get(s, 'after', k)} | {goal} |" for label, s, k, goal in rows]
+    m100 = f.get("motion_update", {}).get("after_100_steps") or {}
+    if m100:
+        lines.append(f"| motion with 100 update steps: total / update s, fit rel. error, held-out deg | | "
+                     f"{m100['total_median_s']:.3f} / {m100['update_median_s']:.3f}, {m100['update_rel_error']:.4f}, "
+                     f"{m100['held_out_angle_deg']:.2f} | <= 0.1 |")
     for mode, r in f.get("outpaint_modes", {}).items():
         lines.append(f"| outpaint alone, UNet {mode}: call s (first call s) | | {r['median_s']:.3f} "
                      f"({r['first_call_s']:.1f}) | PSNR vs eager {r.get('psnr_vs_eager_db', float('inf')):.1f} dB |")

@@ -7,13 +7,14 @@
 #   on the device:   bash bench/gpu_session.sh                            (carry .whl and .baseline)
 #   CPU check here:  LW_GPU_DRY=1 LW_PYTHON=.venv/bin/python bash bench/gpu_session.sh
 #
-# Each step runs under a time limit cut to what is left of LW_GPU_BUDGET_S (default 500 s after the wheels are
+# Each step runs under a time limit cut to what is left of LW_GPU_BUDGET_S (default 515 s after the wheels are
 # installed) and is skipped when too little is left; the most important steps come first. $OUT gets
-# session.log, figures.json, summary.md, logs.tgz (every step's log and JSON) and outpaint.png.
+# session.log, figures.json, summary.md, logs.tgz (every step's log and JSON), outpaint.png (eager | graphs |
+# 8 x difference) and outpaint_inductor.png.
 set -u -o pipefail
 T0=$(date +%s)
 DRY=${LW_GPU_DRY:-0}
-BUDGET=${LW_GPU_BUDGET_S:-500}
+BUDGET=${LW_GPU_BUDGET_S:-515}
 OUT=${OUT:-/tmp/lw-gpu-out}
 WORK=${LW_GPU_WORK:-/tmp/lw-gpu}
 PY=${LW_PYTHON:-python3}
@@ -76,8 +77,10 @@ if [[ $DRY != 1 ]]; then
   BUILD=$!
 fi
 step models 150 60 $PY -c "import sys; sys.path.insert(0, 'bench'); from world_step_gpu import build_models; from pathlib import Path; print(build_models(Path('$MODELS'), '$DRYARG' == '--dry'))"
-step hashgrid_before 60 30 "${BEFORE[@]}" $PY bench/fields_hashgrid_gpu.py --iters 20 --json "$WORK/logs/hashgrid_before.json" $DRYARG
-step hashgrid_after 90 40 $PY bench/fields_hashgrid_gpu.py --iters 20 --json "$WORK/logs/hashgrid_after.json" $DRYARG
+ITERS=20
+[[ $DRY == 1 ]] && ITERS=2
+step hashgrid_before 60 30 "${BEFORE[@]}" $PY bench/fields_hashgrid_gpu.py --iters $ITERS --json "$WORK/logs/hashgrid_before.json" $DRYARG
+step hashgrid_after 90 40 $PY bench/fields_hashgrid_gpu.py --iters $ITERS --json "$WORK/logs/hashgrid_after.json" $DRYARG
 if [[ $DRY != 1 ]]; then
   wait "$BUILD"
   log "gsplat build rc=$(cat "$WORK/gsplat_build.rc"): $(tail -n 1 "$WORK/logs/gsplat_build.log")"
@@ -88,6 +91,11 @@ WORLD_ARGS=(--steps 30 --turns 30,-30,45,-45 --models "$MODELS")
 [[ $DRY == 1 ]] && WORLD_ARGS=(--steps 2 --turns 30,-30 --models "$MODELS")
 step world_before 120 40 "${BEFORE[@]}" $PY bench/world_step_gpu.py "${WORLD_ARGS[@]}" --json "$WORK/logs/world_step_before.json" $DRYARG
 step world_after 120 40 $PY bench/world_step_gpu.py "${WORLD_ARGS[@]}" --json "$WORK/logs/world_step_after.json" $DRYARG
+OUTPAINT_ARGS=(--steps 30 --reps 4)
+[[ $DRY == 1 ]] && OUTPAINT_ARGS=(--steps 2 --reps 1)
+GRAPHS=off,graphs
+[[ $DRY == 1 ]] && GRAPHS=off
+step outpaint_after 90 45 $PY bench/outpaint_gpu.py --modes $GRAPHS "${OUTPAINT_ARGS[@]}" --models "$MODELS" --json "$WORK/logs/outpaint_after.json" --png "$OUT/outpaint.png" $DRYARG
 step motion_before 75 30 "${BEFORE[@]}" $PY bench/motion_update_gpu.py --json "$WORK/logs/motion_update_before.json" $DRYARG
 step motion_after 90 30 $PY bench/motion_update_gpu.py --profile --json "$WORK/logs/motion_update_after.json" $DRYARG
 RENDER_ARGS=(--skip-parity --scenes ball,world --sh 0,3 --fracs 1.0 --iters 40)
@@ -96,10 +104,11 @@ step render_before 75 30 "${BEFORE[@]}" $PY bench/render_gpu.py "${RENDER_ARGS[@
 step render_after 90 30 $PY bench/render_gpu.py "${RENDER_ARGS[@]}" --profile ball --json "$WORK/logs/render_after.json" $DRYARG
 TEST_ARGS=(--timeout 90)  # pytest-timeout (on the GPU image)
 [[ $DRY == 1 ]] && TEST_ARGS=()
-step tests_gpu 100 40 $PY -m pytest -q -m gpu tests/gpu -p no:cacheprovider "${TEST_ARGS[@]}"
-OUTPAINT_ARGS=(--modes off,graphs,inductor --steps 30 --reps 4)
-[[ $DRY == 1 ]] && OUTPAINT_ARGS=(--modes off --steps 2 --reps 1)
-step outpaint_after 300 60 $PY bench/outpaint_gpu.py "${OUTPAINT_ARGS[@]}" --models "$MODELS" --json "$WORK/logs/outpaint_after.json" --png "$OUT/outpaint.png" $DRYARG
+step tests_gpu 120 40 $PY -m pytest -q -m gpu tests/gpu -p no:cacheprovider "${TEST_ARGS[@]}"
+step motion_after100 60 30 $PY bench/motion_update_gpu.py --update-steps 100 --json "$WORK/logs/motion_update_after100.json" $DRYARG
+INDUCTOR=off,inductor
+[[ $DRY == 1 ]] && INDUCTOR=off
+step outpaint_inductor 300 60 $PY bench/outpaint_gpu.py --modes $INDUCTOR "${OUTPAINT_ARGS[@]}" --models "$MODELS" --json "$WORK/logs/outpaint_inductor.json" --png "$OUT/outpaint_inductor.png" $DRYARG
 
 pack
 log "done in $(now) s of ${BUDGET}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 from gpu_common import dump, use_code_tree
 
@@ -47,6 +48,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", default=None)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--update-steps", type=int, default=None, help="Adam steps of each update (default: the field's)")
     ap.add_argument("--dry", action="store_true", help="CPU, 20k / 5k samples, few steps (checks the script)")
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -64,11 +66,11 @@ def main():
     new = new.with_vectors(v)
     new.view = np.arange(len(v), dtype=np.int32)  # sample ids, to score the true samples after alignment
     cfg = MotionFieldConfig()
+    if args.update_steps is not None:
+        cfg = replace(cfg, update_steps=args.update_steps)
     if args.dry:
-        from dataclasses import replace
-
-        cfg = replace(cfg, encoding=replace(cfg.encoding, n_levels=4, log2_table_size=14, backend="torch"), steps=20,
-                      update_steps=10, batch_size=4096)
+        cfg = replace(cfg, update_steps=args.update_steps or 10, steps=20, batch_size=4096,
+                      encoding=replace(cfg.encoding, n_levels=4, log2_table_size=14, backend="torch"))
     field = new_motion_field(np.r_[prev_pts, new_pts], cfg, device=dev)
     t = time.perf_counter()
     first = field.fit(prev)
@@ -115,9 +117,7 @@ def main():
 
 
 def profile_update(field, samples, steps: int = 20) -> str:
-    """Kernel time of ``steps`` eager update steps (the step a CUDA graph replays), and of one alignment."""
-    from dataclasses import replace
-
+    """Kernel time of ``steps`` eager update steps (the step a CUDA graph replays)."""
     eager = type(field)(replace(field.config, cuda_graph=False)).to(field.device)
     eager.load_state_dict(field.state_dict())
     eager.fit(samples, steps=3)
