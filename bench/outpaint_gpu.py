@@ -78,6 +78,7 @@ def main() -> None:
                        psnr_vs_eager_db=float(10 * np.log10(1.0 / max(mse, 1e-20))))
         rows.append(row)
         print(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
+        dump(args.json, {"bench": "outpaint_gpu", "steps": args.steps, "rows": rows})  # kept if a later mode stalls
         del provider
         if device == "cuda":
             torch.cuda.empty_cache()
