@@ -1,5 +1,5 @@
-"""The expansion's speed-ups compute what the plain code did: lifting the new region's box, refining without the
-Gaussians the view culls, the step files encoded ahead, the previous step's Gaussians kept in memory."""
+"""The expansion's speed-ups compute what the plain code did: lifting the new region's box, the step files
+encoded ahead, the previous step's Gaussians kept in memory (the refinement's FixedGeometry: tests/backend/render)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,9 @@ from dataclasses import replace
 
 import cv2
 import numpy as np
-import torch
 
 from backend.gaussians import Gaussians
 from backend.io.ply import read_ply
-from backend.render.rasterize import rasterize
 from backend.world import pipeline
 from backend.world.lift import LiftConfig, lift_image
 from backend.world.pipeline import expand_world, lift_selected, new_world
@@ -49,20 +47,6 @@ def test_lifting_the_selection_box_gives_the_whole_image_s_gaussians(tmp_path, m
             cfg = LiftConfig(stride=stride)
             whole = lift_image(image, depth, cam, sky, water, select=select, step=3, config=cfg)
             _assert_same(lift_selected(image, depth, cam, sky, water, select, 3, cfg), whole)
-
-
-def test_culling_the_frozen_gaussians_the_view_skips_changes_no_pixel(tmp_path, make_config, turn):
-    w0 = new_world(SAMPLE_PATH, tmp_path / "w", config=make_config(64))
-    cam = turn(w0.current.opencv_camera(), 40)
-    old = read_ply(w0.file("gaussians.ply")).to_torch("cpu").with_(extra={})
-    with torch.no_grad():
-        kept = old.subset(rasterize(old, cam).meta["radii"] > 0)
-        assert 0 < len(kept) < len(old)  # the turned view sees part of the world
-        moving = old.subset(torch.arange(0, len(old), 7))
-        full = rasterize(Gaussians.concatenate([old, moving]), cam)
-        culled = rasterize(Gaussians.concatenate([kept, moving]), cam)
-    torch.testing.assert_close(culled.color, full.color, rtol=0, atol=1e-6)
-    torch.testing.assert_close(culled.alpha, full.alpha, rtol=0, atol=1e-6)
 
 
 def test_step_files_encoded_ahead_are_the_files_the_writers_made(tmp_path):
