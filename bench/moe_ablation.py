@@ -263,7 +263,7 @@ def main() -> None:
                                        float(video.times[f]), raster) for f in frames]
             columns += [[u8(o.color) for o in outs],
                         [u8(torch.einsum("khw,kc->hwc", o.weights.cpu(), palette)) for o in outs]]
-            titles += [kind, f"w {kind[:6]}"]
+            titles += [kind, f"w {kind}"]
         legend = " ".join(f"{'RGBY'[k]}={n[:5]}" for k, n in enumerate(names))
         write_grid(Path(a.picture), columns, titles[:-1] + [f"{titles[-1]} {legend}"],
                    [f"t={video.times[f]:.2f}" for f in frames])
