@@ -68,6 +68,8 @@ class SkyCues:
     edge: float = 0.05  # |grad L| / 100 per px at or above which a pixel separates regions (a ridge line)
     min_l: float = 0.25  # darker pixels are never sky (L / 100)
     green: float = -7.0  # Lab a below this (with b above -5) is foliage, never sky
+    top_band: float = 0.1  # a large region reaching this fraction of the height from the top edge touches it
+    #                         (noisy top rows, an outpainted sky's speckle, must not cut the sky off)
     darker: float = 0.12  # a top region whose mean L is this much below the largest one's is terrain
     rough: float = 0.08  # local std of L / 100 above which a pixel is surely not sky (for GrabCut)
     mirror_rows: int = 12  # rows compared on each side of a candidate shore line
@@ -96,14 +98,15 @@ class HeuristicSegmentation:
     1. candidates: smooth pixels (local std of L), not too dark, not foliage-green; regions are their 4-connected
        components once edge pixels (|grad L| >= ``edge``: ridge lines, roof lines) are taken out, so a range whose
        summit leaves the frame stays apart from the sky beside it;
-    2. seeds: regions touching the top edge, except those clearly darker than the largest one (a hazy mountain,
+    2. seeds: regions reaching the top edge (``top_band``), except those clearly darker than the largest one (a hazy mountain,
        a glass tower; clouds are brighter and stay, and so does bright snow where it touches the top edge);
     3. OpenCV's GrabCut (colour models and an edge-aware cut) settles the boundary from the seeds (sure sky: their
        inside; sure ground: foliage, dark or rough pixels);
     4. still water mirrors the sky: below the row where the image mirrors itself (``_water_line``) nothing is sky;
-       what stays is what connects to the seeds across no edge, and in each column the run from the top (sky
-       seen under a bridge or through a mirror beside the shore is dropped), plus holes enclosed by it (birds,
-       cloud gaps).
+       what stays is what connects to the seeds across no edge, and in each column its first run from the top
+       (sky seen under a bridge or through a mirror beside the shore is dropped), plus what lies above it on the
+       top edge and is at least as bright (clouds; an outpainted sky's smeared top rows) and holes enclosed by it
+       (birds, cloud gaps).
     At full size the pixels within ``band`` of the upsampled boundary take the side whose local mean colour is
     nearer. Water: blue-ish, smooth pixels below the horizon, not sky. Ground: the rest. Measured on a labelled
     set (``bench/world_sky_iou.py``, docs/bench/world.md).
@@ -144,7 +147,9 @@ class HeuristicSegmentation:
         foliage = (a < c.green) & (b > -5)
         cand = (texture < c.texture) & (grad < c.edge) & ~foliage & (L > c.min_l)
         _, labels, stats, _ = cv2.connectedComponentsWithStats(cand.astype(np.uint8), connectivity=4)
-        top = [i for i in np.unique(labels[0]) if i > 0 and stats[i, cv2.CC_STAT_AREA] >= 0.002 * h * w]
+        area = stats[:, cv2.CC_STAT_AREA]
+        top = [i for i in range(1, len(stats)) if (stats[i, cv2.CC_STAT_TOP] == 0 and area[i] >= 0.002 * h * w)
+               or (stats[i, cv2.CC_STAT_TOP] <= c.top_band * h and area[i] >= 0.02 * h * w)]
         if not top:
             return np.zeros((h, w), bool)
         fine = cv2.GaussianBlur(L, (0, 0), 0.8)
@@ -177,7 +182,19 @@ class HeuristicSegmentation:
         kept = np.isin(lab2, np.unique(lab2[seed & inside])) & inside
         sky &= cv2.dilate(kept.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         sky = _fill_holes(sky)
-        return _fill_holes(sky & np.cumprod(sky, axis=0).astype(bool))  # each column's sky: the run from the top
+        runs = cv2.morphologyEx(sky.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((9, 1), np.uint8)) > 0
+        starts = runs & ~np.vstack([np.zeros((1, w), bool), runs[:-1]])
+        sky &= np.cumsum(starts, axis=0) == 1  # each column's sky: its first run from the top (gaps < 9 px closed)
+        if sky.any():  # what lies above it and is as bright, and not foliage, is cloud
+            first = np.where(sky.any(axis=0), np.argmax(sky, axis=0), 0)
+            _, above = cv2.connectedComponents((np.arange(h)[:, None] < first[None, :]).astype(np.uint8),
+                                               connectivity=4)
+            ref = float(L[sky].mean())
+            for i in range(1, int(above.max()) + 1):
+                region = above == i
+                if float(L[region].mean()) >= ref - 0.02 and float(foliage[region].mean()) < 0.1:
+                    sky |= region
+        return _fill_holes(sky)
 
     def _water_line(self, L: np.ndarray) -> int | None:
         """The row below which the image mirrors what is above it (still water reflecting the shore and the sky),

@@ -14,16 +14,23 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import sys
 from pathlib import Path
 
 from ..errors import InvalidInput
 
 
 def _report(world) -> int:
+    """One JSON line on stdout; on stderr, in plain words, each built-in fallback that replaced a default model and
+    the command that fetches the model."""
+    fallbacks = world.current.stats.get("fallbacks", [])
     print(json.dumps({"world": str(Path(world.root).resolve()), "step": world.current.index,
                       "steps": len(world.steps), "gaussians": world.current.stats.get("gaussians"),
                       "ply": str(world.file("gaussians.ply")), "preview": str(world.file("preview.png")),
-                      "providers": world.current.providers, "timings": world.current.stats.get("timings")}))
+                      "providers": world.current.providers, "fallbacks": fallbacks,
+                      "timings": world.current.stats.get("timings")}))
+    for note in fallbacks:
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 

@@ -17,7 +17,10 @@ max(|d log z / du|, |d log z / dv|) > ``edge_threshold`` (per pixel, on one-side
 pixel-sized and faces the camera, so nothing is stretched across the gap: no "curtains" in novel views.
 
 The sky is put on a far layer: the sphere of radius ``sky_depth`` around the camera centre (``sky_z``), so
-the skies of views that share a centre (the camera turned in place) lie on one surface and move together.
+the skies of views that share a centre (the camera turned in place) lie on one surface and move together. Its
+radius, 50 km, puts it at infinity for any camera that moves a few metres: a dolly of d metres shifts it by
+f d / 50 000 pixels (0.05 px for 5 m at f = 500 px), and each surfel's size grows with its distance, so it covers
+the same angle as the pixel it came from.
 Colour is the SH DC term of the pixel's colour.
 Every Gaussian carries ``extra["region"]`` (0 ground, 1 sky, 2 water) and ``extra["step"]`` (the world step
 that created it) as float32, kept in the PLY for motion and for the add-on.
@@ -46,7 +49,7 @@ class LiftConfig:
     edge_threshold: float = 0.08  # |gradient of log depth| per pixel marking a depth discontinuity
     max_stretch: float = 4.0  # larger slopes (grazing surfaces) get camera-facing surfels
     stride: int = 1  # 1: one Gaussian per pixel; 2: one per 2x2 block
-    sky_depth: float = 1000.0  # metres; the far layer
+    sky_depth: float = 50_000.0  # metres; the far layer (module docstring)
 
 
 def depth_edges(depth: np.ndarray, threshold: float) -> np.ndarray:

@@ -13,10 +13,17 @@ where a level horizon would be: pitch = atan((c_y - v_h) / f).
    fit (``depth_align``); then the remaining log-depth residual on the overlap, r = log D - log Z, is pushed
    into the hole and faded with the distance d to the seam, Z <- Z exp(r_filled exp(-d / ``seam_fade_px``)),
    so new geometry meets the old without a step;
-5. new surfels where M (sky of the new view on the far layer);
+5. new surfels where M (sky of the new view on the far layer), but none where the old render already covers the
+   pixel (A >= ``covered_alpha``: no doubled layer along the seam) and, under the old soft edges, just behind
+   them (``behind``), so a new surfel fills what the old ones let through and never covers them in any view
+   (``bench/world_seams.py``: 289 doubled pixels of 16k at 128 px before, 0 now; the old view re-renders
+   0.3 dB better than with the doubled layer);
 6. brief optimisation (``refine``) of the new surfels' colour and opacity: Adam on the L1 error to I,
-   rendered at ``refine_size`` px with the old Gaussians frozen.
-Each step is committed atomically as a new version (``store.commit_step``).
+   rendered at ``refine_size`` px with the old Gaussians frozen;
+7. when the world has motion, the latest motion request carried to the new view (``carried_motion``: the sky
+   drifts, the water flows there too) and the field re-fitted on all samples, stored with the step.
+Each step is committed atomically as a new version (``store.commit_step``); ``stats["fallbacks"]`` says which
+built-in fallback replaced a default model and how to fetch it.
 """
 
 from __future__ import annotations
@@ -43,7 +50,8 @@ from ..models.depth import DepthMapFile, LandscapeDepth, LandscapeGeometry
 from ..models.outpaint import push_pull_fill
 from ..models.segmentation import estimate_horizon
 from ..render.cameras import BlenderCameraSpec, Camera, blender_to_opencv, look_at, opencv_to_blender
-from ..render.rasterize import RasterConfig, rasterize
+from ..render.rasterize import FixedGeometry, RasterConfig, rasterize
+from ..render.sh import sh_to_color
 from . import store
 from .depth_align import align_depth
 from .lift import REGION_SKY, REGION_WATER, LiftConfig, lift_image, sky_z
@@ -53,6 +61,8 @@ from .lift import REGION_SKY, REGION_WATER, LiftConfig, lift_image, sky_z
 class ExpandConfig:
     alpha_threshold: float = 0.9  # softer edges of the rendered world count as missing (re-filled)
     dilate_px: int = 2
+    covered_alpha: float = 0.98  # a missing pixel the old render covers this much gets no new surfel (the seam)
+    behind: float = 0.01  # a new surfel under old soft edges sits this fraction of its depth behind them
     seam_fade_px: float = 24.0
     min_missing_fraction: float = 0.002  # below this the camera shows nothing new
     refine_steps: int | None = None  # None: 50 on CUDA, 0 on the CPU (each step costs seconds there, docs/bench/world.md)
@@ -168,12 +178,16 @@ def initial_camera(width: int, height: int, horizon_row: float, cfg: WorldConfig
 
 
 def _render(gaussians: Gaussians, camera: Camera):
-    """colour (H, W, 3), alpha (H, W), depth (H, W) as numpy float32."""
+    """colour (H, W, 3), alpha (H, W), depth (H, W) as numpy float32.
+
+    On the CPU the torch reference composites every pixel of a tile with every Gaussian listed in it, so with a
+    world's pixel-sized surfels 4-pixel tiles cost a third of 16-pixel ones (13-18 s against 42 s for 262k
+    Gaussians at 512 px on the loaded 2-core box; the images agree to 3e-7)."""
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"  # gsplat on CUDA, the torch reference on CPU
     with torch.no_grad():
-        out = rasterize(gaussians.to_torch(device), camera, RasterConfig())
+        out = rasterize(gaussians.to_torch(device), camera, RasterConfig(tile_size=16 if device == "cuda" else 4))
     return out.color.cpu().numpy(), out.alpha.cpu().numpy(), out.depth.cpu().numpy()
 
 
@@ -191,6 +205,17 @@ def _providers_used(cfg: WorldConfig, depth_name: str, outpaint: bool) -> dict:
     if outpaint:
         used["outpaint"] = _outpaint(cfg.models).name
     return used
+
+
+def fallback_notes(models: ModelConfig, providers: dict) -> list[str]:
+    """One sentence per role where a built-in fallback ran in place of the default model (the setting was "auto"
+    and the model's weights are not on this machine): what ran, what it replaced, and the command that fetches the
+    model once (the README's)."""
+    from ..models.config import BUILTIN_NAMES, DEFAULTS
+
+    return [f"{role}: the built-in fallback ({name}) ran instead of {DEFAULTS[role]}, whose weights are not on this "
+            f"machine; fetch them once with `.venv/bin/hf download {DEFAULTS[role]}`"
+            for role, name in providers.items() if getattr(models, role) == "auto" and name == BUILTIN_NAMES[role]]
 
 
 def new_world(image_path: str | Path, out_dir: str | Path, depth_path: str | Path | None = None, prompt: str = "",
@@ -243,10 +268,12 @@ def new_world(image_path: str | Path, out_dir: str | Path, depth_path: str | Pat
         return {"timings": {**timings, "write_s": time.perf_counter() - t, "total_s": time.perf_counter() - t0}}
 
     blender = opencv_to_blender(camera).to_dict()
+    providers = _providers_used(config, provider.name, outpaint=False)
     step = store.WorldStep(
         index=0, kind="new", folder=store.new_step_folder(0), camera=store.camera_to_json(camera, blender),
-        prompt=prompt, providers=_providers_used(config, provider.name, outpaint=False),
-        stats={"gaussians": len(gaussians), "new_gaussians": len(gaussians), "psnr_input_view": _psnr(color, image),
+        prompt=prompt, providers=providers,
+        stats={"fallbacks": fallback_notes(config.models, providers),
+               "gaussians": len(gaussians), "new_gaussians": len(gaussians), "psnr_input_view": _psnr(color, image),
                "alpha_min": float(alpha.min()), "depth_fit_median_rel_error": fit_residual,
                "source_image": str(Path(image_path).resolve()), "horizon_row": estimate_horizon(regions.sky)})
     progress(0.9, "writing the world")
@@ -346,7 +373,8 @@ def _png(rgb_or_labels: np.ndarray) -> bytes:
 
 def refine(old: Gaussians, new: Gaussians, camera: Camera, target: np.ndarray, cfg: ExpandConfig) -> tuple[Gaussians, float]:
     """Adam on the new Gaussians' SH DC and opacity logits, minimising mean |render - target| at
-    ``cfg.refine_size`` px (old Gaussians frozen, only those the rasterizer draws in this view). The step size
+    ``cfg.refine_size`` px (old Gaussians frozen; the view's projection and tile lists are made once,
+    ``FixedGeometry``, since no Gaussian moves). The step size
     decays from ``refine_lr`` to ``refine_lr_end`` on a cosine, lr_i = e + (l - e)(1 + cos(pi i / (S - 1))) / 2:
     50 such steps end within 5 % of the L1 of 100 constant steps of 0.02 (docs/bench/world.md). Returns (new,
     final L1). Runs on CUDA (gsplat) when available; ``None`` settings pick the device's defaults (``ExpandConfig``)."""
@@ -363,10 +391,14 @@ def refine(old: Gaussians, new: Gaussians, camera: Camera, target: np.ndarray, c
     tgt = torch.as_tensor(cv2.resize(target, (w, h), interpolation=cv2.INTER_AREA), device=device)
     z = old.means @ np.asarray(camera.world_to_cam)[:3, :3].T[:, 2] + camera.world_to_cam[2, 3]
     frozen = old.subset(z > camera.near).to_torch(device).with_(extra={})
-    if len(frozen):
-        with torch.no_grad():  # frozen Gaussians the rasterizer culls in this view never contribute: leave them out
-            frozen = frozen.subset(rasterize(frozen, cam).meta["radii"] > 0)
-    moving = new.to_torch(device)
+    moving = new.to_torch(device).with_(extra={})
+    # geometry stays put: project and sort once, then each step only re-colours (FixedGeometry == rasterize)
+    geometry = FixedGeometry(Gaussians.concatenate([frozen, moving]), cam)
+    campos = torch.as_tensor(cam.center, dtype=moving.means.dtype, device=device)
+    degree = moving.sh_degree
+    with torch.no_grad():
+        frozen_rgb = sh_to_color(degree, frozen.means - campos, frozen.sh)
+        frozen_alpha = frozen.opacity_logits.sigmoid()
     dc = moving.sh.clone().requires_grad_(True)
     op = moving.opacity_logits.clone().requires_grad_(True)
     optim = torch.optim.Adam([dc, op], lr=cfg.refine_lr)
@@ -374,9 +406,9 @@ def refine(old: Gaussians, new: Gaussians, camera: Camera, target: np.ndarray, c
     loss = torch.tensor(float("nan"))
     for i in range(steps):
         optim.param_groups[0]["lr"] = lr_end + 0.5 * (cfg.refine_lr - lr_end) * (1 + math.cos(math.pi * i / max(steps - 1, 1)))
-        both = Gaussians.concatenate([frozen, moving.with_(sh=dc, opacity_logits=op, extra={})])
-        out = rasterize(both, cam)
-        loss = (out.color - tgt).abs().mean()
+        color, _ = geometry.render(torch.cat([frozen_rgb, sh_to_color(degree, moving.means - campos, dc)]),
+                                   torch.cat([frozen_alpha, op.sigmoid()]))
+        loss = (color - tgt).abs().mean()
         optim.zero_grad()
         loss.backward()
         optim.step()
@@ -439,11 +471,17 @@ def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: di
     depth = np.where(~missing, rdepth, depth)
     depth = np.where(sky_new, sky_far, depth).astype(np.float32)
     timings["depth_s"] = time.perf_counter() - t
+    # seams: a missing pixel the old Gaussians cover (alpha >= covered_alpha) gets no new surfel (no second layer on
+    # the old one); under their soft edges the new one goes just behind them, so it fills what they let through
+    # and never covers them in any view
+    select = missing & (alpha < ec.covered_alpha)
+    under = select & (alpha > 1.0 / 255)
+    lift_depth = np.where(under, np.maximum(depth, rdepth * (1.0 + ec.behind)), depth).astype(np.float32)
     # the step's image files are encoded while the GPU refines the new Gaussians
-    encoded = _background().submit(_encode_step_files, image, missing, depth, sky_new, water_new)
+    encoded = _background().submit(_encode_step_files, image, select, depth, sky_new, water_new)
     progress(0.6, "lifting the new content")
     t = time.perf_counter()
-    new = lift_selected(image, depth, camera, sky_new, water_new, missing, len(world.steps), cfg.lift)
+    new = lift_selected(image, lift_depth, camera, sky_new, water_new, select, len(world.steps), cfg.lift)
     timings["lift_s"] = time.perf_counter() - t
     progress(0.7, "optimising the new Gaussians")
     t = time.perf_counter()
@@ -454,6 +492,13 @@ def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: di
     t = time.perf_counter()
     preview, new_alpha, _ = _render(merged, camera)
     timings["preview_s"] = time.perf_counter() - t
+    index = len(world.steps)
+    t = time.perf_counter()
+    from .motion.pipeline import View, carried_motion  # torch-heavy: only when a world is expanded
+
+    view = View(index, camera, image, depth, _region_labels(sky_new, regions.water & ~sky_new))
+    motion = carried_motion(world, view, progress=lambda f, m: progress(0.86 + 0.05 * f, f"new view's motion: {m}"))
+    timings["motion_s"] = time.perf_counter() - t
 
     def write_files(folder: Path) -> dict:
         t = time.perf_counter()
@@ -465,18 +510,21 @@ def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: di
         (folder / "regions.png").write_bytes(files["regions.png"])
         write_ply(folder / "gaussians.ply", merged)
         _write_png(folder / "preview.png", preview)
+        if motion is not None:
+            motion.write(folder)
         return {"timings": {**timings, "write_s": time.perf_counter() - t, "total_s": time.perf_counter() - t0}}
 
-    index = len(world.steps)
     blender = blender if blender is not None else opencv_to_blender(camera).to_dict()
+    providers = _providers_used(cfg, depth_provider.name, outpaint=True)
     step = store.WorldStep(
         index=index, kind="expand", folder=store.new_step_folder(index), camera=store.camera_to_json(camera, blender),
-        prompt=prompt, providers=_providers_used(cfg, depth_provider.name, outpaint=True),
-        stats={"gaussians": len(merged), "new_gaussians": len(new), "missing_fraction": float(missing.mean()),
+        prompt=prompt, providers=providers,
+        stats={"fallbacks": fallback_notes(cfg.models, providers), "gaussians": len(merged), "new_gaussians": len(new), "missing_fraction": float(missing.mean()),
                "filled_alpha_min": float(new_alpha[missing].min()),
                "depth_fit": {"scale": fit.scale, "shift": fit.shift, "overlap_pixels": fit.count,
                              "median_rel_error": fit.median_rel_error},
-               "refine_l1": refine_l1})
+               "seam": {"covered_pixels": int((missing & ~select).sum()), "under_soft_edges": int(under.sum())},
+               "refine_l1": refine_l1, **({"motion": motion.stats} if motion is not None else {})})
     progress(0.92, "writing the world")
     committed = store.commit_step(world.root, world, step, write_files)
     _remember(committed.file("gaussians.ply"), merged)

@@ -11,10 +11,12 @@ import torch
 from backend.errors import InvalidInput
 from backend.gaussians import Gaussians, rgb_to_sh_dc
 from backend.io.lw4d import read_sequence
-from backend.io.ply import write_ply
+from backend.io.ply import read_ply, write_ply
 from backend.jobs import registry, run_inline
 from backend.world import store
+from backend.world.motion.bake import BakeConfig
 from backend.world.motion.cli import add_motion_commands
+from backend.world.motion.field import FieldSize
 from backend.world.motion.lift import unproject
 
 torch.set_num_threads(1)
@@ -123,3 +125,84 @@ def test_moving_gaussians_use_each_samples_own_spacing_and_skip_still_regions():
     np.testing.assert_array_equal(moving_gaussians(queries, flow), [True, False, False, True, False])
     assert not moving_gaussians(queries, flow.subset(slice(len(water), len(water) + len(ground)))).any()
     assert moving_gaussians(np.zeros((0, 3)), flow).shape == (0,)
+
+
+def _world_from_photo(tmp_path, resolution=64):
+    from backend.models.config import ModelConfig
+    from backend.world.pipeline import WorldConfig, new_world
+    from backend.world.samples.make_landscape import SAMPLE_PATH
+
+    cfg = WorldConfig(resolution=resolution, models=ModelConfig("builtin", "builtin", "builtin", device="cpu"))
+    return new_world(SAMPLE_PATH, tmp_path / "world", config=cfg)
+
+
+def _turned(camera, degrees):
+    from backend.render.cameras import look_at
+
+    eye, fwd = camera.center, camera.cam_to_world[:3, 2]
+    a = np.radians(degrees)
+    rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    return look_at(eye, eye + rot @ fwd, K=camera.K, width=camera.width, height=camera.height, near=camera.near,
+                   far=camera.far)
+
+
+def _moved(seq_path, steps: np.ndarray, which: float, region: float | None = None) -> np.ndarray:
+    """(K,) displacement over half the loop of the forward copies of Gaussians made by world step ``which``."""
+    seq = read_sequence(seq_path)
+    base = seq.base
+    idx = seq.dynamic_index
+    m = len(idx) // 2  # forward copies first
+    fwd = idx[:m]
+    sel = base.extra["step"][fwd] == which
+    if region is not None:
+        sel &= base.extra["region"][fwd] == region
+    pos = seq.channels["position"]
+    return np.linalg.norm(pos[len(pos) // 2, :m][sel] - pos[0, :m][sel], axis=1)
+
+
+def test_edits_in_any_order_keep_motion_everywhere_and_undo_restores_the_field_exactly(tmp_path):
+    """new -> motion -> expand -> expand -> motion -> undo -> bake: the sky and water that each expansion adds
+    move (the latest request is carried to the new view and the field, defined on all of R^3, is re-fitted);
+    undoing a motion step gives back the previous field bit for bit, and the same bake."""
+    from backend.world.motion.field import MotionField
+    from backend.world.motion.pipeline import (
+        FIELD_FILE,
+        MotionUpdate,
+        PresetRegion,
+        bake_world,
+        latest_motion_step,
+        update_motion,
+    )
+    from backend.world.pipeline import expand_world
+
+    small = FieldSize(levels=4, table_log2=12, steps=40, update_steps=30)
+    w = _world_from_photo(tmp_path)
+    root = w.root
+    cam0 = w.current.opencv_camera()
+    update_motion(root, MotionUpdate(field=small, device="cpu"))  # the sky/water fallback
+    w = expand_world(root, _turned(cam0, 40))
+    assert w.current.kind == "expand" and "motion" in w.current.stats  # the fallback carried to the new view
+    assert (root / w.current.folder / FIELD_FILE).is_file()
+    w = expand_world(root, _turned(cam0, -40))  # steps: 0 new, 1 motion, 2 and 3 expansions
+    assert w.current.stats["motion"]["view"] == 3
+    seq = bake_world(root, tmp_path / "a.lw4d", BakeConfig(frames=8), device="cpu")
+    field = MotionField.load(root / w.current.folder / FIELD_FILE)
+    # the third view's water flows away from the viewer instead: a motion step on the current view
+    w = update_motion(root, MotionUpdate(presets=(PresetRegion("water", "water", direction=(0.0, 1.0), speed=1.0),
+                                                  PresetRegion("clouds", "sky", speed=0.5)), field=small,
+                                         device="cpu"))
+    assert w.current.kind == "motion" and w.current.stats["motion"]["view"] == 3
+    changed = bake_world(root, tmp_path / "b.lw4d", BakeConfig(frames=8), device="cpu")
+    assert not np.array_equal(read_sequence(changed).channels["position"][:], read_sequence(seq).channels["position"][:])
+    w = store.undo(root)
+    assert w.current.index == 3
+    after = MotionField.load(root / latest_motion_step(w).folder / FIELD_FILE)
+    for k, v in field.state_dict().items():
+        assert torch.equal(v, after.state_dict()[k]), k  # the previous field, bit for bit
+    again = bake_world(root, tmp_path / "c.lw4d", BakeConfig(frames=8), device="cpu")
+    np.testing.assert_array_equal(read_sequence(again).channels["position"][:], read_sequence(seq).channels["position"][:])
+    g = read_ply(root / w.current.folder / "gaussians.ply")
+    for step in (0.0, 2.0, 3.0):  # the sky of every step moves, including what the expansions added
+        assert (g.extra["step"] == step).any()
+        moved = _moved(seq, g.extra["step"], step, region=1.0)
+        assert len(moved) > 20 and np.median(moved) > 0, step

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import cv2
 import numpy as np
 import torch
 
 from backend.io.ply import read_ply
 from backend.render.rasterize import rasterize
 from backend.world.depth_align import fit_scale_shift
+from backend.world.lift import LiftConfig
 from backend.world.pipeline import ExpandConfig, expand_world, new_world, refine
 from backend.world.samples.make_landscape import SAMPLE_PATH
 
@@ -49,7 +53,9 @@ def test_expansion_fills_the_hole_and_keeps_the_overlap(tmp_path, make_config, t
     sky = g1.extra["region"] == 1.0
     new_sky = sky & (g1.extra["step"] == 1.0)
     assert new_sky.sum() > 100
-    np.testing.assert_allclose(np.linalg.norm(g1.means[sky] - cam.center, axis=1), 1000.0, rtol=1e-4)
+    radius = np.linalg.norm(g1.means[sky] - cam.center, axis=1) / LiftConfig().sky_depth
+    assert radius.min() > 1 - 1e-4 and radius.max() < 1 + ExpandConfig().behind + 1e-4  # new sky under old soft
+    assert np.mean(radius < 1 + 1e-4) > 0.95  # edges sits 1 % behind them; the rest is on the sphere
 
 
 def test_robust_scale_shift_fit_ignores_outliers():
@@ -95,3 +101,59 @@ def test_new_world_and_expansion_run_through_the_real_model_classes(tmp_path, tu
     missing = a0 < 0.5
     assert missing.mean() > 0.2 and a1[missing].mean() > 0.9  # the diffusion pipeline's pixels filled the hole
     assert len(read_ply(w1.file("gaussians.ply"))) > len(read_ply(w0.file("gaussians.ply")))
+
+
+def _project(points, camera):
+    cam = points @ np.asarray(camera.world_to_cam)[:3, :3].T + np.asarray(camera.world_to_cam)[:3, 3]
+    uv = cam @ np.asarray(camera.K).T
+    return uv[:, :2] / uv[:, 2:3], cam[:, 2]
+
+
+def test_expansion_adds_no_second_layer_where_the_old_world_is_opaque_and_keeps_the_old_view(tmp_path, make_config,
+                                                                                              turn):
+    """The seam: where the old render from the new camera is opaque, no new surfel lands; under its soft edges
+    the new surfels sit behind the old ones; the input view re-renders as well as before the expansion."""
+    root = tmp_path / "w"
+    w0 = new_world(SAMPLE_PATH, root, config=make_config(96))
+    cam0 = w0.current.opencv_camera()
+    before, _, _ = _render(w0.file("gaussians.ply"), cam0)
+    cam = turn(cam0, 30)
+    _, a_old, d_old = _render(w0.file("gaussians.ply"), cam)
+    w1 = expand_world(root, cam)
+    g1 = read_ply(w1.file("gaussians.ply"))
+    new = g1.subset(g1.extra["step"] == 1.0)
+    uv, z = _project(new.means.astype(np.float64), cam)
+    px = np.clip(np.floor(uv).astype(int), 0, [cam.width - 1, cam.height - 1])
+    opaque = a_old[px[:, 1], px[:, 0]]
+    assert (opaque >= ExpandConfig().covered_alpha).mean() < 0.002  # (the dilated band used to get a second layer)
+    soft = (opaque > 0.05) & (new.extra["region"] != 1.0)
+    assert soft.any() and np.median(z[soft] / d_old[px[soft, 1], px[soft, 0]]) > 1.0  # behind the old soft edges
+    assert w1.current.stats["seam"]["covered_pixels"] > 0
+    after, _, _ = _render(w1.file("gaussians.ply"), cam0)
+    image = cv2.cvtColor(cv2.imread(str(w0.file("image.png"))), cv2.COLOR_BGR2RGB) / 255.0
+
+    def psnr(a):
+        return 10 * np.log10(1 / np.mean((a - image) ** 2))
+
+    assert psnr(after) > psnr(before) - 0.5  # the old view does not degrade
+
+
+def test_a_dolly_of_metres_shows_no_sky_parallax(tmp_path, make_config):
+    """The sky sits at infinity: a camera moved 5 m sideways and forward sees every sky surfel where the first
+    camera saw it, to a twentieth of a pixel, and renders the sky the same."""
+    w0 = new_world(SAMPLE_PATH, tmp_path / "w", config=make_config(128))
+    cam = w0.current.opencv_camera()
+    moved = replace(cam, world_to_cam=np.asarray(cam.world_to_cam) @ np.linalg.inv(
+        np.block([[np.eye(3), np.array([[3.0], [4.0], [0.5]])], [np.zeros((1, 3)), np.ones((1, 1))]])))
+    assert np.linalg.norm(moved.center - cam.center) > 4.9
+    g = read_ply(w0.file("gaussians.ply"))
+    sky = g.extra["region"] == 1.0
+    uv0, _ = _project(g.means[sky].astype(np.float64), cam)
+    uv1, _ = _project(g.means[sky].astype(np.float64), moved)
+    assert np.abs(uv1 - uv0).max() < 0.05
+    c0, _, d0 = _render(w0.file("gaussians.ply"), cam)
+    c1, _, d1 = _render(w0.file("gaussians.ply"), moved)
+    from scipy.ndimage import binary_erosion
+
+    far = binary_erosion((d0 > 0.5 * LiftConfig().sky_depth) & (d1 > 0.5 * LiftConfig().sky_depth), iterations=2)
+    assert far.mean() > 0.2 and np.abs(c1[far] - c0[far]).mean() < 0.01

@@ -60,3 +60,27 @@ def test_lw_world_cli_new_expand_undo(tmp_path, turn):
     r = subprocess.run(common + ["undo", str(out)], check=False, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "nothing to undo" in r.stderr
     assert np.load(store.load_world(out).file("depth.npy")).shape == (48, 48)
+
+
+def test_lw_world_new_says_which_built_in_fallback_replaced_which_model_and_how_to_fetch_it(tmp_path):
+    """With the default "auto" models and an empty Hugging Face cache the built-in providers run, and the output
+    says so in plain words with the README's download command; chosen "builtin" providers are not flagged."""
+    import os
+
+    env = {**os.environ, "HF_HOME": str(tmp_path / "empty-cache"), "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-m", "backend.cli", "world", "new", str(SAMPLE_PATH), "--out",
+                        str(tmp_path / "w"), "--resolution", "48", "--device", "cpu"], check=False,
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout.strip().splitlines()[-1])
+    assert info["providers"] == {"segmentation": "heuristic", "depth": "builtin:landscape"}
+    notes = info["fallbacks"]
+    assert len(notes) == 2
+    assert any("`.venv/bin/hf download depth-anything/Depth-Anything-V2-Small-hf`" in n for n in notes)
+    assert any("`.venv/bin/hf download nvidia/segformer-b0-finetuned-ade-512-512`" in n for n in notes)
+    assert r.stderr.count("note: ") == 2 and "built-in fallback" in r.stderr
+    ws = tmp_path / "ws"
+    arts = run_inline("world_new", {"image": str(SAMPLE_PATH), "out": "worlds/b", "resolution": 48,
+                                    "models": BUILTIN}, ws, job_id="j1")
+    step = json.loads((ws / [a for a in arts if a.endswith("step.json")][0]).read_text())
+    assert step["stats"]["fallbacks"] == []  # chosen, not a fallback
