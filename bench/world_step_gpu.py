@@ -36,7 +36,7 @@ from backend.models.random_init import save_depth_anything, save_sd2_inpainting,
 from backend.world.pipeline import WorldConfig, expand_world, new_world
 from backend.world.samples.make_landscape import SAMPLE_PATH
 
-STAGES = ["render_s", "outpaint_s", "depth_s", "lift_s", "refine_s", "preview_s", "write_s"]
+STAGES = ["render_s", "outpaint_s", "depth_s", "lift_s", "refine_s", "preview_s", "motion_s", "write_s"]
 
 
 def build_models(root: Path, dry: bool = False) -> dict[str, str]:
