@@ -126,8 +126,14 @@ def read(obj) -> DecodedGaussians:
 
 
 def decoded_folder(result) -> Path:
+    """The decoded folder an ``import_gaussians`` job returned, with every file of it on this machine (a remote
+    backend's files are downloaded once into the cache: the arrays too, not only the manifest)."""
     for name in result.artifacts:
         if name.endswith("manifest.json") and "decoded" in name:
+            folder = name[: -len("manifest.json")]
+            for other in result.artifacts:
+                if other.startswith(folder):
+                    result.path(other)
             return result.path(name).parent
     for name in result.artifacts:
         path = result.path(name)

@@ -64,9 +64,6 @@ def small_image(tmp_path) -> Path:
     return out
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="remote import fetches only the decoded folder's manifest.json, not its .npy files "
-                          "(lw_blender/splats/carrier.decoded_folder): 'decoded folder ... has no position.npy'")
 def test_readme_remote_howto_serves_a_world_to_the_add_on(lw, prefs, clean_scene, server, small_image):
     bpy.ops.lw.backend_stop()
     assert len(server["token"]) >= 24 and server["url"] == f"http://0.0.0.0:{server['port']}"
@@ -81,14 +78,14 @@ def test_readme_remote_howto_serves_a_world_to_the_add_on(lw, prefs, clean_scene
         world = clean_scene.lw.world
         assert Path(world.directory).is_relative_to(Path(server["workspace"]))  # made on the server
         obj = bpy.data.objects["LW World"]
-        assert len(obj.data.vertices) == world.steps[0].gaussians >= 64 * 64 // 2
+        assert len(obj.data.attributes["position"].data) == world.steps[0].gaussians >= 64 * 64 // 2
         camera = clean_scene.camera
         camera.rotation_euler.z += 0.5  # look elsewhere
         assert bpy.ops.lw.world_expand() == {"FINISHED"}
         assert len(world.steps) == 2 and world.steps[1].new_gaussians > 0
-        assert len(bpy.data.objects["LW World"].data.vertices) == world.steps[1].gaussians
-        cache = lw.lw_blender.preferences.cache_dir()  # the PLYs came over HTTP into the add-on's cache
-        assert len(list(cache.rglob("gaussians.ply"))) >= 2
+        assert len(bpy.data.objects["LW World"].data.attributes["position"].data) == world.steps[1].gaussians
+        cache = lw.lw_blender.preferences.cache_dir()  # both steps' decoded arrays came over HTTP into the cache
+        assert len(list(cache.rglob("decoded/position.npy"))) >= 2
     finally:
         prefs.backend_url, prefs.backend_token = "", ""
         bpy.ops.lw.backend_stop()
