@@ -4,19 +4,25 @@ score on the held-out camera, and play the result on the timeline.
 Training is a chain of backend jobs (``backend/moe``), then ONE apply on the main thread::
 
     train        moe_train {dataset, experts, iterations, downsample, router_views, frames}
-                 [-> moe_router {run, iterations, gate, expert_bias, joint, prune, prune_threshold, distill,
-                                 distill_iterations}]                                          (router on)
+                 [-> moe_router {run, iterations, router, gate, expert_bias, joint, prune, prune_threshold,
+                                 distill, distill_iterations}]                                 (router on)
                  -> moe_eval {run} -> apply: Scene.lw.moe.run, metrics, image "LW MoE Preview" (grid.png)
-    import_run   moe_export {run, expert, frames} -> import_gaussians {the .lw4d} -> apply        (one expert)
-                 import_gaussians {<run>/mixture/mixture.lw4d} -> apply                      (the mixture, baked
-                                                                                              by moe_router)
+    import_run   moe_export {run, expert, frames} -> import_gaussians {the .lw4d} -> apply   (an expert, or the
+                                                                                         distilled student)
+                 import_gaussians {<run>/mixture/mixture.lw4d} -> apply                 (the mixture baked into
+                                                                                         one cloud by moe_router)
                  apply: a carrier playing the sequence (lw_blender.splats.carrier / playback), scene frame range =
                  the sequence, camera "LW MoE Held-out Camera" at the dataset's held-out view.
+    render_mixture  moe_render {run, one camera spec per frame of the scene's range, dataset frames}
+                 -> apply: an image strip "MoE mixture render (<camera>)" in the sequencer (the PNG frames)
 
 Metrics (Scene.lw.moe.metrics, one row each): every expert from ``<run>/report.json`` (moe_eval:
 ``experts.<name>.{psnr, ssim, lpips, fps, size_bytes, num_gaussians}``), then the mixture rows of
-``<run>/mixture/report.json`` (moe_router: ``moe``, and when asked ``pruned``, ``distilled``, ``finetuned``).
-Scene.lw.moe.best says which importable model (the mixture or an expert) scored highest, and Import starts on it.
+``<run>/mixture/report.json`` (moe_router: ``moe``, and when asked ``pruned``, ``baked``, ``distilled``,
+``finetuned``). What the artist gets is what was scored: every row that can be imported (each expert, the baked
+cloud, the distilled student) carries its own held-out score, and Scene.lw.moe.best / Import start on the best of
+those. The true per-pixel mixture ("MoE") cannot live in one cloud: it is offered as a backend render of the scene
+camera's path (``render_mixture``), labelled as that render.
 
 Nothing in the scene changes before the last job of a chain succeeded and its files were read, so a failing or
 cancelled job leaves the scene as it was. Background mode (scripts, tests): the chain blocks. With a UI every job
@@ -46,7 +52,7 @@ import numpy as np
 
 from . import preferences, state, world
 from .connection import jobs
-from .splats import carrier, playback
+from .splats import carrier, playback, render
 
 EXPERTS = ("deformation", "trajectory", "keyframe", "embedding")  # every family the backend trains
 DEFAULT_EXPERTS = ("deformation", "trajectory", "keyframe")  # MoE-GS(n=3); with "embedding": MoE-GS(n=4)
@@ -62,10 +68,20 @@ DISTILL_ITEMS = [("NONE", "None", "No distillation")] + [
 EXPERT_BIAS = True  # the router's learned per-expert weight (backend.moe.router: expert_bias) by default
 GATE_ITEMS = [("FIELD", "Field", "Gates from a small network on each Gaussian's position and time (smooth in space)"),
               ("PARAM", "Per-Gaussian", "A free gate value on every Gaussian")]
-IMPORT_ITEMS = [("MIXTURE", "Mixture", "The router's blend of every expert, baked by the router job")] + [
-    (name, label, f"The {label.lower()} expert alone") for name, label, _ in EXPERT_ITEMS]
-MIXTURE_ROWS = ("moe", "pruned", "distilled", "finetuned")  # rows of <run>/mixture/report.json, in this order
-ROW_LABELS = {"moe": "MoE", "pruned": "MoE pruned", "distilled": "distilled", "finetuned": "fine-tuned alone"}
+ROUTER_ITEMS = [
+    ("VOLUME_PIXEL", "Volume-aware Pixel", ("MoE-GS's router: per-Gaussian gate features splatted like colour, read "
+     "per pixel with the camera ray by a small decoder")),
+    ("VOLUME", "Volume Only", "Per-Gaussian gates splatted like colour, no per-pixel decoder (Gate, Expert Bias)"),
+    ("PIXEL", "Pixel Only", "A per-pixel decoder on the camera ray and time, blind to the experts' Gaussians")]
+IMPORT_ITEMS = [("MIXTURE", "Mixture (baked cloud)", ("The router's blend baked into one cloud (each Gaussian's "
+                 "opacity times its expert's mean weight); scored on the held-out camera as 'MoE baked'"))] + [
+    (name, label, f"The {label.lower()} expert alone") for name, label, _ in EXPERT_ITEMS] + [
+    ("DISTILLED", "Distilled Student", "The expert the router job distilled the mixture into")]
+MIXTURE_ROWS = ("moe", "pruned", "baked", "distilled", "finetuned")  # rows of <run>/mixture/report.json, in order
+ROW_LABELS = {"moe": "MoE (render only)", "pruned": "MoE pruned (render only)", "baked": "MoE baked cloud",
+              "distilled": "distilled", "finetuned": "fine-tuned alone"}
+IMPORTABLE = {"expert": None, "baked": "MIXTURE", "distilled": "DISTILLED"}  # row kind -> import choice (None: name)
+RENDER_STRIP = "MoE mixture render"
 PREVIEW_IMAGE = "LW MoE Preview"
 CAMERA_NAME = "LW MoE Held-out Camera"
 _TECHNI_RE = re.compile(r"^(?P<scene>.+)_undist_(?P<frame>\d{5})_(?P<cam>\d{2})\.png$")
@@ -110,6 +126,8 @@ class LW_MoeSettings(bpy.types.PropertyGroup):
     router: bpy.props.BoolProperty(name="Router", default=True,
                                    description="Train the volume-aware pixel router that blends the experts")
     router_iterations: bpy.props.IntProperty(name="Router Iterations", default=2000, min=1, max=1_000_000)
+    router_kind: bpy.props.EnumProperty(name="Router Kind", items=ROUTER_ITEMS, default="VOLUME_PIXEL",
+                                        description="Which router blends the experts")
     gate: bpy.props.EnumProperty(name="Gate", items=GATE_ITEMS, default="FIELD",
                                  description="How each Gaussian's gate value is computed")
     joint: bpy.props.BoolProperty(name="Fine-tune Experts",
@@ -142,6 +160,7 @@ class LW_MoeSettings(bpy.types.PropertyGroup):
     import_frames: bpy.props.IntProperty(name="Frames", default=0, min=0, max=100_000,
                                          description="Frames to bake for an expert; 0: the dataset's")
     import_note: bpy.props.StringProperty(name="Imported", description="What the last import added")
+    render_note: bpy.props.StringProperty(name="Mixture Render", description="What the last mixture render added")
 
 
 _CLASSES = (LW_MoeMetric, LW_MoeSettings)
@@ -201,20 +220,19 @@ def metric_rows(eval_report: dict, mixture_report: dict | None = None) -> list[d
 
 
 def best_model(rows: list[dict]) -> tuple[str, str]:
-    """(the import choice with the highest held-out PSNR: "MIXTURE" or an expert, a line that says so and gives
-    the mixture's margin over the best expert). The mixture is not always the better model: experts trained to
-    convergence on a scene whose motion one of them fits can beat it (docs/bench/moe_mixture.md)."""
-    experts = [r for r in rows if r["kind"] == "expert"]
-    if not experts:
+    """(the importable model with the highest held-out PSNR -- an expert, "MIXTURE" for the baked cloud or
+    "DISTILLED" -- and a line that says so, with the true mixture's score, which only a render gives). The mixture is
+    not always the better model (docs/bench/moe_mixture.md), and its baked cloud is an approximation scored apart."""
+    importable = [r for r in rows if r["kind"] in IMPORTABLE]
+    if not any(r["kind"] == "expert" for r in rows):
         raise MoeError("the metrics list no expert")
-    top = max(experts, key=lambda r: r["psnr"])
+    top = max(importable, key=lambda r: r["psnr"])
+    choice = IMPORTABLE[top["kind"]] or top["name"]
+    line = f"Best importable: {top['name']} ({top['psnr']:.2f} dB)"
     moe = next((r for r in rows if r["kind"] == "moe"), None)
-    if moe is None:
-        return top["name"], f"Best: {top['name']} ({top['psnr']:.2f} dB)"
-    margin = moe["psnr"] - top["psnr"]
-    if margin > 0:
-        return "MIXTURE", f"Best: MoE ({moe['psnr']:.2f} dB, {margin:+.2f} over {top['name']})"
-    return top["name"], f"Best: {top['name']} ({top['psnr']:.2f} dB; MoE {margin:+.2f})"
+    if moe is not None:
+        line += f"; true MoE {moe['psnr']:.2f} dB (render only)"
+    return choice, line
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -282,7 +300,7 @@ def train(context, directory: str, experts=DEFAULT_EXPERTS, iterations: int = 30
           router: bool = True, router_iterations: int = 2000, prune: bool = False, prune_threshold: float = 0.05,
           distill: str = "", distill_iterations: int = 1000, router_views: int = 0, gate: str = "FIELD",
           joint: bool = False, frames: tuple[int, int] = (0, 0), expert_bias: bool = EXPERT_BIAS,
-          blocking: bool | None = None) -> None:
+          router_kind: str = "VOLUME_PIXEL", blocking: bool | None = None) -> None:
     """Train ``experts`` on the dataset ``directory`` (then the router, pruning and distillation when asked), evaluate
     on the held-out camera and show run, metrics and preview in Scene.lw.moe (see the module docstring).
     ``frames``: [start, end) of the video to train on; end 0: to the end."""
@@ -293,6 +311,9 @@ def train(context, directory: str, experts=DEFAULT_EXPERTS, iterations: int = 30
     if str(gate).upper() not in {g for g, _, _ in GATE_ITEMS}:
         raise MoeError(f"gate must be one of {[g for g, _, _ in GATE_ITEMS]}, got {gate!r}")
     gate = str(gate).upper()
+    kind = str(router_kind).upper()
+    if kind not in {k for k, _, _ in ROUTER_ITEMS}:
+        raise MoeError(f"router kind must be one of {[k for k, _, _ in ROUTER_ITEMS]}, got {router_kind!r}")
     start, end = (int(f) for f in frames)
     if end and not 0 <= start < end:
         raise MoeError(f"Frame End ({end}) must be after Frame Start ({start}), or 0 for the whole video")
@@ -315,9 +336,11 @@ def train(context, directory: str, experts=DEFAULT_EXPERTS, iterations: int = 30
         run = _artifact(result, "run.json").rpartition("/")[0]
         if not router:
             return evaluate_link(run, None)
-        params = {"run": run, "iterations": int(router_iterations), "gate": gate.lower(), "joint": bool(joint),
-                  "expert_bias": bool(expert_bias), "prune": bool(prune), "prune_threshold": float(prune_threshold),
+        params = {"run": run, "iterations": int(router_iterations), "router": kind.lower(), "gate": gate.lower(),
+                  "joint": bool(joint), "prune": bool(prune), "prune_threshold": float(prune_threshold),
                   "distill": target, "distill_iterations": int(distill_iterations)}
+        if kind == "VOLUME":  # the per-expert bias is the volume router's option (the others have per-expert features)
+            params["expert_bias"] = bool(expert_bias)
 
         def routed(context, result):
             report = _read_json(result.path(_artifact(result, "mixture/report.json")), "mixture report")
@@ -495,16 +518,73 @@ def import_run(context, directory: str = "", expert: str = "MIXTURE", frames: in
         name = f"MoE {label} mixture"
         first: Link = ("import_gaussians", {"path": f"{run.rstrip('/')}/mixture/mixture.lw4d"}, imported)
     else:
-        if expert not in trained:
+        if expert != "DISTILLED" and expert not in trained:
             raise MoeError(f"expert {expert!r} is not in the run {run}; it trained {trained}")
-        name = f"MoE {label} {expert}"
+        name = f"MoE {label} {'distilled' if expert == 'DISTILLED' else expert}"
 
         def exported(context, res):
             return ("import_gaussians", {"path": _artifact(res, ".lw4d/manifest.json").rpartition("/")[0]}, imported)
 
-        first = ("moe_export", {"run": run, "expert": expert, "frames": int(frames)}, exported)
+        first = ("moe_export", {"run": run, "expert": "distilled" if expert == "DISTILLED" else expert,
+                                "frames": int(frames)}, exported)
     _run_chain(context, f"Import MoE {expert}", first, blocking)
     return result.get("object")
+
+
+def render_mixture(context, directory: str = "", pruned: bool = False, blocking: bool | None = None):
+    """Render the run's true per-pixel mixture (``pruned``: the pruned one) with the backend from the scene camera
+    at every frame of the scene's range, and add the frames to the sequencer as an image strip named
+    "MoE mixture render (<camera>)". Scene frame f is dataset frame f - frame_start (as Import lays the run's
+    sequence on the timeline); the camera is taken in world space, where Import puts the run's Gaussians.
+
+    Background mode: returns the strip. With a UI: None; the strip appears when the job ends.
+    """
+    run = check_run(context, directory)
+    scene = context.scene
+    if scene.camera is None:
+        raise MoeError("the scene has no active camera to render the mixture from")
+    frames = list(range(scene.frame_start, scene.frame_end + 1, max(scene.frame_step, 1)))
+    current = (scene.frame_current, scene.frame_subframe)
+    cameras = []
+    try:
+        for frame in frames:
+            scene.frame_set(frame)
+            cameras.append(render.camera_spec(scene, scene.camera))
+    finally:
+        scene.frame_set(current[0], subframe=current[1])
+    camera_name = scene.camera.name
+    label = f"{RENDER_STRIP} ({camera_name})"
+    result: dict = {}
+
+    def rendered(context, res):
+        paths = sorted(res.path(a) for a in res.artifacts if a.endswith(".png"))
+        if len(paths) != len(frames):
+            raise MoeError(f"the mixture render returned {len(paths)} frames for {len(frames)}: {res.artifacts}")
+        result["strip"] = _apply_render(context, paths, label)
+        what = "pruned mixture" if pruned else "mixture"
+        settings(context.scene).render_note = (f"{label}: the true per-pixel {what}, rendered by the backend "
+                                               f"({len(paths)} frames)")
+
+    params = {"run": run, "cameras": cameras, "times": [float(f - scene.frame_start) for f in frames],
+              "frames": frames, "pruned": bool(pruned)}
+    _run_chain(context, "Render MoE mixture", ("moe_render", params, rendered), blocking)
+    return result.get("strip")
+
+
+def _apply_render(context, paths: list[Path], label: str):
+    """An image strip of ``paths`` (one PNG per frame from the scene's first frame) in a free channel; an earlier
+    strip with the same label is replaced."""
+    scene = context.scene
+    editor = scene.sequence_editor or scene.sequence_editor_create()
+    strips = editor.strips if hasattr(editor, "strips") else editor.sequences
+    old = strips.get(label)
+    if old is not None:
+        strips.remove(old)
+    channel = 1 + max((s.channel for s in strips), default=0)
+    strip = strips.new_image(name=label, filepath=str(paths[0]), channel=channel, frame_start=scene.frame_start)
+    for path in paths[1:]:
+        strip.elements.append(path.name)
+    return strip
 
 
 def _apply_import(context, folder: Path, name: str, spec: dict | None):

@@ -1,5 +1,6 @@
 """Sidebar panel "LivingWorld > MoE-GS": dataset, experts and options, Train, the held-out metrics table, the
-preview grid (ground truth | each expert) and Import. Progress and cancel are in the Backend panel."""
+preview grid (ground truth | each expert), Import (the best importable model by default) and Render True Mixture.
+Progress and cancel are in the Backend panel."""
 
 import bpy
 
@@ -31,8 +32,11 @@ class VIEW3D_PT_lw_moe(bpy.types.Panel):
         col.active = s.router
         col.prop(s, "router_iterations", text="Iterations")
         col.prop(s, "router_views", text="Views Kept Back")
-        col.prop(s, "gate")
-        col.prop(s, "expert_bias")
+        col.prop(s, "router_kind", text="Kind")
+        sub = col.column(align=True)
+        sub.active = s.router_kind == "VOLUME"  # options of the volume-only router
+        sub.prop(s, "gate")
+        sub.prop(s, "expert_bias")
         col.prop(s, "joint")
         row = col.row(align=True)
         row.prop(s, "prune")
@@ -64,6 +68,10 @@ class VIEW3D_PT_lw_moe(bpy.types.Panel):
         box.operator("lw.moe_import", icon="IMPORT").use_panel = True
         if s.import_note:
             box.label(text=s.import_note, icon="CAMERA_DATA")
+        if s.has_mixture:  # the true per-pixel blend is not a cloud: a backend render of the camera's path
+            box.operator("lw.moe_render", icon="RENDER_ANIMATION")
+            if s.render_note:
+                box.label(text=s.render_note, icon="SEQUENCE")
 
     @staticmethod
     def draw_metrics(layout, s):
@@ -71,7 +79,8 @@ class VIEW3D_PT_lw_moe(bpy.types.Panel):
         for title in ("", "PSNR", "SSIM", "FPS", "MB"):
             grid.label(text=title)
         for m in s.metrics:
-            grid.label(text=m.name, icon="NODE_COMPOSITING" if m.kind != "expert" else "NONE")
+            icon = "IMPORT" if m.kind in moe.IMPORTABLE else "RENDER_STILL" if m.kind in ("moe", "pruned") else "NONE"
+            grid.label(text=m.name, icon=icon)  # importable models, render-only mixtures, baselines
             grid.label(text=f"{m.psnr:.2f}")
             grid.label(text=f"{m.ssim:.3f}")
             grid.label(text=f"{m.fps:.0f}")

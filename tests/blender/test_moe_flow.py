@@ -202,7 +202,7 @@ def test_bad_directories_and_options_report_and_leave_the_scene_unchanged(scene,
     with pytest.raises(RuntimeError, match="would leave the experts no camera"):  # the backend's check
         bpy.ops.lw.moe_train(directory=str(moe_dataset), experts={"keyframe", "trajectory"}, router_views=3,
                              iterations=2)
-    with pytest.raises(RuntimeError, match="poses but the folder has 1"):
+    with pytest.raises(RuntimeError, match="not an LLFF poses_bounds file"):
         bpy.ops.lw.moe_train(directory=str(broken), experts={"trajectory"}, router=False, iterations=2)
     assert _rt().job_kind == "moe_train" and _rt().job_state == "failed"
     assert (len(bpy.data.objects), len(bpy.data.images), scene.lw.moe.run, len(scene.lw.moe.metrics)) == before
