@@ -131,6 +131,10 @@ def test_back_to_front_orders_by_distance_or_depth(lw):
     eye, forward = np.zeros(3, np.float32), np.array([0, 1, 0], np.float32)
     assert sorting.back_to_front(positions, eye, forward, True).tolist() == [1, 2, 3, 0]  # |p|: 1, 5, 3.04, 3
     assert sorting.back_to_front(positions, eye, forward, False).tolist() == [1, 3, 0, 2]  # y: 1, 5, 0.5, 3
+    # a world's sky 50 km away beside a near lake whose splats lie 1 cm apart: still ordered (a linear 16-bit key
+    # over 0..50 km put them in one 0.76 m bucket)
+    lake = np.array([[0, 50000, 0], [0, 2.00, 0], [0, 2.02, 0], [0, 2.01, 0]], np.float32)
+    assert sorting.back_to_front(lake, eye, forward, True).tolist() == [0, 2, 3, 1]
 
 
 @quads_only

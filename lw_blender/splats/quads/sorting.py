@@ -3,8 +3,11 @@
 The splat node group draws slot i with Gaussian ``lw_order[i]`` (an INT point attribute, see ``nodes``).
 This module computes that permutation for a view (eye e, forward f, perspective or not):
 
-    depth_i = |mu_i - e|            (perspective)        depth_i = (mu_i - e) . f      (orthographic)
+    depth_i = log |mu_i - e|        (perspective)        depth_i = (mu_i - e) . f      (orthographic)
     key_i   = round(65535 (d_max - depth_i) / (d_max - d_min))   (uint16, 0 = farthest)
+
+(the log keeps a constant relative precision, 1.5e-4 from 2 m to a world's sky 50 km away, where a linear key
+would put all of a near lake in a few metre-wide buckets)
     lw_order = argsort(key, stable)                        (numpy radix sort on 16 bits: ~13 ms at 1M)
 
 and rewrites it only when the view changed: the forward direction turned by more than ANGLE_DEG or the eye
@@ -57,7 +60,7 @@ def back_to_front(positions: np.ndarray, eye, forward, perspective: bool = True)
     eye = np.asarray(eye, dtype=np.float32)
     rel = positions - eye
     if perspective:
-        depth = np.sqrt(np.einsum("nc,nc->n", rel, rel))
+        depth = 0.5 * np.log(np.maximum(np.einsum("nc,nc->n", rel, rel), 1e-12))
     else:
         depth = rel @ np.asarray(forward, dtype=np.float32)
     if depth.size == 0:
