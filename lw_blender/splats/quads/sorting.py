@@ -11,8 +11,8 @@ would put all of a near lake in a few metre-wide buckets)
     lw_order = argsort(key, stable)                        (numpy radix sort on 16 bits: ~13 ms at 1M)
 
 and rewrites it only when the view changed: the forward direction turned by more than ANGLE_DEG or the eye
-moved by more than MOVE_FRACTION of its distance to the Gaussians' bounding-box centre (during a render:
-every frame). The modifier's "Sort" input is switched on with the order; engines that need no order (Cycles,
+moved by more than MOVE_FRACTION of its distance to the Gaussians' median position (not the box centre, which
+a world's sky 50 km away drags far from its ground; during a render: every frame). The modifier's "Sort" input is switched on with the order; engines that need no order (Cycles,
 Workbench) get the attribute removed and the input switched off, so the node group skips the gather.
 
 View-facing quads (``update_facing``). A quad in the plane of a Gaussian's two largest axes shows a sliver
@@ -202,7 +202,7 @@ def update_order(scene, obj, force: bool = False, rendering: bool = False) -> bo
     mesh.attributes["position"].data.foreach_get("vector", positions)
     positions = positions.reshape(-1, 3)
     order = back_to_front(positions, *view)
-    centre = 0.5 * (positions.min(axis=0) + positions.max(axis=0)) if count else np.zeros(3, np.float32)
+    centre = np.median(positions, axis=0) if count else np.zeros(3, np.float32)
     if not valid:
         if attr is not None:
             mesh.attributes.remove(attr)
@@ -314,7 +314,7 @@ def update_facing(scene, obj, force: bool = False, rendering: bool = False) -> b
     write_attribute(mesh, VIEW_ROTATION, "QUATERNION", "value", rotation)
     write_attribute(mesh, VIEW_SCALE, "FLOAT_VECTOR", "vector", sigmas)
     mesh.update()
-    centre = 0.5 * (positions.min(axis=0) + positions.max(axis=0)) if count else np.zeros(3, np.float32)
+    centre = np.median(positions, axis=0) if count else np.zeros(3, np.float32)
     _FACING[obj.session_uid] = (*view, count, centre)
     return True
 
