@@ -254,7 +254,7 @@ def test_render_true_mixture_along_the_camera_path_is_an_image_strip(trained):
     assert bpy.ops.lw.moe_render(directory=trained["run_dir"]) == {"FINISHED"}
     strip = scene.sequence_editor.strips["MoE mixture render (LW MoE Held-out Camera)"]
     assert strip.type == "IMAGE" and len(strip.elements) == scene.frame_end - scene.frame_start + 1 == 5
-    assert strip.frame_start == scene.frame_start
+    assert strip.frame_final_start == scene.frame_start
     assert "true per-pixel mixture" in scene.lw.moe.render_note and "backend" in scene.lw.moe.render_note
     folder = Path(bpy.path.abspath(strip.directory))
     frames = []
