@@ -4,7 +4,7 @@ For a loop of N frames each dynamic Gaussian starting at x0 gets two copies:
     forward  x_f(0) = x0,  x_f(t+1) = RK2(x_f(t), +dt)      t = 0 .. N-1
     backward x_b(N) = x0,  x_b(t-1) = RK2(x_b(t), -dt)      t = N .. 1
 with the midpoint rule RK2(x, h) = x + h F(x + h/2 F(x)), and cross-fade opacity weights
-    alpha_f(t) = 1 - w(t),  alpha_b(t) = w(t),  w(t) = t / N  (or smoothstep 3 tau^2 - 2 tau^3 of tau = t / N).
+    alpha_f(t) = 1 - w(t),  alpha_b(t) = w(t),  w(t) = 3 tau^2 - 2 tau^3 of tau = t / N (smoothstep; or t / N).
 Frame N would equal frame 0 (forward copy back at x0 fully opaque, backward copy invisible), so the loop closes
 without a seam; content flowing away is replaced by content flowing in. Static Gaussians are untouched.
 Frames t = 0 .. N-1 are written; a looping player wraps N-1 -> 0.
@@ -47,7 +47,7 @@ class BakeConfig:
     frames: int = 120
     dt: float = 1.0  # frames per integration step (the field is in world units per frame)
     loop: bool = True  # False: forward copies only, fully opaque (a one-way clip)
-    smooth: bool = False  # smoothstep cross-fade instead of linear
+    smooth: bool = True  # smoothstep cross-fade (False: linear); the wrap then looks like the steps around it
     fps: float = 24.0
     chunk: int = 1 << 20  # Gaussians per field evaluation
     backdrop: bool = True  # keep a still bed behind the moving content (module docstring); needs the eye

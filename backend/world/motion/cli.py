@@ -4,7 +4,8 @@ calling ``add_motion_commands(world_subparsers)``.
     lw world motion WORLD_DIR [--view N] [--region MASK.png | --region-name sky|water|ground|all]
                     [--preset clouds|water|smoke|fog|fire] [--direction DX,DY] [--speed S] [--hints HINTS.json]
                     [--model MODEL_DIR] [--device auto|cpu|cuda]
-    lw world bake WORLD_DIR --frames N [--loop | --no-loop] [--smooth] [--fps F] --out SEQ.lw4d
+    lw world bake WORLD_DIR --frames N [--loop | --no-loop] [--smooth | --no-smooth] [--fps F] --out SEQ.lw4d
+    lw world metrics WORLD_DIR | SEQ.lw4d [--world WORLD_DIR] [--frames N] [--size PX] [--pairs N | --all-frames]
 
 HINTS.json: ``{"strokes": [[[x, y], ...], ...], "speed": S, "mask": "optional.png"}`` (pixels, y down) or a list
 of such objects. Each prints one JSON line with what was done.
@@ -62,6 +63,25 @@ def cmd_bake(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from .metrics import measure_world
+
+    path = Path(args.path)
+    if (path / "world.json").is_file():
+        world, sequence = path, None
+    elif (path / "manifest.json").is_file():
+        if args.world is None:
+            raise InvalidInput(f"{path} is a .lw4d sequence, which does not say where it is seen from: give --world "
+                               "WORLD_DIR (the world it was baked from; its first camera is used)")
+        world, sequence = args.world, path
+    else:
+        raise InvalidInput(f"{path} is neither a world folder (world.json) nor a .lw4d sequence (manifest.json)")
+    quality = measure_world(world, sequence, frames=args.frames, size=args.size,
+                            pairs=None if args.all_frames else args.pairs or "auto", device=args.device)
+    print(json.dumps({"world": str(world), "sequence": str(sequence) if sequence else None, **quality.to_json()}))
+    return 0
+
+
 def add_motion_commands(world_subparsers) -> None:
     """Add ``motion`` and ``bake`` to the ``lw world`` subparsers."""
     p = world_subparsers.add_parser("motion", help="add a view's motion to the world's motion field")
@@ -81,9 +101,22 @@ def add_motion_commands(world_subparsers) -> None:
     b.add_argument("world", type=Path)
     b.add_argument("--frames", type=int, required=True)
     b.add_argument("--loop", action=argparse.BooleanOptionalAction, default=True)
-    b.add_argument("--smooth", action="store_true", help="smoothstep cross-fade")
+    b.add_argument("--smooth", action=argparse.BooleanOptionalAction, default=True,
+                   help="smoothstep cross-fade (--no-smooth: linear)")
     b.add_argument("--fps", type=float, default=24.0)
     b.add_argument("--out", type=Path, required=True)
     b.add_argument("--replace", action="store_true", help="replace the .lw4d an earlier bake wrote at --out")
     b.add_argument("--device", default="auto")
     b.set_defaults(func=cmd_bake)
+
+    m = world_subparsers.add_parser("metrics", help="flicker (VBench), motion smoothness, loop seam and uncovered "
+                                                    "pixels of a world's loop, seen from its first camera")
+    m.add_argument("path", type=Path, help="a world folder (baked in memory) or a .lw4d baked from one")
+    m.add_argument("--world", type=Path, help="the world a .lw4d was baked from")
+    m.add_argument("--frames", type=int, default=60, help="loop length when baking a world in memory")
+    m.add_argument("--size", type=int, help="long side of the renders (default: world resolution on CUDA, 128 on "
+                                            "a CPU)")
+    m.add_argument("--pairs", type=int, help="frame triplets to render (default: all on CUDA, 6 on a CPU)")
+    m.add_argument("--all-frames", action="store_true", help="render every frame (VBench's definitions exactly)")
+    m.add_argument("--device", default="auto")
+    m.set_defaults(func=cmd_metrics)

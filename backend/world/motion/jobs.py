@@ -1,4 +1,5 @@
-"""Job kinds ``motion_update`` and ``world_bake`` (thin wrappers over ``pipeline``)."""
+"""Job kinds ``motion_update``, ``world_bake`` and ``world_metrics`` (thin wrappers over ``pipeline`` and
+``metrics``)."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ class WorldBakeParams(BaseModel):
     world: str = Field(description="world folder")
     frames: int = Field(120, ge=2, le=100_000)
     loop: bool = True
-    smooth: bool = Field(False, description="smoothstep cross-fade instead of linear")
+    smooth: bool = Field(True, description="smoothstep cross-fade (false: linear)")
     fps: float = Field(24.0, gt=0)
     out: Annotated[str | None, Output(LW4D)] = Field(None, description=".lw4d folder to write (default: "
                                                                        "<job>/loop.lw4d)")
@@ -95,3 +96,31 @@ def world_bake(ctx: JobContext, params: WorldBakeParams) -> list[str]:
                       replace=params.replace)
     ctx.progress(1.0, f"baked {params.frames} frames")
     return ctx.artifacts(sorted(path.iterdir()))
+
+
+class WorldMetricsParams(BaseModel):
+    world: str = Field(description="world folder (its first camera is the view the loop is measured from)")
+    sequence: str | None = Field(None, description=".lw4d of this world to measure (default: the current world "
+                                                   "baked in memory)")
+    frames: int = Field(60, ge=3, le=100_000, description="loop length when the world is baked in memory")
+    size: int | None = Field(None, ge=16, le=4096, description="long side of the renders (default: the world's "
+                                                               "resolution on CUDA, 128 px on a CPU)")
+    pairs: int | None = Field(-1, ge=-1, description="frame triplets to render: -1 the device's default (every "
+                                                     "frame on CUDA, 6 on a CPU), None every frame")
+    device: DeviceName = Field("auto", description="auto | cpu | cuda | cuda:N")
+
+
+@job_kind("world_metrics", WorldMetricsParams)
+def world_metrics(ctx: JobContext, params: WorldMetricsParams) -> list[str]:
+    """Measure a world's loop as a user sees it: VBench temporal flicker, motion smoothness, the loop seam against an
+    ordinary frame step, the uncovered share of pixels (metrics.json)."""
+    from .metrics import measure_world
+
+    quality = measure_world(ctx.resolve(params.world), ctx.resolve(params.sequence) if params.sequence else None,
+                            frames=params.frames, size=params.size,
+                            pairs="auto" if params.pairs == -1 else params.pairs, device=params.device,
+                            progress=ctx.progress)
+    report = ctx.job_dir / "metrics.json"
+    report.write_text(json.dumps(quality.to_json(), indent=1))
+    ctx.progress(1.0, f"flicker {quality.temporal_flicker:.4f}, seam {quality.seam_ratio:.2f} frame steps")
+    return [ctx.artifact(report)]

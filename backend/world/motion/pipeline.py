@@ -33,7 +33,7 @@ from backend.render.cameras import Camera
 from backend.world import store
 
 from .align import AlignConfig, align_flow
-from .bake import BakeConfig, bake_loop, write_loop
+from .bake import BakeConfig, BakedLoop, bake_loop, write_loop
 from .cues import MotionCue, combine_cues, fallback_cue, hint_cue, preset_cue
 from .field import FieldSize, MotionField, field_config_for, new_motion_field
 from .lift import SceneFlow, lift_cue
@@ -308,33 +308,37 @@ def moving_gaussians(means: np.ndarray, samples: SceneFlow, still: float = 1e-3)
     return (dist <= 3.0 * spacing[idx]) & moving[idx]
 
 
-def bake_world(root: str | Path, out: str | Path, config: BakeConfig | None = None, device: str = "auto",
-               progress=lambda f, m: None, replace: bool = False) -> Path:
-    """Bake the current world with its latest motion field to the ``.lw4d`` folder ``out`` (checked before the
-    bake: an existing sequence there is replaced only with ``replace``, anything else is refused).
-
-    Dynamic Gaussians: ``moving_gaussians``."""
-    config = config or BakeConfig()
-    check_output(out, LW4D, replace)
-    world = store.load_world(root)
+def baked_world(world: store.World, config: BakeConfig, device: torch.device,
+                progress=lambda f, m: None) -> BakedLoop:
+    """The current world with its latest motion field baked in memory (dynamic Gaussians: ``moving_gaussians``;
+    on a CPU through the field's lattice, ``BakeConfig.lattice``). ``progress`` goes from 0.1 to 0.8."""
     motion_step = latest_motion_step(world)
     if motion_step is None:
         raise InvalidInput("the world has no motion yet: run a motion update (presets, hints or the fallback) first")
-    dev = _device(device)
-    motion = MotionField.load(world.root / motion_step.folder / FIELD_FILE, device=dev).eval()
+    motion = MotionField.load(world.root / motion_step.folder / FIELD_FILE, device=device).eval()
     samples = SceneFlow.load(world.root / motion_step.folder / SAMPLES_FILE)
     gaussians = read_ply(world.file(world.current.gaussians))
     progress(0.1, "finding the moving Gaussians")
     dynamic = moving_gaussians(gaussians.means, samples)
-    lattice = config.lattice if config.lattice is not None else (0 if dev.type == "cuda" else 64)
+    lattice = config.lattice if config.lattice is not None else (0 if device.type == "cuda" else 64)
     velocity = motion
     if lattice:
         progress(0.15, f"sampling the motion field on a {lattice}^3 lattice")
         velocity = motion.lattice(lattice)
     n = int(dynamic.sum())
-    baked = bake_loop(gaussians, dynamic, velocity, config, device=dev, eye=world.steps[0].opencv_camera().center,
-                      progress=lambda done, total: progress(0.2 + 0.6 * done / total,
-                                                            f"integrating {n} moving Gaussians: {done}/{total}"))
+    return bake_loop(gaussians, dynamic, velocity, config, device=device, eye=world.steps[0].opencv_camera().center,
+                     progress=lambda done, total: progress(0.2 + 0.6 * done / total,
+                                                           f"integrating {n} moving Gaussians: {done}/{total}"))
+
+
+def bake_world(root: str | Path, out: str | Path, config: BakeConfig | None = None, device: str = "auto",
+               progress=lambda f, m: None, replace: bool = False) -> Path:
+    """Bake the current world with its latest motion field (``baked_world``) to the ``.lw4d`` folder ``out``
+    (checked before the bake: an existing sequence there is replaced only with ``replace``, anything else is
+    refused)."""
+    config = config or BakeConfig()
+    check_output(out, LW4D, replace)
+    baked = baked_world(store.load_world(root), config, _device(device), progress)
     progress(0.8, "writing the sequence")
     path = write_loop(out, baked, replace)
     read_sequence(path)  # the written folder opens as a sequence
