@@ -86,7 +86,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--deadline", type=float, default=float("inf"), help="seconds since the epoch")
-    ap.add_argument("--parts", nargs="+", default=["pruning", "distillation", "bake"],
+    ap.add_argument("--parts", nargs="*", default=["pruning", "distillation", "bake"],
                     choices=["pruning", "distillation", "bake"], help="what follows the routers")
     ap.add_argument("--out", type=Path, default=None, help="default RUN/ablation/result.json")
     ap.add_argument("--picture", default="", help="held-out view: truth, best expert, each kind, its weights")
