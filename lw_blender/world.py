@@ -147,18 +147,25 @@ class LW_WorldSettings(bpy.types.PropertyGroup):
     regions: bpy.props.CollectionProperty(type=LW_MotionRegion)
     hints: bpy.props.CollectionProperty(type=LW_MotionHint)
     motion_status: bpy.props.StringProperty(name="Motion", description="How the last motion update aligned")
-    # motion field (defaults: the backend's; smaller tables and fewer steps are much faster on a CPU)
-    field_levels: bpy.props.IntProperty(name="Levels", default=16, min=1, max=32,
-                                        description="Hash-grid levels of the motion field")
-    field_table_log2: bpy.props.IntProperty(name="Table Size (log2)", default=19, min=8, max=24,
-                                            description="log2 of the hash table size per level")
-    fit_steps: bpy.props.IntProperty(name="Fit Steps", default=400, min=1, description="Steps of the first fit")
-    update_steps: bpy.props.IntProperty(name="Update Steps", default=150, min=1,
-                                        description="Steps of each later (warm-started) fit")
+    fallbacks: bpy.props.StringProperty(name="Fallbacks", description="Built-in providers that replaced a default "
+                                        "model in the current step, one per line, with how to fetch the model")
+    # motion field (0: the backend's default for its device, 16 hashed levels on CUDA and 5 dense ones on a CPU)
+    field_levels: bpy.props.IntProperty(name="Levels", default=0, min=0, max=32,
+                                        description="Hash-grid levels of the motion field (0: the device's default)")
+    field_table_log2: bpy.props.IntProperty(name="Table Size (log2)", default=0, min=0, max=24,
+                                            description="log2 of the hash table size per level (0: the device's "
+                                                        "default)")
+    fit_steps: bpy.props.IntProperty(name="Fit Steps", default=0, min=0,
+                                     description="Steps of the first fit (0: the device's default, 400 on CUDA and "
+                                                 "100 on a CPU)")
+    update_steps: bpy.props.IntProperty(name="Update Steps", default=0, min=0,
+                                        description="Steps of each later (warm-started) fit (0: the device's default)")
     # bake
     bake_frames: bpy.props.IntProperty(name="Frames", default=60, min=2, max=100000)
     bake_loop: bpy.props.BoolProperty(name="Loop", default=True, description="Bake a seamless loop")
     sequence: bpy.props.StringProperty(name="Sequence", subtype="DIR_PATH", description="The last baked .lw4d")
+    metrics: bpy.props.StringProperty(name="Loop Metrics", description="The last bake's loop quality (the backend's "
+                                      "metrics.json: VBench flicker, motion smoothness, seam, uncovered share)")
 
 
 _CLASSES = (LW_WorldStep, LW_MotionRegion, LW_MotionHint, LW_WorldSettings)
@@ -203,7 +210,7 @@ def _artifact(result: jobs.JobResult, suffix: str) -> str:
 def _import_link(ply_or_lw4d: str, then: Callable[[object, Path], None]) -> Link:
     """The import_gaussians job of a backend path (workspace-relative name), then ``then(context, decoded folder)``."""
     def imported(context, result):
-        then(context, splat_carrier.decoded_folder(result))
+        return then(context, splat_carrier.decoded_folder(result))
 
     return ("import_gaussians", {"path": ply_or_lw4d}, imported)
 
@@ -286,9 +293,24 @@ def _apply_world_step(context, info: StepInfo, preview: Path, folder: Path, kind
         _record_step(s, info, kind, prompt)
     s.regions.clear()
     s.hints.clear()
-    s.sequence = ""
-    s.motion_status = ""
+    s.sequence = s.metrics = ""
+    carried = info.stats.get("motion")
+    s.motion_status = (f"{carried.get('status', '')} (view {carried.get('view')}): {carried.get('samples', 0)} "
+                       "samples") if carried else ""
+    s.fallbacks = "\n".join(info.stats.get("fallbacks") or [])
+    _far_viewports(context, float(info.camera.get("clip_end", 0.0)))
     _load_preview(preview)
+
+
+def _far_viewports(context, clip_end: float) -> None:
+    """Let the 3D viewports see as far as the world's camera (its sky sits 50 km away; a viewport's own clip end is
+    1 km by default): their clip end is raised to ``clip_end``, never lowered. No viewports in background mode."""
+    wm = getattr(context, "window_manager", None)
+    for window in (wm.windows if wm is not None else []):
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                space = area.spaces.active
+                space.clip_end = max(space.clip_end, clip_end)
 
 
 def _world_link(kind: str, params: dict, prompt: str, world_resolution: int | None = None) -> Link:
@@ -406,9 +428,10 @@ def motion_params(scene, view: int = -1) -> dict:
                 "mask": bpy.path.abspath(r.mask) if r.mask else None, "direction": list(r.direction),
                 "speed": r.speed} for r in s.regions]
     hints = [{"strokes": json.loads(h.strokes), "speed": h.speed} for h in s.hints]
+    field = {"n_levels": s.field_levels, "log2_table_size": s.field_table_log2, "steps": s.fit_steps,
+             "update_steps": s.update_steps}
     return {"world": s.directory, "view": target, "presets": presets, "hints": hints, "speed": s.speed,
-            "field": {"n_levels": s.field_levels, "log2_table_size": s.field_table_log2, "steps": s.fit_steps,
-                      "update_steps": s.update_steps}}
+            "field": {k: v for k, v in field.items() if v > 0}}  # 0: the backend's default for its device
 
 
 def update_motion(context, view: int = -1, blocking: bool | None = None) -> None:
@@ -432,9 +455,29 @@ def update_motion(context, view: int = -1, blocking: bool | None = None) -> None
     _run_chain(context, "Update Motion", ("motion_update", params, updated), blocking)
 
 
+def metrics_lines(s: LW_WorldSettings) -> list[str]:
+    """The last bake's loop quality in words for the sidebar ([] before a bake)."""
+    if not s.metrics:
+        return []
+    m = json.loads(s.metrics)
+    goals = m.get("goals", {})
+
+    def mark(name):
+        return "met" if goals.get(name, {}).get("met") else "NOT met"
+
+    lines = [f"Flicker (VBench) {m['temporal_flicker']:.4f}, goal >= 0.989: {mark('temporal_flicker')}",
+             f"Motion smoothness {m['motion_smoothness']:.4f}",
+             f"Loop seam {m['seam_ratio']:.2f} frame steps, goal <= 1.0: {mark('seam_ratio')}",
+             f"Uncovered {100 * m['uncovered_max']:.2f} % of pixels (worst frame)"]
+    if not m.get("exact", True):
+        lines.append(f"(estimated from {m['rendered']} of {m['frames']} frames at {m['size'][0]} px)")
+    return lines
+
+
 def bake_world(context, frames: int = 60, loop: bool = True, blocking: bool | None = None) -> None:
     """Bake the world's motion to a ``.lw4d`` loop and play it on the world object; the scene's frame range
-    becomes the loop (frame_start .. frame_start + frames - 1)."""
+    becomes the loop (frame_start .. frame_start + frames - 1). Then the loop is measured (``world_metrics``:
+    flicker, smoothness, seam, uncovered pixels, shown in the Motion panel)."""
     scene = context.scene
     s = settings(scene)
     current_step(scene)
@@ -457,8 +500,13 @@ def bake_world(context, frames: int = 60, loop: bool = True, blocking: bool | No
             scene.frame_end = scene.frame_start + obj.lw_seq.frame_count - 1
             playback.show_frame(scene, obj, scene.frame_current)
             settings(scene).sequence = str(local)
+            settings(scene).metrics = ""
+            return ("world_metrics", {"world": params["world"], "sequence": manifest.rpartition("/")[0]}, measured)
 
         return _import_link(manifest.rpartition("/")[0], apply)
+
+    def measured(context, result):
+        settings(context.scene).metrics = result.path(_artifact(result, "metrics.json")).read_text()
 
     _run_chain(context, "Bake Loop", ("world_bake", params, baked), blocking)
 

@@ -128,7 +128,8 @@ class LW_OT_world_bake(bpy.types.Operator):
         except ERRORS as exc:
             self.report({"ERROR"}, f"Bake failed: {exc}")
             return {"CANCELLED"}
-        return report_outcome(self, context, lambda s: f"Baked {s.sequence}", "Baking the loop in the background")
+        return report_outcome(self, context, lambda s: "; ".join([f"Baked {s.sequence}", *world.metrics_lines(s)]),
+                              "Baking the loop in the background")
 
 
 classes = (LW_OT_motion_region, LW_OT_motion_from_annotations, LW_OT_motion_clear, LW_OT_motion_update,

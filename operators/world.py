@@ -65,8 +65,10 @@ class LW_OT_world_new(bpy.types.Operator):
         except ERRORS as exc:
             self.report({"ERROR"}, f"New World failed: {exc}")
             return {"CANCELLED"}
-        return report_outcome(self, context, lambda s: f"World with {s.steps[0].gaussians} Gaussians in {s.directory}",
-                              "Building the world in the background")
+        def done(s):
+            return "; ".join([f"World with {s.steps[0].gaussians} Gaussians in {s.directory}", *s.fallbacks.splitlines()])
+
+        return report_outcome(self, context, done, "Building the world in the background")
 
 
 class LW_OT_world_expand(bpy.types.Operator):

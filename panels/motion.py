@@ -42,6 +42,7 @@ class VIEW3D_PT_lw_motion(bpy.types.Panel):
             layout.label(text=s.motion_status)
         sub = layout.column(align=True)
         sub.use_property_split = True
+        sub.label(text="Motion field (0: the device's default)")
         sub.prop(s, "field_levels")
         sub.prop(s, "field_table_log2")
         sub.prop(s, "fit_steps")
@@ -54,6 +55,14 @@ class VIEW3D_PT_lw_motion(bpy.types.Panel):
         op.frames, op.loop = s.bake_frames, s.bake_loop
         if s.sequence:
             box.label(text=bpy.path.basename(s.sequence.rstrip("/\\")), icon="SEQUENCE")
+        lines = world.metrics_lines(s)
+        if lines:
+            col = box.column(align=True)
+            col.label(text="Loop quality:", icon="GRAPH")
+            for line in lines:
+                col.label(text=line)
+        elif s.sequence and world.busy():
+            box.label(text="Measuring the loop...", icon="SORTTIME")
 
 
 classes = (VIEW3D_PT_lw_motion,)

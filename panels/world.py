@@ -1,5 +1,7 @@
 """Sidebar panel "LivingWorld > World": image, New / Expand / Undo, the steps so far and the current preview."""
 
+import textwrap
+
 import bpy
 
 from ..lw_blender import world
@@ -42,6 +44,13 @@ class VIEW3D_PT_lw_world(bpy.types.Panel):
         image = bpy.data.images.get(world.PREVIEW_IMAGE)
         if image is not None and image.preview is not None:
             box.template_icon(icon_value=image.preview.icon_id, scale=8.0)
+        if s.fallbacks:
+            warn = layout.box()
+            warn.label(text="Built-in fallbacks ran instead of models:", icon="ERROR")
+            col = warn.column(align=True)
+            for note in s.fallbacks.splitlines():
+                for line in textwrap.wrap(note, 64):
+                    col.label(text=line)
 
 
 classes = (VIEW3D_PT_lw_world,)

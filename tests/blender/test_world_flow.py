@@ -104,6 +104,14 @@ def test_world_new_makes_one_carrier_matching_the_ply_and_a_camera_that_sees_it(
         assert -0.01 <= x <= 1.01 and -0.01 <= y <= 1.01 and z > 0, (p, x, y, z)
     # the preview of the step is loaded
     assert bpy.data.images["LW World Preview"].size[:] == (RESOLUTION, RESOLUTION)
+    # the sidebar says which built-in fallback replaced which model, as the step records it
+    step = _world_json(scene)["steps"][0]
+    assert s.fallbacks.splitlines() == step["stats"]["fallbacks"]
+    builtin = {"segmentation": "heuristic", "depth": "builtin:landscape"}
+    assert bool(s.fallbacks) == any(step["providers"][k] == v for k, v in builtin.items())
+    assert all("hf download" in line for line in s.fallbacks.splitlines())
+    # the camera sees the sky 50 km away (its clip end from the step's spec)
+    assert camera.data.clip_end >= 100_000
     # the splat scene settings of every carrier: Standard view (an otherwise empty scene), so the colours are the
     # stored ones; native splats (5.3+) in Blender's layout, quads with Cycles' transparent bounces raised (stacked
     # sky layers would render dark)
@@ -223,7 +231,7 @@ def test_annotation_strokes_project_to_pixels_of_the_view(scene, lw, small_image
     assert len(scene.lw.world.hints) == 2
 
 
-def test_motion_presets_and_hints_bake_a_loop_that_plays_on_the_world_object(scene, small_image):
+def test_motion_presets_and_hints_bake_a_loop_that_plays_on_the_world_object(scene, lw, small_image):
     obj = _new_world(small_image)
     s = scene.lw.world
     s.field_levels, s.field_table_log2, s.fit_steps, s.update_steps = 4, 12, 30, 15
@@ -257,9 +265,15 @@ def test_motion_presets_and_hints_bake_a_loop_that_plays_on_the_world_object(sce
     assert (moved > 1e-4).sum() > 0.5 * manifest["dynamic_count"]  # the moving region moves
     assert np.abs(frames[3] - frames[1]).max() > 0
     np.testing.assert_allclose(frames[9], frames[1], atol=1e-6)  # frame N wraps to frame 0: a loop
+    # the loop was measured after the bake (world_metrics) and the Motion panel's lines say so
+    metrics = json.loads(s.metrics)
+    assert metrics["frames"] == 8 and 0.9 < metrics["temporal_flicker"] <= 1.0
+    assert 0 < metrics["seam_ratio"] < 3.0 and set(metrics["goals"]) == {"temporal_flicker", "seam_ratio"}
+    lines = lw.lw_blender.world.metrics_lines(s)
+    assert lines[0].startswith("Flicker (VBench)") and any(line.startswith("Loop seam") for line in lines)
     # after a world change the sequence no longer fits and is dropped
     _turn_camera(camera, 35.0)
     assert bpy.ops.lw.world_expand() == {"FINISHED"}
-    assert not obj.lw_seq.path and not s.sequence
+    assert not obj.lw_seq.path and not s.sequence and not s.metrics
     scene.frame_set(5)
     assert len(obj.data.attributes["position"].data) == _ply_count(_current_ply(scene))
