@@ -13,8 +13,11 @@ ifndef PY313
 PY313 := $(call find_python,3.13)
 endif
 VENV := .venv
+# The Blender suite runs twice: on Blender 5.3 (native splats) and on 5.2 LTS (the quad display of 4.2-5.2).
 BVENV := .venv-blender
-BPY_VERSION := 5.2.3
+BPY_VERSION := 5.3.0
+BVENV52 := .venv-blender52
+BPY52_VERSION := 5.2.3
 
 help:
 	@echo "make demo   - create environments if missing, run the image -> living world demo into out/"
@@ -30,15 +33,22 @@ $(VENV)/.installed: pyproject.toml
 	@$(VENV)/bin/python -m pip install -q -e '.[test]'
 	@touch $@
 
-$(BVENV)/.installed:
-	@test -n "$(PY313)" || { echo "error: Python 3.13 not found (bpy $(BPY_VERSION) needs it); set PY313=..."; exit 1; }
-	@echo "==> Blender environment $(BVENV)/ (bpy==$(BPY_VERSION) on Python 3.13 from $(PY313))"
-	@test -x $(BVENV)/bin/python || $(PY313) -m venv $(BVENV)
-	@$(BVENV)/bin/python -m pip install -q --upgrade pip
-	@$(BVENV)/bin/python -m pip install -q bpy==$(BPY_VERSION) pytest
-	@touch $@
+# $(call bpy_env,FOLDER,VERSION): a Python 3.13 environment with the bpy wheel VERSION (the stamp names the version,
+# so an environment left at another version is upgraded in place).
+define bpy_env
+$(1)/.installed-$(2):
+	@test -n "$(PY313)" || { echo "error: Python 3.13 not found (bpy $(2) needs it); set PY313=..."; exit 1; }
+	@echo "==> Blender environment $(1)/ (bpy==$(2) on Python 3.13 from $(PY313))"
+	@test -x $(1)/bin/python || $(PY313) -m venv $(1)
+	@$(1)/bin/python -m pip install -q --upgrade pip
+	@$(1)/bin/python -m pip install -q bpy==$(2) pytest
+	@touch $$@
+endef
+$(eval $(call bpy_env,$(BVENV),$(BPY_VERSION)))
+$(eval $(call bpy_env,$(BVENV52),$(BPY52_VERSION)))
+BENVS := $(BVENV)/.installed-$(BPY_VERSION) $(BVENV52)/.installed-$(BPY52_VERSION)
 
-envs: $(VENV)/.installed $(BVENV)/.installed
+envs: $(VENV)/.installed $(BENVS)
 	@echo "==> environments ready"
 
 demo: envs
@@ -48,8 +58,10 @@ demo: envs
 test: envs
 	@echo "==> backend tests (CPU)"
 	@$(VENV)/bin/python -m pytest -q tests/backend
-	@echo "==> Blender add-on tests (bpy $(BPY_VERSION), installed extension zip, real backend)"
+	@echo "==> Blender add-on tests on bpy $(BPY_VERSION): native splats (installed extension zip, real backend)"
 	@$(BVENV)/bin/python -m pytest -q tests/blender -p no:cacheprovider
+	@echo "==> Blender add-on tests on bpy $(BPY52_VERSION): the quad display of Blender 4.2-5.2"
+	@$(BVENV52)/bin/python -m pytest -q tests/blender -p no:cacheprovider
 
 # GPU set-up in one command: a CUDA build of torch (PyPI's default on Linux x86-64), the pinned gsplat, its CUDA
 # kernels built once for the cards present (cached by torch under ~/.cache/torch_extensions), then the report.
@@ -67,11 +79,11 @@ test-slow: envs
 lint: $(VENV)/.installed
 	@$(VENV)/bin/ruff check .
 
-zip: $(BVENV)/.installed
+zip: $(BVENV)/.installed-$(BPY_VERSION)
 	@mkdir -p dist
 	@$(BVENV)/bin/python scripts/build_extension.py --out dist
 
 clean-env:
-	rm -rf $(VENV) $(BVENV)
+	rm -rf $(VENV) $(BVENV) $(BVENV52)
 
 .PHONY: help envs demo test test-slow lint zip clean-env gpu

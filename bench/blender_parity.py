@@ -1,14 +1,17 @@
 """Parity: one SH-3 Gaussian scene seen by one camera, rendered three ways; PSNR against the backend's exact render.
 
-    .venv/bin/python bench/blender_parity.py [--count 60000] [--size 256] [--samples 128]
+    .venv/bin/python bench/blender_parity.py [--count 40000] [--size 192] [--samples 128]
                                             [--image docs/images/blender_parity.png]
 
     native  Blender 5.3's own splat renderer in Cycles on the native splat object (``.venv-blender``)
     exact   the backend's rasterizer through ``lw.render_splats`` from the same Blender camera (the reference)
     quads   the quad display of Blender 4.2-5.2 in Cycles (``.venv-blender52``)
 
+The picture: native | exact | quads, and below each Cycles render its |difference| to the exact one x 4.
 All three start from the same INRIA PLY, imported with ``lw.import_gaussians``; scenes hold only the splats and
 the camera (Standard view transform, no world: black behind the splats). PSNR is over RGB composited on black.
+To tell Cycles' own share of the difference, each Cycles render is repeated with another seed (its noise: PSNR
+between the two) and with a 0.01 px box pixel filter instead of the default 1.5 px Blackman-Harris.
 
 The scene (no real capture can be downloaded here): Suzanne, a sphere, a box and a ground disc, each with a
 procedural texture, sampled into ``--count`` surface-aligned flat Gaussians the way a trained 3DGS scene lays
@@ -191,6 +194,8 @@ def render_blender(ply: Path, work: Path, size: int, samples: int, exact: bool) 
     timings = {"import_s": time.perf_counter() - t0}
     obj = bpy.context.active_object
     _camera(size)
+    spec = lw.lw_blender.splats.render.camera_spec(scene, scene.camera)
+    (work / "camera.json").write_text(json.dumps(spec))
     assert scene.view_settings.view_transform == "Standard"  # set by the import: only splats and a camera
     scene.render.engine, scene.cycles.device, scene.cycles.samples = "CYCLES", "CPU", samples
     scene.render.image_settings.file_format = "PNG"
@@ -199,6 +204,13 @@ def render_blender(ply: Path, work: Path, size: int, samples: int, exact: bool) 
     t0 = time.perf_counter()
     bpy.ops.render.render(write_still=True)
     timings[f"{display}_render_s"] = time.perf_counter() - t0
+    # what part of the difference is Cycles' own: its noise (another seed) and its pixel filter (a 0.01 px box)
+    scene.cycles.seed = 1
+    scene.render.filepath = str(work / f"{display}_seed1.png")
+    bpy.ops.render.render(write_still=True)
+    scene.cycles.seed, scene.cycles.filter_width = 0, 0.01
+    scene.render.filepath = str(work / f"{display}_nofilter.png")
+    bpy.ops.render.render(write_still=True)
     if exact:
         prefs = bpy.context.preferences.addons["bl_ext.user_default.livingworld"].preferences
         prefs.backend_python, prefs.workspace = str(BACKEND), str(work / "workspace")
@@ -211,6 +223,32 @@ def render_blender(ply: Path, work: Path, size: int, samples: int, exact: bool) 
         bpy.ops.lw.backend_stop()
     timings[f"{display}_blender"] = bpy.app.version_string
     return timings
+
+
+# --- what the exact renderer does differently (backend) -----------------------------------------------------
+
+def explain(work: Path) -> dict:
+    """The exact render again with one 3DGS convention changed at a time, and the PSNR of each Cycles render
+    against it: blending in linear light (what Cycles does with sRGB-encoded splat colours) instead of on the
+    stored values, and the 0.3 px^2 screen-space dilation compensated in opacity (Mip-Splatting's
+    'antialiased' mode) instead of plain 3DGS, where it makes thin splats seen edge-on wider and as opaque."""
+    import torch
+
+    from backend.io.ply import read_ply
+    from backend.render.cameras import BlenderCameraSpec, blender_to_opencv
+    from backend.render.rasterize import RasterConfig, rasterize
+    from backend.render.sh import sh_to_color
+
+    g = read_ply(work / "scene.ply").to_torch()
+    camera = blender_to_opencv(BlenderCameraSpec.from_dict(json.loads((work / "camera.json").read_text())))
+    with torch.no_grad():
+        variants = {"antialiased": rasterize(g, camera, RasterConfig(depth=False, antialiased=True)).color.numpy()}
+        rgb = sh_to_color(g.sh_degree, g.means - torch.tensor(camera.center, dtype=torch.float32), g.sh).clamp(0, 1)
+        linear = torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+        light = rasterize(g, camera, RasterConfig(depth=False), extra=linear).extra.numpy().clip(0, None)
+        variants["linear_light"] = np.where(light <= 0.0031308, light * 12.92, 1.055 * light ** (1 / 2.4) - 0.055)
+    return {f"psnr_{name}_vs_exact_{variant}_db": round(psnr(_rgb(work / f"{name}.png"), np.clip(image, 0, 1)), 2)
+            for variant, image in variants.items() for name in ("native", "quads")}
 
 
 # --- comparison ---------------------------------------------------------------------------------------------
@@ -236,9 +274,14 @@ def compare(work: Path, image: Path) -> dict:
         rgb = _rgb(work / f"{name}.png")
         if name != "exact":
             result[f"psnr_{name}_db"] = round(psnr(rgb, exact), 2)
+            result[f"psnr_{name}_vs_its_other_seed_db"] = round(psnr(rgb, _rgb(work / f"{name}_seed1.png")), 2)
+            result[f"psnr_{name}_without_pixel_filter_db"] = round(psnr(_rgb(work / f"{name}_nofilter.png"), exact), 2)
         panels.append(rgb)
     gap = np.ones((exact.shape[0], 4, 3))
-    strip = np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
+    top = np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
+    bottom = np.concatenate([np.clip(4 * np.abs(panels[0] - exact), 0, 1), gap, np.zeros_like(exact), gap,
+                             np.clip(4 * np.abs(panels[2] - exact), 0, 1)], axis=1)  # |difference| x 4
+    strip = np.concatenate([top, np.ones((4, top.shape[1], 3)), bottom], axis=0)
     image.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray((np.clip(strip, 0, 1) * 255).round().astype(np.uint8)).save(image, optimize=True)
     return result
@@ -246,14 +289,14 @@ def compare(work: Path, image: Path) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=60_000)
-    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--count", type=int, default=40_000)
+    parser.add_argument("--size", type=int, default=192)
     parser.add_argument("--samples", type=int, default=128)
     parser.add_argument("--image", type=Path, default=REPO / "docs" / "images" / "blender_parity.png")
     parser.add_argument("--work", type=Path, default=None, help="keep the files here (default: a temp folder)")
     parser.add_argument("--python53", type=Path, default=PY53, help="Python with bpy 5.3 (native splats)")
     parser.add_argument("--python52", type=Path, default=PY52, help="Python with bpy 5.2 (quads)")
-    parser.add_argument("--step", choices=("scene", "ply", "native", "quads"), help=argparse.SUPPRESS)
+    parser.add_argument("--step", choices=("scene", "ply", "native", "quads", "explain"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.step == "scene":
         make_scene(args.count, args.work / "scene.npz")
@@ -264,6 +307,9 @@ def main():
 
         write_ply(args.work / "scene.ply", Gaussians(**dict(np.load(args.work / "scene.npz"))))
         return
+    if args.step == "explain":
+        (args.work / "explain.json").write_text(json.dumps(explain(args.work)))
+        return
     if args.step in ("native", "quads"):
         timings = render_blender(args.work / "scene.ply", args.work, args.size, args.samples, args.step == "native")
         (args.work / f"{args.step}.json").write_text(json.dumps(timings))
@@ -271,10 +317,12 @@ def main():
     work = args.work or Path(tempfile.mkdtemp(prefix="lw-parity-"))
     work.mkdir(parents=True, exist_ok=True)
     common = ["--work", str(work), "--count", str(args.count), "--size", str(args.size), "--samples", str(args.samples)]
-    for python, step in ((args.python53, "scene"), (BACKEND, "ply"), (args.python53, "native"), (args.python52, "quads")):
+    for python, step in ((args.python53, "scene"), (BACKEND, "ply"), (args.python53, "native"), (args.python52, "quads"),
+                         (BACKEND, "explain")):
         subprocess.run([str(python), __file__, "--step", step, *common], cwd=REPO, check=True)
     result = {"count": args.count, "size": args.size, "samples": args.samples, "load_average": os.getloadavg()[0],
-              **json.loads((work / "native.json").read_text()), **json.loads((work / "quads.json").read_text())}
+              **json.loads((work / "native.json").read_text()), **json.loads((work / "quads.json").read_text()),
+              **json.loads((work / "explain.json").read_text())}
     result.update(compare(work, args.image))
     print(json.dumps(result, indent=1))
 

@@ -11,8 +11,10 @@ Steps (each printed with its time):
   4. bpy.ops.lw.motion_region (clouds on the sky, water on the water, the ground held still) +
      bpy.ops.lw.motion_update for every view
   5. bpy.ops.lw.world_bake: a --frames loop, played on the "LW World" object
-  6. bpy.ops.lw.render_splats(animation=True) with the camera panning left-right-left over the loop -> PNG frames
-     + MP4 (backend rasterizer), and one frame rendered by Blender (Cycles)
+  6. the loop rendered with the camera panning left-right-left over it: on Blender 5.3+ by Blender itself (Cycles
+     on the native splats, --percentage of the world's camera, i.e. 512x512 by default) into PNG frames and an
+     H.264 MP4 (Blender's FFmpeg); before 5.3 by the backend rasterizer (bpy.ops.lw.render_splats, quads being
+     an approximation); then one frame rendered by Blender (Cycles, --samples) as the final picture
   7. out/living_world.blend, out/living_world.mp4, out/*.png previews, and a summary with timings
 
 Everything the backend writes (the world, the baked .lw4d, renders) stays under out/workspace, which the .blend
@@ -36,27 +38,29 @@ ADDON_MODULE = "bl_ext.user_default.livingworld"
 
 
 class Timer:
-    """Prints each step as it starts and ends; keeps the timings for the summary."""
+    """Prints each step as it starts and ends; keeps the timings for the summary (wall time, and the CPU time of
+    this Blender process: on a shared machine the wall time mostly measures the other processes)."""
 
     def __init__(self):
-        self.rows: list[tuple[str, float, str]] = []
+        self.rows: list[tuple[str, float, float, str]] = []
         self.t0 = time.perf_counter()
 
     def step(self, title: str, fn, describe=lambda _: ""):
         print(f"==> {title} ...", flush=True)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         out = fn()
-        dt = time.perf_counter() - t
+        dt, dc = time.perf_counter() - t, time.process_time() - c
         note = describe(out)
-        print(f"    done in {dt:.1f} s{': ' + note if note else ''}", flush=True)
-        self.rows.append((title, dt, note))
+        print(f"    done in {dt:.1f} s (Blender CPU {dc:.1f} s){': ' + note if note else ''}", flush=True)
+        self.rows.append((title, dt, dc, note))
         return out
 
     def summary(self) -> str:
         width = max(len(r[0]) for r in self.rows)
-        lines = [f"{'step'.ljust(width)}  seconds  result", f"{'-' * width}  -------  ------"]
-        lines += [f"{title.ljust(width)}  {dt:7.1f}  {note}" for title, dt, note in self.rows]
-        lines.append(f"{'total'.ljust(width)}  {time.perf_counter() - self.t0:7.1f}")
+        lines = [f"{'step'.ljust(width)}  seconds  Blender CPU s  result", f"{'-' * width}  -------  -------------  ------"]
+        lines += [f"{title.ljust(width)}  {dt:7.1f}  {dc:13.1f}  {note}" for title, dt, dc, note in self.rows]
+        lines.append(f"{'total'.ljust(width)}  {time.perf_counter() - self.t0:7.1f}  {time.process_time():13.1f}")
+        lines.append(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         return "\n".join(lines)
 
 
@@ -69,9 +73,14 @@ def parse_args(argv=None):
     ap.add_argument("--resolution", type=int, default=256, help="long side of the world's working image (px)")
     ap.add_argument("--frames", type=int, default=48, help="frames of the baked loop")
     ap.add_argument("--turn", type=float, default=30.0, help="degrees the camera turns for each expansion")
-    ap.add_argument("--samples", type=int, default=16, help="Cycles samples of the Blender render")
+    ap.add_argument("--samples", type=int, default=16, help="Cycles samples of the final Blender frame")
+    ap.add_argument("--loop-samples", type=int, default=4,
+                    help="Cycles samples of each loop frame (Blender 5.3+; denoised by OpenImageDenoise, fast mode)")
+    ap.add_argument("--percentage", type=int, default=200,
+                    help="size of Blender's renders in percent of the world's camera (256 px: 512x512)")
     ap.add_argument("--movie-percentage", type=int, default=50,
-                    help="render size of the backend MP4 in percent of the world's (the CPU rasterizer is pixel-bound)")
+                    help="before Blender 5.3: size of the backend MP4 in percent of the world's (the CPU rasterizer "
+                         "is pixel-bound)")
     ap.add_argument("--fit-steps", type=int, default=30,
                     help="motion-field fit steps for the first view (later views: half, warm-started)")
     return ap.parse_args(argv)
@@ -127,6 +136,82 @@ def pan_camera(scene, camera, degrees: float) -> None:
         camera.keyframe_insert("location", frame=frame)
         camera.keyframe_insert("rotation_euler", frame=frame)
     camera.matrix_world = base
+
+
+def use_cycles(scene, samples: int, percentage: int, denoise: str = "HIGH") -> None:
+    """Cycles on the CPU at ``samples`` per pixel, ``percentage`` of the camera's size, opaque film, denoised by
+    OpenImageDenoise at quality ``denoise`` ("FAST": colour only, no prefilter; at 512x512 it costs ~1 s of CPU
+    where the default "HIGH" with albedo and normal passes costs ~8 s, more than the render of a frame)."""
+    import bpy
+
+    bpy.ops.preferences.addon_enable(module="cycles")
+    scene.render.engine, scene.cycles.device, scene.cycles.samples = "CYCLES", "CPU", samples
+    scene.cycles.use_denoising, scene.cycles.denoiser, scene.cycles.denoising_quality = True, "OPENIMAGEDENOISE", denoise
+    if denoise == "FAST":
+        scene.cycles.denoising_input_passes, scene.cycles.denoising_prefilter = "RGB", "NONE"
+    scene.render.resolution_percentage = percentage
+    scene.render.film_transparent = False
+    scene.render.image_settings.file_format = "PNG"
+
+
+def render_loop_cycles(scene, folder: Path, percentage: int, samples: int) -> list[Path]:
+    """Render the scene's frame range with Cycles into ``folder/frame_####.png`` (the playback handler moves the
+    splats every frame); returns the frames in order."""
+    import bpy
+
+    folder.mkdir(parents=True, exist_ok=True)
+    use_cycles(scene, samples, percentage, denoise="FAST")
+    scene.render.filepath = str(folder / "frame_")
+    bpy.ops.render.render(animation=True)
+    return [Path(scene.render.frame_path(frame=f)) for f in range(scene.frame_start, scene.frame_end + 1)]
+
+
+def encode_mp4(frames: list[Path], scene, mp4: Path) -> Path:
+    """H.264 MP4 of ``frames`` at the scene's frame rate, with Blender's own FFmpeg (a throwaway scene whose
+    sequence editor plays the PNGs; Standard view transform so the colours pass through unchanged)."""
+    import bpy
+
+    encode = bpy.data.scenes.new("LW encode")
+    try:
+        render = encode.render
+        width, height = (scene.render.resolution_x * scene.render.resolution_percentage // 100,
+                         scene.render.resolution_y * scene.render.resolution_percentage // 100)
+        render.resolution_x, render.resolution_y, render.resolution_percentage = width, height, 100
+        render.fps, render.fps_base = scene.render.fps, scene.render.fps_base
+        editor = encode.sequence_editor_create()
+        strip = editor.strips.new_image(name="loop", filepath=str(frames[0]), channel=1, frame_start=1)
+        for frame in frames[1:]:
+            strip.elements.append(frame.name)
+        encode.frame_start, encode.frame_end = 1, len(frames)
+        encode.view_settings.view_transform = "Standard"
+        render.image_settings.media_type, render.image_settings.file_format = "VIDEO", "FFMPEG"
+        render.ffmpeg.format, render.ffmpeg.codec, render.ffmpeg.constant_rate_factor = "MPEG4", "H264", "HIGH"
+        render.filepath = str(mp4)
+        bpy.ops.render.render(animation=True, scene=encode.name)
+    finally:
+        bpy.data.scenes.remove(encode)
+    return mp4
+
+
+def render_loop_backend(scene, carrier, percentage: int, timer: Timer) -> tuple[list[Path], Path]:
+    """Before Blender 5.3: the loop rendered by the backend rasterizer (``lw.render_splats``) at ``percentage``;
+    returns its PNG frames and MP4."""
+    import bpy
+
+    def render():
+        bpy.context.view_layer.objects.active = carrier
+        full, scene.render.resolution_percentage = scene.render.resolution_percentage, percentage
+        try:
+            assert bpy.ops.lw.render_splats(animation=True) == {"FINISHED"}
+        finally:
+            scene.render.resolution_percentage = full
+        strip = max(scene.sequence_editor.strips, key=lambda st: st.channel)
+        return Path(bpy.path.abspath(strip.filepath))
+
+    size = f"{scene.render.resolution_x * percentage // 100}x{scene.render.resolution_y * percentage // 100}"
+    mp4 = timer.step(f"render the loop with the backend rasterizer ({scene.frame_end - scene.frame_start + 1} "
+                     f"frames, {size})", render, lambda p: p.name)
+    return sorted(mp4.parent.rglob("*.png")), mp4
 
 
 def main(argv=None) -> int:
@@ -212,39 +297,32 @@ def run(args, out: Path, timer: Timer) -> int:
     camera.matrix_world = photo_view  # back at the photo's view, then pan over the expanded world
     pan_camera(scene, camera, 0.75 * args.turn)
 
-    def render_backend():
-        bpy.context.view_layer.objects.active = carrier
-        full, scene.render.resolution_percentage = scene.render.resolution_percentage, args.movie_percentage
-        try:
-            assert bpy.ops.lw.render_splats(animation=True) == {"FINISHED"}
-        finally:
-            scene.render.resolution_percentage = full
-        strip = max(scene.sequence_editor.strips, key=lambda st: st.channel)
-        return Path(bpy.path.abspath(strip.filepath))
-
-    size = f"{scene.render.resolution_x * args.movie_percentage // 100}x{scene.render.resolution_y * args.movie_percentage // 100}"
-    mp4 = timer.step(f"render the loop with the backend rasterizer ({scene.frame_end - scene.frame_start + 1} frames, {size})",
-                     render_backend, lambda p: p.name)
-    shutil.copyfile(mp4, out / "living_world.mp4")
-    frames = sorted(mp4.parent.rglob("*.png"))
+    if carrier.type == "POINTCLOUD":  # Blender 5.3+: Blender itself renders the native splats
+        size = f"{scene.render.resolution_x * args.percentage // 100}x{scene.render.resolution_y * args.percentage // 100}"
+        count = scene.frame_end - scene.frame_start + 1
+        frames = timer.step(f"render the loop with Blender (Cycles on the native splats: {count} frames, {size}, "
+                            f"{args.loop_samples} samples)",
+                            lambda: render_loop_cycles(scene, out / "frames", args.percentage, args.loop_samples),
+                            lambda f: f"{len(f)} PNG frames")
+        timer.step("encode the MP4 (Blender's FFmpeg, H.264)", lambda: encode_mp4(frames, scene, out / "living_world.mp4"),
+                   lambda p: p.name)
+    else:
+        frames, mp4 = render_loop_backend(scene, carrier, args.movie_percentage, timer)
+        shutil.copyfile(mp4, out / "living_world.mp4")
+        # the sequence editor would make Blender's own render show the movie instead of the 3D scene
+        scene.sequence_editor_clear()
     for k, src in enumerate((frames[0], frames[len(frames) // 4], frames[len(frames) // 2])):
         previews.append(shutil.copyfile(src, out / f"demo_loop_{k}.png"))
-    # the sequence editor would make Blender's own render show the movie instead of the 3D scene
-    scene.sequence_editor_clear()
 
     def render_blender():
-        bpy.ops.preferences.addon_enable(module="cycles")
-        scene.render.engine = "CYCLES"
-        scene.cycles.device = "CPU"
-        scene.cycles.samples = args.samples
-        scene.render.film_transparent = False
+        use_cycles(scene, args.samples, args.percentage)
         scene.frame_set(scene.frame_start + (scene.frame_end - scene.frame_start) // 4)
         scene.render.filepath = str(out / "demo_blender_cycles.png")
         bpy.ops.render.render(write_still=True)
         return out / "demo_blender_cycles.png"
 
-    previews.append(timer.step(f"render one frame with Blender (Cycles, {args.samples} samples)", render_blender,
-                               lambda p: p.name))
+    previews.append(timer.step(f"render one frame with Blender (Cycles, {args.samples} samples, {args.percentage} %)",
+                               render_blender, lambda p: p.name))
     scene.frame_set(scene.frame_start)
     blend = out / "living_world.blend"
     timer.step("save the .blend", lambda: bpy.ops.wm.save_as_mainfile(filepath=str(blend)), lambda _: blend.name)
