@@ -279,3 +279,68 @@ def test_render_splats_animation_adds_a_movie_strip_of_moving_splats(backend, cl
         bpy.data.images.remove(img)
     assert images[0][3::4].max() > 0.3  # something is drawn
     assert np.abs(images[0] - images[2]).max() > 0.1  # and it moves
+
+
+def _other_tools_ply(path, raw):
+    """The same Gaussians as another tool might save them: big-endian, properties in another order, positions in
+    double precision, no normals, an extra per-splat property (Mip-Splatting's 3D filter)."""
+    n, k = raw["sh"].shape[0], raw["sh"].shape[1]
+    rest = raw["sh"][:, 1:].transpose(0, 2, 1).reshape(n, -1)  # f_rest_i = sh[:, 1 + i % (K-1), i // (K-1)]
+    columns = {"opacity": raw["opacity_logits"], "filter_3D": np.full(n, 0.01, np.float32),
+               **{f"rot_{i}": raw["quats"][:, i] for i in range(4)}, **{f"f_rest_{i}": rest[:, i] for i in range(3 * (k - 1))},
+               **{f"scale_{i}": raw["log_scales"][:, i] for i in range(3)},
+               **{f"f_dc_{i}": raw["sh"][:, 0, i] for i in range(3)}, "z": raw["means"][:, 2], "x": raw["means"][:, 0],
+               "y": raw["means"][:, 1]}
+    kinds = {name: ">f8" if name in ("x", "y", "z") else ">f4" for name in columns}
+    rows = np.empty(n, dtype=[(name, kinds[name]) for name in columns])
+    for name, values in columns.items():
+        rows[name] = values
+    header = ["ply", "format binary_big_endian 1.0", "comment exported by some other splat tool", f"element vertex {n}"]
+    header += [f"property {'double' if kinds[name] == '>f8' else 'float'} {name}" for name in columns]
+    path.write_bytes(("\n".join(header + ["end_header"]) + "\n").encode() + rows.tobytes())
+    return path
+
+
+def test_a_ply_from_another_tool_imports_the_same_gaussians(lw, clean_scene, tmp_path):
+    raw = _raw(degree=3)
+    ours = _write(tmp_path, raw, tmp_path / "ours.ply", "ply")
+    theirs = _other_tools_ply(tmp_path / "theirs.ply", raw)
+    assert bpy.ops.lw.import_gaussians(filepath=str(ours)) == {"FINISHED"}
+    assert bpy.ops.lw.import_gaussians(filepath=str(theirs)) == {"FINISHED"}
+    a, b = _values(bpy.data.objects["ours"]), _values(bpy.data.objects["theirs"])
+    for name in ("position", "scale", "rotation", "opacity", "sh"):
+        np.testing.assert_array_equal(getattr(b, name), getattr(a, name), err_msg=name)
+    # exported in the INRIA layout, the other tool's file becomes ours byte for byte
+    out = tmp_path / "converted.ply"
+    assert bpy.ops.lw.export_gaussians(filepath=str(out)) == {"FINISHED"}
+    assert out.read_bytes() == ours.read_bytes()
+
+
+@pytest.mark.parametrize("count, degree", [(20_000, 0), (20_000, 3), pytest.param(1_000_000, 3, marks=pytest.mark.slow)])
+def test_captures_of_real_sizes_import_export_and_render(lw, clean_scene, tmp_path, count, degree):
+    """A 3DGS file of a size users bring (INRIA layout, SH 0 or 3): imported, shown in this Blender's display,
+    exported bit for bit, rendered by Cycles."""
+    rng = np.random.default_rng(count + degree)
+    q = rng.normal(size=(count, 4)).astype(np.float32)
+    raw = {"means": rng.normal(size=(count, 3)).astype(np.float32) * 0.5, "quats": q,
+           "log_scales": rng.uniform(-5, -3, (count, 3)).astype(np.float32),
+           "opacity_logits": rng.normal(size=count).astype(np.float32) * 2,
+           "sh": (rng.normal(size=(count, (degree + 1) ** 2, 3)) * 0.3).astype(np.float32)}
+    ply = _write(tmp_path, raw, tmp_path / "capture.ply", "ply")
+    assert bpy.ops.lw.import_gaussians(filepath=str(ply)) == {"FINISHED"}
+    obj = bpy.data.objects["capture"]
+    now = _values(obj)
+    assert now.count == count and now.sh_degree == degree
+    np.testing.assert_array_equal(now.sh, raw["sh"])
+    out = tmp_path / "again.ply"
+    assert bpy.ops.lw.export_gaussians(filepath=str(out)) == {"FINISHED"}
+    assert out.read_bytes() == ply.read_bytes()
+    cam = _render_camera(clean_scene, 16)
+    cam.location = (0.0, -6.0, 0.0)
+    clean_scene.render.engine, clean_scene.cycles.samples = "CYCLES", 1
+    clean_scene.render.film_transparent = True
+    clean_scene.render.filepath = str(tmp_path / "capture.png")
+    bpy.ops.render.render(write_still=True)
+    image = bpy.data.images.load(str(tmp_path / "capture.png"))
+    alpha = np.array(image.pixels[:], np.float32).reshape(16, 16, 4)[..., 3]
+    assert alpha[6:10, 6:10].mean() > 0.5 and alpha[0, 0] < alpha[8, 8]  # a cloud in the middle of the frame
