@@ -187,8 +187,8 @@ def read_stored(data) -> StoredValues | None:
 
 def is_carrier(obj) -> bool:
     """A Gaussian splat object our operators accept: a LivingWorld carrier (a mesh or point cloud that records
-    where its Gaussians came from), or any native splat point cloud (one Blender's own PLY, SPZ or USD importer
-    made, Blender 5.3+)."""
+    where its Gaussians came from), or any native splat point cloud (one Blender's own PLY, SPZ, USD or glTF
+    importer made, Blender 5.3+)."""
     if obj is None or obj.type not in ("MESH", "POINTCLOUD"):
         return False
     return SOURCE_PROPERTY in obj or (obj.type == "POINTCLOUD" and getattr(obj.data, "type", "") == "GAUSSIAN_SPLAT")

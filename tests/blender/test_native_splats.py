@@ -1,5 +1,5 @@
 """Blender 5.3+ native splats: Blender's renderer draws our carriers, and splat objects made by Blender's own
-importers (PLY, SPZ, USD) work with our operators: export to an INRIA PLY with every value kept exactly, the
+importers (PLY, SPZ, USD, glTF KHR_gaussian_splatting) work with our operators: export to an INRIA PLY with every value kept exactly, the
 backend's exact render from the Blender camera, playback on a world refilled in place.
 
 Skipped before Blender 5.3 (the quad display of test_gaussians_display.py is used there).
@@ -81,8 +81,45 @@ def ParticleField3DGaussianSplat "Splat"
     return path
 
 
+def _write_gltf(path, g):
+    """A glTF with one point primitive in the KHR_gaussian_splatting layout (Y-up; rotations x, y, z, w; linear
+    scale; opacity after the sigmoid; SH per degree and coefficient), the buffer embedded."""
+    import base64
+    import json
+
+    rotation_xyzw = np.concatenate([g.rotation[:, 1:], g.rotation[:, :1]], axis=1)
+    columns = {"POSITION": g.position, "KHR_gaussian_splatting:ROTATION": rotation_xyzw,
+               "KHR_gaussian_splatting:SCALE": g.scale, "KHR_gaussian_splatting:OPACITY": g.opacity,
+               "KHR_gaussian_splatting:SH_DEGREE_0_COEF_0": g.sh[:, 0]}
+    for k in range(1, g.sh.shape[1]):
+        degree = int(np.floor(np.sqrt(k)))  # k = 1..3: degree 1, 4..8: degree 2, 9..15: degree 3
+        columns[f"KHR_gaussian_splatting:SH_DEGREE_{degree}_COEF_{k - degree * degree}"] = g.sh[:, k]
+    blob, views, accessors, attributes = b"", [], [], {}
+    for name, values in columns.items():
+        values = np.ascontiguousarray(values, "<f4")
+        views.append({"buffer": 0, "byteOffset": len(blob), "byteLength": values.nbytes})
+        width = 1 if values.ndim == 1 else values.shape[1]
+        accessor = {"bufferView": len(views) - 1, "componentType": 5126, "count": len(values),
+                    "type": {1: "SCALAR", 3: "VEC3", 4: "VEC4"}[width]}
+        if name == "POSITION":
+            accessor["min"], accessor["max"] = values.min(0).tolist(), values.max(0).tolist()
+        accessors.append(accessor)
+        attributes[name] = len(accessors) - 1
+        blob += values.tobytes()
+    gltf = {"asset": {"version": "2.0"}, "extensionsUsed": ["KHR_gaussian_splatting"], "scene": 0,
+            "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0}],
+            "meshes": [{"primitives": [{"attributes": attributes, "mode": 0,
+                                        "extensions": {"KHR_gaussian_splatting": {}}}]}],
+            "buffers": [{"byteLength": len(blob),
+                         "uri": "data:application/octet-stream;base64," + base64.b64encode(blob).decode()}],
+            "bufferViews": views, "accessors": accessors}
+    path.write_text(json.dumps(gltf))
+    return path
+
+
 def _blender_import(kind, tmp_path):
-    """A splat object made by Blender's own importer of ``kind`` (ply | spz | usd), and what was written."""
+    """A splat object made by Blender's own importer of ``kind`` (ply | spz | usd | gltf), and what was
+    written."""
     splats, g = _splats(), _gaussians()
     if kind == "ply":
         path = splats.ply.write_ply(tmp_path / "cloud.ply", g)
@@ -90,15 +127,19 @@ def _blender_import(kind, tmp_path):
     elif kind == "spz":
         path = _write_spz(tmp_path / "cloud.spz", g, np.log(g.opacity / (1 - g.opacity)))
         assert bpy.ops.wm.spz_import(filepath=str(path)) == {"FINISHED"}
-    else:
+    elif kind == "usd":
         path = _write_usda(tmp_path / "cloud.usda", g)
         assert bpy.ops.wm.usd_import(filepath=str(path)) == {"FINISHED"}
+    else:
+        bpy.ops.preferences.addon_enable(module="io_scene_gltf2")
+        path = _write_gltf(tmp_path / "cloud.gltf", g)
+        assert bpy.ops.import_scene.gltf(filepath=str(path)) == {"FINISHED"}
     found = [o for o in bpy.context.scene.objects if o.type == "POINTCLOUD"]
     assert len(found) == 1 and found[0].data.type == "GAUSSIAN_SPLAT", [(o.name, o.type) for o in found]
     return found[0], g
 
 
-@pytest.mark.parametrize("kind", ["ply", "spz", "usd"])
+@pytest.mark.parametrize("kind", ["ply", "spz", "usd", "gltf"])
 def test_a_splat_object_from_blenders_importers_exports_every_value_exactly(addon, clean_scene, tmp_path, kind):
     obj, written = _blender_import(kind, tmp_path)
     splats = _splats()
@@ -123,7 +164,7 @@ def test_a_splat_object_from_blenders_importers_exports_every_value_exactly(addo
     assert (np.abs(ours.opacity - theirs.opacity) <= bound).all()
     bound = 0.5 * theirs.scale * np.spacing(np.abs(np.log(theirs.scale))) + np.spacing(theirs.scale)
     assert (np.abs(ours.scale - theirs.scale) <= bound).all()
-    if kind != "spz":  # SPZ quantises; PLY and USD carry the floats (Blender decodes them its own way)
+    if kind in ("ply", "usd"):  # SPZ quantises; glTF turns Y-up into Z-up; PLY and USD carry the floats as they are
         np.testing.assert_allclose(theirs.opacity, written.opacity, atol=1e-6)
         np.testing.assert_array_equal(theirs.sh, written.sh)
 
