@@ -1,6 +1,7 @@
 """Blender 5.3+ native splats: Blender's renderer draws our carriers, and splat objects made by Blender's own
-importers (PLY, SPZ, USD, glTF KHR_gaussian_splatting) work with our operators: export to an INRIA PLY with every value kept exactly, the
-backend's exact render from the Blender camera, playback on a world refilled in place.
+importers (PLY, SPZ, USD, glTF KHR_gaussian_splatting) work with our operators: export to an INRIA PLY with
+every value kept exactly, the backend's exact render from the Blender camera, playback on a world refilled in
+place.
 
 Skipped before Blender 5.3 (the quad display of test_gaussians_display.py is used there).
 """
