@@ -42,6 +42,20 @@ from backend.render.cameras import Camera
 VelocityField = Callable[[torch.Tensor], torch.Tensor]  # (K, 3) world positions -> (K, 3) displacement / frame
 
 
+def _same(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A velocity field in coordinates q = ``to_q``(x) of its own: dq/dt = ``velocity``(q), positions back with
+    ``to_x`` (``MotionField.lattice``: the field's contracted space). Integration runs in q (float64)."""
+
+    velocity: VelocityField
+    to_q: Callable[[torch.Tensor], torch.Tensor] = _same
+    to_x: Callable[[torch.Tensor], torch.Tensor] = _same
+
+
 @dataclass(frozen=True)
 class BakeConfig:
     frames: int = 120
@@ -112,31 +126,36 @@ def crossfade_weights(frames: int, smooth: bool = False) -> np.ndarray:
 
 
 @torch.no_grad()
-def integrate_loop(field: VelocityField, x0: torch.Tensor, frames: int, dt: float = 1.0, loop: bool = True,
+def integrate_loop(field: VelocityField | Flow, x0: torch.Tensor, frames: int, dt: float = 1.0, loop: bool = True,
                    chunk: int = 1 << 20, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Trajectories on x0's device: (frames, C, 3) with C = 2M (forward | backward) when ``loop``, else M.
 
-    Frame by frame (each step over every Gaussian, ``chunk`` at a time), so ``progress(done, total)`` is called
-    after each of the ``total`` integration steps (a job's cancel is seen within one frame)."""
+    A plain velocity field is integrated in world coordinates (float32), a ``Flow`` in its own (float64, so a sky
+    50 km away keeps its place to the millimetre). Frame by frame (each step over every Gaussian, ``chunk`` at a
+    time), so ``progress(done, total)`` is called after each of the ``total`` integration steps (a job's cancel
+    is seen within one frame)."""
+    flow = field if isinstance(field, Flow) else None
+    velocity = flow.velocity if flow is not None else field
     m = x0.shape[0]
     out = torch.empty(frames, 2 * m if loop else m, 3, device=x0.device, dtype=torch.float32)
     passes = [(0, range(1, frames), dt)] + ([(m, range(frames - 1, -1, -1), -dt)] if loop else [])
     total = sum(len(ts) for _, ts, _ in passes)
     done = 0
     out[0, :m] = x0.float()
+    q0 = flow.to_q(x0.double()) if flow is not None else x0.float()
     for offset, ts, h in passes:
-        x = x0.float().clone()
+        q = q0.clone()
         for t in ts:
             for i in range(0, m, chunk):
-                x[i:i + chunk] = rk2_step(field, x[i:i + chunk], h)
-            out[t, offset:offset + m] = x
+                q[i:i + chunk] = rk2_step(velocity, q[i:i + chunk], h)
+            out[t, offset:offset + m] = flow.to_x(q) if flow is not None else q
             done += 1
             if progress is not None:
                 progress(done, total)
     return out
 
 
-def bake_loop(gaussians: Gaussians, dynamic: np.ndarray, field: VelocityField, config: BakeConfig = BakeConfig(),
+def bake_loop(gaussians: Gaussians, dynamic: np.ndarray, field: VelocityField | Flow, config: BakeConfig = BakeConfig(),
               device: str | torch.device = "cpu", eye: np.ndarray | None = None,
               progress: Callable[[int, int], None] | None = None) -> BakedLoop:
     """Bake ``config.frames`` frames: dynamic Gaussians (``dynamic`` (N,) bool) advected by ``field``.
