@@ -102,7 +102,8 @@ def test_a_world_s_loop_meets_the_goals_and_the_sampled_estimate_agrees(tmp_path
     root = _small_world(tmp_path)
     exact = measure_world(root, frames=16, size=48, pairs=None, device="cpu")
     assert exact.exact and exact.rendered == 16 and exact.size == (48, 48)
-X
+    assert exact.temporal_flicker >= 0.989  # LivingWorld's VBench flicker
+    assert exact.seam_ratio < 1.1  # the wrap is a step like those beside it (~1 by construction, 16 frames)
     assert 0.98 < exact.motion_smoothness <= 1.0 and exact.uncovered_max < 0.01
     sampled = measure_world(root, frames=16, size=48, pairs=2, device="cpu")
     assert not sampled.exact and sampled.rendered < 16
