@@ -191,6 +191,30 @@ def _render(gaussians: Gaussians, camera: Camera):
     return out.color.cpu().numpy(), out.alpha.cpu().numpy(), out.depth.cpu().numpy()
 
 
+def _render_reporting(gaussians: Gaussians, camera: Camera, progress, fraction: float, message: str):
+    """``_render``, reporting ``progress(fraction, message)`` every half second while it runs: a CPU render of a
+    512-px world takes seconds and the rasterizer reports nothing itself, so there it runs in a worker thread and
+    a job's cancel, seen at each report, stops the job at once (the abandoned render finishes in the background
+    and is dropped). On CUDA it takes milliseconds and runs here."""
+    import torch
+
+    if torch.cuda.is_available():
+        progress(fraction, message)
+        return _render(gaussians, camera)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lw-render")
+    try:
+        future = pool.submit(_render, gaussians, camera)
+        t0 = time.perf_counter()
+        progress(fraction, message)
+        while True:
+            try:
+                return future.result(timeout=0.5)
+            except concurrent.futures.TimeoutError:
+                progress(fraction, f"{message} ({time.perf_counter() - t0:.0f} s)")
+    finally:
+        pool.shutdown(wait=False)
+
+
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((np.asarray(a, np.float64) - b) ** 2))
     return float(10 * np.log10(1.0 / max(mse, 1e-12)))
@@ -252,9 +276,8 @@ def new_world(image_path: str | Path, out_dir: str | Path, depth_path: str | Pat
     gaussians = lift_image(image, depth, camera, regions.sky, regions.water, select=pred.valid | regions.sky, step=0,
                            config=config.lift)
     timings["lift_s"] = time.perf_counter() - t
-    progress(0.7, "rendering the preview")
     t = time.perf_counter()
-    color, alpha, _ = _render(gaussians, camera)
+    color, alpha, _ = _render_reporting(gaussians, camera, progress, 0.7, "rendering the preview")
     timings["render_s"] = time.perf_counter() - t
 
     def write_files(folder: Path) -> dict:
@@ -430,9 +453,8 @@ def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: di
     t0 = time.perf_counter()
     old = _read_gaussians(world.file("gaussians.ply"))
     camera = replace(camera, far=max(camera.far, _render_far(cfg)))
-    progress(0.05, "rendering the world from the new camera")
     t = time.perf_counter()
-    color, alpha, rdepth = _render(old, camera)
+    color, alpha, rdepth = _render_reporting(old, camera, progress, 0.05, "rendering the world from the new camera")
     timings["render_s"] = time.perf_counter() - t
     missing = alpha < ec.alpha_threshold
     color = color / np.maximum(alpha, 1e-6)[..., None]  # straight colour: no dark fringe from the black background
@@ -488,9 +510,8 @@ def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: di
     new, refine_l1 = refine(old, new, camera, image, ec)
     timings["refine_s"] = time.perf_counter() - t
     merged = Gaussians.concatenate([old, new])
-    progress(0.85, "rendering the preview")
     t = time.perf_counter()
-    preview, new_alpha, _ = _render(merged, camera)
+    preview, new_alpha, _ = _render_reporting(merged, camera, progress, 0.85, "rendering the preview")
     timings["preview_s"] = time.perf_counter() - t
     index = len(world.steps)
     t = time.perf_counter()

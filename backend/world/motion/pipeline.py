@@ -36,7 +36,7 @@ from .align import AlignConfig, align_flow
 from .bake import BakeConfig, BakedLoop, bake_loop, write_loop
 from .cues import MotionCue, combine_cues, fallback_cue, hint_cue, preset_cue
 from .field import FieldSize, MotionField, field_config_for, new_motion_field
-from .lift import SceneFlow, lift_cue
+from .lift import SceneFlow, lift_cue, unproject
 
 FIELD_FILE = "motion_field.pt"
 SAMPLES_FILE = "motion_samples.npz"
@@ -190,12 +190,14 @@ class ViewMotion:
         np.savez_compressed(folder / CUE_FILE, flow=self.cue.flow, mask=self.cue.mask, material=self.cue.material)
 
 
-def _scene_points(world: store.World) -> np.ndarray:
-    """The world's Gaussians without the sky (the content the field's radius is measured on)."""
-    g = read_ply(world.file(world.current.gaussians))
-    region = g.extra.get("region")
-    ground = g.means if region is None else g.means[np.asarray(region) != REGION_CODES["sky"]]
-    return ground if len(ground) else g.means
+def _scene_points(view: View) -> np.ndarray:
+    """World points of the view's content without the sky (its depth map unprojected; what the field's radius is
+    measured on), every 4th pixel."""
+    rows, cols = np.nonzero((view.regions != REGION_CODES["sky"]) & np.isfinite(view.depth) & (view.depth > 0))
+    if len(rows) == 0:
+        rows, cols = np.nonzero(np.isfinite(view.depth) & (view.depth > 0))
+    rows, cols = rows[::4], cols[::4]
+    return unproject(np.stack([cols + 0.5, rows + 0.5], axis=1), view.depth[rows, cols].astype(np.float64), view.camera)
 
 
 def fit_view_motion(world: store.World, view: View, request: MotionUpdate, progress=lambda f, m: None,
@@ -228,7 +230,7 @@ def fit_view_motion(world: store.World, view: View, request: MotionUpdate, progr
     if prev_step is not None:
         motion = MotionField.load(world.root / prev_step.folder / FIELD_FILE, device=dev)
     else:
-        motion = new_motion_field(_scene_points(world), field_config_for(dev, request.field), device=dev,
+        motion = new_motion_field(_scene_points(view), field_config_for(dev, request.field), device=dev,
                                   centre=world.steps[0].opencv_camera().center)
     what = "fitting the motion field" if prev_step is None else "re-fitting the motion field (decoder frozen)"
     report = motion.fit(samples, progress=lambda done, total: progress(0.2 + 0.65 * done / total,

@@ -84,3 +84,35 @@ def test_lw_world_new_says_which_built_in_fallback_replaced_which_model_and_how_
                                     "models": BUILTIN}, ws, job_id="j1")
     step = json.loads((ws / [a for a in arts if a.endswith("step.json")][0]).read_text())
     assert step["stats"]["fallbacks"] == []  # chosen, not a fallback
+
+
+def test_cancel_during_the_preview_render_stops_the_job_within_a_second_and_writes_no_world(tmp_path):
+    """The CPU render of a new world reports progress every half second from a worker thread, so a cancel asked
+    while it runs ends the job at the next report; nothing is written."""
+    import time
+
+    from backend.errors import JobCancelled
+    from backend.jobs import JobContext, run_job
+
+    spec = registry()["world_new"]
+    ws = tmp_path / "ws"
+    asked: list[float] = []
+    reports: list[str] = []
+
+    def on_progress(fraction, message):
+        reports.append(message)
+        if message.startswith("rendering the preview") and not asked:
+            asked.append(time.perf_counter())
+            ctx.cancel_event.set()
+
+    ctx = JobContext(workspace=ws, job_dir=ws / "jobs" / "c1", job_id="c1", on_progress=on_progress)
+    params = spec.params.model_validate({"image": str(SAMPLE_PATH), "out": "worlds/c", "resolution": 512,
+                                         "models": BUILTIN})
+    try:
+        run_job(spec.fn, ctx, params)
+    except JobCancelled:
+        stopped = time.perf_counter()
+    else:
+        raise AssertionError(f"the job was not cancelled; progress: {reports}")
+    assert asked and stopped - asked[0] < 1.0
+    assert not (ws / "worlds" / "c" / "world.json").exists()
