@@ -199,9 +199,15 @@ class SequenceReader:
                 self._release(name, i)
 
     def close(self):
+        """Unmap the channels. A whole-frame row handed out by ``frame`` may still be referenced (a traceback
+        keeps it, a script holds it): then that map is left to close when its last row is released, instead of
+        ``mmap.close`` raising BufferError (from add-on unregister or file load)."""
         self.channels.clear()
         for mapped, _ in self._maps.values():
-            mapped.close()
+            try:
+                mapped.close()
+            except BufferError:
+                pass  # rows of it are still alive; the mapping is freed with the last of them
         self._maps.clear()
 
 

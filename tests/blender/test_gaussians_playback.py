@@ -287,6 +287,15 @@ def test_playback_survives_save_and_reload(carrier, clean_scene, tmp_path):
     np.testing.assert_allclose(_attr(obj, "position", 3), _expected(1, 2, 0.5)[0], atol=1e-6)
 
 
+def test_a_sequence_closes_while_a_frame_it_handed_out_is_still_held(lw, tmp_path):
+    reader = lw.lw_blender.splats.playback.SequenceReader(_write_sequence(tmp_path / "walk.lw4d"))
+    row = reader.frame("position", 2, 3, 0.0)  # a whole frame: the memory-mapped row itself, no copy
+    np.testing.assert_array_equal(row, _channels()["position"][2])
+    reader.close()  # unregister and file loads close readers; a held row must not make that raise
+    np.testing.assert_array_equal(row, _channels()["position"][2])  # and the row stays readable
+    assert not reader.channels
+
+
 def test_broken_sequence_is_rejected_before_the_scene_changes(lw, clean_scene, tmp_path):
     objects, meshes, clouds = len(bpy.data.objects), len(bpy.data.meshes), len(bpy.data.pointclouds)
     bad = _write_sequence(tmp_path / "bad.lw4d", manifest_extra={"count": N + 5})
