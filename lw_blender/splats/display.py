@@ -7,6 +7,7 @@ Both are modules with the same functions (``splats.native``, ``splats.quads.disp
     read(obj) -> DecodedGaussians          the carrier's current Gaussians
     sh_degree(obj) -> int
     DIRECT                                 playback channels its attributes hold as they are
+    UNIT_ROTATIONS                         whether blended rotations must be renormalised for it
     channel_arrays(obj, names) -> dict     writable full arrays of playback channels (color as the SH DC)
     write_channels(obj, arrays, names)     foreach_set them (DIRECT ones may be any array) and tag the data
     show(context, obj)                     what the display needs on a new carrier (the quads' modifier)

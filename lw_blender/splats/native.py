@@ -35,6 +35,7 @@ SPLAT_TYPE = "GAUSSIAN_SPLAT"
 VERSION = (5, 3, 0)  # the first Blender with native splats
 BASE = "radiance:base"
 DIRECT = ("position", "rotation", "scale")  # playback channels written as they come (no full array needed)
+UNIT_ROTATIONS = False  # Blender's splat renderer normalises quaternions itself (same picture for q and q / 2)
 SH_PREFIX = "radiance:sh_"
 # playback channel -> (attribute, Blender type, foreach key, values per Gaussian)
 ATTRIBUTES = {"position": ("position", "FLOAT_VECTOR", "vector", 3), "scale": ("scale", "FLOAT_VECTOR", "vector", 3),

@@ -9,8 +9,9 @@ frames) comes from, in order of precedence:
 frame 0, so seamless loops stay seamless), PING_PONG reflects (period 2(T-1)).
 
 Values. For t between frames i0 and i1 = i0 + 1 with w = t - i0, every channel is linearly interpolated,
-v = (1 - w) v_i0 + w v_i1; rotations are blended on the same hemisphere (nlerp; the normalisation is left to
-the display: Blender's splat renderer normalises quaternions itself, the quads normalise when they write).
+v = (1 - w) v_i0 + w v_i1; rotations are blended on the same hemisphere and renormalised (nlerp) for the
+displays that need unit quaternions (``UNIT_ROTATIONS``: the quads; Blender's splat renderer normalises
+quaternions itself, so native splats skip it, which at 1M costs as much as the rest of the frame).
 Only the M dynamic Gaussians (``dynamic_index``) are read, two frame rows per channel, from the memory-mapped
 arrays; they are scattered into the cached full arrays of the carrier's display (``display``: native splats
 write position, rotation, scale and ``radiance:base`` = DC colour + opacity; quads their mesh attributes) and
@@ -42,6 +43,14 @@ LOOP_MODES = ("ONCE", "LOOP", "PING_PONG")
 # channel -> (carrier attribute, values per Gaussian)
 CHANNELS = {"position": 3, "opacity": 1, "rotation": 4, "scale": 3, "color": 3}
 VIEW_POLL_S = 0.2  # how often the viewport timer checks the 3D views for a changed view
+
+
+def row_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(M,) dot products of the rows of a and b (M, 4), column by column: faster than einsum over rows of 4."""
+    dot = a[:, 0] * b[:, 0]
+    for c in range(1, a.shape[1]):
+        dot += a[:, c] * b[:, c]
+    return dot
 
 
 def copy_rows(full: np.ndarray, values: np.ndarray):
@@ -186,12 +195,9 @@ class SequenceReader:
             out = np.empty(a.shape, dtype=np.float32)
         b = data[i1]
         if name == "rotation":
-            # the blend on the hemisphere of a, q = a + w (s b - a) with s = sign(a . b), left unnormalised: both
-            # displays normalise rotations themselves (it would cost as much as the rest of the frame at 1M)
-            dot = a[:, 0] * b[:, 0]
-            for c in range(1, 4):
-                dot += a[:, c] * b[:, c]  # column by column: faster than einsum over rows of 4
-            np.multiply(b, np.where(dot < 0.0, np.float32(-1.0), np.float32(1.0))[:, None], out=out)
+            # the blend on the hemisphere of a, q = a + w (s b - a) with s = sign(a . b), unnormalised (SequencePlayer
+            # normalises it for the displays that need it)
+            np.multiply(b, np.where(row_dot(a, b) < 0.0, np.float32(-1.0), np.float32(1.0))[:, None], out=out)
             out -= a
             out *= w
             out += a
@@ -253,6 +259,8 @@ class SequencePlayer:
                 values *= np.float32(1.0 / sh.SH_C0)
             else:
                 values = self.reader.frame(name, i0, i1, w, out=None if w == 0.0 else self.scratch[name])
+                if name == "rotation" and w != 0.0 and self.display.UNIT_ROTATIONS:
+                    values /= np.sqrt(row_dot(values, values))[:, None]
             if identity and name in self.display.DIRECT:
                 arrays[name] = values
             elif identity:

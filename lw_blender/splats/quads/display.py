@@ -10,12 +10,13 @@ import bpy
 import numpy as np
 
 from .. import sh
-from ..data import DEGREE_PROPERTY, DecodedGaussians, point_count, read_attribute, unit_quaternions, write_attribute
+from ..data import DEGREE_PROPERTY, DecodedGaussians, point_count, read_attribute, write_attribute
 from . import material, nodes, sorting
 from .mesh import fill_mesh, get_core, read_carrier, read_sh, set_color, set_core
 
 TYPE = "MESH"
 DIRECT = ("position", "rotation", "scale", "opacity")  # playback channels written as they come
+UNIT_ROTATIONS = True  # blended rotations are renormalised for the quads' instance rotation
 # Cycles stops a ray after this many transparent surfaces; overlapping quad layers (a world's sky from several
 # views, a trained cloud) need far more than Blender's default 8, or they render with black holes. (Native splats
 # do not count as transparent bounces.)
@@ -60,8 +61,6 @@ def write_channels(obj, arrays: dict[str, np.ndarray], names) -> None:
             write_attribute(mesh, material.sh_attribute(0), "FLOAT_VECTOR", "vector", arrays[name])
             if sh_degree(obj) == 0:
                 set_color(mesh, sh.dc_to_rgb(arrays[name]))
-        elif name == "rotation":  # blended rotations come unnormalised (playback)
-            set_core(mesh, name, unit_quaternions(arrays[name]))
         else:
             set_core(mesh, name, arrays[name])
     mesh.update()
