@@ -49,11 +49,14 @@ def _same(x: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class Flow:
     """A velocity field in coordinates q = ``to_q``(x) of its own: dq/dt = ``velocity``(q), positions back with
-    ``to_x`` (``MotionField.lattice``: the field's contracted space). Integration runs in q (float64)."""
+    ``to_x`` (``MotionField.lattice``: the field's contracted space). Points that start at |q| >= ``keep_radius``
+    keep their distance from ``centre`` (only their direction moves: where q cannot resolve distance)."""
 
     velocity: VelocityField
     to_q: Callable[[torch.Tensor], torch.Tensor] = _same
     to_x: Callable[[torch.Tensor], torch.Tensor] = _same
+    keep_radius: float | None = None
+    centre: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -130,25 +133,32 @@ def integrate_loop(field: VelocityField | Flow, x0: torch.Tensor, frames: int, d
                    chunk: int = 1 << 20, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Trajectories on x0's device: (frames, C, 3) with C = 2M (forward | backward) when ``loop``, else M.
 
-    A plain velocity field is integrated in world coordinates (float32), a ``Flow`` in its own (float64, so a sky
-    50 km away keeps its place to the millimetre). Frame by frame (each step over every Gaussian, ``chunk`` at a
-    time), so ``progress(done, total)`` is called after each of the ``total`` integration steps (a job's cancel
-    is seen within one frame)."""
-    flow = field if isinstance(field, Flow) else None
-    velocity = flow.velocity if flow is not None else field
+    A plain velocity field is integrated in world coordinates, a ``Flow`` in its own. Frame by frame (each step
+    over every Gaussian, ``chunk`` at a time), so ``progress(done, total)`` is called after each of the ``total``
+    integration steps (a job's cancel is seen within one frame)."""
+    flow = field if isinstance(field, Flow) else Flow(field)
     m = x0.shape[0]
     out = torch.empty(frames, 2 * m if loop else m, 3, device=x0.device, dtype=torch.float32)
     passes = [(0, range(1, frames), dt)] + ([(m, range(frames - 1, -1, -1), -dt)] if loop else [])
     total = sum(len(ts) for _, ts, _ in passes)
     done = 0
     out[0, :m] = x0.float()
-    q0 = flow.to_q(x0.double()) if flow is not None else x0.float()
+    q0 = flow.to_q(x0.float())
+    keep = torch.zeros(0, dtype=torch.long, device=x0.device)
+    if flow.keep_radius is not None:
+        keep = torch.nonzero(torch.linalg.vector_norm(q0, dim=1) >= flow.keep_radius)[:, 0]
+    centre = torch.as_tensor(flow.centre, dtype=torch.float32, device=x0.device)
+    distance = torch.linalg.vector_norm(x0[keep].double() - centre.double(), dim=1, keepdim=True).float()
     for offset, ts, h in passes:
         q = q0.clone()
         for t in ts:
             for i in range(0, m, chunk):
-                q[i:i + chunk] = rk2_step(velocity, q[i:i + chunk], h)
-            out[t, offset:offset + m] = flow.to_x(q) if flow is not None else q
+                q[i:i + chunk] = rk2_step(flow.velocity, q[i:i + chunk], h)
+            x = flow.to_x(q)
+            if len(keep):
+                away = x[keep] - centre
+                x[keep] = centre + away * (distance / torch.linalg.vector_norm(away, dim=1, keepdim=True))
+            out[t, offset:offset + m] = x
             done += 1
             if progress is not None:
                 progress(done, total)
