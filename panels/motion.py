@@ -51,6 +51,7 @@ class VIEW3D_PT_lw_motion(bpy.types.Panel):
         row = box.row(align=True)
         row.prop(s, "bake_frames")
         row.prop(s, "bake_loop")
+        row.prop(s, "measure_loop")
         op = box.operator("lw.world_bake", icon="RENDER_ANIMATION")
         op.frames, op.loop = s.bake_frames, s.bake_loop
         if s.sequence:

@@ -116,7 +116,7 @@ def add_motion_commands(world_subparsers) -> None:
     m.add_argument("--frames", type=int, default=60, help="loop length when baking a world in memory")
     m.add_argument("--size", type=int, help="long side of the renders (default: world resolution on CUDA, 128 on "
                                             "a CPU)")
-    m.add_argument("--pairs", type=int, help="frame triplets to render (default: all on CUDA, 6 on a CPU)")
+    m.add_argument("--pairs", type=int, help="frame triplets to render (default: all on CUDA, 3 on a CPU)")
     m.add_argument("--all-frames", action="store_true", help="render every frame (VBench's definitions exactly)")
     m.add_argument("--device", default="auto")
     m.set_defaults(func=cmd_metrics)

@@ -106,7 +106,7 @@ class WorldMetricsParams(BaseModel):
     size: int | None = Field(None, ge=16, le=4096, description="long side of the renders (default: the world's "
                                                                "resolution on CUDA, 128 px on a CPU)")
     pairs: int | None = Field(-1, ge=-1, description="frame triplets to render: -1 the device's default (every "
-                                                     "frame on CUDA, 6 on a CPU), None every frame")
+                                                     "frame on CUDA, 3 on a CPU), None every frame")
     device: DeviceName = Field("auto", description="auto | cpu | cuda | cuda:N")
 
 

@@ -145,7 +145,8 @@ def measure_world(root: str | Path, sequence: str | Path | None = None, frames: 
     """``LoopQuality`` of the world's loop seen from its first camera: the ``.lw4d`` ``sequence`` when given (a
     bake of this world), else the current world baked in memory over ``frames`` frames (``bake_world``'s
     settings). ``size``: long side of the renders (None: the world's resolution on CUDA, 128 px on a CPU);
-    ``pairs``: "auto" (every frame on CUDA, 6 triplets on a CPU), None (every frame) or a count."""
+    ``pairs``: "auto" (every frame on CUDA, 3 triplets on a CPU: 11 renders of a 60-frame loop), None (every
+    frame) or a count."""
     from backend.io.lw4d import gaussians_at, read_sequence
     from backend.world import store
     from backend.world.pipeline import WorldConfig, scale_camera
@@ -172,7 +173,7 @@ def measure_world(root: str | Path, sequence: str | Path | None = None, frames: 
         baked = baked_world(world, BakeConfig(frames=frames), dev)
         count = baked.frame_count
         frame_at = baked.gaussians_at
-    wanted = sampled_frames(count, (None if dev.type == "cuda" else 6) if pairs == "auto" else pairs)
+    wanted = sampled_frames(count, (None if dev.type == "cuda" else 3) if pairs == "auto" else pairs)
     colors, alphas = render_frames(frame_at, camera, wanted, dev, lambda d, n: progress(
         0.2 + 0.75 * d / n, f"rendering frame {d}/{n} of the loop"))
     return loop_quality(colors, alphas, wanted, count)
