@@ -14,6 +14,7 @@ panels are the registered ones of the installed extension (whatever other module
 """
 
 import inspect
+import json
 import types
 
 import bpy
@@ -119,6 +120,14 @@ def _panels(addon) -> list:
     return sorted(found, key=lambda c: c.__name__)
 
 
+# Settings that hold a document rather than text get one of the shape their flow writes.
+DOCUMENTS = {
+    "metrics": json.dumps({"temporal_flicker": 0.991, "motion_smoothness": 0.987, "seam_ratio": 0.8,
+                           "uncovered_max": 0.004, "exact": False, "rendered": 11, "frames": 60, "size": [256, 256],
+                           "goals": {"temporal_flicker": {"met": True}, "seam_ratio": {"met": True}}}),
+}
+
+
 def _fill(group, depth=0):
     """Give every setting of a PropertyGroup a value (two items in each collection, recursively)."""
     for prop in group.bl_rna.properties:
@@ -126,7 +135,8 @@ def _fill(group, depth=0):
         if name == "rna_type" or prop.is_readonly and prop.type != "COLLECTION" and prop.type != "POINTER":
             continue
         if prop.type == "STRING":
-            setattr(group, name, "/tmp/lw-panel-test/run" if prop.subtype in ("DIR_PATH", "FILE_PATH") else "text")
+            path = prop.subtype in ("DIR_PATH", "FILE_PATH")
+            setattr(group, name, DOCUMENTS.get(name, "/tmp/lw-panel-test/run" if path else "text"))
         elif prop.type == "BOOLEAN" and not prop.is_array:
             setattr(group, name, True)
         elif prop.type in ("INT", "FLOAT") and not prop.is_array:
