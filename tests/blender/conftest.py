@@ -18,6 +18,8 @@ Fixtures:
                               fire headless), calling ``jobs.drain_updates()`` until the job's on_done ran
     clean_scene    (function) an empty scene (``wm.read_homefile(use_empty=True, use_factory_startup=True)``),
                               add-on still enabled; returns ``bpy.context.scene``
+    front_camera   (function) ``front_camera(scene, size=32)``: a new scene camera at (0, -4, 0.2) looking along +Y,
+                              a square image of ``size`` px; returns the camera object
 
 Blender's user config and shader caches are sandboxed in temp dirs (set before bpy is imported).
 """
@@ -141,3 +143,21 @@ def drain(lw):
             time.sleep(0.02)
 
     return run
+
+
+@pytest.fixture
+def front_camera():
+    from mathutils import Euler
+
+    def make(scene, size: int = 32):
+        cam = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
+        scene.collection.objects.link(cam)
+        cam.location = (0.0, -4.0, 0.2)
+        cam.rotation_euler = Euler((3.141592653589793 / 2, 0.0, 0.0))
+        scene.camera = cam
+        scene.render.resolution_x = scene.render.resolution_y = size
+        scene.render.resolution_percentage = 100
+        bpy.context.view_layer.update()
+        return cam
+
+    return make

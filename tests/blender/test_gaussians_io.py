@@ -221,20 +221,6 @@ def _splats_facing_y():
     }
 
 
-def _render_camera(scene, size=32):
-    from mathutils import Euler
-
-    cam = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
-    scene.collection.objects.link(cam)
-    cam.location = (0.0, -4.0, 0.2)
-    cam.rotation_euler = Euler((np.pi / 2, 0.0, 0.0))
-    scene.camera = cam
-    scene.render.resolution_x = scene.render.resolution_y = size
-    scene.render.resolution_percentage = 100
-    bpy.context.view_layer.update()
-    return cam
-
-
 def _pixel_at(scene, cam, rgba, world):
     from bpy_extras.object_utils import world_to_camera_view
     from mathutils import Vector
@@ -244,11 +230,11 @@ def _pixel_at(scene, cam, rgba, world):
     return rgba[int((1.0 - v.y) * h), int(v.x * w)]
 
 
-def test_render_splats_still_lands_in_an_image_where_the_projection_says(backend, clean_scene, tmp_path):
+def test_render_splats_still_lands_in_an_image_where_the_projection_says(backend, clean_scene, front_camera, tmp_path):
     raw = _splats_facing_y()
     ply = _write(tmp_path, raw, tmp_path / "rgb.ply", "ply")
     assert bpy.ops.lw.import_gaussians(filepath=str(ply)) == {"FINISHED"}
-    cam = _render_camera(clean_scene)
+    cam = front_camera(clean_scene)
     assert bpy.ops.lw.render_splats(animation=False) == {"FINISHED"}
     image = bpy.data.images["LW Render"]
     assert tuple(image.size) == (32, 32)
@@ -259,11 +245,11 @@ def test_render_splats_still_lands_in_an_image_where_the_projection_says(backend
     assert _pixel_at(clean_scene, cam, rgba, (0.0, 0.0, -0.9))[3] < 0.05
 
 
-def test_render_splats_animation_adds_a_movie_strip_of_moving_splats(backend, clean_scene, tmp_path):
+def test_render_splats_animation_adds_a_movie_strip_of_moving_splats(backend, clean_scene, front_camera, tmp_path):
     raw = _raw(degree=0)
     seq = _write(tmp_path, raw, tmp_path / "anim.lw4d", "lw4d")
     assert bpy.ops.lw.import_gaussians(filepath=str(seq)) == {"FINISHED"}
-    _render_camera(clean_scene, 24)
+    front_camera(clean_scene, 24)
     clean_scene.frame_start, clean_scene.frame_end = 1, 3
     assert bpy.ops.lw.render_splats(animation=True) == {"FINISHED"}
     editor = clean_scene.sequence_editor
@@ -317,7 +303,7 @@ def test_a_ply_from_another_tool_imports_the_same_gaussians(lw, clean_scene, tmp
 
 
 @pytest.mark.parametrize("count, degree", [(20_000, 0), (20_000, 3), pytest.param(1_000_000, 3, marks=pytest.mark.slow)])
-def test_captures_of_real_sizes_import_export_and_render(lw, clean_scene, tmp_path, count, degree):
+def test_captures_of_real_sizes_import_export_and_render(lw, clean_scene, front_camera, tmp_path, count, degree):
     """A 3DGS file of a size users bring (INRIA layout, SH 0 or 3): imported, shown in this Blender's display,
     exported bit for bit, rendered by Cycles."""
     rng = np.random.default_rng(count + degree)
@@ -335,7 +321,7 @@ def test_captures_of_real_sizes_import_export_and_render(lw, clean_scene, tmp_pa
     out = tmp_path / "again.ply"
     assert bpy.ops.lw.export_gaussians(filepath=str(out)) == {"FINISHED"}
     assert out.read_bytes() == ply.read_bytes()
-    cam = _render_camera(clean_scene, 16)
+    cam = front_camera(clean_scene, 16)
     cam.location = (0.0, -6.0, 0.0)
     clean_scene.render.engine, clean_scene.cycles.samples = "CYCLES", 1
     clean_scene.render.film_transparent = True

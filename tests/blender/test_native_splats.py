@@ -14,7 +14,7 @@ import bpy
 import numpy as np
 import pytest
 from bpy_extras.object_utils import world_to_camera_view
-from mathutils import Euler, Vector
+from mathutils import Vector
 
 pytestmark = pytest.mark.skipif(bpy.app.version < (5, 3, 0), reason="native Gaussian splats arrived in Blender 5.3")
 SH_C0 = 0.28209479177387814
@@ -181,26 +181,15 @@ def _facing_y():
         sh=((rgb - 0.5) / SH_C0)[:, None, :].astype(np.float32))
 
 
-def _camera(scene, size):
-    cam = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
-    scene.collection.objects.link(cam)
-    cam.location = (0.0, -4.0, 0.2)
-    cam.rotation_euler = Euler((np.pi / 2, 0.0, 0.0))
-    scene.camera = cam
-    scene.render.resolution_x = scene.render.resolution_y = size
-    scene.render.resolution_percentage = 100
-    bpy.context.view_layer.update()
-    return cam
-
-
-def test_backend_renders_a_blender_made_splat_object_where_blender_shows_it(backend, clean_scene, tmp_path):
+def test_backend_renders_a_blender_made_splat_object_where_blender_shows_it(backend, clean_scene, front_camera,
+                                                                           tmp_path):
     path = _splats().ply.write_ply(tmp_path / "rgb.ply", _facing_y())
     assert bpy.ops.wm.ply_import(filepath=str(path)) == {"FINISHED"}
     obj = bpy.context.selected_objects[0]
     obj.location = (0.3, 0.5, 0.2)  # moved and turned: the render must follow the object, not the file
     obj.rotation_euler = (0.0, 0.3, 0.0)
     obj.scale = (1.2, 1.2, 1.2)
-    cam = _camera(clean_scene, 32)
+    cam = front_camera(clean_scene, 32)
     bpy.context.view_layer.objects.active = obj
     assert bpy.ops.lw.render_splats(animation=False) == {"FINISHED"}
     rgba = np.array(bpy.data.images["LW Render"].pixels[:], np.float32).reshape(32, 32, 4)[::-1]
@@ -213,7 +202,7 @@ def test_backend_renders_a_blender_made_splat_object_where_blender_shows_it(back
         bpy.ops.lw.render_splats(animation=False)
 
 
-def test_cycles_renders_the_sh_colour_of_the_view(addon, clean_scene, tmp_path):
+def test_cycles_renders_the_sh_colour_of_the_view(addon, clean_scene, front_camera, tmp_path):
     """One large opaque degree-1 Gaussian: Blender's own renderer must read our radiance:sh_* attributes as
     3DGS does (colour = C0 c0 + C1 (-y c1 + z c2 - x c3) + 0.5, d from the camera to the Gaussian)."""
     splats = _splats()
@@ -227,7 +216,7 @@ def test_cycles_renders_the_sh_colour_of_the_view(addon, clean_scene, tmp_path):
     scene.render.engine, scene.cycles.device, scene.cycles.samples = "CYCLES", "CPU", 16
     scene.render.film_transparent = True
     scene.view_settings.view_transform = "Standard"
-    cam = _camera(scene, 16)
+    cam = front_camera(scene, 16)
     for location in ((0.0, -4.0, 0.0), (4.0, 0.0, 0.0), (0.0, 0.0, 4.0)):
         cam.location = location
         direction = -Vector(location).normalized()
