@@ -104,8 +104,8 @@ class HeuristicSegmentation:
        inside; sure ground: foliage, dark or rough pixels);
     4. still water mirrors the sky: below the row where the image mirrors itself (``_water_line``) nothing is sky;
        what stays is what connects to the seeds across no edge, and in each column its first run from the top
-       (sky seen under a bridge or through a mirror beside the shore is dropped), plus what lies above it on the
-       top edge and is at least as bright (clouds; an outpainted sky's smeared top rows) and holes enclosed by it
+       (sky seen under a bridge or through a mirror beside the shore is dropped), plus a thin band above it on
+       the top edge that is as bright (clouds; an outpainted sky's smeared top rows) and holes enclosed by it
        (birds, cloud gaps).
     At full size the pixels within ``band`` of the upsampled boundary take the side whose local mean colour is
     nearer. Water: blue-ish, smooth pixels below the horizon, not sky. Ground: the rest. Measured on a labelled
@@ -185,15 +185,18 @@ class HeuristicSegmentation:
         runs = cv2.morphologyEx(sky.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((9, 1), np.uint8)) > 0
         starts = runs & ~np.vstack([np.zeros((1, w), bool), runs[:-1]])
         sky &= np.cumsum(starts, axis=0) == 1  # each column's sky: its first run from the top (gaps < 9 px closed)
-        if sky.any():  # what lies above it and is as bright, and not foliage, is cloud
+        if sky.any():  # a band above it on the top edge, as bright and not foliage, is cloud (or smeared sky)
             first = np.where(sky.any(axis=0), np.argmax(sky, axis=0), 0)
-            _, above = cv2.connectedComponents((np.arange(h)[:, None] < first[None, :]).astype(np.uint8),
+            rows = np.arange(h)[:, None]
+            _, above = cv2.connectedComponents(((rows < first[None, :]) & (rows < c.top_band * h)).astype(np.uint8),
                                                connectivity=4)
             ref = float(L[sky].mean())
             for i in range(1, int(above.max()) + 1):
                 region = above == i
                 if float(L[region].mean()) >= ref - 0.02 and float(foliage[region].mean()) < 0.1:
                     sky |= region
+            # slits of one or two columns left in the sky (a smeared cloud's edge) are sky
+            sky |= cv2.morphologyEx(sky.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((1, 3), np.uint8)) > 0
         return _fill_holes(sky)
 
     def _water_line(self, L: np.ndarray) -> int | None:
