@@ -8,7 +8,8 @@ Prints per photo: the segmentation's sky and water share, the moving Gaussians, 
 frame rendered); writes docs/images/world_gallery.jpg, one row per photo: the input, the regions (sky blue, water
 cyan), the expanded world's preview, loop frame 0, and where the loop moves (|frame T/2 - frame 0| x 4).
 
-    .venv/bin/python bench/world_gallery.py [--resolution 192] [--frames 24]
+    .venv/bin/python bench/world_gallery.py [--resolution 192] [--frames 24] [--size 128] [--device cpu]
+    python3 bench/world_gallery.py --resolution 512 --frames 60 --size 512 --device cuda --image $OUT/gallery.jpg
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--resolution", type=int, default=192)
     ap.add_argument("--frames", type=int, default=24)
+    ap.add_argument("--size", type=int, default=128, help="long side of the metric renders")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (motion, bake and metrics)")
+    ap.add_argument("--image", type=Path, default=REPO / "docs" / "images" / "world_gallery.jpg")
     args = ap.parse_args()
     torch.set_num_threads(2)
     tmp = Path(tempfile.mkdtemp(prefix="lw-gallery-"))
@@ -72,7 +76,9 @@ def main() -> None:
     for name in ("mountain_lake", "city", "sunset_sea"):
         photos[f"{name} (rendered)"] = REPO / "tests" / "data" / "sky" / f"{name}.jpg"
     cfg = WorldConfig(resolution=args.resolution, models=ModelConfig("builtin", "builtin", "builtin", device="cpu"))
-    print(f"load average {os.getloadavg()[0]:.1f} at start; resolution {args.resolution}, {args.frames} frames")
+    print(f"load average {os.getloadavg()[0]:.1f} at start; resolution {args.resolution}, {args.frames} frames, "
+          f"device {args.device}, torch {torch.__version__}"
+          + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
     print("| photo | sky % | water % | moving Gaussians | flicker (VBench) | smoothness | seam (steps) | uncovered max |"
           " s |\n|---|---|---|---|---|---|---|---|---|")
     rows = []
@@ -82,10 +88,10 @@ def main() -> None:
             root = tmp / label.replace(" ", "_").replace("(", "").replace(")", "")
             w0 = new_world(path, root, config=cfg)
             regions = cv2.imread(str(w0.file("regions.png")), cv2.IMREAD_GRAYSCALE)
-            update_motion(root, MotionUpdate(device="cpu"))
+            update_motion(root, MotionUpdate(device=args.device))
             w = expand_world(root, turned(w0.current.opencv_camera(), 25))
-            seq_path = bake_world(root, tmp / f"{root.name}.lw4d", BakeConfig(frames=args.frames), device="cpu")
-            q = measure_world(root, seq_path, size=128, pairs=None, device="cpu")
+            seq_path = bake_world(root, tmp / f"{root.name}.lw4d", BakeConfig(frames=args.frames), device=args.device)
+            q = measure_world(root, seq_path, size=args.size, pairs=None, device=args.device)
             seq = read_sequence(seq_path)
             moving = seq.dynamic_count // 2
             print(f"| {label} | {100 * (regions == 1).mean():.0f} | {100 * (regions == 2).mean():.0f} | {moving} | "
@@ -98,16 +104,15 @@ def main() -> None:
             cam = w0.current.opencv_camera()
             s = 128 / max(cam.width, cam.height)
             cam = scale_camera(cam, round(cam.width * s), round(cam.height * s))
-            colors, _ = render_frames(functools.partial(gaussians_at, seq), cam, [0, args.frames // 2], "cpu")
+            colors, _ = render_frames(functools.partial(gaussians_at, seq), cam, [0, args.frames // 2], args.device)
             rows.append(np.concatenate([tile(image), tile(overlay), tile(read_image(w.file("preview.png"))),
                                         tile(colors[0]), tile(np.abs(colors[1] - colors[0]) * 4)], axis=1))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
     grid = (np.concatenate(rows, axis=0) * 255 + 0.5).astype(np.uint8)
-    out = REPO / "docs" / "images" / "world_gallery.jpg"
-    cv2.imwrite(str(out), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
-    print(out)
+    cv2.imwrite(str(args.image), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    print(args.image)
 
 
 if __name__ == "__main__":
