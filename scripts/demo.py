@@ -74,7 +74,7 @@ def parse_args(argv=None):
     ap.add_argument("--frames", type=int, default=48, help="frames of the baked loop")
     ap.add_argument("--turn", type=float, default=30.0, help="degrees the camera turns for each expansion")
     ap.add_argument("--samples", type=int, default=16, help="Cycles samples of the final Blender frame")
-    ap.add_argument("--loop-samples", type=int, default=4,
+    ap.add_argument("--loop-samples", type=int, default=2,
                     help="Cycles samples of each loop frame (Blender 5.3+; denoised by OpenImageDenoise, fast mode)")
     ap.add_argument("--percentage", type=int, default=200,
                     help="size of Blender's renders in percent of the world's camera (256 px: 512x512)")
