@@ -63,7 +63,9 @@ def align_depth(pred: DepthPrediction, ref_depth: np.ndarray, overlap: np.ndarra
     """Metric depth (H, W) float32 for every pixel of ``pred``, aligned to ``ref_depth`` (metres) on ``overlap``.
 
     With fewer than ``min_overlap`` overlap pixels a metric prediction is used as it is (fit a=1, b=0) and a
-    relative one is an error (nothing fixes its scale). Depths are clipped to (0, ``max_depth``].
+    relative one is an error (nothing fixes its scale). A metric prediction whose overlap holds a single depth (a
+    flat backdrop, a wall) gets the scale alone, a = median(y / x), b = 0: a shift cannot be told from it there.
+    Depths are clipped to (0, ``max_depth``].
     """
     overlap = overlap & pred.valid & np.isfinite(ref_depth) & (ref_depth > 0)
     x = inverse_depth(pred)
@@ -73,6 +75,8 @@ def align_depth(pred: DepthPrediction, ref_depth: np.ndarray, overlap: np.ndarra
             raise InvalidInput(f"the new view overlaps the world in only {n} pixels: not enough to place relative "
                                "depth; move the camera less between expansions")
         a, b = 1.0, 0.0
+    elif pred.kind == "metric" and np.ptp(x[overlap]) <= 1e-6 * float(np.abs(x[overlap]).max()):
+        a, b = float(np.median(1.0 / (ref_depth[overlap] * x[overlap]))), 0.0
     else:
         a, b = fit_scale_shift(x[overlap], 1.0 / ref_depth[overlap])
     z = 1.0 / np.maximum(a * x + b, 1.0 / max_depth)

@@ -6,8 +6,10 @@ from dataclasses import replace
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
+from backend.errors import InvalidInput
 from backend.io.ply import read_ply
 from backend.render.rasterize import rasterize
 from backend.world.depth_align import fit_scale_shift
@@ -65,6 +67,22 @@ def test_robust_scale_shift_fit_ignores_outliers():
     y[:60] += rng.uniform(0.5, 2.0, 60)  # 12% gross outliers
     a, b = fit_scale_shift(x, y)
     assert abs(a - 0.3) < 0.01 and abs(b - 0.05) < 0.005
+
+
+def test_a_metric_depth_whose_overlap_is_one_flat_backdrop_gets_a_scale_instead_of_an_error():
+    """The built-in depth puts far terrain at one capped depth: an overlap made only of it has no spread to fit a
+    shift to (this stopped an expansion of a small city photo); a metric prediction is then scaled."""
+    from backend.models.depth import DepthPrediction
+    from backend.world.depth_align import align_depth
+
+    pred = DepthPrediction(np.full((16, 16), 200.0, np.float32), "metric", np.ones((16, 16), bool))
+    ref = np.full((16, 16), 180.0)
+    depth, fit = align_depth(pred, ref, np.ones((16, 16), bool), max_depth=1e5)
+    assert fit.shift == 0.0 and fit.scale == pytest.approx(200 / 180)
+    np.testing.assert_allclose(depth, 180.0, rtol=1e-5)
+    relative = DepthPrediction(np.full((16, 16), 0.3, np.float32), "inverse_relative", np.ones((16, 16), bool))
+    with pytest.raises(InvalidInput):  # relative depth has nothing to fix its scale on a flat overlap
+        align_depth(relative, ref, np.ones((16, 16), bool), max_depth=1e5)
 
 
 def test_refine_lowers_the_l1_error_of_new_gaussians(tmp_path, make_config):
