@@ -16,23 +16,13 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 import torch
 
 from backend.models.config import ModelConfig
-from backend.render.cameras import look_at
-from backend.world.pipeline import WorldConfig, expand_world, new_world
+from backend.world.pipeline import WorldConfig, expand_world, new_world, turned_camera
 from backend.world.samples.make_landscape import SAMPLE_PATH
 
 IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
-
-
-def turned(camera, degrees):
-    eye, fwd = camera.center, camera.cam_to_world[:3, 2]
-    a = np.radians(degrees)
-    rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
-    return look_at(eye, eye + rot @ fwd, K=camera.K, width=camera.width, height=camera.height, near=camera.near,
-                   far=camera.far)
 
 
 def main() -> None:
@@ -52,7 +42,7 @@ def main() -> None:
         base = world.current.opencv_camera()
         for deg in (float(d) for d in args.turns.split(",")):
             t = time.perf_counter()
-            world = expand_world(tmp / "w", turned(base, deg))
+            world = expand_world(tmp / "w", turned_camera(base, deg))
             rows.append((f"expand {deg:+.0f} deg", time.perf_counter() - t, world.current.stats))
         IMAGES.mkdir(parents=True, exist_ok=True)
         for s in world.steps:  # 256 px copies keep the repository small

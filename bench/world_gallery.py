@@ -28,24 +28,15 @@ import torch
 
 from backend.io.lw4d import gaussians_at, read_sequence
 from backend.models.config import ModelConfig
-from backend.render.cameras import look_at
 from backend.world.motion.bake import BakeConfig
 from backend.world.motion.metrics import measure_world, render_frames
 from backend.world.motion.pipeline import MotionUpdate, bake_world, update_motion
-from backend.world.pipeline import WorldConfig, expand_world, new_world, read_image, scale_camera
+from backend.world.pipeline import WorldConfig, expand_world, new_world, read_image, scale_camera, turned_camera
 from backend.world.samples.make_landscape import SAMPLE_PATH
 from backend.world.samples.photos import SCENES
 
 REPO = Path(__file__).resolve().parents[1]
 TILE = 160
-
-
-def turned(camera, degrees):
-    eye, fwd = camera.center, camera.cam_to_world[:3, 2]
-    a = np.radians(degrees)
-    rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
-    return look_at(eye, eye + rot @ fwd, K=camera.K, width=camera.width, height=camera.height, near=camera.near,
-                   far=camera.far)
 
 
 def tile(rgb: np.ndarray) -> np.ndarray:
@@ -89,7 +80,7 @@ def main() -> None:
             w0 = new_world(path, root, config=cfg)
             regions = cv2.imread(str(w0.file("regions.png")), cv2.IMREAD_GRAYSCALE)
             update_motion(root, MotionUpdate(device=args.device))
-            w = expand_world(root, turned(w0.current.opencv_camera(), 25))
+            w = expand_world(root, turned_camera(w0.current.opencv_camera(), 25))
             seq_path = bake_world(root, tmp / f"{root.name}.lw4d", BakeConfig(frames=args.frames), device=args.device)
             q = measure_world(root, seq_path, size=args.size, pairs=None, device=args.device)
             seq = read_sequence(seq_path)

@@ -30,21 +30,12 @@ import torch
 
 from backend.io.ply import read_ply
 from backend.models.config import ModelConfig
-from backend.render.cameras import look_at
 from backend.render.rasterize import RasterConfig, rasterize
-from backend.world.pipeline import WorldConfig, expand_world, new_world, read_image
+from backend.world.pipeline import WorldConfig, expand_world, new_world, read_image, turned_camera
 from backend.world.samples.make_landscape import SAMPLE_PATH
 from backend.world.samples.photos import SCENES
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def turned(camera, degrees):
-    eye, fwd = camera.center, camera.cam_to_world[:3, 2]
-    a = np.radians(degrees)
-    rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
-    return look_at(eye, eye + rot @ fwd, K=camera.K, width=camera.width, height=camera.height, near=camera.near,
-                   far=camera.far)
 
 
 def render(ply: Path, camera):
@@ -85,7 +76,7 @@ def main() -> None:
             cam0 = w0.current.opencv_camera()
             image0 = read_image(w0.file("image.png"))
             before, _ = render(w0.file("gaussians.ply"), cam0)
-            cam1 = turned(cam0, args.turn)
+            cam1 = turned_camera(cam0, args.turn)
             _, a_old = render(w0.file("gaussians.ply"), cam1)
             w1 = expand_world(w0.root, cam1)
             after, _ = render(w1.file("gaussians.ply"), cam0)

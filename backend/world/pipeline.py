@@ -177,6 +177,16 @@ def initial_camera(width: int, height: int, horizon_row: float, cfg: WorldConfig
     return look_at(eye, target, K=K, width=width, height=height, near=0.05, far=_render_far(cfg))
 
 
+def turned_camera(camera: Camera, degrees: float) -> Camera:
+    """``camera`` turned left by ``degrees`` about the world's vertical (Z, Blender Z-up) through its own centre:
+    the next view of an expansion that pans (benches, tests, scripts)."""
+    eye, forward = camera.center, camera.cam_to_world[:3, 2]
+    a = np.radians(degrees)
+    rot = np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
+    return look_at(eye, eye + rot @ forward, K=camera.K, width=camera.width, height=camera.height, near=camera.near,
+                   far=camera.far)
+
+
 def _render(gaussians: Gaussians, camera: Camera):
     """colour (H, W, 3), alpha (H, W), depth (H, W) as numpy float32.
 

@@ -136,16 +136,6 @@ def _world_from_photo(tmp_path, resolution=64):
     return new_world(SAMPLE_PATH, tmp_path / "world", config=cfg)
 
 
-def _turned(camera, degrees):
-    from backend.render.cameras import look_at
-
-    eye, fwd = camera.center, camera.cam_to_world[:3, 2]
-    a = np.radians(degrees)
-    rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
-    return look_at(eye, eye + rot @ fwd, K=camera.K, width=camera.width, height=camera.height, near=camera.near,
-                   far=camera.far)
-
-
 def _moved(seq_path, steps: np.ndarray, which: float, region: float | None = None) -> np.ndarray:
     """(K,) displacement over half the loop of the forward copies of Gaussians made by world step ``which``."""
     seq = read_sequence(seq_path)
@@ -173,17 +163,17 @@ def test_edits_in_any_order_keep_motion_everywhere_and_undo_restores_the_field_e
         latest_motion_step,
         update_motion,
     )
-    from backend.world.pipeline import expand_world
+    from backend.world.pipeline import expand_world, turned_camera
 
     small = FieldSize(levels=4, table_log2=12, steps=40, update_steps=30)
     w = _world_from_photo(tmp_path)
     root = w.root
     cam0 = w.current.opencv_camera()
     update_motion(root, MotionUpdate(field=small, device="cpu"))  # the sky/water fallback
-    w = expand_world(root, _turned(cam0, 40))
+    w = expand_world(root, turned_camera(cam0, 40))
     assert w.current.kind == "expand" and "motion" in w.current.stats  # the fallback carried to the new view
     assert (root / w.current.folder / FIELD_FILE).is_file()
-    w = expand_world(root, _turned(cam0, -40))  # steps: 0 new, 1 motion, 2 and 3 expansions
+    w = expand_world(root, turned_camera(cam0, -40))  # steps: 0 new, 1 motion, 2 and 3 expansions
     assert w.current.stats["motion"]["view"] == 3
     seq = bake_world(root, tmp_path / "a.lw4d", BakeConfig(frames=8), device="cpu")
     field = MotionField.load(root / w.current.folder / FIELD_FILE)
