@@ -232,7 +232,7 @@ def fit_view_motion(world: store.World, view: View, request: MotionUpdate, progr
     else:
         motion = new_motion_field(_scene_points(view), field_config_for(dev, request.field), device=dev,
                                   centre=world.steps[0].opencv_camera().center)
-    what = "fitting the motion field" if prev_step is None else "re-fitting the motion field (decoder frozen)"
+    what = "fitting the motion field" if prev_step is None else "re-fitting the motion field"
     report = motion.fit(samples, progress=lambda done, total: progress(0.2 + 0.65 * done / total,
                                                                        f"{what}: step {done}/{total}"))
     timings["fit_s"] = time.perf_counter() - t
