@@ -14,14 +14,13 @@ coloured per expert: R deformation, G trajectory, B keyframe, Y embedding).
         [--router-lr 5e-3] [--joint [--expert-lr-scale 0.1]] [--student EXPERT]
         [--distill-iterations 300] [--prune-threshold 0.05] [--router-views 1 [--refit-iterations 2000]]
         [--seed 0] [--experts deformation trajectory keyframe [embedding]] [--device cpu] [--picture PATH]
-        [--save-video V.pkl | --video V.pkl]
+        [--save-video V.npz | --video V.npz]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import subprocess
 import sys
 import time
@@ -30,12 +29,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from backend.moe.data import MultiViewVideo
 from backend.moe.evaluate import write_grid
 from backend.moe.mixture import render_mixture
 from backend.moe.router import RouterConfig
 from backend.moe.run_mixture import MixtureRunConfig, run_mixture
 from backend.moe.train import TrainConfig, prepare_run, train_expert
 from backend.moe.train_router import RouterTrainConfig, evaluate_mixture, load_mixture, train_router
+from backend.render.cameras import Camera
 from backend.render.rasterize import RasterConfig
 
 EXPERTS = ["deformation", "trajectory", "keyframe"]
@@ -43,6 +44,28 @@ PALETTE = {"deformation": ("R", (1, 0, 0)), "trajectory": ("G", (0, 1, 0)), "key
            "embedding": ("Y", (1, 1, 0))}  # pixel-weight picture: colour of each expert
 SHORT = {"deformation": "deform", "trajectory": "traj", "keyframe": "keyfr", "embedding": "embed"}
 
+
+
+def save_video(video: MultiViewVideo, path: Path) -> None:
+    """The decoded video as plain arrays plus a JSON string (``load_video`` reads it with ``allow_pickle=False``)."""
+    cams = video.cameras
+    meta = {"names": video.names, "fps": video.fps, "source": video.source, "train": video.train, "test": video.test}
+    extras = {f"extra_{k}": np.asarray(v) for k, v in video.extras.items()}
+    np.savez(path, images=video.images, times=video.times, bounds=video.bounds, frame_numbers=video.frame_numbers,
+             K=np.stack([c.K for c in cams]), world_to_cam=np.stack([c.world_to_cam for c in cams]),
+             size=np.array([[c.width, c.height] for c in cams]), near_far=np.array([[c.near, c.far] for c in cams]),
+             meta=np.array(json.dumps(meta)), **extras)
+
+
+def load_video(path: Path) -> MultiViewVideo:
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        cams = [Camera(K=K, world_to_cam=w2c, width=int(wh[0]), height=int(wh[1]), near=float(nf[0]), far=float(nf[1]))
+                for K, w2c, wh, nf in zip(z["K"], z["world_to_cam"], z["size"], z["near_far"])]
+        return MultiViewVideo(cameras=cams, names=meta["names"], images=z["images"], times=z["times"], fps=meta["fps"],
+                              train=meta["train"], test=meta["test"], bounds=z["bounds"],
+                              frame_numbers=z["frame_numbers"], source=meta["source"],
+                              extras={k[6:]: z[k] for k in z.files if k.startswith("extra_")})
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -80,9 +103,10 @@ def main() -> None:
                     help="train (or resume) the experts and stop: several processes can train one run's experts "
                          "side by side, then one run without this flag does stage 2 (bench/moe_device_runs.sh)")
     ap.add_argument("--picture", default="docs/images/moe_mixture_results.png", help="empty: no picture")
-    ap.add_argument("--video", default="", help="a pickled MultiViewVideo to use instead of decoding the dataset "
+    ap.add_argument("--video", default="", help="a decoded MultiViewVideo (.npz written by --save-video, plain "
+                                                 "arrays, never unpickled) to use instead of decoding the dataset "
                                                  "(machines without ffmpeg; the run folder must be prepared)")
-    ap.add_argument("--save-video", default="", help="pickle the decoded MultiViewVideo here")
+    ap.add_argument("--save-video", default="", help="write the decoded MultiViewVideo here (.npz)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dataset, run = Path(args.dataset), Path(args.run)
@@ -94,11 +118,11 @@ def main() -> None:
                       densify_every=50, device=args.device, torch_threads=args.threads,
                       router_views=args.router_views, opacity_reset_every=args.opacity_reset_every, seed=args.seed)
     if args.video:
-        video = pickle.loads(Path(args.video).read_bytes())
+        video = load_video(Path(args.video))
     else:
         run, video = prepare_run(dataset, run, args.experts, cfg)
     if args.save_video:
-        Path(args.save_video).write_bytes(pickle.dumps(video))
+        save_video(video, Path(args.save_video))
     z = np.load(run / "points.npz")
     for name in args.experts:
         train_expert(video, name, run / name, z["points"], z["colors"], cfg,
