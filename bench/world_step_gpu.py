@@ -28,12 +28,23 @@ from gpu_common import dump, use_code_tree
 
 use_code_tree()
 
+import numpy as np
 import torch
-from world_fallback_step import turned
 
 from backend.models.config import ModelConfig
 from backend.models.random_init import save_depth_anything, save_sd2_inpainting, save_segformer
 from backend.world.pipeline import WorldConfig, expand_world, new_world
+
+try:
+    from backend.world.pipeline import turned_camera
+except ImportError:  # the baseline tree (LW_CODE=.baseline) predates turned_camera: the same turn, by hand
+    from backend.render.cameras import look_at
+
+    def turned_camera(camera, degrees):
+        eye, fwd, a = camera.center, camera.cam_to_world[:3, 2], np.radians(degrees)
+        rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+        return look_at(eye, eye + rot @ fwd, K=camera.K, width=camera.width, height=camera.height,
+                       near=camera.near, far=camera.far)
 from backend.world.samples.make_landscape import SAMPLE_PATH
 
 STAGES = ["render_s", "outpaint_s", "depth_s", "lift_s", "refine_s", "preview_s", "motion_s", "write_s"]
@@ -99,7 +110,7 @@ def main() -> None:
                 if not args.dry:
                     torch.cuda.synchronize()
                 t = time.perf_counter()
-                world = expand_world(tmp / "w", turned(base, deg))
+                world = expand_world(tmp / "w", turned_camera(base, deg))
                 if not args.dry:
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - t)
