@@ -35,6 +35,7 @@ import numpy as np
 
 from ..errors import InvalidInput
 from ..io.arrays import load_array
+from ..io.images import check_image_header
 from ..render.cameras import Camera
 
 TECHNICOLOR_CLIPS = {"Birthday": (151, 201), "Fabien": (51, 101), "Painter": (100, 150), "Theater": (51, 101),
@@ -355,6 +356,9 @@ def load_technicolor(folder: str | Path, downsample: float = 1.0, frames: tuple[
         raise InvalidInput(f"{len(missing)} images missing for frames {start}..{end - 1}, e.g. frame {missing[0][0]} "
                            f"camera {missing[0][1]:02d} (the file names number frames {all_frames[0]}.."
                            f"{all_frames[-1]})")
+    for f in numbers:  # every header before any pixel is decoded: a bomb or a corrupt header is one line, early
+        for c in cams_present:
+            check_image_header(found[(f, c)])
     first = cv2.imread(str(found[(numbers[0], 0)]), cv2.IMREAD_COLOR)
     if first is not None:  # unreadable: named by the loop below
         check_decoded_size(folder, len(rows), len(numbers), _target_size(first.shape[1], first.shape[0], downsample),

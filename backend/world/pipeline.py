@@ -34,15 +34,15 @@ import io
 import math
 import secrets
 import time
-import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ..errors import InvalidInput, NotFound
+from ..errors import InvalidInput
 from ..gaussians import Gaussians
+from ..io.images import check_image_header
 from ..io.outputs import check_output
 from ..io.ply import read_ply, write_ply
 from ..models.config import ModelConfig, make_depth, make_outpaint, make_segmentation
@@ -104,35 +104,13 @@ def _geometry(cfg: WorldConfig) -> LandscapeGeometry:
     return LandscapeGeometry(camera_height=cfg.camera_height, sky_depth=cfg.lift.sky_depth)
 
 
-MAX_IMAGE_PIXELS = 120_000_000  # 11k x 11k, above any camera's photo; the world works at <= 2048 px
-
-
 def read_image(path: str | Path) -> np.ndarray:
     """(H, W, 3) float32 RGB in [0, 1] from any image OpenCV reads (alpha dropped, 16-bit scaled).
 
-    The size in the header is checked (Pillow reads it without decoding) before anything is decoded, so a file
+    The size in the header is checked (``io.images.check_image_header``) before anything is decoded, so a file
     claiming a huge image is refused instead of allocated."""
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
-    if path.is_dir():
-        raise InvalidInput(f"image {str(path)!r} is a folder; choose an image file (PNG or JPEG)")
-    if not path.is_file():
-        raise NotFound(f"image {str(path)!r} does not exist")
-    if path.stat().st_size == 0:
-        raise InvalidInput(f"image {str(path)!r} is empty (0 bytes)")
-    try:
-        with warnings.catch_warnings():  # the size is judged below, not by Pillow's warning
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size
-    except UnidentifiedImageError:
-        w = h = 0  # not a format Pillow knows: OpenCV may still read it (EXR, HDR)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise InvalidInput(f"image {str(path)!r} cannot be read: {str(exc).splitlines()[0][:200]}") from None
-    if w * h > MAX_IMAGE_PIXELS:
-        raise InvalidInput(f"image {str(path)!r} says it is {w}x{h} pixels, more than {MAX_IMAGE_PIXELS:,} "
-                           "LivingWorld reads; scale it down first")
+    check_image_header(path)
     raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if raw is None or raw.size == 0:
         raise InvalidInput(f"{path.name} is not an image OpenCV can read (use PNG or JPEG)")

@@ -9,6 +9,7 @@ import pytest
 from backend.errors import InvalidInput
 from backend.jobs import run_inline
 from backend.moe.data import load_dataset
+from tests.backend.image_files import png_header_only
 
 ROW = np.concatenate([np.hstack([np.eye(3), [[0.0], [0.0], [-4.0]], [[72.0], [96.0], [80.0]]]).ravel(), [1.0, 6.0]])
 
@@ -92,6 +93,16 @@ def test_malformed_technicolor_cameras_are_one_line_errors(tmp_path, row, expect
     with pytest.raises(InvalidInput, match=expect) as err:
         load_dataset(folder)
     assert "cameras_parameters.txt row 1" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_technicolor_frame_whose_header_claims_a_huge_image_is_refused_before_decoding(tmp_path):
+    folder = tmp_path / "Scene"
+    folder.mkdir()
+    (folder / "cameras_parameters.txt").write_text("header\n1000 480 270 1 0 1 0 0 0 0 0 0\n")
+    png_header_only(folder / "Scene_undist_00000_00.png", 12_000, 12_000)
+    with pytest.raises(InvalidInput, match="says it is 12000x12000 pixels, more than 120,000,000") as err:
+        load_dataset(folder)
+    assert "Scene_undist_00000_00.png" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_moe_train_on_nan_poses_fails_at_once_and_leaves_no_run_or_job_folder(tmp_path):

@@ -3,9 +3,6 @@ any work, and the job leaves no world or job folder behind."""
 
 from __future__ import annotations
 
-import struct
-import zlib
-
 import cv2
 import numpy as np
 import pytest
@@ -13,29 +10,18 @@ import pytest
 from backend.errors import InvalidInput, NotFound
 from backend.jobs import run_inline
 from backend.world.pipeline import read_image
+from tests.backend.image_files import png_header_only
 
 BUILTIN = {"depth": "builtin", "segmentation": "builtin", "outpaint": "builtin", "device": "cpu"}
-
-
-def _png_header_only(path, width, height):
-    """A PNG whose header claims ``width`` x ``height`` pixels, with one tiny (wrong) data chunk."""
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
-                     + chunk(b"IEND", b""))
-    return path
 
 
 @pytest.mark.parametrize("make,expect", [
     (lambda p: p.mkdir(), "is a folder; choose an image file"),
     (lambda p: p.write_bytes(b""), r"is empty \(0 bytes\)"),
     (lambda p: p.write_text("hello, not an image"), "is not an image OpenCV can read"),
-    (lambda p: _png_header_only(p, 60_000, 60_000), "cannot be read: Image size"),  # Pillow's bomb check
-    (lambda p: _png_header_only(p, 12_000, 12_000), "says it is 12000x12000 pixels, more than 120,000,000"),
-    (lambda p: _png_header_only(p, 64, 64), "is not an image OpenCV can read"),
+    (lambda p: png_header_only(p, 60_000, 60_000), "cannot be read: Image size"),  # Pillow's bomb check
+    (lambda p: png_header_only(p, 12_000, 12_000), "says it is 12000x12000 pixels, more than 120,000,000"),
+    (lambda p: png_header_only(p, 64, 64), "is not an image OpenCV can read"),
 ])
 def test_broken_images_are_one_line_errors(tmp_path, make, expect):
     path = tmp_path / "photo.png"
