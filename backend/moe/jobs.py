@@ -15,6 +15,22 @@ from ..jobs import JobContext, Output, job_kind
 RUN_FOLDER = OutputKind("a MoE-GS run folder", lambda path: Path(path, "run.json").is_file(), continues=True)
 
 
+def resolve_run(ctx: JobContext, user_path: str) -> Path:
+    """A run folder the user names, and the dataset its ``run.json`` names (read again by every stage-2 job) both
+    checked against the backend's path policy: a run.json edited to point outside the allowed folders is refused."""
+    from ..errors import InvalidInput
+    from .train import read_run
+
+    run = ctx.resolve(user_path)
+    if (run / "run.json").is_file():
+        dataset = str(read_run(run).get("dataset", ""))
+        try:
+            ctx.policy.check(Path(dataset), dataset)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{run / 'run.json'} names a dataset this backend may not read: {exc}") from None
+    return run
+
+
 class MoeTrainParams(BaseModel):
     dataset: str = Field(..., min_length=1, description="N3V or Technicolor dataset folder (absolute, or relative "
                                                         "to the workspace).")
@@ -71,7 +87,7 @@ def moe_eval(ctx: JobContext, params: MoeEvalParams) -> list[str]:
     """PSNR / SSIM / LPIPS (when available) / FPS / size on the held-out camera -> report.json + grid.png."""
     from .evaluate import evaluate_run
 
-    run = ctx.resolve(params.run)
+    run = resolve_run(ctx, params.run)
     ctx.progress(0.0, "evaluating")
     evaluate_run(run, params.experts or None)
     ctx.progress(1.0, "evaluated")
@@ -94,7 +110,7 @@ def moe_export(ctx: JobContext, params: MoeExportParams) -> list[str]:
     from .export import export_expert
     from .train import read_run
 
-    run = ctx.resolve(params.run)
+    run = resolve_run(ctx, params.run)
     expert = params.expert or next((e for e in read_run(run)["experts"] if (run / e / "checkpoint.pt").is_file()), "")
     out = ctx.resolve(params.out) if params.out else ctx.job_dir / f"{expert}.lw4d"
     path = export_expert(run, out, expert, params.frames or None, progress=ctx.progress, replace=params.replace)

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 
 from ..jobs import JobContext, job_kind
+from .jobs import resolve_run
 
 
 class MoeRouterParams(BaseModel):
@@ -65,7 +66,7 @@ def moe_router(ctx: JobContext, params: MoeRouterParams) -> list[str]:
     baked cloud that Import brings)."""
     from .run_mixture import MixtureRunConfig, run_mixture  # torch: imported when a job runs
 
-    run = ctx.resolve(params.run)
+    run = resolve_run(ctx, params.run)
     cfg = MixtureRunConfig(iterations=params.iterations, router=params.router, gate=params.gate, seed=params.seed,
                            expert_bias=params.expert_bias, gate_decay=params.gate_decay, joint=params.joint,
                            prune=params.prune, prune_method=params.prune_method,
@@ -101,7 +102,7 @@ def moe_render(ctx: JobContext, params: MoeRenderParams) -> list[str]:
     <job_dir>/<out_dir>/frame_NNNN.png (RGB, the training background where nothing is)."""
     from .run_mixture import render_mixture_frames  # torch: imported when a job runs
 
-    paths = render_mixture_frames(Path(ctx.resolve(params.run)), params.cameras, params.times, params.frames,
+    paths = render_mixture_frames(resolve_run(ctx, params.run), params.cameras, params.times, params.frames,
                                   ctx.job_dir / (Path(params.out_dir).name.strip(".") or "mixture_render"),
                                   params.pruned, progress=ctx.progress, cancel=ctx.cancel_event)
     return [ctx.artifact(p) for p in paths]

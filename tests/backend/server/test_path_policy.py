@@ -120,3 +120,24 @@ def test_allow_path_must_name_existing_folders(tmp_path):
                           "--host", "0.0.0.0", "--allow-path", str(tmp_path / "missing")], check=False,
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "--allow-path" in res.stderr and "not a folder" in res.stderr
+
+
+@pytest.mark.parametrize("kind", ["moe_eval", "moe_export", "moe_router", "moe_render"])
+def test_a_run_json_naming_an_outside_dataset_is_refused_on_a_confined_backend(tmp_path, kind):
+    """A run folder inside the workspace whose run.json was edited to name a dataset elsewhere: every stage-2 job
+    refuses it before reading anything (the dataset was checked only when moe_train ran)."""
+    import json
+
+    from backend.errors import InvalidInput
+    from backend.jobs import JobContext, run_job
+
+    ws, private = tmp_path / "ws", tmp_path / "private"
+    (private / "scene").mkdir(parents=True)
+    (ws / "run").mkdir(parents=True)
+    (ws / "run" / "run.json").write_text(json.dumps({"dataset": str(private / "scene"), "experts": ["trajectory"]}))
+    spec = registry()[kind]
+    extra = {"cameras": [{}], "times": [0.0], "frames": [1]} if kind == "moe_render" else {}
+    params = spec.params.model_validate({"run": "run", **extra})
+    ctx = JobContext(workspace=ws, job_dir=ws / "jobs" / "j1", job_id="j1", policy=PathPolicy.confined(ws))
+    with pytest.raises(InvalidInput, match="names a dataset this backend may not read: path .* is outside the folders"):
+        run_job(spec.fn, ctx, params)
