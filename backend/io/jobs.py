@@ -50,7 +50,10 @@ def import_gaussians(ctx: JobContext, params: ImportGaussiansParams) -> list[str
     ctx.check_cancelled()
     folder = write_decoded(ctx.job_dir / "decoded", gaussians, source=path, sequence=sequence)
     ctx.progress(1.0, f"decoded {len(gaussians)} Gaussians")
-    return [ctx.artifact(folder / name) for name in ("manifest.json", *ARRAY_FILES)]
+    names = [ctx.artifact(folder / name) for name in ("manifest.json", *ARRAY_FILES)]
+    if sequence is not None:  # its files too (those inside the workspace): a remote add-on downloads them to play
+        names += ctx.artifacts(sorted(f for f in path.iterdir() if f.is_file()))
+    return names
 
 
 class ExportGaussiansParams(BaseModel):

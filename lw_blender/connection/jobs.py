@@ -84,6 +84,11 @@ class JobResult:
     def ok(self) -> bool:
         return self.state == "succeeded"
 
+    @property
+    def remote(self) -> bool:
+        """The backend's files are downloaded (a remote backend), not read in a shared workspace."""
+        return self._client is not None and self._client.local_workspace is None
+
     def path(self, name: str) -> Path:
         """Local path of artifact ``name`` (downloaded and cached when the backend is remote)."""
         if self._client is None:

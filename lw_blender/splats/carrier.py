@@ -8,8 +8,9 @@ backend needed) or runs the backend's ``import_gaussians`` job for a ``.lw4d`` s
 PLY (``ply.write_ply``: a PLY import round-trips bit for bit).
 """
 
+import json
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import bpy
 
@@ -127,19 +128,45 @@ def read(obj) -> DecodedGaussians:
 
 def decoded_folder(result) -> Path:
     """The decoded folder an ``import_gaussians`` job returned, with every file of it on this machine (a remote
-    backend's files are downloaded once into the cache: the arrays too, not only the manifest)."""
+    backend's files are downloaded once into the cache: the arrays too, not only the manifest, and the ``.lw4d``
+    sequence it plays, whose local copy its cached manifest then names)."""
     for name in result.artifacts:
         if name.endswith("manifest.json") and "decoded" in name:
             folder = name[: -len("manifest.json")]
             for other in result.artifacts:
                 if other.startswith(folder):
                     result.path(other)
-            return result.path(name).parent
+            local = result.path(name).parent
+            if result.remote:
+                _fetch_sequence(result, local)
+            return local
     for name in result.artifacts:
         path = result.path(name)
         if path.is_dir() and (path / "manifest.json").is_file():
             return path
     raise GaussianDataError(f"the import job returned no decoded folder (artifacts: {list(result.artifacts)})")
+
+
+def _fetch_sequence(result, decoded: Path) -> None:
+    """Download the ``.lw4d`` sequence a remote backend's decoded folder names and point the cached manifest at the
+    local copy (the backend's path means nothing on this machine)."""
+    manifest_path = decoded / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    sequence = manifest.get("sequence")
+    if not sequence or Path(sequence).is_dir() and Path(sequence).is_relative_to(result.workspace):
+        return
+    seq_name = PurePosixPath(sequence.replace("\\", "/")).name
+    files = [n for n in result.artifacts if PurePosixPath(n).parent.name == seq_name]
+    if not any(n.endswith("/manifest.json") for n in files):
+        raise GaussianDataError(f"the sequence {sequence} is on the remote backend outside its workspace, where it "
+                                "cannot be downloaded to play here; bake or copy it into the backend's workspace")
+    local = None
+    for n in files:
+        local = result.path(n).parent
+    manifest["sequence"] = str(local)
+    tmp = manifest_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest))
+    os.replace(tmp, manifest_path)
 
 
 def check_import_path(filepath: str) -> Path:

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import bpy
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,6 +87,27 @@ def test_readme_remote_howto_serves_a_world_to_the_add_on(lw, prefs, clean_scene
         assert len(bpy.data.objects["LW World"].data.attributes["position"].data) == world.steps[1].gaussians
         cache = lw.lw_blender.preferences.cache_dir()  # both steps' decoded arrays came over HTTP into the cache
         assert len(list(cache.rglob("decoded/position.npy"))) >= 2
+        # motion and a baked loop made on the server play here from the downloaded .lw4d
+        w = clean_scene.lw.world
+        w.field_levels, w.field_table_log2, w.fit_steps, w.update_steps = 4, 12, 20, 10
+        assert bpy.ops.lw.motion_region(preset="CLOUDS", direction=(1.0, 0.0), speed=2.0) == {"FINISHED"}
+        assert bpy.ops.lw.motion_update() == {"FINISHED"}
+        clean_scene.frame_start = 1
+        clean_scene.frame_set(1)
+        assert bpy.ops.lw.world_bake(frames=6, loop=True) == {"FINISHED"}
+        obj = bpy.data.objects["LW World"]
+        seq = Path(obj.lw_seq.path)
+        assert seq.is_relative_to(cache) and (seq / "position.npy").is_file()  # the server's path is not used
+        first = np.array([v.vector[:] for v in obj.data.attributes["position"].data])
+        clean_scene.frame_set(4)
+        later = np.array([v.vector[:] for v in obj.data.attributes["position"].data])
+        assert (np.linalg.norm(later - first, axis=1) > 1e-4).sum() > 0  # the sky plays
+        # a sequence imported by name on the server (as Import MoE does): its files come over and play here
+        lwb = lw.lw_blender
+        baked = next(Path(server["workspace"]).rglob("*.lw4d"))
+        result = lwb.connection.jobs.run_job_blocking(bpy.context, "import_gaussians", {"path": str(baked)})
+        other = lwb.splats.carrier.load_decoded(bpy.context, lwb.splats.carrier.decoded_folder(result), "Imported")
+        assert Path(other.lw_seq.path).is_relative_to(cache) and other.lw_seq.frame_count == 6
     finally:
         prefs.backend_url, prefs.backend_token = "", ""
         bpy.ops.lw.backend_stop()
