@@ -82,7 +82,7 @@ def test_lw_world_new_says_which_built_in_fallback_replaced_which_model_and_how_
     ws = tmp_path / "ws"
     arts = run_inline("world_new", {"image": str(SAMPLE_PATH), "out": "worlds/b", "resolution": 48,
                                     "models": BUILTIN}, ws, job_id="j1")
-    step = json.loads((ws / [a for a in arts if a.endswith("step.json")][0]).read_text())
+    step = json.loads((ws / next(a for a in arts if a.endswith("step.json"))).read_text())
     assert step["stats"]["fallbacks"] == []  # chosen, not a fallback
 
 
