@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 import statistics
 import sys
@@ -27,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_common import use_code_tree
+from gpu_common import median_ms, use_code_tree
 
 use_code_tree()
 from backend.gaussians import Gaussians
@@ -107,20 +108,6 @@ def parity_table(cases) -> list[dict]:
     return rows
 
 
-def cuda_median_ms(fn, iters: int, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        fn(0)
-    times = []
-    for i in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn(i)
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
 def cpu_median_ms(fn, iters: int, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn(0)
@@ -166,7 +153,7 @@ def speed_table(n: int = 1_000_000, frames: int = 8, sh_degrees=(0, 3), dynamic_
     """Per scene, SH degree and dynamic fraction: gather, rasterize, gather + rasterize (the 4D frame),
     forward + backward, and gsplat.rasterization() itself on the same Gaussians (RGB, packed: the library's figure)."""
     dev = torch.device(device)
-    timer = timer or cuda_median_ms
+    timer = timer or functools.partial(median_ms, warmup=5)
     rows = []
     for scene in scenes:
         build, make_cam = SCENES[scene]
