@@ -1,6 +1,8 @@
 """Running backend jobs from Blender: THE API that operators and other lw_blender modules use.
 
-    from ..connection import jobs        # inside lw_blender/;  operators: from ..lw_blender.connection import jobs
+    from .connection import jobs         # a module of lw_blender/ (world.py, moe.py)
+    from ..connection import jobs        # a module of a lw_blender/ subpackage (splats/render.py)
+    from ..lw_blender.connection import jobs   # operators/, panels/
 
     jobs.ensure_backend(context) -> client.Client
         Connect to the remote backend (preferences ``backend_url``/``backend_token``) or start the local one

@@ -1,5 +1,6 @@
 """Splat display: the quads' speed paths (Blender 4.2-5.2: back-to-front order kept in numpy for EEVEE, viewport
-points, view-facing ellipses) and what every display must do (stored sRGB colours, driven time, deep stacks).
+points, view-facing ellipses, deep stacks of overlapping splats without holes) and what every display must do
+(stored sRGB colours, driven time, a scene's own view transform kept).
 
 Carriers are built from decoded folders written with numpy (as in test_gaussians_playback.py); no backend.
 """
