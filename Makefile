@@ -1,5 +1,6 @@
 # LivingWorld: `make demo` runs the main job, `make test` the default test suite.
-# Both create whatever environment is missing first, and are safe to run again.
+# Both create whatever environment they need that is missing first (the demo runs on bpy 5.3 only; the tests on
+# 5.3 and 5.2), and are safe to run again.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -51,7 +52,7 @@ BENVS := $(BVENV)/.installed-$(BPY_VERSION) $(BVENV52)/.installed-$(BPY52_VERSIO
 envs: $(VENV)/.installed $(BENVS)
 	@echo "==> environments ready"
 
-demo: envs
+demo: $(VENV)/.installed $(BVENV)/.installed-$(BPY_VERSION)
 	@echo "==> demo: headless Blender drives the backend; results go to out/"
 	@$(BVENV)/bin/python scripts/demo.py --backend-python $(VENV)/bin/python --out out
 
