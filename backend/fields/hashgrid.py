@@ -199,10 +199,17 @@ def _dense_level(u: torch.Tensor, table: torch.Tensor, layout: LevelLayout, lvl:
     It is the same on a dense level (row = c_x + c_y R + c_z R^2, the table slice is an R^3 volume) when every
     corner lies inside the volume: p = u s + 0.5 <= R - 1 on every axis (beyond, the reference's modulo wraps a
     corner to another row). grid_sample with align_corners samples index coordinate (x + 1) / 2 (R - 1) at x, so
-    x = 2 p / (R - 1) - 1 puts it at p."""
+    x = 2 p / (R - 1) - 1 puts it at p.
+
+    On a CPU the test reads the largest coordinate. Elsewhere it must not read a value back (a host sync on
+    every level of every forward, and an error while a CUDA graph is captured, as ``MotionField`` trains), so
+    it decides from the level alone: u is in [0, 1] (``normalize`` clamps it), hence p <= s + 0.5."""
     r = int(layout.resolution[lvl])
     s = float(layout.scale[lvl])
-    if layout.hashed[lvl] or len(u) == 0 or float(u.detach().max()) * s + 0.5 > r - 1:
+    if layout.hashed[lvl] or len(u) == 0:
+        return None
+    u_max = float(u.detach().max()) if u.device.type == "cpu" else 1.0
+    if u_max * s + 0.5 > r - 1:
         return None
     o = int(layout.offset[lvl])
     volume = table[o:o + r**3].view(r, r, r, -1).permute(3, 0, 1, 2)[None]  # (1, F, z, y, x)

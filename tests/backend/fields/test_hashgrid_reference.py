@@ -138,3 +138,18 @@ def test_dense_levels_by_grid_sample_equal_the_reference_with_gradients_and_at_t
         g_ref = torch.autograd.grad((ref * w).sum(), [enc.table, u])
         for a, b in zip(g_fast, g_ref):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+
+
+def test_dense_levels_off_the_cpu_decide_from_the_level_alone():
+    """Off the CPU the dense fast path must not read a value back (a sync per level, an error inside CUDA graph
+    capture): on the meta device (which has no values) ``encode`` runs and takes the fast path exactly where
+    every u in [0, 1] stays inside the volume (s + 0.5 <= R - 1): here only the last level (s = 62.24, R = 64;
+    level 1 has s = 21.56, R = 23)."""
+    from backend.fields.hashgrid import _dense_level, encode
+
+    cfg = HashGridConfig(n_levels=5, log2_table_size=18, base_resolution=16, per_level_scale=1.41, backend="torch")
+    lay = TorchHashGrid(cfg).layout
+    table = torch.empty(lay.n_rows, 2, device="meta")
+    u = torch.empty(10, 3, device="meta")
+    assert encode(u, table, lay).shape == (10, 10)
+    assert [_dense_level(u, table, lay, lvl) is not None for lvl in range(5)] == [False, False, False, False, True]
