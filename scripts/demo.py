@@ -147,8 +147,10 @@ def use_cycles(scene, samples: int, percentage: int, denoise: str = "HIGH") -> N
     bpy.ops.preferences.addon_enable(module="cycles")
     scene.render.engine, scene.cycles.device, scene.cycles.samples = "CYCLES", "CPU", samples
     scene.cycles.use_denoising, scene.cycles.denoiser, scene.cycles.denoising_quality = True, "OPENIMAGEDENOISE", denoise
-    if denoise == "FAST":
-        scene.cycles.denoising_input_passes, scene.cycles.denoising_prefilter = "RGB", "NONE"
+    # set both ways: a scene used for a FAST render (the loop's frames) and then a HIGH one (the still) must not
+    # keep the colour-only passes
+    passes, prefilter = ("RGB", "NONE") if denoise == "FAST" else ("RGB_ALBEDO_NORMAL", "ACCURATE")
+    scene.cycles.denoising_input_passes, scene.cycles.denoising_prefilter = passes, prefilter
     scene.render.resolution_percentage = percentage
     scene.render.film_transparent = False
     scene.render.image_settings.file_format = "PNG"
