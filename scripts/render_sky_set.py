@@ -7,8 +7,10 @@ clouds, over water that reflects it. Each scene is rendered twice: once as the p
 and once with a transparent film, whose alpha is 0 exactly where a camera ray meets nothing but sky.
 
     .venv-blender/bin/python scripts/render_sky_set.py [--out tests/data/sky] [--size 256] [--samples 16]
+        [--scenes mountain_lake,city] [--replace]
 
 Writes ``<scene>.jpg`` and ``<scene>_sky.png`` (255 = sky) per scene; ``bench/world_sky_iou.py`` scores them.
+Files already in ``--out`` (by default the committed set) are overwritten only with ``--replace``.
 """
 
 from __future__ import annotations
@@ -264,10 +266,19 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--samples", type=int, default=16)
     ap.add_argument("--scenes", default=",".join(SCENES))
+    ap.add_argument("--replace", action="store_true", help="overwrite these scenes' files already in --out")
     args = ap.parse_args()
+    names = [name.strip() for name in args.scenes.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SCENES]
+    if unknown or not names:
+        ap.error(f"unknown scene(s) {', '.join(unknown) or '(none given)'}: pick from {', '.join(SCENES)}")
+    existing = [p for name in names for p in (args.out / f"{name}.jpg", args.out / f"{name}_sky.png") if p.exists()]
+    if existing and not args.replace:
+        ap.error(f"{existing[0]} exists ({len(existing)} of these scenes' files are in {args.out}): pass --replace "
+                 "to overwrite them, or pick another --out")
     args.out.mkdir(parents=True, exist_ok=True)
-    for i, name in enumerate(args.scenes.split(",")):
-        render(name, args.out, args.size, args.samples, seed=i)
+    for name in names:  # a scene's seed is its place in SCENES: one scene renders as it does in the full set
+        render(name, args.out, args.size, args.samples, seed=SCENES.index(name))
         print(args.out / f"{name}.jpg", flush=True)
 
 
