@@ -1,4 +1,5 @@
-"""Gaussians import/export operators: ``lw.import_gaussians(filepath)``, ``lw.export_gaussians(filepath)``.
+"""Gaussians import/export operators: ``lw.import_gaussians(filepath)``, ``lw.export_gaussians(filepath,
+overwrite=False)`` (an existing file is refused unless Overwrite is ticked).
 
 Also File > Import / Export menu entries. A .ply is read and written in Blender (no backend needed); a .lw4d
 sequence is checked by the backend's import job (blocking in background mode).
@@ -43,6 +44,8 @@ class LW_OT_export_gaussians(bpy.types.Operator, ExportHelper):
 
     filename_ext = ".ply"
     filter_glob: bpy.props.StringProperty(default="*.ply", options={"HIDDEN"})
+    overwrite: bpy.props.BoolProperty(name="Overwrite", default=False,
+                                      description="Replace the file if it exists (otherwise the export is refused)")
 
     @classmethod
     def poll(cls, context):
@@ -50,7 +53,7 @@ class LW_OT_export_gaussians(bpy.types.Operator, ExportHelper):
 
     def execute(self, context):
         try:
-            out = carrier.export_gaussians(context.active_object, self.filepath)
+            out = carrier.export_gaussians(context.active_object, self.filepath, self.overwrite)
         except _ERRORS as exc:
             self.report({"ERROR"}, f"Export failed: {exc}")
             return {"CANCELLED"}

@@ -208,10 +208,11 @@ def import_gaussians(context, filepath: str):
     return None
 
 
-def export_gaussians(obj, filepath: str) -> Path:
+def export_gaussians(obj, filepath: str, overwrite: bool = False) -> Path:
     """Write the carrier's current frame (or any splat object's Gaussians) to a 3DGS PLY; returns its path.
 
-    The output path is checked before anything is read; the file is replaced only when complete.
+    The output path is checked before anything is read: an existing file is refused unless ``overwrite``, and
+    then replaced only when the new one is complete.
     """
-    out = ply.check_output(bpy.path.abspath(filepath))
-    return ply.write_ply(out, read(obj))
+    out = ply.check_output(bpy.path.abspath(filepath), overwrite)
+    return ply.write_ply(out, read(obj), overwrite)

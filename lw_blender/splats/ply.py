@@ -294,25 +294,34 @@ def read_ply(path: str | os.PathLike) -> DecodedGaussians:
 
 # Writing -----------------------------------------------------------------------------------------------------
 
-def check_output(path: str | os.PathLike) -> Path:
-    """The .ply path an export will write (suffix added when missing); raises GaussianDataError before any work
-    when its folder is missing or not writable, or the path is a folder."""
+def check_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """The .ply path an export will write (".ply" appended when the name does not end in it: "garden.v2" becomes
+    "garden.v2.ply"); raises GaussianDataError before any work when its folder is missing or not writable, the
+    path is a folder, or the file exists and ``overwrite`` is false."""
     out = Path(path)
     if out.suffix.lower() != ".ply":
-        out = out.with_suffix(".ply")
+        out = out.with_name(out.name + ".ply")
     if out.is_dir():
         raise GaussianDataError(f"{out} is a folder; pick a .ply file name")
     if not out.parent.is_dir():
         raise GaussianDataError(f"cannot write {out}: the folder {out.parent} does not exist")
     if not os.access(out.parent, os.W_OK):
         raise GaussianDataError(f"cannot write {out}: the folder {out.parent} is not writable")
+    if not overwrite and (out.exists() or out.is_symlink()):
+        raise _exists(out)
     return out
 
 
-def write_ply(path: str | os.PathLike, gaussians: DecodedGaussians) -> Path:
+def _exists(out: Path) -> GaussianDataError:
+    return GaussianDataError(f"{out} exists: tick Overwrite (overwrite=True) to replace it, or pick another name")
+
+
+def write_ply(path: str | os.PathLike, gaussians: DecodedGaussians, overwrite: bool = False) -> Path:
     """Write ``gaussians`` as a binary little-endian INRIA 3DGS PLY (the layout and header the backend writes),
-    atomically: a temporary file in the same folder replaces ``path`` only when complete. Returns the path."""
-    out = check_output(path)
+    atomically: a temporary file in the same folder becomes ``path`` only when complete. An existing file is
+    replaced only with ``overwrite`` (else GaussianDataError, also when one appears while writing). Returns the
+    path."""
+    out = check_output(path, overwrite)
     n, k = gaussians.count, int(gaussians.sh.shape[1])
     encoded = encode(gaussians)
     names = [*POSITION, *NORMALS, *SH_DC, *rest_names(k), "opacity", *SCALE, *ROTATION]
@@ -332,8 +341,26 @@ def write_ply(path: str | os.PathLike, gaussians: DecodedGaussians) -> Path:
         with open(tmp, "xb") as f:  # the user's umask applies, as to any file they save
             f.write(header.encode("ascii"))
             table.tofile(f)
-        os.replace(tmp, out)
+        if overwrite:
+            os.replace(tmp, out)
+        else:
+            _place_new(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return out
+
+
+def _place_new(tmp: Path, out: Path) -> None:
+    """Move the finished ``tmp`` to ``out`` only if nothing is there: a hard link fails on an existing name
+    (atomically); where the file system has no hard links, a last check, then a rename."""
+    try:
+        os.link(tmp, out)
+    except FileExistsError:
+        raise _exists(out) from None
+    except OSError:
+        if out.exists() or out.is_symlink():
+            raise _exists(out) from None
+        os.replace(tmp, out)
+        return
+    tmp.unlink()

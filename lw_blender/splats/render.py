@@ -63,7 +63,7 @@ def render_source(obj, workspace: Path | None) -> str:
     folder = workspace / "blender"
     folder.mkdir(parents=True, exist_ok=True)
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in obj.name)
-    return str(ply.write_ply(folder / f"{stem}.ply", carrier.read(obj)))
+    return str(ply.write_ply(folder / f"{stem}.ply", carrier.read(obj), overwrite=True))  # the add-on's own file
 
 
 def render_params(scene, obj, frames: list[int], source: str, out_dir: str = "render") -> dict:

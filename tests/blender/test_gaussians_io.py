@@ -167,6 +167,24 @@ def test_export_to_a_missing_folder_fails_before_writing_anything(lw, clean_scen
     assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays.npz", "orig.ply"]
 
 
+def test_export_refuses_an_existing_file_unless_overwrite_and_keeps_a_dotted_name(lw, clean_scene, tmp_path):
+    ply = _write(tmp_path, _raw(0), tmp_path / "orig.ply", "ply")
+    assert bpy.ops.lw.import_gaussians(filepath=str(ply)) == {"FINISHED"}
+    prop = bpy.ops.lw.export_gaussians.get_rna_type().properties["overwrite"]
+    assert prop.name == "Overwrite" and not prop.default and not prop.is_hidden  # shown in the file browser
+    theirs = tmp_path / "theirs.ply"
+    theirs.write_bytes(b"someone else's file")
+    with pytest.raises(RuntimeError, match="theirs.ply exists: tick Overwrite"):
+        bpy.ops.lw.export_gaussians(filepath=str(theirs))
+    assert theirs.read_bytes() == b"someone else's file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays.npz", "orig.ply", "theirs.ply"]  # no temp left
+    assert bpy.ops.lw.export_gaussians(filepath=str(theirs), overwrite=True) == {"FINISHED"}
+    assert theirs.read_bytes() == ply.read_bytes()
+    # a name with a dot keeps it: ".ply" is appended ("garden.v2" -> "garden.v2.ply", not "garden.ply")
+    assert bpy.ops.lw.export_gaussians(filepath=str(tmp_path / "garden.v2")) == {"FINISHED"}
+    assert (tmp_path / "garden.v2.ply").read_bytes() == ply.read_bytes() and not (tmp_path / "garden.ply").exists()
+
+
 def _bad_ply(tmp_path, case):
     """A damaged copy of a valid degree-1 PLY and the words its error must contain."""
     good = _write(tmp_path, _raw(1), tmp_path / "good.ply", "ply").read_bytes()
