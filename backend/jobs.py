@@ -86,6 +86,25 @@ class PathPolicy:
                                " the backend with --allow-path")
 
 
+    def check_model(self, setting: str, what: str) -> None:
+        """Raise ``InvalidInput`` when a model setting (``auto``, ``builtin``, a Hugging Face repo id or a local
+        folder, ``backend.models.hub.load_local``) names a local folder outside every root. A setting is a local
+        path as ``load_local`` takes it: absolute, starting with '.' or '~', or existing on disk; repo ids pass."""
+        if self.roots is None or setting in ("auto", "builtin"):
+            return
+        try:
+            p = Path(setting).expanduser()
+            local = p.is_absolute() or setting.startswith((".", "~")) or p.exists()
+        except (RuntimeError, OSError, ValueError):  # "~name" of an unknown user, a name the OS cannot take
+            local = True
+            p = Path(setting)
+        if local:
+            try:
+                self.check(p, setting)
+            except InvalidInput as exc:
+                raise InvalidInput(f"{what}: {exc}") from None
+
+
 def _shown(user_path: str) -> str:
     """A user's path for an error message: quoted, at most 200 characters."""
     return repr(user_path if len(user_path) <= 200 else user_path[:200] + "...")

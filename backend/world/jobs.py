@@ -26,7 +26,7 @@ from . import store
 
 class ModelChoice(BaseModel):
     """Which provider runs each model role: "auto" (real weights if present, else built-in), "builtin", or a
-    Hugging Face repo id / local folder that must be present."""
+    Hugging Face repo id / local folder that must be present (a local folder under the backend's path policy)."""
 
     depth: str = "auto"
     segmentation: str = "auto"
@@ -79,6 +79,8 @@ def world_new_job(ctx: JobContext, params: WorldNewParams) -> list[str]:
     """Create a world from one image: depth, sky/water/ground, one Gaussian surfel per pixel."""
     from .pipeline import WorldConfig, new_world  # torch: imported when a job runs, not at server start
 
+    for role in ("depth", "segmentation", "outpaint"):
+        ctx.policy.check_model(getattr(params.models, role), f"models.{role}")
     out = ctx.resolve(params.out) if params.out else ctx.workspace / "worlds" / secrets.token_hex(4)
     config = WorldConfig(resolution=params.resolution, models=ModelConfig(**params.models.model_dump()))
     world = new_world(ctx.resolve(params.image), out, ctx.resolve(params.depth) if params.depth else None,
@@ -95,7 +97,8 @@ def world_expand_job(ctx: JobContext, params: WorldExpandParams) -> list[str]:
     root = ctx.resolve(params.world)
     world = store.load_world(root)
     camera = camera_from_blender(params.camera, world)
-    world = expand_world(root, camera, params.prompt, blender=params.camera, progress=ctx.progress)
+    world = expand_world(root, camera, params.prompt, blender=params.camera, progress=ctx.progress,
+                         policy=ctx.policy)
     return _publish(ctx, world)
 
 

@@ -45,6 +45,7 @@ from ..gaussians import Gaussians
 from ..io.images import check_image_header
 from ..io.outputs import check_output
 from ..io.ply import read_ply, write_ply
+from ..jobs import PathPolicy
 from ..models.config import ModelConfig, make_depth, make_outpaint, make_segmentation
 from ..models.depth import DepthMapFile, LandscapeDepth, LandscapeGeometry
 from ..models.outpaint import push_pull_fill
@@ -429,13 +430,22 @@ def refine(old: Gaussians, new: Gaussians, camera: Camera, target: np.ndarray, c
 
 
 def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: dict | None = None,
-                 progress=lambda f, m: None, fail_after_writing: bool = False) -> store.World:
+                 progress=lambda f, m: None, fail_after_writing: bool = False,
+                 policy: PathPolicy | None = None) -> store.World:
     """Add a step seen from ``camera`` (OpenCV, at the world's working resolution). See the module docstring.
 
-    ``fail_after_writing`` raises after half of the step's files are written (a simulated crash for tests).
+    ``policy``: where the model folders world.json names (its model settings, the carried motion model) may be
+    read from (None: anywhere); checked before any work. ``fail_after_writing`` raises after half of the step's
+    files are written (a simulated crash for tests).
     """
+    from .motion.pipeline import View, carried_motion, carried_request  # torch-heavy: only when a world is expanded
+
     world = store.load_world(root)
     cfg = WorldConfig.from_json(world.settings["config"])
+    for role in ("depth", "segmentation", "outpaint"):
+        if policy is not None:
+            policy.check_model(getattr(cfg.models, role), f"the {role} model world.json names")
+    carried = carried_request(world, policy)
     ec = cfg.expand
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -503,10 +513,9 @@ def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: di
     timings["preview_s"] = time.perf_counter() - t
     index = len(world.steps)
     t = time.perf_counter()
-    from .motion.pipeline import View, carried_motion  # torch-heavy: only when a world is expanded
-
     view = View(index, camera, image, depth, _region_labels(sky_new, regions.water & ~sky_new))
-    motion = carried_motion(world, view, progress=lambda f, m: progress(0.86 + 0.05 * f, f"new view's motion: {m}"))
+    motion = carried_motion(world, view, carried,
+                            progress=lambda f, m: progress(0.86 + 0.05 * f, f"new view's motion: {m}"))
     timings["motion_s"] = time.perf_counter() - t
 
     def write_files(folder: Path) -> dict:

@@ -29,6 +29,7 @@ from backend.errors import InvalidInput
 from backend.io.lw4d import LW4D, read_sequence
 from backend.io.outputs import check_output
 from backend.io.ply import read_ply
+from backend.jobs import PathPolicy
 from backend.render.cameras import Camera
 from backend.world import store
 
@@ -246,13 +247,23 @@ def fit_view_motion(world: store.World, view: View, request: MotionUpdate, progr
     return ViewMotion(motion, samples, cue, stats)
 
 
-def carried_motion(world: store.World, view: View, progress=lambda f, m: None) -> ViewMotion | None:
-    """The latest motion request carried to a new ``view`` (``MotionUpdate.carried``), or None when the world has
-    no motion yet or nothing of it carries."""
+def carried_request(world: store.World, policy: PathPolicy | None = None) -> MotionUpdate | None:
+    """The world's latest motion request as it carries to a new view (``MotionUpdate.carried``), or None when the
+    world has no motion yet or nothing of it carries. The motion model it names (a folder world.json records) must
+    pass ``policy`` (None: anywhere)."""
     prev = latest_motion_step(world)
     if prev is None or "request" not in prev.stats.get("motion", {}):
         return None
     request = MotionUpdate.from_json(prev.stats["motion"]["request"]).carried()
+    if request is not None and request.model and policy is not None:
+        policy.check_model(request.model, f"the motion model world step {prev.index} records")
+    return request
+
+
+def carried_motion(world: store.World, view: View, request: MotionUpdate | None,
+                   progress=lambda f, m: None) -> ViewMotion | None:
+    """``request`` (``carried_request``) fitted on a new ``view``, or None when there is none or the view has no
+    moving region."""
     if request is None:
         return None
     cue = view_cue(view, request)

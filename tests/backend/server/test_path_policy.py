@@ -141,3 +141,72 @@ def test_a_run_json_naming_an_outside_dataset_is_refused_on_a_confined_backend(t
     ctx = JobContext(workspace=ws, job_dir=ws / "jobs" / "j1", job_id="j1", policy=PathPolicy.confined(ws))
     with pytest.raises(InvalidInput, match="names a dataset this backend may not read: path .* is outside the folders"):
         run_job(spec.fn, ctx, params)
+
+
+def test_model_settings_naming_local_folders_pass_the_path_policy(tmp_path, monkeypatch):
+    """A model setting is a Hugging Face repo id or a local folder: on a confined backend a local folder (absolute,
+    starting with '.' or '~', or existing) outside the roots is refused; repo ids, auto and builtin pass."""
+    from backend.errors import InvalidInput
+
+    ws, private = tmp_path / "ws", tmp_path / "private"
+    (ws / "models" / "depth").mkdir(parents=True)
+    (private / "depth").mkdir(parents=True)
+    policy = PathPolicy.confined(ws)
+    monkeypatch.chdir(tmp_path)
+    for ok in ("auto", "builtin", "depth-anything/Depth-Anything-V2-Small-hf", str(ws / "models" / "depth"),
+               "./ws/models/depth"):
+        policy.check_model(ok, "models.depth")
+    for bad in (str(private / "depth"), "private/depth", "./private", "../elsewhere", "~/models/depth", "/opt/m"):
+        with pytest.raises(InvalidInput, match=r"models.depth: path .* is outside the folders"):
+            policy.check_model(bad, "models.depth")
+    PathPolicy().check_model(str(private / "depth"), "models.depth")  # unconfined: anywhere
+
+
+def test_a_confined_world_new_refuses_a_model_folder_outside_the_roots(tmp_path):
+    from backend.errors import InvalidInput
+    from backend.jobs import JobContext, run_job
+
+    ws, private = tmp_path / "ws", tmp_path / "private"
+    (private / "depth").mkdir(parents=True)
+    ws.mkdir()
+    cv2.imwrite(str(ws / "p.png"), np.full((24, 32, 3), 128, np.uint8))
+    spec = registry()["world_new"]
+    models = {"depth": str(private / "depth"), "segmentation": "builtin", "outpaint": "builtin", "device": "cpu"}
+    params = spec.params.model_validate({"image": "p.png", "resolution": 32, "models": models})
+    ctx = JobContext(workspace=ws, job_dir=ws / "jobs" / "j1", job_id="j1", policy=PathPolicy.confined(ws))
+    with pytest.raises(InvalidInput, match="models.depth: path .* is outside the folders"):
+        run_job(spec.fn, ctx, params)
+    assert not (ws / "worlds").exists()
+
+
+def test_a_confined_world_expand_refuses_model_folders_world_json_names_outside_the_roots(tmp_path):
+    """world.json records model settings and the motion model of the latest motion request; a world edited to
+    name folders elsewhere is refused before the expansion does any work (the carried motion model reloads)."""
+    from backend.errors import InvalidInput
+    from backend.world import store
+    from backend.world.motion.pipeline import FIELD_FILE, carried_request
+    from backend.world.pipeline import WorldConfig, expand_world
+
+    ws, private = tmp_path / "ws", tmp_path / "private"
+    (private / "m").mkdir(parents=True)
+    root = ws / "worlds" / "w"
+
+    def write(folder):
+        (folder / FIELD_FILE).write_bytes(b"a field")  # only its presence marks the motion step
+        return {}
+
+    request = {"presets": [], "hints": [], "model": str(private / "m"), "speed": 1.0, "device": "cpu"}
+    step = store.WorldStep(index=0, kind="new", folder=store.new_step_folder(0), camera={},
+                           stats={"motion": {"request": request}})
+    world = store.commit_step(root, None, step, write, world_id="t", settings={"config": WorldConfig().to_json()})
+    policy = PathPolicy.confined(ws)
+    with pytest.raises(InvalidInput, match="the motion model world step 0 records: path .* is outside the folders"):
+        carried_request(world, policy)
+    assert carried_request(world, PathPolicy.confined(ws, (private,))).model == str(private / "m")
+    with pytest.raises(InvalidInput, match="motion model .* is outside the folders"):
+        expand_world(root, None, policy=policy)
+    cfg = WorldConfig().to_json()
+    cfg["models"]["outpaint"] = str(private / "m")
+    store.commit_step(ws / "worlds" / "w2", None, step, write, world_id="t", settings={"config": cfg})
+    with pytest.raises(InvalidInput, match="the outpaint model world.json names: path .* is outside the folders"):
+        expand_world(ws / "worlds" / "w2", None, policy=policy)
