@@ -83,10 +83,11 @@ def main() -> None:
         rows.append(("  variant: np.memmap + np.take", timed(lambda: memmap_take(ply), args.repeat)))
         rows.append(("  baseline: plyfile mmap, per property", timed(lambda: plyfile_per_property(ply), args.repeat)))
         rows.append(("write_decoded (6 .npy, atomic folder)",
-                     timed(lambda: write_decoded(tmp / "decoded", g, source=ply), args.repeat)))
+                     timed(lambda: write_decoded(tmp / "decoded", g, source=ply, replace=True), args.repeat)))
         rows.append(("read_decoded (-> raw Gaussians)", timed(lambda: read_decoded(tmp / "decoded"), args.repeat)))
         rows.append(("PLY -> decoded (import job body)",
-                     timed(lambda: write_decoded(tmp / "decoded", read_ply(ply), source=ply), args.repeat)))
+                     timed(lambda: write_decoded(tmp / "decoded", read_ply(ply), source=ply, replace=True),
+                           args.repeat)))
     print(f"N = {args.n:,} Gaussians, SH degree 3, PLY {size / 1e6:.0f} MB, {os.cpu_count()} CPUs, "
           f"numpy {np.__version__}")
     print(f"| operation | best (s) | median of {args.repeat} (s) |")
