@@ -15,9 +15,13 @@ Every action is a short chain of backend jobs, then ONE apply on the main thread
     undo_world    world_undo {world}                                                -> import_gaussians -> apply
     update_motion motion_update {world, view, presets, hints, field}                -> apply (steps, clear cues)
     bake_world    world_bake {world, frames, loop, fps} -> import_gaussians {the .lw4d} -> apply (sequence)
+                  -> world_metrics {world, sequence} (optional, measure_loop on and >= 3 frames) -> metrics
 
-Nothing in the scene changes before the last job of a chain succeeded and its files were read, so a failing or
-cancelled job (or a bad artifact) leaves the scene as it was. In background mode (scripts, tests) the chain blocks;
+Nothing in the scene changes before the last required job of a chain succeeded and its files were read, so a
+failing or cancelled job (or a bad artifact) leaves the scene as it was. The bake's measurement is optional
+(``jobs.optional``): it runs after the loop is applied, and when it fails the loop stays and plays, the
+Motion panel says why it was not measured (``metrics_note``) and the action still succeeds. In background mode
+(scripts, tests) the chain blocks;
 with a UI each job is submitted with ``jobs.submit_job`` and the next one starts from its ``on_done`` on the main
 thread (progress and cancel: the Backend panel, ``wm.lw_runtime``). ``busy()`` names the running chain.
 """
@@ -39,6 +43,7 @@ from .splats import data, playback, render
 CARRIER_NAME = "LW World"
 CAMERA_NAME = "LW World Camera"
 PREVIEW_IMAGE = "LW World Preview"
+METRICS_MIN_FRAMES = 3  # the backend's world_metrics measures triplets of frames
 PRESETS = ("CLOUDS", "WATER", "SMOKE", "FOG", "FIRE")
 PRESET_ITEMS = [
     ("CLOUDS", "Clouds", "Clouds drift uniformly across the region"),
@@ -170,6 +175,8 @@ class LW_WorldSettings(bpy.types.PropertyGroup):
     sequence: bpy.props.StringProperty(name="Sequence", subtype="DIR_PATH", description="The last baked .lw4d")
     metrics: bpy.props.StringProperty(name="Loop Metrics", description="The last bake's loop quality (the backend's "
                                       "metrics.json: VBench flicker, motion smoothness, seam, uncovered share)")
+    metrics_note: bpy.props.StringProperty(name="Loop Metrics Note", description="Why the last bake's loop was not "
+                                           "measured (too few frames, the measurement failed)")
 
 
 _CLASSES = (LW_WorldStep, LW_MotionRegion, LW_MotionHint, LW_WorldSettings)
@@ -297,7 +304,7 @@ def _apply_world_step(context, info: StepInfo, preview: Path, folder: Path, kind
         _record_step(s, info, kind, prompt)
     s.regions.clear()
     s.hints.clear()
-    s.sequence = s.metrics = ""
+    s.sequence = s.metrics = s.metrics_note = ""
     carried = info.stats.get("motion")
     s.motion_status = (f"{carried.get('status', '')} (view {carried.get('view')}): {carried.get('samples', 0)} "
                        "samples") if carried else ""
@@ -460,9 +467,10 @@ def update_motion(context, view: int = -1, blocking: bool | None = None) -> None
 
 
 def metrics_lines(s: LW_WorldSettings) -> list[str]:
-    """The last bake's loop quality in words for the sidebar ([] before a bake)."""
+    """The last bake's loop quality in words for the sidebar ([] before a bake; the note when it was not
+    measured)."""
     if not s.metrics:
-        return []
+        return [s.metrics_note] if s.metrics_note else []
     m = json.loads(s.metrics)
     goals = m.get("goals", {})
 
@@ -480,8 +488,9 @@ def metrics_lines(s: LW_WorldSettings) -> list[str]:
 
 def bake_world(context, frames: int = 60, loop: bool = True, blocking: bool | None = None) -> None:
     """Bake the world's motion to a ``.lw4d`` loop and play it on the world object; the scene's frame range
-    becomes the loop (frame_start .. frame_start + frames - 1). Then the loop is measured (``world_metrics``:
-    flicker, smoothness, seam, uncovered pixels, shown in the Motion panel)."""
+    becomes the loop (frame_start .. frame_start + frames - 1). Then, with ``measure_loop`` on, the loop is
+    measured (``world_metrics``: flicker, smoothness, seam, uncovered pixels, shown in the Motion panel); that
+    needs 3 frames, and a measurement that fails leaves the played loop and a note instead of metrics."""
     scene = context.scene
     s = settings(scene)
     current_step(scene)
@@ -503,16 +512,25 @@ def bake_world(context, frames: int = 60, loop: bool = True, blocking: bool | No
             obj.lw_seq.use_scene_time, obj.lw_seq.speed, obj.lw_seq.offset = True, 1.0, 0.0
             scene.frame_end = scene.frame_start + obj.lw_seq.frame_count - 1
             playback.show_frame(scene, obj, scene.frame_current)
-            settings(scene).sequence = str(local)
-            settings(scene).metrics = ""
-            if not settings(scene).measure_loop:
+            s = settings(scene)
+            s.sequence, s.metrics, s.metrics_note = str(local), "", ""
+            if not s.measure_loop:
                 return None
-            return ("world_metrics", {"world": params["world"], "sequence": manifest.rpartition("/")[0]}, measured)
+            if obj.lw_seq.frame_count < METRICS_MIN_FRAMES:
+                s.metrics_note = (f"Loop not measured: it has {obj.lw_seq.frame_count} frames, the measurement "
+                                  f"needs {METRICS_MIN_FRAMES}")
+                return None
+            return jobs.optional("world_metrics", {"world": params["world"],
+                                                   "sequence": manifest.rpartition("/")[0]}, measured)
 
         return _import_link(manifest.rpartition("/")[0], apply)
 
     def measured(context, result):
-        settings(context.scene).metrics = result.path(_artifact(result, "metrics.json")).read_text()
+        s = settings(context.scene)
+        if result.ok:
+            s.metrics = result.path(_artifact(result, "metrics.json")).read_text()
+        else:
+            s.metrics_note = f"Loop not measured: {result.error_message or result.message or result.state}"
 
     _run_chain(context, "Bake Loop", ("world_bake", params, baked), blocking)
 

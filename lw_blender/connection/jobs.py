@@ -122,16 +122,30 @@ def artifact(result: JobResult, suffix: str, error: type[Exception] = BackendErr
     raise error("MissingArtifact", message) if error is BackendError else error(message)
 
 
-# A link of a job chain: (kind, params, then). ``then(context, result)`` runs when the job succeeded and returns
-# the next link, or None to end the chain.
-Link = tuple[str, dict, Callable[[object, "JobResult"], "Link | None"]]
+# A link of a job chain: (kind, params, then), or (kind, params, then, True) for an optional job (``optional``).
+# ``then(context, result)`` runs when the job succeeded (an optional job's also when it did not: check
+# ``result.ok``) and returns the next link, or None to end the chain.
+Link = tuple  # (str, dict, Callable[[object, JobResult], Link | None]) or with a fourth element, optional: bool
+
+
+def optional(kind: str, params: dict, then: Callable[[object, JobResult], Link | None]) -> Link:
+    """A chain link whose failure does not fail the action: ``then`` gets the failed result (``result.ok`` is
+    false; ``result.error_message`` says why) and the chain goes on as it decides (an extra measurement after the
+    real work, say)."""
+    return (kind, params, then, True)
+
+
+def _unpack(link: Link) -> tuple[str, dict, Callable, bool]:
+    kind, params, then, *rest = link
+    return kind, params, then, bool(rest and rest[0])
 
 
 class Chain:
     """Jobs of one user action run one after the other, each link choosing the next from its result; one action
     at a time per chain (the world's, the MoE's). Blocking (the background/bpy-console default) raises
     ``JobFailed``; otherwise the jobs run through ``submit_job`` and a failure is left in
-    ``wm.lw_runtime.last_error`` like any job's, and the chain ends there."""
+    ``wm.lw_runtime.last_error`` like any job's, and the chain ends there. An ``optional`` link's failure does
+    neither: its ``then`` gets the failed result (its ending is still in ``wm.lw_runtime`` like any job's)."""
 
     def __init__(self, error: type[Exception]):
         self.error = error
@@ -146,19 +160,25 @@ class Chain:
             try:
                 link = first
                 while link is not None:
-                    kind, params, then = link
-                    link = then(context, run_job_blocking(context, kind, params))
+                    kind, params, then, may_fail = _unpack(link)
+                    try:
+                        result = run_job_blocking(context, kind, params)
+                    except JobFailed as exc:
+                        if not may_fail:
+                            raise
+                        result = exc.result
+                    link = then(context, result)
             finally:
                 self.busy = ""
             return
 
         def submit(link: Link) -> None:
-            kind, params, then = link
+            kind, params, then, may_fail = _unpack(link)
 
             def done(result: JobResult) -> None:
                 following = None
                 try:
-                    if result.ok:
+                    if result.ok or may_fail:
                         following = then(bpy.context, result)
                 finally:
                     if following is None:

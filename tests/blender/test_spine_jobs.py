@@ -80,6 +80,41 @@ def test_failing_job_reports_its_message_and_the_addon_stays_usable(lw, backend)
     assert rt.job_state == "succeeded"
 
 
+@pytest.mark.parametrize("blocking", [True, False])
+def test_a_failed_optional_chain_link_hands_its_result_on_and_the_action_ends_without_error(lw, backend, blocking):
+    jobs = lw.lw_blender.connection.jobs
+    chain = jobs.Chain(RuntimeError)
+    seen = []
+
+    def measured(context, result):
+        seen.append((result.kind, result.ok, result.error_message))
+
+    def done(context, result):
+        seen.append((result.kind, result.ok, result.error_message))
+        return jobs.optional("fail", {"message": "not measured"}, measured)
+
+    chain.run(bpy.context, "Optional", ("sleep", {"seconds": 0.05, "steps": 1}, done), blocking)
+    deadline = time.monotonic() + 30.0
+    while chain.busy:  # the UI path: the links follow each other from drain_updates
+        assert time.monotonic() < deadline, "the chain did not end"
+        jobs.drain_updates()
+        time.sleep(0.02)
+    assert seen == [("sleep", True, ""), ("fail", False, "not measured")]
+    # the same job as a required link fails the action
+    seen.clear()
+    if blocking:
+        with pytest.raises(jobs.JobFailed, match="not measured"):
+            chain.run(bpy.context, "Required", ("fail", {"message": "not measured"}, measured), True)
+    else:
+        chain.run(bpy.context, "Required", ("fail", {"message": "not measured"}, measured), False)
+        while chain.busy:
+            assert time.monotonic() < deadline, "the chain did not end"
+            jobs.drain_updates()
+            time.sleep(0.02)
+        assert "not measured" in _rt().last_error
+    assert seen == [] and chain.busy == ""
+
+
 def test_unknown_kind_and_bad_params_are_reported_with_the_backend_reason(backend):
     with pytest.raises(RuntimeError, match="no_such_kind"):
         bpy.ops.lw.job_run(kind="no_such_kind", params="{}")

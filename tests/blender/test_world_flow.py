@@ -271,9 +271,19 @@ def test_motion_presets_and_hints_bake_a_loop_that_plays_on_the_world_object(sce
     assert 0 < metrics["seam_ratio"] < 3.0 and set(metrics["goals"]) == {"temporal_flicker", "seam_ratio"}
     lines = lw.lw_blender.world.metrics_lines(s)
     assert lines[0].startswith("Flicker (VBench)") and any(line.startswith("Loop seam") for line in lines)
+    # a 2-frame loop (the least a bake makes) is too short to measure: it is baked and plays, unmeasured, no error
+    assert bpy.ops.lw.world_bake(frames=2, loop=True) == {"FINISHED"}
+    assert obj.lw_seq.frame_count == 2 and (scene.frame_start, scene.frame_end) == (1, 2)
+    scene.frame_set(1)
+    first = _positions(obj).copy()
+    scene.frame_set(2)
+    assert np.abs(_positions(obj) - first).max() > 0  # it plays
+    assert not s.metrics and "not measured" in s.metrics_note
+    assert lw.lw_blender.world.metrics_lines(s) == [s.metrics_note]
+    assert bpy.context.window_manager.lw_runtime.last_error == ""
     # after a world change the sequence no longer fits and is dropped
     _turn_camera(camera, 35.0)
     assert bpy.ops.lw.world_expand() == {"FINISHED"}
-    assert not obj.lw_seq.path and not s.sequence and not s.metrics
+    assert not obj.lw_seq.path and not s.sequence and not s.metrics and not s.metrics_note
     scene.frame_set(5)
     assert len(obj.data.attributes["position"].data) == _ply_count(_current_ply(scene))
