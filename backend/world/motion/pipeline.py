@@ -76,7 +76,8 @@ class MotionUpdate:
     speed: float = 1.0  # fallback speed (px/frame) when no preset, hint or model is given
     max_samples: int | None = None  # None: 50k on CUDA, 20k on a CPU (the alignment's k-d trees and RANSAC)
     align: AlignConfig = field(default_factory=AlignConfig)
-    field: FieldSize = field(default_factory=FieldSize)  # over ``field_config_for(device)``, when it is created
+    field: FieldSize = field(default_factory=FieldSize)  # over ``field_config_for(device)`` when it is created;
+    # its update_steps (if set) for every later fit
     device: str = "auto"
 
     def carried(self) -> MotionUpdate | None:
@@ -234,7 +235,9 @@ def fit_view_motion(world: store.World, view: View, request: MotionUpdate, progr
         motion = new_motion_field(_scene_points(view), field_config_for(dev, request.field), device=dev,
                                   centre=world.steps[0].opencv_camera().center)
     what = "fitting the motion field" if prev_step is None else "re-fitting the motion field"
-    report = motion.fit(samples, progress=lambda done, total: progress(0.2 + 0.65 * done / total,
+    # a later fit takes the update steps asked for now (the loaded field keeps those it was created with)
+    steps = request.field.update_steps if prev_step is not None else None
+    report = motion.fit(samples, steps, progress=lambda done, total: progress(0.2 + 0.65 * done / total,
                                                                        f"{what}: step {done}/{total}"))
     timings["fit_s"] = time.perf_counter() - t
     stats = {"view": view.index, "status": aligned.status, "rotation": aligned.rotation.tolist(),

@@ -84,6 +84,21 @@ def test_motion_update_and_bake_jobs_on_a_world(tmp_path, scene):
     assert undone.current.kind == "motion" and len(undone.steps) == 2
 
 
+def test_a_later_motion_update_fits_the_update_steps_it_asks_for(tmp_path, scene):
+    """The add-on's Update Steps (``FieldSpec.update_steps``) applies to every later fit, not only the one the
+    field was created with (the saved field kept its own)."""
+    root = tmp_path / "world"
+    _make_world(root, scene)
+    run_inline("motion_update", {"world": str(root), "field": FIELD, "device": "cpu"}, tmp_path, "m1")
+    messages = []
+    run_inline("motion_update", {"world": str(root), "field": {"update_steps": 7}, "device": "cpu"}, tmp_path, "m2",
+               on_progress=lambda f, m: messages.append(m))
+    assert store.load_world(root).current.stats["motion"]["fit"]["steps"] == 7
+    assert sum(m.startswith("re-fitting the motion field: step") for m in messages) == 7
+    run_inline("motion_update", {"world": str(root), "device": "cpu"}, tmp_path, "m3")  # unset: the field's own
+    assert store.load_world(root).current.stats["motion"]["fit"]["steps"] == FIELD["update_steps"]
+
+
 def test_motion_update_without_motion_regions_fails_clearly(tmp_path, scene):
     root = tmp_path / "world"
     _make_world(root, scene)
