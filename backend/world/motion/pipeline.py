@@ -82,12 +82,13 @@ class MotionUpdate:
 
     def carried(self) -> MotionUpdate | None:
         """What of this request applies to a new view (``expand_world`` fits it there): the model, the presets on
-        named regions and the fallback; masks and strokes were drawn on one view and stay there. None when
-        nothing carries."""
+        named regions and the fallback; masks and strokes were drawn on one view and stay there; the device is
+        "auto" (the world may be expanded on another machine than the one that recorded it). None when nothing
+        carries."""
         presets = tuple(p for p in self.presets if not p.mask)
         if not (presets or self.model) and (self.presets or self.hints):
             return None
-        return replace(self, view=None, presets=presets, hints=())
+        return replace(self, view=None, presets=presets, hints=(), device="auto")
 
     def to_json(self) -> dict:
         """The request as world.json records it (``from_json`` reads it back)."""

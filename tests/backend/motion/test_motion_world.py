@@ -211,3 +211,22 @@ def test_edits_in_any_order_keep_motion_everywhere_and_undo_restores_the_field_e
         assert (g.extra["step"] == step).any()
         moved = _moved(seq, g.extra["step"], step, region=1.0)
         assert len(moved) > 20 and np.median(moved) > 0, step
+
+
+def test_motion_recorded_on_cuda_carries_to_an_expansion_on_any_machine(tmp_path):
+    """world.json records the device of a motion update; the request carried to an expanded view runs on "auto"
+    (a world motion-updated on CUDA and expanded on a CPU-only machine failed)."""
+    from backend.world.motion.pipeline import MotionUpdate, update_motion
+    from backend.world.pipeline import expand_world, turned_camera
+
+    w = _world_from_photo(tmp_path)
+    root = w.root
+    update_motion(root, MotionUpdate(field=FieldSize(levels=4, table_log2=12, steps=20, update_steps=10),
+                                     device="cpu"))
+    doc = json.loads((root / "world.json").read_text())
+    doc["steps"][-1]["stats"]["motion"]["request"]["device"] = "cuda"  # as a CUDA machine records it
+    (root / "world.json").write_text(json.dumps(doc))
+    w = expand_world(root, turned_camera(w.current.opencv_camera(), 40))
+    motion = w.current.stats["motion"]
+    assert motion["request"]["device"] == "auto" and MotionUpdate(device="cuda").carried().device == "auto"
+    assert motion["field"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
