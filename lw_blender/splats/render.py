@@ -51,15 +51,23 @@ def camera_spec(scene, camera, seen_by=None) -> dict:
     }
 
 
-def render_source(obj, workspace: Path | None) -> str:
+def render_source(obj, workspace: Path | None, cache: Path | None = None) -> str:
     """What the backend renders for ``obj``: its ``.lw4d`` sequence, or else its current Gaussians (whatever made
     them: an import, the world, Blender's own importers) written to ``<workspace>/blender/<name>.ply``.
-    ``workspace`` is the local backend's (None for a remote backend, which cannot read this machine's files)."""
+    ``workspace`` is the local backend's (None for a remote backend, which cannot read this machine's files);
+    ``cache`` a remote backend's download folder: a sequence downloaded there is named by its artifact name (its
+    path relative to the cache is its path in the server's workspace)."""
+    remote = (f"a remote backend cannot read {obj.name!r} from this machine: render it with a local backend "
+              "(clear Remote URL in the add-on preferences)")
     if obj.lw_seq.path:
-        return bpy.path.abspath(obj.lw_seq.path)
+        path = Path(bpy.path.abspath(obj.lw_seq.path))
+        if workspace is not None:
+            return str(path)
+        if cache is not None and path.resolve().is_relative_to(Path(cache).resolve()):
+            return path.resolve().relative_to(Path(cache).resolve()).as_posix()
+        raise GaussianDataError(remote)
     if workspace is None:
-        raise GaussianDataError(f"a remote backend cannot read {obj.name!r} from this machine: render it with a "
-                                "local backend (clear Remote URL in the add-on preferences)")
+        raise GaussianDataError(remote)
     folder = workspace / "blender"
     folder.mkdir(parents=True, exist_ok=True)
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in obj.name)
@@ -103,7 +111,8 @@ def render_splats(context, obj, animation: bool = False):
         raise GaussianDataError("select a Gaussian splat object to render")
     scene = context.scene
     frames = list(range(scene.frame_start, scene.frame_end + 1, scene.frame_step)) if animation else [scene.frame_current]
-    source = render_source(obj, jobs.ensure_backend(context).local_workspace)
+    client = jobs.ensure_backend(context)
+    source = render_source(obj, client.local_workspace, client.cache_dir)
     result = jobs.run_job_blocking(context, "render_splats", render_params(scene, obj, frames, source))
     paths = [result.path(name) for name in result.artifacts]
     if not animation:

@@ -1,6 +1,6 @@
 """The README's remote-backend how-to, followed literally: its shell lines start the server (token from the
-environment, all interfaces), the add-on connects with Remote URL + token, makes a world there, expands it and
-imports the Gaussians it downloads."""
+environment, all interfaces), the add-on connects with Remote URL + token, makes a world there, expands it,
+imports the Gaussians it downloads, bakes a loop there that plays here and has the server render it."""
 
 import json
 import os
@@ -24,6 +24,11 @@ def howto_lines() -> list[str]:
     block = re.search(r"<!-- remote-howto:[^>]*-->\s*```sh\n(.*?)```", text, re.DOTALL)
     assert block, "README.md lost its remote-howto block"
     return [line for line in block.group(1).splitlines() if line.strip()]
+
+
+def lwb_client_cache(lw) -> Path:
+    """The connected remote backend's download folder (the add-on's cache, one folder per server)."""
+    return lw.lw_blender.connection.jobs.ensure_backend(bpy.context).cache_dir
 
 
 def _free_port() -> int:
@@ -102,6 +107,18 @@ def test_readme_remote_howto_serves_a_world_to_the_add_on(lw, prefs, clean_scene
         clean_scene.frame_set(4)
         later = np.array([v.vector[:] for v in obj.data.attributes["position"].data])
         assert (np.linalg.norm(later - first, axis=1) > 1e-4).sum() > 0  # the sky plays
+        # the server renders the loop it baked: the local copy's path goes back as the server's artifact name
+        bpy.context.view_layer.objects.active = obj
+        assert bpy.ops.lw.render_splats(animation=False) == {"FINISHED"}
+        image = bpy.data.images["LW Render"]
+        assert tuple(image.size) == (clean_scene.render.resolution_x, clean_scene.render.resolution_y)
+        assert np.array(image.pixels[:], np.float32).reshape(-1, 4)[:, 3].max() > 0.5
+        render, server_cache = lw.lw_blender.splats.render, lwb_client_cache(lw)
+        assert render.render_source(obj, None, server_cache) == seq.relative_to(server_cache).as_posix()
+        elsewhere = bpy.data.objects.new("Elsewhere", obj.data)
+        elsewhere.lw_seq.path = str(cache.parent / "elsewhere.lw4d")  # a sequence the server has no copy of
+        with pytest.raises(lw.lw_blender.splats.data.GaussianDataError, match="remote backend cannot read"):
+            render.render_source(elsewhere, None, server_cache)
         # a sequence imported by name on the server (as Import MoE does): its files come over and play here
         lwb = lw.lw_blender
         baked = next(Path(server["workspace"]).rglob("*.lw4d"))
