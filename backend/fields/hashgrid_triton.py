@@ -14,7 +14,7 @@ Two program orders (``ORDER``):
 
 The forward pass reads the table in ``HashGridConfig.table_dtype``: float16 (the default, as tiny-cuda-nn) gathers
 half the bytes; the parameters stay float32 (Adam updates them there) and a float16 copy is made per call (kept
-while the table is unchanged, outside training). Launch settings (block, warps, order) are tuned on the device at
+while the table is unchanged: same storage and version counter; never kept while a CUDA graph is captured). Launch settings (block, warps, order) are tuned on the device at
 the first call of each size class (``triton.autotune``, ~1-2 s once per process), or fixed by the constructor.
 The backward pass scatters ``w * dL/dout`` into a float32 table gradient with atomic adds, as tiny-cuda-nn does.
 
@@ -217,7 +217,7 @@ class TritonHashGrid(HashGridEncoding):
         lay = self.layout
         self.fixed = None if block is None else (block, num_warps, order)
         self.read_dtype = {"float32": torch.float32, "float16": torch.float16}[config.table_dtype]
-        self._half: tuple[int, torch.Tensor] | None = None
+        self._half: tuple[tuple[int, int, torch.device], torch.Tensor] | None = None  # (table key, copy)
         self.register_buffer("_scale", torch.as_tensor(lay.scale, dtype=torch.float32), persistent=False)
         self.register_buffer("_res", torch.as_tensor(lay.resolution, dtype=torch.int32), persistent=False)
         self.register_buffer("_size", torch.as_tensor(lay.size, dtype=torch.int32), persistent=False)
@@ -228,16 +228,18 @@ class TritonHashGrid(HashGridEncoding):
         self._inv = [1.0 / (float(h) - v) for h, v in zip(config.bbox_max, lo)]
 
     def _read_table(self, table: torch.Tensor) -> torch.Tensor:
-        """The table in the read precision. Outside training (no grad, not capturing a graph) the copy is kept
-        until the table changes (its version counter moves with every in-place update)."""
+        """The table in the read precision. Unless a CUDA graph is being captured (its replays must convert the
+        table anew) the copy is kept while the table is the same: same storage (``data_ptr``, so a replaced or
+        reloaded parameter is never read stale) and same version counter (it moves with every in-place update,
+        an optimiser step included, so in training the copy is remade every step)."""
         if self.read_dtype == table.dtype:
             return table.detach()
-        reuse = table.is_cuda and not torch.is_grad_enabled() and not torch.cuda.is_current_stream_capturing()
-        if reuse and self._half is not None and self._half[0] == table._version and \
-                self._half[1].device == table.device:
+        reuse = table.is_cuda and not torch.cuda.is_current_stream_capturing()
+        key = (table.data_ptr(), table._version, table.device)
+        if reuse and self._half is not None and self._half[0] == key:
             return self._half[1]
         half = table.detach().to(self.read_dtype)
-        self._half = (table._version, half) if reuse else None
+        self._half = (key, half) if reuse else None
         return half
 
     def _launch(self, which: str, x, table_like, out_like):
