@@ -110,7 +110,8 @@ def render_splats(context, obj, animation: bool = False):
     if not is_carrier(obj):
         raise GaussianDataError("select a Gaussian splat object to render")
     scene = context.scene
-    frames = list(range(scene.frame_start, scene.frame_end + 1, scene.frame_step)) if animation else [scene.frame_current]
+    step = max(scene.frame_step, 1)  # Blender allows a frame step of 0; it renders every frame then
+    frames = list(range(scene.frame_start, scene.frame_end + 1, step)) if animation else [scene.frame_current]
     client = jobs.ensure_backend(context)
     source = render_source(obj, client.local_workspace, client.cache_dir)
     result = jobs.run_job_blocking(context, "render_splats", render_params(scene, obj, frames, source))

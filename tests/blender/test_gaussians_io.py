@@ -269,6 +269,8 @@ def test_render_splats_animation_adds_a_movie_strip_of_moving_splats(backend, cl
     assert bpy.ops.lw.import_gaussians(filepath=str(seq)) == {"FINISHED"}
     front_camera(clean_scene, 24)
     clean_scene.frame_start, clean_scene.frame_end = 1, 3
+    clean_scene.frame_step = 0  # allowed by Blender: every frame, as with 1
+    assert clean_scene.frame_step == 0
     assert bpy.ops.lw.render_splats(animation=True) == {"FINISHED"}
     editor = clean_scene.sequence_editor
     strips = list(editor.strips if hasattr(editor, "strips") else editor.sequences)
