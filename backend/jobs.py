@@ -171,6 +171,12 @@ class JobContext:
     cancel_event: threading.Event = field(default_factory=threading.Event)
     policy: PathPolicy = field(default_factory=PathPolicy)
 
+    @staticmethod
+    def at_submit(workspace: Path, policy: PathPolicy) -> JobContext:
+        """The context that checks a job's outputs when it is submitted: the job has no id and no folder yet, so
+        no path under ``jobs/`` is its own (each is refused)."""
+        return JobContext(workspace=workspace, job_dir=workspace / "jobs", job_id="", policy=policy)
+
     def progress(self, fraction: float, message: str = "") -> None:
         """Report progress in [0, 1]; raises ``JobCancelled`` if cancel was requested (cooperative cancel)."""
         if self.cancel_event.is_set():
@@ -216,7 +222,8 @@ class JobContext:
                                "inside it instead")
         if target.is_relative_to(ws):
             parts = target.relative_to(ws).parts
-            own_job = parts[0] == "jobs" and len(parts) > 2 and parts[1] == self.job_dir.name
+            own_job = (parts[0] == "jobs" and len(parts) > 2 and self.job_id != "" and
+                       parts[1] == self.job_dir.name)
             if parts[0] in WORKSPACE_RESERVED and (len(parts) == 1 or parts[0] != "worlds") and not own_job:
                 raise InvalidInput(f"output {shown} is {'inside ' if len(parts) > 1 else ''}the workspace's "
                                    f"{parts[0]!r}, which the backend keeps for itself; choose another output path")

@@ -242,7 +242,7 @@ def create_app(workspace: Path, token: str, kinds: dict[str, JobKind] | None = N
     def submit_job(body: SubmitBody) -> JobRecord:
         """Queue a job; it runs when the jobs before it are done. Its output paths are checked now (and again when
         it starts): one that is not allowed is refused with 400 and the job is not created."""
-        JobContext(workspace=workspace, job_dir=workspace / "jobs" / "new", policy=policy).check_outputs(body.params)
+        JobContext.at_submit(workspace, policy).check_outputs(body.params)
         record = store.create(body.kind, body.params.model_dump(mode="json"))
         worker.submit(record.id)
         return record

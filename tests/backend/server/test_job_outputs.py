@@ -167,7 +167,8 @@ def test_moe_jobs_refuse_a_bad_out_before_any_work(ws, tmp_path, kind, params):
 def test_submit_refuses_a_bad_out_with_400_and_creates_no_job(make_client, tmp_path):
     workspace = tmp_path / "ws"
     with make_client(workspace, kinds={k: v for k, v in registry().items() if k == "world_bake"}) as c:
-        for out in (".", "jobs", "jobs.sqlite3", str(tmp_path)):
+        # a job has no folder at submit: every path under jobs/ is refused (jobs/new was taken for its own)
+        for out in (".", "jobs", "jobs.sqlite3", str(tmp_path), "jobs/new/loop.lw4d", "jobs/x/loop.lw4d"):
             r = c.post("/jobs", json={"kind": "world_bake", "params": {"world": "w", "out": out}})
             assert r.status_code == 400, r.text
             assert r.json()["error"]["type"] == "InvalidInput"
