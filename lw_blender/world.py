@@ -468,10 +468,21 @@ def update_motion(context, view: int = -1, blocking: bool | None = None) -> None
 
 def metrics_lines(s: LW_WorldSettings) -> list[str]:
     """The last bake's loop quality in words for the sidebar ([] before a bake; the note when it was not
-    measured)."""
+    measured; one line saying so when the stored document cannot be read)."""
     if not s.metrics:
         return [s.metrics_note] if s.metrics_note else []
-    m = json.loads(s.metrics)
+    try:
+        return _metrics_lines(json.loads(s.metrics))
+    except _BAD_METRICS as exc:
+        return [f"The loop measurement could not be read ({type(exc).__name__}: {exc}); bake again"]
+
+
+# what a metrics.json of another shape raises in _metrics_lines (json.JSONDecodeError is a ValueError)
+_BAD_METRICS = (ValueError, KeyError, TypeError, IndexError, AttributeError)
+
+
+def _metrics_lines(m: dict) -> list[str]:
+    """The lines of a metrics.json document (``_BAD_METRICS`` when it is not the backend's shape)."""
     goals = m.get("goals", {})
 
     def mark(name):
@@ -527,10 +538,16 @@ def bake_world(context, frames: int = 60, loop: bool = True, blocking: bool | No
 
     def measured(context, result):
         s = settings(context.scene)
-        if result.ok:
-            s.metrics = result.path(_artifact(result, "metrics.json")).read_text()
-        else:
+        if not result.ok:
             s.metrics_note = f"Loop not measured: {result.error_message or result.message or result.state}"
+            return
+        try:
+            text = result.path(_artifact(result, "metrics.json")).read_text()
+            _metrics_lines(json.loads(text))  # the document the panel will show: checked once, here
+        except (WorldError, jobs.BackendError, OSError, *_BAD_METRICS) as exc:
+            s.metrics_note = f"Loop not measured: its metrics.json could not be read ({type(exc).__name__}: {exc})"
+        else:
+            s.metrics = text
 
     _run_chain(context, "Bake Loop", ("world_bake", params, baked), blocking)
 

@@ -236,3 +236,20 @@ def test_the_recording_layout_fails_on_missing_properties_operators_and_paramete
             _draw(panel, bpy.context)
     panel = type("Panel", (), {"draw": lambda self, context: self.layout.prop(scene.render, "fps")})
     assert _draw(panel, bpy.context) == [("prop", {"data": scene.render, "property": "fps"})]
+
+
+def _labels(calls) -> list[str]:
+    return [given.get("text", "") for f, given in calls if f == "label"]
+
+
+@pytest.mark.parametrize("document", ["not json", "[0.99, 0.98]", '{"temporal_flicker": "high"}',
+                                      ('{"temporal_flicker": 0.99, "motion_smoothness": 0.98, "seam_ratio": 0.5, '
+                                      '"uncovered_max": 0.0, "goals": [], "exact": true}')])
+def test_the_motion_panel_says_a_malformed_loop_measurement_could_not_be_read(lw, addon, clean_scene, document):
+    s = clean_scene.lw.world
+    s.directory, s.sequence, s.metrics = "/tmp/lw-panel-test/world", "/tmp/lw-panel-test/loop.lw4d", document
+    labels = _labels(_draw(bpy.types.VIEW3D_PT_lw_motion, bpy.context))
+    assert any(text.startswith("The loop measurement could not be read") for text in labels), labels
+    s.metrics = DOCUMENTS["metrics"]  # the backend's shape still reads
+    labels = _labels(_draw(bpy.types.VIEW3D_PT_lw_motion, bpy.context))
+    assert any(text.startswith("Flicker (VBench) 0.9910") for text in labels), labels
