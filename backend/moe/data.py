@@ -151,7 +151,12 @@ def _open_video(path: Path):
     """An imageio ffmpeg reader of ``path``; a missing, empty or undecodable file is a one-line ``InvalidInput``."""
     import imageio.v2 as iio
 
-    if path.stat().st_size == 0:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:  # missing (a dangling link, removed meanwhile), unreadable folder
+        raise InvalidInput(f"cannot read video {path}: {exc.strerror or exc}; check that the file exists and is "
+                           "readable") from None
+    if size == 0:
         raise InvalidInput(f"cannot read video {path}: the file is empty (0 bytes)")
     try:
         return iio.get_reader(str(path), "ffmpeg")

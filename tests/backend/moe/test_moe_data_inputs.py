@@ -80,6 +80,17 @@ def test_broken_videos_give_the_real_ffmpeg_error_not_its_banner(tmp_path, conte
     assert "\n" not in msg and len(msg) < 400 and "libavcodec" not in msg and "ffmpeg version" not in msg
 
 
+def test_a_missing_video_is_a_one_line_error(tmp_path):
+    """A camera video that is a dangling link (or vanished after the folder was listed) is named in one line, not a
+    raw FileNotFoundError."""
+    folder = _n3v(tmp_path / "scene", np.stack([ROW, ROW]))
+    (folder / "cam00.mp4").unlink()
+    (folder / "cam00.mp4").symlink_to(tmp_path / "gone.mp4")
+    with pytest.raises(InvalidInput, match="cannot read video .*cam00.mp4: No such file or directory") as err:
+        load_dataset(folder)
+    assert "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("row,expect", [
     ("1000 480 270 1 0 1 0 0 0 abc 0 0", "is not 12 numbers"),
     ("1000 480 270 1 0 0 0 0 0 0 0 0", "the quaternion qw qx qy qz non-zero"),
