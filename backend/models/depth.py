@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import InvalidInput, NotFound
 from ..io.arrays import load_array
+from ..io.images import check_image_header
 from .hub import load_local, torch_device
 from .segmentation import HeuristicSegmentation, SegmentationProvider, estimate_horizon
 
@@ -112,6 +113,7 @@ class DepthMapFile:
                 raise InvalidInput(f"depth map {self.path.name}: dtype {d.dtype}, expected float metres")
             d = d.astype(np.float32)
         elif suffix == ".png":
+            check_image_header(self.path)  # a header claiming a huge image is refused before OpenCV allocates it
             raw = cv2.imread(str(self.path), cv2.IMREAD_UNCHANGED)
             if raw is None or raw.dtype != np.uint16 or raw.ndim != 2:
                 raise InvalidInput(f"depth map {self.path.name}: expected a single-channel 16-bit PNG (millimetres)")

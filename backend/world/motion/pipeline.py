@@ -26,6 +26,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from backend.errors import InvalidInput
+from backend.io.images import check_image_header
 from backend.io.lw4d import LW4D, read_sequence
 from backend.io.outputs import check_output
 from backend.io.ply import read_ply
@@ -140,6 +141,7 @@ def _device(name: str) -> torch.device:
 
 
 def _read_mask(path: str, shape: tuple[int, int]) -> np.ndarray:
+    check_image_header(path)  # a header claiming a huge image is refused before OpenCV allocates it
     img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if img is None:
         raise InvalidInput(f"cannot read the mask image {path}")

@@ -60,3 +60,25 @@ def test_world_new_with_a_broken_image_or_depth_fails_in_one_line_and_leaves_not
     with pytest.raises(InvalidInput, match="is empty"):
         run_inline("world_new", {"image": "empty.png", "resolution": 32, "models": BUILTIN}, ws, "n2")
     assert not (ws / "worlds").exists() and not (ws / "jobs" / "n").exists() and not (ws / "jobs" / "n2").exists()
+
+
+def test_a_depth_png_whose_header_claims_a_huge_image_is_refused_before_decoding(tmp_path):
+    from backend.models.depth import DepthMapFile
+
+    path = png_header_only(tmp_path / "depth.png", 12_000, 12_000)
+    with pytest.raises(InvalidInput, match="says it is 12000x12000 pixels, more than 120,000,000") as err:
+        DepthMapFile(path).predict(np.zeros((24, 32, 3), np.float32), 30.0)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("where", ["preset", "hint"])
+def test_a_motion_mask_whose_header_claims_a_huge_image_is_refused_before_decoding(tmp_path, where):
+    from backend.world.motion.pipeline import HintStrokes, MotionUpdate, PresetRegion, View, view_cue
+
+    mask = str(png_header_only(tmp_path / "mask.png", 12_000, 12_000))
+    view = View(0, None, np.zeros((24, 32, 3), np.float32), np.ones((24, 32), np.float32), np.zeros((24, 32), np.uint8))
+    request = (MotionUpdate(presets=(PresetRegion("water", mask=mask),)) if where == "preset" else
+               MotionUpdate(hints=(HintStrokes([[(1.0, 1.0), (5.0, 5.0)]], mask=mask),)))
+    with pytest.raises(InvalidInput, match="says it is 12000x12000 pixels, more than 120,000,000") as err:
+        view_cue(view, request)
+    assert "\n" not in str(err.value)
