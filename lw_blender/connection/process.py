@@ -112,7 +112,12 @@ def launch(python: str, workspace: Path, timeout: float = 60.0, extra_args: tupl
         env.pop(var, None)
     env["PYTHONUNBUFFERED"] = "1"
     try:
-        out, err = _open_private(out_path), _open_private(err_path)
+        out = _open_private(out_path)
+        try:
+            err = _open_private(err_path)
+        except BaseException:
+            out.close()  # the first log's descriptor is not left open
+            raise
     except OSError as exc:
         raise BackendStartError(f"cannot write the backend's log {exc.filename}: {exc.strerror}; check the "
                                 "workspace folder in the preferences") from None

@@ -39,3 +39,15 @@ def test_a_symlink_planted_as_the_log_is_refused(lw, backend_python, tmp_path):
     with pytest.raises(bp.BackendStartError, match="cannot write the backend's log"):
         bp.launch(str(backend_python), tmp_path, timeout=60)
     assert elsewhere.read_text() == ""
+
+
+def test_a_refused_second_log_closes_the_first(lw, backend_python, tmp_path, monkeypatch):
+    bp = lw.lw_blender.connection.process
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "backend.err").symlink_to(tmp_path / "public.txt")  # the second log is refused
+    opened = []
+    real = bp._open_private
+    monkeypatch.setattr(bp, "_open_private", lambda path: opened.append(real(path)) or opened[-1])
+    with pytest.raises(bp.BackendStartError, match="cannot write the backend's log"):
+        bp.launch(str(backend_python), tmp_path, timeout=60)
+    assert len(opened) == 1 and opened[0].closed  # backend.out was opened, and closed again
