@@ -65,6 +65,7 @@ def place(context, obj, name: str, gaussians: DecodedGaussians, sequence: str | 
     new = shown.new_data(name, gaussians)
     if obj is not None and obj.type != shown.TYPE:
         collections, parent, basis = list(obj.users_collection), obj.parent, obj.matrix_basis.copy()
+        playback.drop_players()  # the removed object's player (its open sequence files); others reopen lazily
         drop_object(obj)
         obj = bpy.data.objects.new(name, new)
         obj.parent, obj.matrix_basis = parent, basis

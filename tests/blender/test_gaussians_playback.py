@@ -379,3 +379,18 @@ def test_eevee_render_shows_blended_splats(carrier, clean_scene, tmp_path):
         px = _pixel(scene, cam, image, base["position"][i])
         assert px[3] > 0.5 and np.argmax(px[:3]) == np.argmax(base["color"][i]), (i, px)
     assert _pixel(scene, cam, image, (0.0, 0.0, -0.9))[3] < 0.05
+
+
+@pytest.mark.skipif(not NATIVE, reason="the swap of a quad carrier (a world saved by 5.2) for native splats is 5.3's")
+def test_a_carrier_replaced_by_one_of_another_type_closes_its_sequence(lw, clean_scene, tmp_path):
+    splats = lw.lw_blender.splats
+    seq = _write_sequence(tmp_path / "walk.lw4d")
+    gaussians = splats.data.read_decoded(_write_decoded(tmp_path / "decoded", seq))
+    old = bpy.data.objects.new("walk", splats.quads.display.new_data("walk", gaussians))  # as 5.2 saved it
+    clean_scene.collection.objects.link(old)
+    old.lw_seq.path = str(seq)
+    reader, uid = splats.playback.player(old).reader, old.session_uid
+    assert reader.channels
+    obj = splats.carrier.place(bpy.context, old, "walk", gaussians, str(seq))
+    assert obj.type == "POINTCLOUD" and obj.name == "walk" and "walk" in clean_scene.collection.objects
+    assert uid not in splats.playback._PLAYERS and not reader.channels  # the removed object's files are closed
