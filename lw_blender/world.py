@@ -44,6 +44,7 @@ CARRIER_NAME = "LW World"
 CAMERA_NAME = "LW World Camera"
 PREVIEW_IMAGE = "LW World Preview"
 METRICS_MIN_FRAMES = 3  # the backend's world_metrics measures triplets of frames
+BAKE_LABEL = "Bake Loop"  # busy() while a bake (and its measurement) runs
 PRESETS = ("CLOUDS", "WATER", "SMOKE", "FOG", "FIRE")
 PRESET_ITEMS = [
     ("CLOUDS", "Clouds", "Clouds drift uniformly across the region"),
@@ -549,7 +550,7 @@ def bake_world(context, frames: int = 60, loop: bool = True, blocking: bool | No
         else:
             s.metrics = text
 
-    _run_chain(context, "Bake Loop", ("world_bake", params, baked), blocking)
+    _run_chain(context, BAKE_LABEL, ("world_bake", params, baked), blocking)
 
 
 def register():

@@ -62,7 +62,7 @@ class VIEW3D_PT_lw_motion(bpy.types.Panel):
             col.label(text="Loop quality:", icon="GRAPH")
             for line in lines:
                 col.label(text=line)
-        elif s.sequence and world.busy():
+        elif s.sequence and s.measure_loop and world.busy() == world.BAKE_LABEL:
             box.label(text="Measuring the loop...", icon="SORTTIME")
 
 

@@ -253,3 +253,19 @@ def test_the_motion_panel_says_a_malformed_loop_measurement_could_not_be_read(lw
     s.metrics = DOCUMENTS["metrics"]  # the backend's shape still reads
     labels = _labels(_draw(bpy.types.VIEW3D_PT_lw_motion, bpy.context))
     assert any(text.startswith("Flicker (VBench) 0.9910") for text in labels), labels
+
+
+def test_measuring_the_loop_shows_only_while_a_bake_that_measures_runs(lw, addon, clean_scene, monkeypatch):
+    s = clean_scene.lw.world
+    s.directory, s.sequence = "/tmp/lw-panel-test/world", "/tmp/lw-panel-test/loop.lw4d"
+    chain = lw.lw_blender.world._chain
+
+    def shown(busy: str, measure: bool) -> bool:
+        monkeypatch.setattr(chain, "busy", busy)
+        s.measure_loop = measure
+        return "Measuring the loop..." in _labels(_draw(bpy.types.VIEW3D_PT_lw_motion, bpy.context))
+
+    assert shown("Bake Loop", True)
+    assert not shown("Bake Loop", False)  # no measurement asked for
+    assert not shown("Expand World", True) and not shown("Update Motion", True)  # other world actions
+    assert not shown("", True)
