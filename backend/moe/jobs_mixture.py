@@ -4,8 +4,9 @@ per-pixel mixture rendered from Blender cameras (it cannot live in one cloud, so
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -83,8 +84,10 @@ class MoeRenderParams(BaseModel):
     cameras: list[dict] = Field(..., min_length=1, max_length=10_000,
                                 description="One Blender camera spec per frame (docs/ARCHITECTURE.md), in the run's "
                                             "world frame (where Import puts the run's Gaussians).")
-    times: list[float] = Field(..., description="Dataset frame (0 = first; fractions between frames) of each camera.")
-    frames: list[int] = Field(..., description="Output frame numbers (file names), one per camera.")
+    times: list[Annotated[float, Field(allow_inf_nan=False)]] = Field(
+        ..., description="Dataset frame (0 = first; fractions between frames) of each camera (finite).")
+    frames: list[Annotated[int, Field(ge=0)]] = Field(
+        ..., description="Output frame numbers (file names), one per camera: distinct, >= 0.")
     pruned: bool = Field(False, description="Render <run>/mixture/pruned.pt instead of the full mixture.")
     out_dir: str = Field("mixture_render", description="Folder inside the job folder (only its last component).")
 
@@ -93,6 +96,10 @@ class MoeRenderParams(BaseModel):
         if not len(self.cameras) == len(self.times) == len(self.frames):
             raise ValueError(f"need one time and one frame number per camera: {len(self.cameras)} cameras, "
                              f"{len(self.times)} times, {len(self.frames)} frames")
+        if len(set(self.frames)) != len(self.frames):
+            twice = sorted(f for f, n in Counter(self.frames).items() if n > 1)
+            raise ValueError(f"frame numbers {twice[:10]} appear more than once (each names an output file); give "
+                             "every camera its own frame number")
         return self
 
 

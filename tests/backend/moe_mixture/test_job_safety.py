@@ -86,3 +86,23 @@ def test_a_second_router_run_replaces_its_own_bake(half_run, tmp_path):
         arts = run_inline("moe_router", {"run": "run", "iterations": 2}, ws)
         assert "run/mixture/mixture.lw4d/manifest.json" in arts
     assert read_sequence(ws / "run" / "mixture" / "mixture.lw4d").frame_count == 2
+
+
+@pytest.mark.parametrize("times,frames,expect", [
+    ([0.0, 1.0], [0, -1], ("frames.1", "greater than or equal to 0")),
+    ([0.0, 1.0], [3, 3], ("", "frame numbers [3] appear more than once")),
+    ([0.0, float("nan")], [0, 1], ("times.1", "finite number")),
+    ([float("inf"), 1.0], [0, 1], ("times.0", "finite number")),
+])
+def test_moe_render_refuses_negative_or_repeated_frames_and_non_finite_times(times, frames, expect):
+    """A negative frame number names no file, a repeated one overwrites another camera's frame, a NaN or infinite
+    time is no dataset frame: each is one validation error naming the field, before the job runs."""
+    from pydantic import ValidationError
+
+    from backend.moe.jobs_mixture import MoeRenderParams
+
+    with pytest.raises(ValidationError) as err:
+        MoeRenderParams.model_validate({"run": "r", "cameras": [{}, {}], "times": times, "frames": frames})
+    (e,) = err.value.errors()
+    assert ".".join(map(str, e["loc"])) == expect[0] and expect[1] in e["msg"] and "\n" not in e["msg"]
+    MoeRenderParams.model_validate({"run": "r", "cameras": [{}, {}], "times": [0.0, 0.5], "frames": [0, 7]})
