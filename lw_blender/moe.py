@@ -13,8 +13,10 @@ Training is a chain of backend jobs (``backend/moe``), then ONE apply on the mai
                                                                                          one cloud by moe_router)
                  apply: a carrier playing the sequence (lw_blender.splats.carrier / playback), scene frame range =
                  the sequence, camera "LW MoE Held-out Camera" at the dataset's held-out view.
-    render_mixture  moe_render {run, one camera spec per frame of the scene's range, dataset frames}
-                 -> apply: an image strip "MoE mixture render (<camera>)" in the sequencer (the PNG frames)
+    render_mixture  moe_render {run, one camera spec per rendered frame of the scene's range (every
+                 frame_step-th), dataset frames}
+                 -> apply: an image strip "MoE mixture render (<camera>)" in the sequencer (the PNG frames, each
+                 held for frame_step frames, so the strip keeps the scene's time)
 
 Metrics (Scene.lw.moe.metrics, one row each): every expert from ``<run>/report.json`` (moe_eval:
 ``experts.<name>.{psnr, ssim, lpips, fps, size_bytes, num_gaussians}``), then the mixture rows of
@@ -533,9 +535,10 @@ def import_run(context, directory: str = "", expert: str = "MIXTURE", frames: in
 
 def render_mixture(context, directory: str = "", pruned: bool = False, blocking: bool | None = None):
     """Render the run's true per-pixel mixture (``pruned``: the pruned one) with the backend from the scene camera
-    at every frame of the scene's range, and add the frames to the sequencer as an image strip named
-    "MoE mixture render (<camera>)". Scene frame f is dataset frame f - frame_start (as Import lays the run's
-    sequence on the timeline); the camera is taken in world space, where Import puts the run's Gaussians.
+    at every ``frame_step``-th frame of the scene's range, and add the frames to the sequencer as an image strip
+    named "MoE mixture render (<camera>)" that holds each picture for ``frame_step`` frames (it covers the range
+    in the scene's time). Scene frame f is dataset frame f - frame_start (as Import lays the run's sequence on the
+    timeline); the camera is taken in world space, where Import puts the run's Gaussians.
 
     Background mode: returns the strip. With a UI: None; the strip appears when the job ends.
     """
@@ -543,7 +546,8 @@ def render_mixture(context, directory: str = "", pruned: bool = False, blocking:
     scene = context.scene
     if scene.camera is None:
         raise MoeError("the scene has no active camera to render the mixture from")
-    frames = list(range(scene.frame_start, scene.frame_end + 1, max(scene.frame_step, 1)))
+    step = max(scene.frame_step, 1)
+    frames = list(range(scene.frame_start, scene.frame_end + 1, step))
     current = (scene.frame_current, scene.frame_subframe)
     cameras = []
     try:
@@ -554,13 +558,14 @@ def render_mixture(context, directory: str = "", pruned: bool = False, blocking:
         scene.frame_set(current[0], subframe=current[1])
     camera_name = scene.camera.name
     label = f"{RENDER_STRIP} ({camera_name})"
+    scene_end = scene.frame_end
     result: dict = {}
 
     def rendered(context, res):
         paths = sorted(res.path(a) for a in res.artifacts if a.endswith(".png"))
         if len(paths) != len(frames):
             raise MoeError(f"the mixture render returned {len(paths)} frames for {len(frames)}: {res.artifacts}")
-        result["strip"] = _apply_render(context, paths, label)
+        result["strip"] = _apply_render(context, paths, label, step, frames[0], scene_end)
         what = "pruned mixture" if pruned else "mixture"
         settings(context.scene).render_note = (f"{label}: the true per-pixel {what}, rendered by the backend "
                                                f"({len(paths)} frames)")
@@ -571,9 +576,10 @@ def render_mixture(context, directory: str = "", pruned: bool = False, blocking:
     return result.get("strip")
 
 
-def _apply_render(context, paths: list[Path], label: str):
-    """An image strip of ``paths`` (one PNG per frame from the scene's first frame) in a free channel; an earlier
-    strip with the same label is replaced."""
+def _apply_render(context, paths: list[Path], label: str, step: int, start: int, end: int):
+    """An image strip from frame ``start`` to ``end`` in a free channel, showing ``paths`` (frames start, start +
+    step, ...) each for ``step`` frames: an image strip shows one element per frame, so a picture is repeated
+    rather than the strip playing ``step`` times too fast. An earlier strip with the same label is replaced."""
     scene = context.scene
     editor = scene.sequence_editor or scene.sequence_editor_create()
     strips = editor.strips if hasattr(editor, "strips") else editor.sequences
@@ -581,9 +587,9 @@ def _apply_render(context, paths: list[Path], label: str):
     if old is not None:
         strips.remove(old)
     channel = 1 + max((s.channel for s in strips), default=0)
-    strip = strips.new_image(name=label, filepath=str(paths[0]), channel=channel, frame_start=scene.frame_start)
-    for path in paths[1:]:
-        strip.elements.append(path.name)
+    strip = strips.new_image(name=label, filepath=str(paths[0]), channel=channel, frame_start=start)
+    for frame in range(start + 1, end + 1):
+        strip.elements.append(paths[min((frame - start) // step, len(paths) - 1)].name)
     return strip
 
 

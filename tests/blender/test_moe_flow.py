@@ -268,6 +268,19 @@ def test_render_true_mixture_along_the_camera_path_is_an_image_strip(trained):
         bpy.ops.lw.moe_render(directory=str(Path(trained["run_dir"]).parent))
 
 
+def test_mixture_render_with_a_frame_step_holds_each_picture_for_the_step(trained):
+    scene = bpy.context.scene
+    assert bpy.ops.lw.moe_import(directory=trained["run_dir"], expert="trajectory") == {"FINISHED"}
+    scene.frame_step = 2  # frames 1, 3, 5 of 1..5 are rendered
+    assert bpy.ops.lw.moe_render(directory=trained["run_dir"]) == {"FINISHED"}
+    strip, = (s for s in scene.sequence_editor.strips if s.type == "IMAGE")
+    length = scene.frame_end - scene.frame_start + 1
+    assert (strip.frame_final_start, strip.frame_final_duration) == (scene.frame_start, length) == (1, 5)
+    names = [e.filename for e in strip.elements]
+    assert len(set(names)) == 3 and names == [names[0], names[0], names[2], names[2], names[4]], names
+    assert "(3 frames)" in scene.lw.moe.render_note
+
+
 # --- held-out camera conversion (no backend) ----------------------------------------------------------------------
 
 def _pixel(scene, cam, point) -> np.ndarray:
