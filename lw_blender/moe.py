@@ -84,6 +84,7 @@ ROW_LABELS = {"moe": "MoE (render only)", "pruned": "MoE pruned (render only)", 
               "distilled": "distilled", "finetuned": "fine-tuned alone"}
 IMPORTABLE = {"expert": None, "baked": "MIXTURE", "distilled": "DISTILLED"}  # row kind -> import choice (None: name)
 RENDER_STRIP = "MoE mixture render"
+RENDER_CAMERA_PROPERTY = "lw_mixture_camera"  # on a mixture render strip: the camera it was rendered from
 PREVIEW_IMAGE = "LW MoE Preview"
 CAMERA_NAME = "LW MoE Held-out Camera"
 _TECHNI_RE = re.compile(r"^(?P<scene>.+)_undist_(?P<frame>\d{5})_(?P<cam>\d{2})\.png$")
@@ -565,7 +566,7 @@ def render_mixture(context, directory: str = "", pruned: bool = False, blocking:
         paths = sorted(res.path(a) for a in res.artifacts if a.endswith(".png"))
         if len(paths) != len(frames):
             raise MoeError(f"the mixture render returned {len(paths)} frames for {len(frames)}: {res.artifacts}")
-        result["strip"] = _apply_render(context, paths, label, step, frames[0], scene_end)
+        result["strip"] = _apply_render(context, paths, label, camera_name, step, frames[0], scene_end)
         what = "pruned mixture" if pruned else "mixture"
         settings(context.scene).render_note = (f"{label}: the true per-pixel {what}, rendered by the backend "
                                                f"({len(paths)} frames)")
@@ -576,18 +577,20 @@ def render_mixture(context, directory: str = "", pruned: bool = False, blocking:
     return result.get("strip")
 
 
-def _apply_render(context, paths: list[Path], label: str, step: int, start: int, end: int):
+def _apply_render(context, paths: list[Path], label: str, camera: str, step: int, start: int, end: int):
     """An image strip from frame ``start`` to ``end`` in a free channel, showing ``paths`` (frames start, start +
     step, ...) each for ``step`` frames: an image strip shows one element per frame, so a picture is repeated
-    rather than the strip playing ``step`` times too fast. An earlier strip with the same label is replaced."""
+    rather than the strip playing ``step`` times too fast. An earlier render from the same ``camera`` is replaced:
+    it is found by the camera stored on the strip, since Blender cuts a long ``label`` short in the strip's name."""
     scene = context.scene
     editor = scene.sequence_editor or scene.sequence_editor_create()
     strips = editor.strips if hasattr(editor, "strips") else editor.sequences
-    old = strips.get(label)
+    old = next((s for s in strips if s.get(RENDER_CAMERA_PROPERTY) == camera), None) or strips.get(label)
     if old is not None:
         strips.remove(old)
     channel = 1 + max((s.channel for s in strips), default=0)
     strip = strips.new_image(name=label, filepath=str(paths[0]), channel=channel, frame_start=start)
+    strip[RENDER_CAMERA_PROPERTY] = camera
     for frame in range(start + 1, end + 1):
         strip.elements.append(paths[min((frame - start) // step, len(paths) - 1)].name)
     return strip
