@@ -77,7 +77,8 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     else:
         raise InvalidInput(f"{path} is neither a world folder (world.json) nor a .lw4d sequence (manifest.json)")
     quality = measure_world(world, sequence, frames=args.frames, size=args.size,
-                            pairs=None if args.all_frames else args.pairs or "auto", device=args.device)
+                            pairs=None if args.all_frames else "auto" if args.pairs is None else args.pairs,
+                            device=args.device)
     print(json.dumps({"world": str(world), "sequence": str(sequence) if sequence else None, **quality.to_json()}))
     return 0
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from backend.io.lw4d import LW4D
 from backend.jobs import DeviceName, JobContext, Output, job_kind
@@ -106,8 +106,16 @@ class WorldMetricsParams(BaseModel):
     size: int | None = Field(None, ge=16, le=4096, description="long side of the renders (default: the world's "
                                                                "resolution on CUDA, 128 px on a CPU)")
     pairs: int | None = Field(-1, ge=-1, description="frame triplets to render: -1 the device's default (every "
-                                                     "frame on CUDA, 3 on a CPU), None every frame")
+                                                     "frame on CUDA, 3 on a CPU), None every frame, else >= 1")
     device: DeviceName = Field("auto", description="auto | cpu | cuda | cuda:N")
+
+    @field_validator("pairs")
+    @classmethod
+    def _some_pairs(cls, v: int | None) -> int | None:
+        if v == 0:
+            raise ValueError("0 frame triplets measure nothing: give -1 (the device's default), null (every frame) "
+                             "or a count >= 1")
+        return v
 
 
 @job_kind("world_metrics", WorldMetricsParams)

@@ -146,7 +146,10 @@ def measure_world(root: str | Path, sequence: str | Path | None = None, frames: 
     bake of this world), else the current world baked in memory over ``frames`` frames (``bake_world``'s
     settings). ``size``: long side of the renders (None: the world's resolution on CUDA, 128 px on a CPU);
     ``pairs``: "auto" (every frame on CUDA, 3 triplets on a CPU: 11 renders of a 60-frame loop), None (every
-    frame) or a count."""
+    frame) or a count >= 1."""
+    if pairs is not None and pairs != "auto" and (isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1):
+        raise InvalidInput(f"pairs {pairs!r}: give 'auto' (the device's default), None (every frame) or a count of "
+                           "frame triplets >= 1")
     from backend.io.lw4d import gaussians_at, read_sequence
     from backend.world import store
     from backend.world.pipeline import WorldConfig, scale_camera

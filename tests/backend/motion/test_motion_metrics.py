@@ -134,3 +134,28 @@ def test_lw_world_metrics_on_a_world_and_on_its_lw4d_and_the_job(tmp_path, capsy
                                         "device": "cpu"}, tmp_path / "ws", job_id="m1")
     report = json.loads((tmp_path / "ws" / arts[0]).read_text())
     assert report["temporal_flicker"] == pytest.approx(from_file["temporal_flicker"], abs=1e-9)
+
+
+def test_zero_frame_triplets_are_refused_at_once_in_the_job_the_cli_and_the_function(tmp_path):
+    """``pairs`` 0 measured nothing and failed later (the CLI took it as the default): the job's parameters refuse
+    it (-1, the default, stays the device's default), and so do ``lw world metrics --pairs 0`` and
+    ``measure_world``, before reading the world."""
+    from pydantic import ValidationError
+
+    from backend.jobs import registry
+
+    params = registry()["world_metrics"].params
+    with pytest.raises(ValidationError, match="0 frame triplets measure nothing"):
+        params.model_validate({"world": "w", "pairs": 0})
+    assert [params.model_validate({"world": "w", "pairs": p}).pairs for p in (-1, None, 1)] == [-1, None, 1]
+    assert params.model_validate({"world": "w"}).pairs == -1
+    for bad in (0, -1, 2.5):
+        with pytest.raises(InvalidInput, match="give 'auto'"):
+            measure_world(tmp_path / "no-world", pairs=bad)
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "world.json").write_text("{}")
+    parser = argparse.ArgumentParser()
+    add_motion_commands(parser.add_subparsers(dest="cmd"))
+    args = parser.parse_args(["metrics", str(tmp_path / "w"), "--pairs", "0"])
+    with pytest.raises(InvalidInput, match="pairs 0: give 'auto'"):
+        args.func(args)
