@@ -103,7 +103,7 @@ class JobStore:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._process_lock = _ProcessLock(self.path.with_name(self.path.name + ".lock"))
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # the connection and ``_pending`` (re-entered: pending ends are written inside)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -132,7 +132,8 @@ class JobStore:
             cancel_requested=bool(row["cancel_requested"]), created_at=_time(row["created_at"]),
             started_at=_time(row["started_at"]), finished_at=_time(row["finished_at"]),
         )
-        pending = self._pending.get(record.id)
+        with self._lock:
+            pending = self._pending.get(record.id)
         if pending is None or record.state not in ("queued", "running"):
             return record
         end, when = pending
@@ -140,12 +141,13 @@ class JobStore:
 
     def _record_pending(self) -> None:
         """Write the ends SQLite refused before; they stay pending while it still refuses."""
-        for job_id, (end, when) in list(self._pending.items()):
-            try:
-                self._write_end(job_id, end, when)
-            except sqlite3.Error:
-                return
-            self._pending.pop(job_id, None)
+        with self._lock:
+            for job_id, (end, when) in list(self._pending.items()):
+                try:
+                    self._write_end(job_id, end, when)
+                except sqlite3.Error:
+                    return
+                self._pending.pop(job_id, None)
 
     def create(self, kind: str, params: dict[str, Any]) -> JobRecord:
         """A new ``queued`` job."""
@@ -179,18 +181,20 @@ class JobStore:
 
     def cancel_queued(self, job_id: str) -> bool:
         """``queued`` -> ``cancelled``; False when the job is not queued (an end kept in memory counts as finished)."""
-        self._record_pending()
-        if job_id in self._pending:
-            return False
-        cur = self._execute(
-            "UPDATE jobs SET state = 'cancelled', message = 'cancelled before it started', finished_at = ? "
-            "WHERE id = ? AND state = 'queued'", (time.time(), job_id))
-        return cur.rowcount == 1
+        with self._lock:
+            self._record_pending()
+            if job_id in self._pending:
+                return False
+            cur = self._execute(
+                "UPDATE jobs SET state = 'cancelled', message = 'cancelled before it started', finished_at = ? "
+                "WHERE id = ? AND state = 'queued'", (time.time(), job_id))
+            return cur.rowcount == 1
 
     def request_cancel(self, job_id: str) -> None:
-        if job_id in self._pending:
-            return
-        self._execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = 'running'", (job_id,))
+        with self._lock:
+            if job_id in self._pending:
+                return
+            self._execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = 'running'", (job_id,))
 
     def set_progress(self, job_id: str, progress: float, message: str) -> None:
         self._execute("UPDATE jobs SET progress = ?, message = ? WHERE id = ? AND state = 'running'",
@@ -202,16 +206,17 @@ class JobStore:
         (``succeeded|failed|cancelled|interrupted``). Never raises for a write SQLite refuses: the end is then kept
         in memory (see the module docstring)."""
         end = {"state": state, "message": message, "progress": progress, "error": error, "artifacts": artifacts or []}
-        self._record_pending()
-        try:
-            self._write_end(job_id, end, time.time())
-        except sqlite3.Error as exc:
-            log.warning("cannot record the end of job %s (%s): %s", job_id, state, exc)
-            if state == "succeeded":  # its record is not safe: the user sees why, and runs it again
-                error = JobError.of(exc)
-                end = {**end, "state": "failed", "error": error, "message": f"the job finished but its record could "
-                                                                           f"not be written: {error.message}"}
-            self._pending[job_id] = (end, time.time())
+        with self._lock:
+            self._record_pending()
+            try:
+                self._write_end(job_id, end, time.time())
+            except sqlite3.Error as exc:
+                log.warning("cannot record the end of job %s (%s): %s", job_id, state, exc)
+                if state == "succeeded":  # its record is not safe: the user sees why, and runs it again
+                    error = JobError.of(exc)
+                    end = {**end, "state": "failed", "error": error,
+                           "message": f"the job finished but its record could not be written: {error.message}"}
+                self._pending[job_id] = (end, time.time())
 
     def _write_end(self, job_id: str, end: dict[str, Any], when: float) -> None:
         error = end["error"]

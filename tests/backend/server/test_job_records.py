@@ -120,3 +120,51 @@ def test_disk_full_during_world_new_is_one_line_and_leaves_no_world_or_job_folde
         assert job["message"].startswith("no space left on the device")
         assert not (workspace / "jobs" / job["id"]).exists()
     assert not (workspace / "worlds").exists() or not any((workspace / "worlds").iterdir())
+
+
+def test_the_ends_kept_in_memory_are_read_and_written_only_under_the_store_lock(tmp_path, full_disk):
+    """The worker thread finishes jobs while request threads read, cancel and create: every use of the ends kept in
+    memory happens under the store's lock (a dict that checks it on every access)."""
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    lock = store._lock
+
+    class Guarded(dict):
+        def _check(self):
+            # one thread here: the lock held at all is held by this thread
+            held = lock._is_owned() if hasattr(lock, "_is_owned") else lock.locked()
+            assert held, "_pending used without the store's lock"
+
+        def get(self, *a):
+            self._check()
+            return super().get(*a)
+
+        def __contains__(self, k):
+            self._check()
+            return super().__contains__(k)
+
+        def __setitem__(self, k, v):
+            self._check()
+            super().__setitem__(k, v)
+
+        def items(self):
+            self._check()
+            return super().items()
+
+        def pop(self, *a):
+            self._check()
+            return super().pop(*a)
+
+    store._pending = Guarded()
+    try:
+        job = store.create("sleep", {})
+        assert store.start(job.id)
+        full_disk.on = True
+        store.finish(job.id, "succeeded", message="done")  # kept in memory
+        assert store.get(job.id).state == "failed" and [r.state for r in store.recent(5)] == ["failed"]
+        assert not store.cancel_queued(job.id)
+        store.request_cancel(job.id)
+        full_disk.on = False
+        other = store.create("sleep", {})  # writes the kept end
+        assert store.get(job.id).state == "failed" and not store._pending and store.cancel_queued(other.id)
+    finally:
+        store.close()
