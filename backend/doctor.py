@@ -39,7 +39,8 @@ def renderer(build: bool) -> dict:
     if importlib.util.find_spec("gsplat") is None:
         return {"provider": "reference (torch, CUDA)", "reason": f"gsplat is not installed; {gsplat_backend.INSTALL_HINT}"}
     folder = gsplat_build_folder()
-    built = (folder / "gsplat_cuda.so").exists()
+    prebuilt = _prebuilt_gsplat()
+    built = prebuilt or (folder / "gsplat_cuda.so").exists()
     if not built and not build:
         return {"provider": "gsplat (kernels not built yet)",
                 "reason": f"the first CUDA render builds them into {folder} (about 1.5 min on 16 cores; set "
@@ -48,8 +49,18 @@ def renderer(build: bool) -> dict:
     start = time.perf_counter()
     ok, why = gsplat_backend.status()
     took = time.perf_counter() - start
-    note = f"; built in {took:.0f} s into {folder}" if not built and ok else f"; kernels in {folder}" if ok else ""
+    where = "the gsplat wheel (prebuilt)" if prebuilt else folder
+    note = f"; built in {took:.0f} s into {folder}" if not built and ok else f"; kernels in {where}" if ok else ""
     return {"provider": "gsplat" if ok else "reference (torch, CUDA)", "reason": why + note}
+
+
+def _prebuilt_gsplat() -> bool:
+    """True when gsplat came as a wheel with compiled kernels (the module ``gsplat.csrc``, which gsplat loads
+    before any JIT build)."""
+    try:
+        return importlib.util.find_spec("gsplat.csrc") is not None
+    except Exception:  # noqa: BLE001 (finding a submodule imports gsplat itself: any failure there means "no")
+        return False
 
 
 def hash_grid() -> dict:
@@ -121,7 +132,7 @@ def _version(pkg: str) -> str:
     if importlib.util.find_spec(pkg) is None:
         return "not installed"
     try:
-        return version({"tinycudann": "tinycudann"}.get(pkg, pkg))
+        return version(pkg)
     except PackageNotFoundError:
         return "installed"
 

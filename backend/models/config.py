@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from ..errors import ModelUnavailable
 from .depth import DepthProvider, LandscapeDepth, LandscapeGeometry, TransformersDepth
-from .hub import find_local
+from .hub import download_command, find_local
 from .outpaint import DiffusersInpaint, OutpaintProvider, PyramidInpaint
 from .segmentation import HeuristicSegmentation, SegmentationProvider, TransformersSegmentation
 
@@ -92,7 +92,7 @@ def describe(config: ModelConfig) -> dict[str, tuple[str, str]]:
         folder = find_local(name)
         missing = (f"{library} is not installed" if importlib.util.find_spec(library) is None
                    else None if folder is not None else f"the weights of {name} are not on this machine "
-                   f"(`hf download {name}` puts them in the Hugging Face cache)")
+                   f"(`{download_command(name)}` puts them in the Hugging Face cache)")
         if setting == "auto":
             out[role] = ((BUILTIN_NAMES[role], f"the default model is not usable: {missing}") if missing else
                          (f"{library}:{name}", f"the default model, weights at {folder}"))

@@ -9,6 +9,11 @@ from typing import Any
 from ..errors import ModelUnavailable
 
 
+def download_command(name: str) -> str:
+    """The command that fetches a model's weights once into the Hugging Face cache (the README's)."""
+    return f".venv/bin/hf download {name}"
+
+
 def load_local(loader: Callable[..., Any], name_or_path: str, what: str, **kwargs) -> Any:
     """Call ``loader(name_or_path, local_files_only=True, **kwargs)`` (a ``from_pretrained``), mapping "not on
     this machine" to ``ModelUnavailable`` with a message saying where to put the weights.
@@ -26,8 +31,8 @@ def load_local(loader: Callable[..., Any], name_or_path: str, what: str, **kwarg
     except (OSError, ValueError) as exc:  # transformers/diffusers raise OSError (ValueError in places) when files are missing
         raise ModelUnavailable(
             f"{what}: weights {name_or_path!r} are not on this machine and the backend never downloads them. "
-            f"Either fetch them once yourself (`hf download {name_or_path}`, the CLI of huggingface_hub, puts them in the Hugging "
-            f"Face cache, ~/.cache/huggingface), or save a model folder and set the model setting to its path, or "
+            f"Either fetch them once yourself (`{download_command(name_or_path)}`, the CLI of huggingface_hub, puts "
+            f"them in the Hugging Face cache, ~/.cache/huggingface), or save a model folder and set the model setting to its path, or "
             f"set it to 'builtin' for the built-in fallback. ({type(exc).__name__}: {exc})") from exc
 
 

@@ -225,9 +225,10 @@ def fallback_notes(models: ModelConfig, providers: dict) -> list[str]:
     and the model's weights are not on this machine): what ran, what it replaced, and the command that fetches the
     model once (the README's)."""
     from ..models.config import BUILTIN_NAMES, DEFAULTS
+    from ..models.hub import download_command
 
     return [f"{role}: the built-in fallback ({name}) ran instead of {DEFAULTS[role]}, whose weights are not on this "
-            f"machine; fetch them once with `.venv/bin/hf download {DEFAULTS[role]}`"
+            f"machine; fetch them once with `{download_command(DEFAULTS[role])}`"
             for role, name in providers.items() if getattr(models, role) == "auto" and name == BUILTIN_NAMES[role]]
 
 

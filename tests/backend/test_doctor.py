@@ -40,7 +40,14 @@ def test_cpu_machine_report_names_the_reference_renderer_and_the_builtin_fallbac
     assert "CUDA build of torch" in rep["renderer"]["reason"]
     assert rep["hash_grid"]["provider"] == "torch"
     p = rep["providers"]
-    assert p["depth"]["provider"] == "builtin:landscape" and "hf download depth-anything/" in p["depth"]["reason"]
+    assert p["depth"]["provider"] == "builtin:landscape"
+    # the README's command, the same one a world's fallback note gives
+    from backend.models.config import ModelConfig
+    from backend.world.pipeline import fallback_notes
+
+    command = "`.venv/bin/hf download depth-anything/Depth-Anything-V2-Small-hf`"
+    assert command in p["depth"]["reason"]
+    assert command in fallback_notes(ModelConfig(), {"depth": "builtin:landscape"})[0]
     assert p["segmentation"]["provider"] == "heuristic"
     assert p["outpaint"]["provider"] == "builtin:pyramid" and p["outpaint"]["device"] == "cpu"
 
@@ -74,6 +81,17 @@ def test_cuda_with_gsplat_not_built_yet_says_the_first_render_builds_it(fake_cud
     r = doctor.renderer(build=False)
     assert r["provider"] == "gsplat (kernels not built yet)"
     assert "lw doctor --build" in r["reason"] and "TORCH_CUDA_ARCH_LIST" in r["reason"]
+
+
+def test_cuda_with_a_prebuilt_gsplat_wheel_reports_gsplat_not_kernels_to_build(fake_cuda, tmp_path):
+    """A gsplat wheel with compiled kernels (the module ``gsplat.csrc``) needs no JIT build: no build folder, and
+    the renderer is gsplat."""
+    _fake_gsplat(tmp_path / "wheel", "from gsplat import csrc as _C\n")
+    (tmp_path / "wheel" / "gsplat" / "csrc.py").write_text("")
+    fake_cuda.syspath_prepend(str(tmp_path / "wheel"))
+    fake_cuda.setattr(doctor, "gsplat_build_folder", lambda: tmp_path / "ext" / "gsplat_cuda")
+    r = doctor.renderer(build=False)
+    assert r["provider"] == "gsplat" and r["reason"] == "gsplat 1.5.3; kernels in the gsplat wheel (prebuilt)"
 
 
 def test_cuda_with_built_gsplat_reports_gsplat_and_a_failed_build_reports_why(fake_cuda, tmp_path):
