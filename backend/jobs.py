@@ -12,9 +12,11 @@ Paths. ``ctx.resolve`` turns a path a user gave into a ``Path`` and applies the 
 bound to loopback reads and writes wherever the OS user can (artists open their own photos); one bound to any
 other address only inside the workspace and the ``lw serve --allow-path`` roots. A parameter that names an output
 is declared ``Annotated[str, Output(KIND)]``; ``run_job`` checks every such parameter before the job function runs
-(``JobContext.output``): never the workspace, a folder holding it, its job store, lock, ``jobs/``, ``worlds/`` or
-``logs/``, another job's folder, or a path inside a world or ``.lw4d`` folder; never an existing path unless it is
-an earlier output of the same kind and the job's ``replace`` parameter is true (``backend.io.outputs``).
+(``JobContext.output``; at submit too, ``JobContext.at_submit``): never the workspace, a folder holding it, its job
+store, lock, ``jobs/`` or anything in it but the job's own folder, the folder ``worlds`` itself (a new world or
+other output inside it is fine), ``logs/``, a world folder or a path inside one, or a path inside a ``.lw4d`` folder;
+never an existing path unless it is an earlier output of the same kind and the job's ``replace`` parameter is true
+(``backend.io.outputs``).
 
 Modules that define job kinds are listed in ``JOB_MODULES`` and imported lazily by ``registry()``, so that
 ``import backend.jobs`` stays cheap.

@@ -6,7 +6,7 @@
                   [--prune [--prune-method peak|gate_gradient] [--prune-threshold P]]
                   [--distill EXPERT [--distill-method renders|gated]] [--refit-iterations N] [--joint]
     lw moe eval RUN [--experts ...]
-    lw moe export RUN --out SEQ.lw4d [--expert NAME] [--frames T]
+    lw moe export RUN --out SEQ.lw4d [--expert NAME] [--frames T] [--replace]
 """
 
 from __future__ import annotations

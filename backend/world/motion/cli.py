@@ -5,6 +5,7 @@ calling ``add_motion_commands(world_subparsers)``.
                     [--preset clouds|water|smoke|fog|fire] [--direction DX,DY] [--speed S] [--hints HINTS.json]
                     [--model MODEL_DIR] [--device auto|cpu|cuda]
     lw world bake WORLD_DIR --frames N [--loop | --no-loop] [--smooth | --no-smooth] [--fps F] --out SEQ.lw4d
+                  [--replace] [--device auto|cpu|cuda]
     lw world metrics WORLD_DIR | SEQ.lw4d [--world WORLD_DIR] [--frames N] [--size PX] [--pairs N | --all-frames]
 
 HINTS.json: ``{"strokes": [[[x, y], ...], ...], "speed": S, "mask": "optional.png"}`` (pixels, y down) or a list

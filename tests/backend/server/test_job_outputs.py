@@ -1,8 +1,8 @@
 """No job deletes or overwrites what it did not create (issue 21, points 2 and 4).
 
 Every output parameter is checked before the job runs (``backend.jobs.run_job``) and again at submit time
-(``POST /jobs`` answers 400): never the workspace or anything holding it, its job store, lock, ``jobs/``,
-``worlds/``, another job's folder or a world; never an existing path unless it is an earlier output of the same kind
+(``POST /jobs`` answers 400): never the workspace or anything holding it, its job store, lock, ``jobs/``, the
+folder ``worlds`` itself, another job's folder or a world; never an existing path unless it is an earlier output of the same kind
 and ``replace`` is true. The cases run the real job kinds on a real world with motion.
 """
 
