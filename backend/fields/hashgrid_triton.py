@@ -28,6 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..triton_env import interpreting
 from .hashgrid import HashGridConfig, HashGridEncoding, encode_reference
 
 LEVEL_MAJOR, POINT_MAJOR = 1, 2
@@ -272,15 +273,8 @@ class TritonHashGrid(HashGridEncoding):
         return None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not x.is_cuda and not _interpreting():
+        if not x.is_cuda and not interpreting():
             raise ValueError("TritonHashGrid needs CUDA tensors; move the module and inputs with .cuda()")
         if x.requires_grad and torch.is_grad_enabled():
             return encode_reference(self.normalize(x), self.table, self.layout)
         return _TritonEncode.apply(x.float().contiguous(), self.table, self)
-
-
-def _interpreting() -> bool:
-    """Triton's CPU interpreter (``TRITON_INTERPRET=1``) runs the kernels on CPU tensors (tests without a GPU)."""
-    import os
-
-    return os.environ.get("TRITON_INTERPRET") == "1"

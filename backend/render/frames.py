@@ -15,6 +15,7 @@ import torch
 from ..gaussians import SH_C0, Gaussians
 from ..io.decoded import OPACITY_EPS
 from ..io.lw4d import Sequence, frame_weights
+from ..triton_env import interpreting
 
 
 @dataclass
@@ -70,7 +71,7 @@ def gather_frame(dseq: DeviceSequence, t: float) -> Gaussians:
     tensors) one fused Triton kernel does it all (``frames_triton``); elsewhere the torch code below.
     """
     a, b, w = frame_weights(dseq, t)
-    if dseq.base.means.is_cuda or _interpreting():
+    if dseq.base.means.is_cuda or interpreting():
         try:
             from . import frames_triton
         except ImportError:  # a CUDA torch without triton: the torch code
@@ -95,10 +96,3 @@ def gather_frame_torch(dseq: DeviceSequence, a: int, b: int, w: float) -> Gaussi
         else:
             values[name] = torch.lerp(xa, arr[b], w)
     return write_dynamic(dseq.base, dseq.dynamic_index, **values)
-
-
-def _interpreting() -> bool:
-    """Triton's CPU interpreter runs the fused kernel on CPU tensors (``TRITON_INTERPRET=1``, tests)."""
-    import os
-
-    return os.environ.get("TRITON_INTERPRET") == "1"
