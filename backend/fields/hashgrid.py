@@ -168,7 +168,9 @@ _CORNERS = torch.tensor([[(k >> d) & 1 for d in range(3)] for k in range(8)], dt
 
 def _encode_level(u: torch.Tensor, table: torch.Tensor, layout: LevelLayout, lvl: int) -> torch.Tensor:
     """Level ``lvl`` of ``encode_reference``: (N, 3) unit-cube points -> (N, F)."""
-    corners = _CORNERS.to(u.device)
+    # made on the device by device ops: a host-to-device copy would synchronise (refused inside CUDA graph capture)
+    corners = _CORNERS if u.device.type == "cpu" else (torch.arange(8, device=u.device)[:, None] >>
+                                                        torch.arange(3, device=u.device)) & 1
     p = u.to(table.dtype) * float(layout.scale[lvl]) + 0.5
     g = torch.floor(p)
     f = p - g  # (N, 3), differentiable w.r.t. u
