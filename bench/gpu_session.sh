@@ -104,7 +104,7 @@ step render_before 75 30 "${BEFORE[@]}" $PY bench/render_gpu.py "${RENDER_ARGS[@
 step render_after 90 30 $PY bench/render_gpu.py "${RENDER_ARGS[@]}" --profile ball --json "$WORK/logs/render_after.json" $DRYARG
 TEST_ARGS=(--timeout 90)  # pytest-timeout (on the GPU image)
 [[ $DRY == 1 ]] && TEST_ARGS=()
-step tests_gpu 120 40 $PY -m pytest -q -m gpu tests/gpu -p no:cacheprovider "${TEST_ARGS[@]}"
+step tests_gpu 120 40 $PY -m pytest -q -m gpu tests/gpu tests/backend/fields/test_hashgrid_cuda.py -p no:cacheprovider "${TEST_ARGS[@]}"
 step motion_after100 60 30 $PY bench/motion_update_gpu.py --update-steps 100 --json "$WORK/logs/motion_update_after100.json" $DRYARG
 INDUCTOR=off,inductor
 [[ $DRY == 1 ]] && INDUCTOR=off
