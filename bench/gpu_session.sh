@@ -91,13 +91,13 @@ WORLD_ARGS=(--steps 30 --turns 30,-30,45,-45 --models "$MODELS")
 [[ $DRY == 1 ]] && WORLD_ARGS=(--steps 2 --turns 30,-30 --models "$MODELS")
 step world_before 120 40 "${BEFORE[@]}" $PY bench/world_step_gpu.py "${WORLD_ARGS[@]}" --json "$WORK/logs/world_step_before.json" $DRYARG
 step world_after 120 40 $PY bench/world_step_gpu.py "${WORLD_ARGS[@]}" --json "$WORK/logs/world_step_after.json" $DRYARG
+step motion_before 75 30 "${BEFORE[@]}" $PY bench/motion_update_gpu.py --json "$WORK/logs/motion_update_before.json" $DRYARG
+step motion_after 90 30 $PY bench/motion_update_gpu.py --profile --json "$WORK/logs/motion_update_after.json" $DRYARG
 OUTPAINT_ARGS=(--steps 30 --reps 4)
 [[ $DRY == 1 ]] && OUTPAINT_ARGS=(--steps 2 --reps 1)
 GRAPHS=off,graphs
 [[ $DRY == 1 ]] && GRAPHS=off
 step outpaint_after 90 45 $PY bench/outpaint_gpu.py --modes $GRAPHS "${OUTPAINT_ARGS[@]}" --models "$MODELS" --json "$WORK/logs/outpaint_after.json" --png "$OUT/outpaint.png" $DRYARG
-step motion_before 75 30 "${BEFORE[@]}" $PY bench/motion_update_gpu.py --json "$WORK/logs/motion_update_before.json" $DRYARG
-step motion_after 90 30 $PY bench/motion_update_gpu.py --profile --json "$WORK/logs/motion_update_after.json" $DRYARG
 RENDER_ARGS=(--skip-parity --scenes ball,world --sh 0,3 --fracs 1.0 --iters 40)
 [[ $DRY == 1 ]] && RENDER_ARGS=(--skip-parity --scenes ball --sh 0 --fracs 1.0 --iters 2)
 step render_before 75 30 "${BEFORE[@]}" $PY bench/render_gpu.py "${RENDER_ARGS[@]}" --profile '' --json "$WORK/logs/render_before.json" $DRYARG
