@@ -63,15 +63,22 @@ def write_dynamic(base: Gaussians, index: torch.Tensor, position: torch.Tensor, 
     return base
 
 
+# The fused Triton gather (``frames_triton``) is off by default: on an H100 (bench/render_gpu.py in
+# bench/gpu_session.sh, 2026-12-07, 1M Gaussians all dynamic) it took 0.39 ms against 0.24 ms for the torch code,
+# and the whole 4D frame moved by -0.21 .. +0.22 ms (no consistent gain). It stays, tested, for a later tuning.
+FUSED_GATHER = False
+
+
 def gather_frame(dseq: DeviceSequence, t: float) -> Gaussians:
     """The sequence at time ``t`` (in frames; fractional times interpolate like ``backend.io.lw4d.frame_gaussians``:
     linear, rotations by shortest-arc nlerp) written into ``dseq.base``, which is returned.
 
     The returned tensors are the sequence's buffers: the next call overwrites them. On CUDA (float32, contiguous
-    tensors) one fused Triton kernel does it all (``frames_triton``); elsewhere the torch code below.
+    tensors) with ``FUSED_GATHER`` on, or under Triton's CPU interpreter (tests), one fused Triton kernel does it
+    all (``frames_triton``); otherwise the torch code below.
     """
     a, b, w = frame_weights(dseq, t)
-    if dseq.base.means.is_cuda or interpreting():
+    if (FUSED_GATHER and dseq.base.means.is_cuda) or interpreting():
         try:
             from . import frames_triton
         except ImportError:  # a CUDA torch without triton: the torch code

@@ -59,7 +59,7 @@ def test_render_job_on_cuda_puts_a_red_gaussian_where_it_projects(tmp_path):
 def test_fused_gather_matches_the_torch_gather(t):
     from backend.gaussians import Gaussians
     from backend.render import frames_triton
-    from backend.render.frames import DeviceSequence, frame_weights, gather_frame, gather_frame_torch
+    from backend.render.frames import DeviceSequence, frame_weights, gather_frame_torch
 
     g = render_gpu.random_scene(20_000, 1, "cuda", seed=3)
     idx = torch.randperm(20_000, device="cuda")[:15_000]
@@ -73,7 +73,7 @@ def test_fused_gather_matches_the_torch_gather(t):
     seqs = [DeviceSequence(base=Gaussians(**{p: getattr(g, p).clone() for p in render_gpu.PARAMS}),
                            dynamic_index=idx, channels=ch, frame_count=frames, loop=True) for _ in range(2)]
     assert frames_triton.supported(seqs[0].base, ch)
-    fused = gather_frame(seqs[0], t)
+    fused = frames_triton.gather_frame(seqs[0].base, idx, ch, *frame_weights(seqs[0], t))
     plain = gather_frame_torch(seqs[1], *frame_weights(seqs[1], t))
     for p in render_gpu.PARAMS:
         torch.testing.assert_close(getattr(fused, p), getattr(plain, p), rtol=2e-6, atol=2e-6)
