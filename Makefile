@@ -57,8 +57,8 @@ demo: $(VENV)/.installed $(BVENV)/.installed-$(BPY_VERSION)
 	@$(BVENV)/bin/python scripts/demo.py --backend-python $(VENV)/bin/python --out out
 
 test: envs
-	@echo "==> backend tests (CPU)"
-	@$(VENV)/bin/python -m pytest -q tests/backend
+	@echo "==> backend tests (CPU, two worker processes)"
+	@$(VENV)/bin/python -m pytest -q -n 2 tests/backend
 	@echo "==> Blender add-on tests on bpy $(BPY_VERSION): native splats (installed extension zip, real backend)"
 	@$(BVENV)/bin/python -m pytest -q tests/blender -p no:cacheprovider
 	@echo "==> Blender add-on tests on bpy $(BPY52_VERSION): the quad display of Blender 4.2-5.2"
