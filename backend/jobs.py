@@ -55,7 +55,8 @@ WORKSPACE_RESERVED = frozenset({DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", f"{
 
 
 # A job parameter naming a torch device: refused at submit (422) unless torch could take it.
-DeviceName = Annotated[str, StringConstraints(pattern=r"^(auto|cpu|cuda(:[0-9]{1,2})?)$")]
+# torch.device takes "cuda:N" with N written without leading zeros ("cuda:01" raises; found by the fuzz test)
+DeviceName = Annotated[str, StringConstraints(pattern=r"^(auto|cpu|cuda(:(0|[1-9][0-9]?))?)$")]
 
 
 @dataclass(frozen=True)

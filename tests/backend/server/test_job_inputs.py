@@ -20,6 +20,7 @@ CAMERA = {"matrix_world": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 3], [0, 0, 0, 1
     ("world_bake", {"world": "w", "device": "tpu"}),
     ("motion_update", {"world": "w", "device": "cuda; rm -rf /"}),
     ("world_new", {"image": "p.png", "models": {"device": "gpu0"}}),
+    ("world_metrics", {"world": "w", "device": "cuda:01"}),  # torch.device raised mid-job (schemathesis found it)
 ])
 def test_a_device_torch_cannot_take_is_refused_at_submit(make_client, tmp_path, kind, params):
     with make_client(tmp_path / "ws", kinds={kind: registry()[kind]}) as c:
