@@ -74,7 +74,7 @@ gpu: $(VENV)/.installed
 	@TORCH_CUDA_ARCH_LIST="$${TORCH_CUDA_ARCH_LIST:-$$($(VENV)/bin/python -c 'import torch; print(";".join(sorted({"%d.%d" % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})))')}" \
 	  MAX_JOBS="$${MAX_JOBS:-$$(nproc)}" $(VENV)/bin/lw doctor --build
 
-test-slow: envs
+test-slow: $(VENV)/.installed
 	@$(VENV)/bin/python -m pytest -q tests/backend -m slow
 
 lint: $(VENV)/.installed
