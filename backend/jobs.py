@@ -88,7 +88,6 @@ class PathPolicy:
                                " and the `lw serve --allow-path` roots); copy the file into the workspace or restart"
                                " the backend with --allow-path")
 
-
     def check_model(self, setting: str, what: str) -> None:
         """Raise ``InvalidInput`` when a model setting (``auto``, ``builtin``, a Hugging Face repo id or a local
         folder, ``backend.models.hub.load_local``) names a local folder outside every root. A setting is a local
