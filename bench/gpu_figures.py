@@ -66,7 +66,8 @@ def render(d: dict | None) -> dict:
     out = {}
     for r in d.get("speed", []):
         key = f"{r['scene']}_sh{r['sh']}_dyn{r['dynamic'] / r['n']:.2f}"
-        for k in ("frame_ms", "frame_rgba_ms", "frame_rgba_tile32_ms", "rasterize_ms", "gather_ms", "gsplat_rgb_ms"):
+        for k in ("frame_ms", "frame_rgba_ms", "frame_rgba_tile32_ms", "frame_rgba_auto_ms", "auto_tile",
+                  "rasterize_ms", "gather_ms", "gsplat_rgb_ms"):
             if k in r:
                 out[f"{key}_{k}"] = r[k]
     return out
@@ -108,8 +109,18 @@ def table(f: dict) -> str:
             ("hash grid 1M forward, G queries/s", "hashgrid", "triton (default)_1M_gqps", ">= 2"),
             ("ball 4D frame ms (SH 0, all dynamic)", "render", "ball_sh0_dyn1.00_frame_ms", "<= 3"),
             ("ball RGBA frame ms (SH 0, all dynamic)", "render", "ball_sh0_dyn1.00_frame_rgba_ms", "<= 3"),
+            ("ball RGBA frame ms, tile from the footprints (the render job's)", "render",
+             "ball_sh0_dyn1.00_frame_rgba_auto_ms", "<= 3"),
+            ("  tile chosen (ball)", "render", "ball_sh0_dyn1.00_auto_tile", ""),
             ("ball 4D frame ms (SH 3, all dynamic)", "render", "ball_sh3_dyn1.00_frame_ms", "<= 3"),
-            ("world 4D frame ms (SH 3, all dynamic)", "render", "world_sh3_dyn1.00_frame_ms", "keep")]
+            ("ball RGBA frame ms (SH 3), tile from the footprints", "render", "ball_sh3_dyn1.00_frame_rgba_auto_ms",
+             "<= 3"),
+            ("world 4D frame ms (SH 3, all dynamic)", "render", "world_sh3_dyn1.00_frame_ms", "keep"),
+            ("world RGBA frame ms (SH 3), 16-px tiles", "render",
+             "world_sh3_dyn1.00_frame_rgba_ms", "keep"),
+            ("world RGBA frame ms (SH 3), tile from the footprints", "render",
+             "world_sh3_dyn1.00_frame_rgba_auto_ms", "keep"),
+            ("  tile chosen (world)", "render", "world_sh3_dyn1.00_auto_tile", "")]
     lines = [f"device: {f.get('device')}", "| figure | before | after | goal |", "|---|---|---|---|"]
     lines += [f"| {label} | {get(s, 'before', k)} | {get(s, 'after', k)} | {goal} |" for label, s, k, goal in rows]
     m100 = f.get("motion_update", {}).get("after_100_steps") or {}

@@ -34,6 +34,7 @@ use_code_tree()
 from backend.gaussians import Gaussians
 from backend.render.cameras import camera_from_fov
 from backend.render.frames import DeviceSequence, gather_frame
+from backend.render import rasterize as rasterize_mod
 from backend.render.rasterize import RasterConfig, rasterize
 
 PARAMS = ("means", "quats", "log_scales", "opacity_logits", "sh")
@@ -193,6 +194,11 @@ def _speed_row(scene, base: Gaussians, cam, degree, frac, frames, dev, timer, it
             rgba32 = RasterConfig(depth=False, tile_size=32)
             row["frame_rgba_tile32_ms"] = timer(lambda i: rasterize(gather_frame(dseq, i % frames), cam, rgba32),
                                                 iters)
+            if hasattr(rasterize_mod, "choose_tile_size"):  # the render job's frame: tile from the footprints
+                auto = RasterConfig(depth=False, tile_size=rasterize_mod.AUTO_TILE)
+                row["frame_rgba_auto_ms"] = timer(lambda i: rasterize(gather_frame(dseq, i % frames), cam, auto),
+                                                  iters)
+                row["auto_tile"] = rasterize(dseq.base, cam, auto).meta["tile_size"]
         out = rasterize(dseq.base, cam)
         row["visible"] = int(out.meta["visible"].sum())
         row["coverage"] = float(out.alpha.mean())
@@ -291,7 +297,8 @@ def main() -> None:
                             width=160 if dry else 1920, height=120 if dry else 1080, iters=args.iters)
         print("\n== speed at 1920x1080 (ms, CUDA events, median)")
         keys = ["scene", "n", "dynamic", "sh", "visible", "coverage", "gather_ms", "gather_lerp_ms", "rasterize_ms",
-                "frame_ms", "frame_rgba_ms", "frame_rgba_tile32_ms", "gsplat_rgb_ms", "fwd_bwd_ms"]
+                "frame_ms", "frame_rgba_ms", "frame_rgba_tile32_ms", "frame_rgba_auto_ms", "auto_tile", "gsplat_rgb_ms",
+                "fwd_bwd_ms"]
         print_table(speed, [k for k in keys if k in speed[0]])
         result["speed"] = speed
         if args.profile and not dry:

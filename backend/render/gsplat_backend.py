@@ -53,7 +53,7 @@ def render(means, quats, scales, opacities, sh, sh_degree: int, extra, viewmat, 
     """Project, shade and composite on the GPU (viewmat (4, 4) world->camera, K (3, 3), campos (3,) camera centre).
 
     Returns (features (H, W, 3 + depth + C) = [rgb, z (if ``depth``), extra] weighted sums, alpha (H, W),
-    Projection).
+    Projection, tile size used). ``tile_size`` 0: chosen from the footprints (``rasterize.choose_tile_size``).
     """
     from gsplat import (
         fully_fused_projection,
@@ -75,13 +75,17 @@ def render(means, quats, scales, opacities, sh, sh_degree: int, extra, viewmat, 
     parts = [colors] + ([depths[:, None]] if depth else []) + ([extra] if extra is not None else [])
     features = torch.cat(parts, -1)
 
+    if tile_size <= 0:
+        from .rasterize import choose_tile_size
+
+        tile_size = choose_tile_size(means2d, radii, width, height)
     tw, th = math.ceil(width / tile_size), math.ceil(height / tile_size)
     _, isect_ids, flatten_ids = isect_tiles(means2d[None], radii[None], depths[None], tile_size, tw, th)
     offsets = isect_offset_encode(isect_ids, 1, tw, th).reshape(1, th, tw)
     img, alpha = rasterize_to_pixels(means2d[None], conics[None], features[None], opacities[None], width, height,
                                      tile_size, offsets, flatten_ids)
     proj = Projection(means2d, conics, depths, opacities, radii, visible)
-    return img[0], alpha[0, ..., 0], proj
+    return img[0], alpha[0, ..., 0], proj, tile_size
 
 
 def project_fixed(means, quats, scales, viewmat, K, width: int, height: int, *, eps2d: float, near: float,

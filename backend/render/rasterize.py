@@ -8,6 +8,7 @@ to the reference on the GPU with one warning per process, so a job never stops o
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -30,7 +31,8 @@ class RasterConfig:
     mode (opacity times sqrt(det Sigma_2d / det(Sigma_2d + eps2d I)), Mip-Splatting's compensation).
     radius_clip: Gaussians whose screen box half-size is <= this (pixels) are skipped. depth: composite the
     expected depth too (one more channel per splat and pixel). tile_size: pixels per tile
-    side. backend: "auto" (gsplat on CUDA, reference on CPU and on CUDA without gsplat: ``resolve_backend``), or
+    side; ``AUTO_TILE`` (0) picks it per view from the splats' screen footprints (``choose_tile_size``) when
+    gsplat renders without an autograd graph (display frames), and 16 otherwise. backend: "auto" (gsplat on CUDA, reference on CPU and on CUDA without gsplat: ``resolve_backend``), or
     force "reference" / "gsplat".
     Near and far planes come from the camera.
     """
@@ -82,6 +84,38 @@ def _check_inputs(gaussians: Gaussians, camera: Camera, extra, sh_degree: int | 
     return degree
 
 
+AUTO_TILE = 0
+TILE_CHOICES = (16, 32)
+# Cost of one tile-splat pair in gsplat's compositing per 16 x 16 pixels, against its share of the sort and the
+# tile intersection (H100 profile of the 1M-Gaussian ball frame, docs/bench/render.md: radix sort 36 %,
+# intersect_tile 29 %, rasterize forward 18 %).
+RASTER_WEIGHT = 18.0 / (36.0 + 29.0)
+
+
+@torch.no_grad()
+def tile_pairs(means2d: torch.Tensor, radii: torch.Tensor, width: int, height: int, tile: int) -> torch.Tensor:
+    """How many (tile, splat) pairs a ``tile``-pixel grid lists for splats at ``means2d`` (N, 2) with screen-box
+    half-sizes ``radii`` (N, 2) or (N,) (0: culled): the floor / ceil box of gsplat's ``isect_tiles`` and
+    ``reference.tile_intersections``, clamped to the image. A 0-d tensor (no host sync)."""
+    r = radii.reshape(len(radii), -1).to(torch.float32)
+    r = r.expand(-1, 2) if r.shape[1] == 1 else r
+    m = means2d.detach().to(torch.float32)
+    tw, th = math.ceil(width / tile), math.ceil(height / tile)
+    lo = torch.floor((m - r) / tile).clamp_min(0)
+    hi = torch.ceil((m + r) / tile)
+    hi = torch.stack([hi[:, 0].clamp_max(tw), hi[:, 1].clamp_max(th)], -1)
+    return ((hi - lo).clamp_min(0).prod(-1) * (r > 0).all(-1)).sum()
+
+
+def choose_tile_size(means2d: torch.Tensor, radii: torch.Tensor, width: int, height: int) -> int:
+    """The tile side of ``TILE_CHOICES`` whose estimated frame cost is least: cost(t) = pairs(t) * (1 +
+    RASTER_WEIGHT * (t / 16)^2) with pairs(t) = ``tile_pairs``. Large splats favour big tiles (fewer pairs to
+    sort), small ones small tiles (fewer pixels testing a splat that misses them). One host sync."""
+    costs = [tile_pairs(means2d, radii, width, height, t) * (1.0 + RASTER_WEIGHT * (t / 16.0) ** 2)
+             for t in TILE_CHOICES]
+    return TILE_CHOICES[int(torch.stack(costs).argmin())]
+
+
 _warned: set[str] = set()
 
 
@@ -123,6 +157,11 @@ def _small_to(values, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True)
 
 
+def _needs_graph(gaussians: Gaussians, extra) -> bool:
+    return any(isinstance(t, torch.Tensor) and t.requires_grad for t in (
+        gaussians.means, gaussians.quats, gaussians.log_scales, gaussians.opacity_logits, gaussians.sh, extra))
+
+
 def rasterize(gaussians: Gaussians, camera: Camera, config: RasterConfig = RasterConfig(),
               extra: torch.Tensor | None = None) -> RenderOutput:
     """Render ``gaussians`` (raw parameters, torch, one device) from ``camera``.
@@ -147,24 +186,27 @@ def rasterize(gaussians: Gaussians, camera: Camera, config: RasterConfig = Raste
     if extra is not None:
         extra = extra.to(dtype)
 
+    tile = config.tile_size if config.tile_size > 0 else 16
     if backend == "gsplat":
         from . import gsplat_backend
 
-        img, alpha, proj = gsplat_backend.render(means, gaussians.quats, scales, opacities, gaussians.sh, degree,
-                                                 extra, viewmat, K, campos, w, h, tile_size=config.tile_size,
-                                                 depth=config.depth, **opts)
+        if config.tile_size <= 0 and not (torch.is_grad_enabled() and _needs_graph(gaussians, extra)):
+            tile = AUTO_TILE  # chosen in gsplat_backend.render once the footprints are known
+        img, alpha, proj, tile = gsplat_backend.render(means, gaussians.quats, scales, opacities, gaussians.sh,
+                                                       degree, extra, viewmat, K, campos, w, h, tile_size=tile,
+                                                       depth=config.depth, **opts)
     else:
         proj = reference.project(means, gaussians.quats, scales, opacities, viewmat, K, w, h, **opts)
         colors = sh_to_color(degree, means - campos, gaussians.sh)
         parts = [colors] + ([proj.depths[:, None]] if config.depth else []) + ([extra] if extra is not None else [])
-        img, alpha = reference.composite(proj, torch.cat(parts, -1), w, h, config.tile_size)
+        img, alpha = reference.composite(proj, torch.cat(parts, -1), w, h, tile)
 
     bg = _small_to(config.background, dtype, device)
     color = img[..., :3] + (1.0 - alpha)[..., None] * bg
     depth = img[..., 3] / alpha.clamp_min(1e-10) if config.depth else None
     first_extra = 4 if config.depth else 3
     meta = {"means2d": proj.means2d, "radii": proj.radii.max(-1).values.to(torch.int32), "visible": proj.valid,
-            "depths": proj.depths, "backend": backend}
+            "depths": proj.depths, "backend": backend, "tile_size": tile}
     return RenderOutput(color, alpha, depth, img[..., first_extra:] if extra is not None else None, meta)
 
 
@@ -184,7 +226,8 @@ class FixedGeometry:
         _check_inputs(gaussians, camera, None, 0)
         dtype, device = gaussians.means.dtype, gaussians.means.device
         self.backend = resolve_backend(config.backend, device)
-        self.width, self.height, self.tile_size = int(camera.width), int(camera.height), config.tile_size
+        self.width, self.height = int(camera.width), int(camera.height)
+        self.tile_size = config.tile_size if config.tile_size > 0 else 16  # trained through: not chosen per view
         viewmat = _small_to(camera.world_to_cam, dtype, device)
         K = _small_to(camera.K, dtype, device)
         means, quats = gaussians.means.detach(), gaussians.quats.detach()

@@ -15,7 +15,7 @@ from ..errors import InvalidInput
 from ..jobs import JobContext
 from .cameras import BlenderCameraSpec, blender_to_opencv
 from .jobs import RenderSplatsParams
-from .rasterize import RasterConfig, rasterize
+from .rasterize import AUTO_TILE, RasterConfig, rasterize
 
 MAX_RENDER_PIXELS = 8192 * 8192  # a larger frame (resolution x percentage) is refused before anything is allocated
 
@@ -66,7 +66,8 @@ def render_splats_to_files(ctx: JobContext, params: RenderSplatsParams) -> list[
     else:
         raise InvalidInput(f"{source} is neither a .ply file nor a .lw4d folder")
     times = params.times if params.times is not None else [float(f) for f in params.frames]
-    config = RasterConfig(sh_degree=params.sh_degree, background=params.background, depth=False)  # RGBA frames
+    config = RasterConfig(sh_degree=params.sh_degree, background=params.background, depth=False,  # RGBA frames
+                          tile_size=AUTO_TILE)
 
     name = Path(params.out_dir).name
     name = name if name not in ("", "..") else "render"  # ".." would be jobs/ itself
