@@ -44,8 +44,9 @@ class AlignConfig:
     match_radius: float | None = None  # world units; None: 3 x the median spacing of the previous samples
     min_matches: int = 20  # fewer matches than this: no overlap, the view keeps its own scale
     ransac_iterations: int = 256
-    ransac_score_samples: int = 2000  # matches each RANSAC hypothesis is scored on
+    ransac_score_samples: int = 1000  # matches each RANSAC hypothesis is scored on (ranks them to ~1.5 %)
     ransac_threshold: float = 0.3  # inlier if ||b - sRa|| < threshold * median ||b||
+    fit_samples: int = 8192  # matches the RANSAC + IRLS fit runs on (a random subset); the outlier test sees all
     irls_iterations: int = 20
     huber_k: float = 1.345
     identity_prior: float = 1e-3  # lambda relative to the mean ||a|| ||b||
@@ -122,16 +123,26 @@ def _minimal_sets(rng: np.random.Generator, k: int, count: int) -> np.ndarray:
 
 def robust_rotation_scale(a: np.ndarray, b: np.ndarray, config: AlignConfig = AlignConfig()
                           ) -> tuple[np.ndarray, float, np.ndarray]:
-    """RANSAC start + Huber IRLS (see module docstring). Returns R, s and the final weights (K,)."""
+    """RANSAC start + Huber IRLS (see module docstring). Returns R, s and the final weights (K,).
+
+    With more than ``config.fit_samples`` matches the fit runs on a random subset of that many (a 4-parameter
+    transform is fixed long before: the estimate's spread shrinks as 1 / sqrt(K)); the final Huber weights, and
+    so the outliers, are then computed for every match from that fit.
+    """
     k = len(a)
     rng = np.random.default_rng(config.seed)
+    a_all, b_all = a, b
+    if 0 < config.fit_samples < k:
+        sub = rng.choice(k, config.fit_samples, replace=False)
+        a, b = a[sub], b[sub]
+    n = len(a)
     bnorm = np.linalg.norm(b, axis=1)
     thr = config.ransac_threshold * max(float(np.median(bnorm)), 1e-12)
-    if k >= 3 and config.ransac_iterations > 0:
-        idx = _minimal_sets(rng, k, config.ransac_iterations)
+    if n >= 3 and config.ransac_iterations > 0:
+        idx = _minimal_sets(rng, n, config.ransac_iterations)
         rs, ss = _batched_rotation_scale(a[idx], b[idx])
         # hypotheses are scored on a random subset (enough to rank them), the winner on every match
-        sub = rng.choice(k, min(k, config.ransac_score_samples), replace=False)
+        sub = rng.choice(n, min(n, config.ransac_score_samples), replace=False)
         d = b[sub][None] - a[sub] @ (rs * ss[:, None, None]).transpose(0, 2, 1)  # b - s R a, (H, S, 3)
         res2 = np.sum(d * d, axis=2)  # squared residuals (H, S)
         mid = res2.shape[1] // 2  # ties broken by the (upper) median residual: squares rank like residuals
@@ -139,22 +150,34 @@ def robust_rotation_scale(a: np.ndarray, b: np.ndarray, config: AlignConfig = Al
         best = int(np.argmax(score))
         inliers = np.linalg.norm(b - ss[best] * a @ rs[best].T, axis=1) < thr
         if inliers.sum() < 3:
-            inliers = np.ones(k, bool)
+            inliers = np.ones(n, bool)
     else:
-        inliers = np.ones(k, bool)
+        inliers = np.ones(n, bool)
     w = inliers.astype(np.float64)
     r, s = solve_rotation_scale(a, b, w, config.identity_prior)
-    for _ in range(config.irls_iterations):
+
+    def huber(a, b, r, s, w):
         res = np.linalg.norm(b - s * a @ r.T, axis=1)
         sigma = 1.4826 * float(np.median(res[w > 0.5])) if (w > 0.5).any() else float(np.median(res))
         delta = config.huber_k * max(sigma, 1e-12 * max(float(np.median(bnorm)), 1e-30))
         w = np.minimum(1.0, delta / np.maximum(res, 1e-30))
         w[res > 3.0 * max(thr, delta)] = 0.0  # far outliers get no vote at all (redescending tail)
+        return w, delta
+
+    delta = None
+    for _ in range(config.irls_iterations):
+        w, delta = huber(a, b, r, s, w)
         r_new, s_new = solve_rotation_scale(a, b, w, config.identity_prior)
         converged = np.abs(r_new - r).max() < 1e-9 and abs(s_new - s) < 1e-9 * max(abs(s), 1.0)
         r, s = r_new, s_new
         if converged:
             break
+    if n < k:  # every match's weight from the subset's fit and scale
+        if delta is None:
+            w, delta = huber(a, b, r, s, w)
+        res = np.linalg.norm(b_all - s * a_all @ r.T, axis=1)
+        w = np.minimum(1.0, delta / np.maximum(res, 1e-30))
+        w[res > 3.0 * max(thr, delta)] = 0.0
     return r, s, w
 
 
@@ -225,7 +248,19 @@ def _match(prev_pts: np.ndarray, queries: np.ndarray, config: AlignConfig, devic
         config = replace(config, match_radius=radius)
     tree = cKDTree(prev_pts, leafsize=32, balanced_tree=False, compact_nodes=False)  # quick to build
     radius = config.match_radius if config.match_radius is not None else default_match_radius(prev_pts, tree=tree)
-    return tree.query(queries, k=1, distance_upper_bound=radius, workers=-1)
+    dist = np.full(len(queries), np.inf)
+    index = np.full(len(queries), len(prev_pts), dtype=np.int64)
+    if not (math.isfinite(radius) and len(prev_pts)):
+        if len(prev_pts):
+            dist, index = tree.query(queries, k=1, distance_upper_bound=radius, workers=-1)
+        return dist, index
+    # only queries inside the previous samples' box (grown by the radius) can have a match: the rest of an
+    # expansion's new view is not searched (the same answer, in about half the time)
+    lo, hi = prev_pts.min(axis=0) - radius, prev_pts.max(axis=0) + radius
+    near = np.flatnonzero(np.all((queries >= lo) & (queries <= hi), axis=1))
+    if len(near):
+        dist[near], index[near] = tree.query(queries[near], k=1, distance_upper_bound=radius, workers=-1)
+    return dist, index
 
 
 def _device(device):
