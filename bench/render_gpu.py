@@ -32,9 +32,9 @@ from gpu_common import median_ms, use_code_tree
 
 use_code_tree()
 from backend.gaussians import Gaussians
+from backend.render import rasterize as rasterize_mod
 from backend.render.cameras import camera_from_fov
 from backend.render.frames import DeviceSequence, gather_frame
-from backend.render import rasterize as rasterize_mod
 from backend.render.rasterize import RasterConfig, rasterize
 
 PARAMS = ("means", "quats", "log_scales", "opacity_logits", "sh")
