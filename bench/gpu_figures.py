@@ -84,6 +84,7 @@ def collect(folder: Path) -> dict:
     for name, fn in (("world_step", world), ("motion_update", motion), ("hashgrid", hashgrid), ("render", render)):
         figures[name] = {when: fn(_load(folder, f"{name}_{when}")) for when in ("before", "after")}
     figures["motion_update"]["after_100_steps"] = motion(_load(folder, "motion_update_after100"))
+    figures["motion_update"]["after_50_steps"] = motion(_load(folder, "motion_update_after50"))
     figures["outpaint_modes"] = {**outpaint(_load(folder, "outpaint_inductor")), **outpaint(_load(folder, "outpaint_after"))}
     device = next((d["device"] for name in ("world_step_after", "render_after", "hashgrid_after")
                    if (d := _load(folder, name))), None)
@@ -123,11 +124,12 @@ def table(f: dict) -> str:
             ("  tile chosen (world)", "render", "world_sh3_dyn1.00_auto_tile", "")]
     lines = [f"device: {f.get('device')}", "| figure | before | after | goal |", "|---|---|---|---|"]
     lines += [f"| {label} | {get(s, 'before', k)} | {get(s, 'after', k)} | {goal} |" for label, s, k, goal in rows]
-    m100 = f.get("motion_update", {}).get("after_100_steps") or {}
-    if m100:
-        lines.append(f"| motion with 100 update steps: total / update s, fit rel. error, held-out deg | | "
-                     f"{m100['total_median_s']:.3f} / {m100['update_median_s']:.3f}, {m100['update_rel_error']:.4f}, "
-                     f"{m100['held_out_angle_deg']:.2f} | <= 0.1 |")
+    for steps in (100, 50):
+        m = f.get("motion_update", {}).get(f"after_{steps}_steps") or {}
+        if m:
+            lines.append(f"| motion with {steps} update steps: total / update s, fit rel. error, held-out deg | | "
+                         f"{m['total_median_s']:.3f} / {m['update_median_s']:.3f}, {m['update_rel_error']:.4f}, "
+                         f"{m['held_out_angle_deg']:.2f} | <= 0.1 |")
     for mode, r in f.get("outpaint_modes", {}).items():
         lines.append(f"| outpaint alone, UNet {mode}: call s (first call s) | | {r['median_s']:.3f} "
                      f"({r['first_call_s']:.1f}) | PSNR vs eager {r.get('psnr_vs_eager_db', float('inf')):.1f} dB |")

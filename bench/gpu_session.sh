@@ -106,6 +106,10 @@ TEST_ARGS=(--timeout 90)  # pytest-timeout (on the GPU image)
 [[ $DRY == 1 ]] && TEST_ARGS=()
 step tests_gpu 120 40 $PY -m pytest -q -m gpu tests/gpu tests/backend/fields/test_hashgrid_cuda.py -p no:cacheprovider "${TEST_ARGS[@]}"
 step motion_after100 60 30 $PY bench/motion_update_gpu.py --update-steps 100 --json "$WORK/logs/motion_update_after100.json" $DRYARG
+step motion_after50 60 30 $PY bench/motion_update_gpu.py --update-steps 50 --json "$WORK/logs/motion_update_after50.json" $DRYARG
+GALLERY_ARGS=(--resolution 384 --frames 60 --size 256 --device cuda)
+[[ $DRY == 1 ]] && GALLERY_ARGS=(--resolution 64 --frames 6 --size 48 --device cpu)
+step gallery_cuda 110 60 env PYTHONPATH="${PYTHONPATH:-}:$PWD" $PY bench/world_gallery.py "${GALLERY_ARGS[@]}" --image "$OUT/world_gallery_cuda.jpg"
 INDUCTOR=off,inductor
 [[ $DRY == 1 ]] && INDUCTOR=off
 step outpaint_inductor 300 60 $PY bench/outpaint_gpu.py --modes $INDUCTOR "${OUTPAINT_ARGS[@]}" --models "$MODELS" --json "$WORK/logs/outpaint_inductor.json" --png "$OUT/outpaint_inductor.png" $DRYARG
