@@ -99,3 +99,20 @@ def test_fixed_geometry_on_cuda_renders_what_rasterize_renders():
         ref = torch.autograd.grad((w * want.color).sum() + want.alpha.sum(), [sh, logits])
         for a, b in zip(got, ref):
             assert render_gpu.rel_l2(a, b) < 1e-4
+
+
+@pytest.mark.parametrize("scale,tile", [((0.002, 0.01), 16), ((0.15, 0.4), 32)])
+def test_tile_from_the_footprints_renders_the_16_pixel_image(scale, tile):
+    from backend.render.rasterize import AUTO_TILE, RasterConfig, rasterize
+
+    g = render_gpu.random_scene(20000, 1, "cuda", seed=5, scale=scale)
+    cam = render_gpu.scene_camera(640, 360)
+    with torch.no_grad():
+        auto = rasterize(g, cam, RasterConfig(depth=False, tile_size=AUTO_TILE))
+        fixed = rasterize(g, cam, RasterConfig(depth=False, tile_size=16))
+    assert auto.meta["tile_size"] == tile
+    assert float(auto.alpha.mean()) > 0.05
+    torch.testing.assert_close(auto.color, fixed.color, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(auto.alpha, fixed.alpha, atol=2e-5, rtol=1e-4)
+    g.means.requires_grad_()
+    assert rasterize(g, cam, RasterConfig(depth=False, tile_size=AUTO_TILE)).meta["tile_size"] == 16  # trained: 16
