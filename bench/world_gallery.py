@@ -70,7 +70,7 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.1f} at start; resolution {args.resolution}, {args.frames} frames, "
           f"device {args.device}, torch {torch.__version__}"
           + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
-    print("| photo | sky % | water % | moving Gaussians | flicker (VBench) | smoothness | seam (steps) | uncovered max |"
+    print("| photo | sky % | water % | moving Gaussians | flicker (VBench) | smoothness | seam (steps; goal) | uncovered max |"
           " s |\n|---|---|---|---|---|---|---|---|---|")
     rows = []
     try:
@@ -86,7 +86,8 @@ def main() -> None:
             seq = read_sequence(seq_path)
             moving = seq.dynamic_count // 2
             print(f"| {label} | {100 * (regions == 1).mean():.0f} | {100 * (regions == 2).mean():.0f} | {moving} | "
-                  f"{q.temporal_flicker:.4f} | {q.motion_smoothness:.4f} | {q.seam_ratio:.2f} | "
+                  f"{q.temporal_flicker:.4f} | {q.motion_smoothness:.4f} | {q.seam_ratio:.2f} (<= {q.seam_limit:.2f}"
+                  f"{'' if q.goals['seam_ratio']['met'] else ' NOT met'}) | "
                   f"{100 * q.uncovered_max:.2f} % | {time.perf_counter() - t:.0f} |", flush=True)
             image = read_image(w0.file("image.png"))
             overlay = image.copy()

@@ -482,6 +482,12 @@ def metrics_lines(s: LW_WorldSettings) -> list[str]:
 _BAD_METRICS = (ValueError, KeyError, TypeError, IndexError, AttributeError)
 
 
+def _seam_limit(m: dict) -> float:
+    """The seam goal the backend judged by: 1.0, or the loop's own steps' spread (``LoopQuality.seam_limit``)."""
+    limit = m.get("goals", {}).get("seam_ratio", {}).get("limit", 1.0)
+    return float(limit) if isinstance(limit, (int, float)) else 1.0
+
+
 def _metrics_lines(m: dict) -> list[str]:
     """The lines of a metrics.json document (``_BAD_METRICS`` when it is not the backend's shape)."""
     goals = m.get("goals", {})
@@ -491,8 +497,10 @@ def _metrics_lines(m: dict) -> list[str]:
 
     lines = [f"Flicker (VBench) {m['temporal_flicker']:.4f}, goal >= 0.989: {mark('temporal_flicker')}",
              f"Motion smoothness {m['motion_smoothness']:.4f}",
-             f"Loop seam {m['seam_ratio']:.2f} frame steps, goal <= 1.0: {mark('seam_ratio')}",
+             f"Loop seam {m['seam_ratio']:.2f} frame steps, goal <= {_seam_limit(m):.2f}: {mark('seam_ratio')}",
              f"Uncovered {100 * m['uncovered_max']:.2f} % of pixels (worst frame)"]
+    if isinstance(m.get("ordinary_ratio_mean"), (int, float)) and isinstance(m.get("ordinary_ratio_sd"), (int, float)):
+        lines.insert(3, f"  (ordinary steps {m['ordinary_ratio_mean']:.2f} +- {m['ordinary_ratio_sd']:.2f} of theirs)")
     if not m.get("exact", True):
         lines.append(f"(estimated from {m['rendered']} of {m['frames']} frames at {m['size'][0]} px)")
     return lines

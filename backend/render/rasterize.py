@@ -86,10 +86,11 @@ def _check_inputs(gaussians: Gaussians, camera: Camera, extra, sh_degree: int | 
 
 AUTO_TILE = 0
 TILE_CHOICES = (16, 32)
-# Cost of one tile-splat pair in gsplat's compositing per 16 x 16 pixels, against its share of the sort and the
-# tile intersection (H100 profile of the 1M-Gaussian ball frame, docs/bench/render.md: radix sort 36 %,
-# intersect_tile 29 %, rasterize forward 18 %).
-RASTER_WEIGHT = 18.0 / (36.0 + 29.0)
+# Compositing cost of one tile-splat pair per 16 x 16 pixels, relative to the pair's sort and intersection. Fitted to
+# the H100 frames of bench/render_gpu.py at 16 and 32 px (docs/bench/render.md, 2026-12-07): the ball (pairs
+# 16 px / 32 px = 2.70) took 3.51 / 2.40 ms, i.e. a weight of 0.46; the world (pairs ratio 1.60) 1.6 / 2.2 ms, 0.67.
+# 0.55 puts the switch at a pairs ratio of 2.0, clear of both.
+RASTER_WEIGHT = 0.55
 
 
 @torch.no_grad()

@@ -15,6 +15,11 @@ The loop is rendered from the world's first camera (the photo's view) and measur
   a step than its neighbours (a one-way clip that jumps back scores ~8). Against the mean step of the whole loop
   (``seam_ratio_mean``) a cross-fade always looks a little worse: mid-loop two half-opaque copies blend and
   change less per frame than one opaque copy moving (measured 0.93-1.35, see docs/bench/motion.md).
+  A seamless loop's wrap IS an ordinary step, and an ordinary step against its two neighbours scatters around 1
+  with the picture's content (on the gallery photos 0.94-1.04, half of them above 1: docs/bench/world.md, "Why
+  the wrap is 1.00-1.02"). So when every frame is rendered the same ratio is taken for every other step of the
+  loop (``ordinary_ratio_mean`` / ``_sd``), and the seam goal is met when the wrap is at most 1.0 or within that
+  spread (mean + 2 sd): a wrap that jumps is far outside it (a one-way clip: ~8 against ~1 +- 0.02).
 - uncovered: the share of pixels whose alpha is below 0.5 (the empty background shows), worst frame and mean.
 
 Every frame is rendered when ``pairs`` is None (the definitions above, exactly); on a CPU, where a frame of a
@@ -56,11 +61,23 @@ class LoopQuality:
     seam_ratio_mean: float  # seam / mean step of the loop
     uncovered_max: float
     uncovered_mean: float
+    ordinary_ratio_mean: float | None = None  # every other step against its two neighbours (all frames rendered)
+    ordinary_ratio_sd: float | None = None
+
+    @property
+    def seam_limit(self) -> float:
+        """The largest seam ratio that is met: 1.0, or the loop's own steps' spread (mean + 2 sd) when known."""
+        if self.ordinary_ratio_mean is None or self.ordinary_ratio_sd is None:
+            return SEAM_GOAL
+        return max(SEAM_GOAL, self.ordinary_ratio_mean + 2.0 * self.ordinary_ratio_sd)
 
     @property
     def goals(self) -> dict:
+        limit = self.seam_limit
+        seam_goal = (f"<= {SEAM_GOAL}" if limit == SEAM_GOAL else
+                     f"<= {SEAM_GOAL} or within the loop's ordinary steps (<= {limit:.2f})")
         return {"temporal_flicker": {"goal": f">= {FLICKER_GOAL}", "met": self.temporal_flicker >= FLICKER_GOAL},
-                "seam_ratio": {"goal": f"<= {SEAM_GOAL}", "met": self.seam_ratio <= SEAM_GOAL}}
+                "seam_ratio": {"goal": seam_goal, "met": self.seam_ratio <= limit, "limit": limit}}
 
     def to_json(self) -> dict:
         return {**asdict(self), "size": list(self.size), "goals": self.goals}
@@ -112,12 +129,18 @@ def loop_quality(colors: np.ndarray, alphas: np.ndarray, index: list[int], count
     mean_step = float(np.mean(steps)) / 255.0
     beside = (mean_abs_diff(u8[at[count - 2]], u8[at[count - 1]]) + mean_abs_diff(u8[at[0]], u8[at[1]])) / 510.0
     uncovered = (alphas < 0.5).mean(axis=(1, 2))
+    ordinary = None
+    if len(index) == count and count >= 6:  # step k (k -> k+1) against k-1 and k+1, every k but the wrap's
+        step = [mean_abs_diff(u8[t], u8[t + 1]) for t in range(count - 1)]
+        ordinary = np.array([step[k] / max((step[k - 1] + step[k + 1]) / 2, 1e-12) for k in range(1, count - 2)])
     return LoopQuality(frames=count, rendered=len(index), size=(int(colors.shape[2]), int(colors.shape[1])),
                        exact=len(index) == count, temporal_flicker=(255.0 - float(np.mean(steps))) / 255.0,
                        motion_smoothness=(255.0 - float(np.mean(middles))) / 255.0, seam=seam, mean_step=mean_step,
                        seam_ratio=seam / max(beside, 1e-12), seam_ratio_mean=seam / max(mean_step, 1e-12),
                        uncovered_max=float(uncovered.max()),
-                       uncovered_mean=float(uncovered.mean()))
+                       uncovered_mean=float(uncovered.mean()),
+                       ordinary_ratio_mean=None if ordinary is None else float(ordinary.mean()),
+                       ordinary_ratio_sd=None if ordinary is None else float(ordinary.std()))
 
 
 def render_frames(frame_at: Callable[[int], Gaussians], camera: Camera, frames: list[int], device: str | torch.device,

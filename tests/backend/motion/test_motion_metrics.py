@@ -74,6 +74,27 @@ def test_seam_ratio_is_one_for_a_seamless_loop_and_large_for_a_jump():
     assert h.uncovered_max == pytest.approx(16 / 64) and h.uncovered_mean == pytest.approx(16 / 64 / count)
 
 
+def test_a_seamless_wrap_within_the_spread_of_ordinary_steps_is_met_and_a_jump_is_not():
+    # a periodic loop whose steps vary with the content (5-7 px): the wrap (6 px after a 5 px step) is above 1.0
+    # of its neighbours, as ordinary steps of the same loop are
+    tex96 = _texture()[:, :96]
+    steps = [5, 7, 6, 6] * 4
+    shifts = np.concatenate([[0], np.cumsum(steps)[:-1]])
+    assert sum(steps) == 96
+    loop = np.stack([np.roll(tex96, -int(s), axis=1) for s in shifts])
+    q = loop_quality(loop, np.ones(loop.shape[:3]), list(range(16)), 16)
+    assert q.seam_ratio > 1.0
+    assert q.ordinary_ratio_sd > 0.02 and q.seam_ratio < q.seam_limit
+    assert q.goals["seam_ratio"]["met"] and q.to_json()["goals"]["seam_ratio"]["limit"] == q.seam_limit
+    jump = _sliding(16, speed=6.0)  # one way: the wrap jumps back 90 px
+    j = loop_quality(jump, np.ones(jump.shape[:3]), list(range(16)), 16)
+    assert j.seam_ratio > j.seam_limit and not j.goals["seam_ratio"]["met"]
+    sampled = sampled_frames(64, 4)  # the CPU estimate: no ordinary steps to compare with, the goal is 1.0
+    long = np.stack([np.roll(tex96, -3 * (t % 32), axis=1) for t in range(64)])
+    e = loop_quality(long[sampled], np.ones((len(sampled), 64, 96)), sampled, 64)
+    assert e.ordinary_ratio_mean is None and e.seam_limit == 1.0
+
+
 def test_sampled_frames_are_even_triplets_and_the_wrap():
     f = sampled_frames(60, 4)
     assert {0, 1, 58, 59} <= set(f) and len(f) <= 16
