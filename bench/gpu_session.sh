@@ -90,7 +90,7 @@ fi
 WORLD_ARGS=(--steps 30 --turns 30,-30,45,-45 --models "$MODELS")
 [[ $DRY == 1 ]] && WORLD_ARGS=(--steps 2 --turns 30,-30 --models "$MODELS")
 step world_before 120 40 "${BEFORE[@]}" $PY bench/world_step_gpu.py "${WORLD_ARGS[@]}" --json "$WORK/logs/world_step_before.json" $DRYARG
-step world_after 120 40 $PY bench/world_step_gpu.py "${WORLD_ARGS[@]}" --json "$WORK/logs/world_step_after.json" $DRYARG
+step world_after 120 40 $PY bench/world_step_gpu.py "${WORLD_ARGS[@]}" --profile --json "$WORK/logs/world_step_after.json" $DRYARG
 step motion_before 75 30 "${BEFORE[@]}" $PY bench/motion_update_gpu.py --json "$WORK/logs/motion_update_before.json" $DRYARG
 step motion_after 90 30 $PY bench/motion_update_gpu.py --profile --json "$WORK/logs/motion_update_after.json" $DRYARG
 OUTPAINT_ARGS=(--steps 30 --reps 4)

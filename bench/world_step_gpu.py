@@ -77,6 +77,27 @@ def model_config(folders: dict, steps: int, accel: str, device: str) -> ModelCon
     return ModelConfig(**kw)
 
 
+def profile_expansion(root: Path, camera, dry: bool) -> None:
+    """One expansion under torch.profiler: prints the wall time, the summed GPU kernel time (how much of the wall
+    the GPU is busy), and the top operators by self CUDA time and by self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([] if dry else [ProfilerActivity.CUDA])
+    with profile(activities=acts) as prof:
+        t = time.perf_counter()
+        expand_world(root, camera)
+        if not dry:
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - t
+    events = prof.key_averages()
+    gpu_us = sum(getattr(e, "self_device_time_total", 0.0) for e in events)
+    print(f"\nprofiled expansion: wall {wall:.3f} s (profiler on), GPU kernels {gpu_us / 1e6:.3f} s "
+          f"({gpu_us / 1e6 / wall:.0%} of the wall)")
+    if not dry:
+        print(events.table(sort_by="self_cuda_time_total", row_limit=20, max_name_column_width=60))
+    print(events.table(sort_by="self_cpu_time_total", row_limit=20, max_name_column_width=60))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", default="30,50", help="denoising steps to time, comma-separated")
@@ -86,6 +107,9 @@ def main() -> None:
     ap.add_argument("--accel", default="auto", help="outpaint UNet: auto | off | graphs | inductor")
     ap.add_argument("--json", default=None)
     ap.add_argument("--dry", action="store_true", help="tiny models on the CPU at 64 px (checks the script)")
+    ap.add_argument("--profile", action="store_true",
+                    help="one more expansion under torch.profiler: GPU-busy time against the wall, top kernels and "
+                         "host operators (where the step waits)")
     args = ap.parse_args()
     if not torch.cuda.is_available() and not args.dry:
         raise SystemExit("this benchmark needs CUDA (--dry checks it on the CPU)")
@@ -118,6 +142,8 @@ def main() -> None:
                 print(f"expansion {deg:+.0f} deg: {times[-1]:.3f} s " + " ".join(
                     f"{s[:-2]} {world.current.stats['timings'].get(s, 0.0):.3f}" for s in STAGES), flush=True)
             providers = world.current.providers
+            if args.profile:
+                profile_expansion(tmp / "w", turned_camera(base, 20.0), args.dry)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         from backend.world import pipeline
