@@ -85,6 +85,7 @@ def collect(folder: Path) -> dict:
         figures[name] = {when: fn(_load(folder, f"{name}_{when}")) for when in ("before", "after")}
     figures["motion_update"]["after_100_steps"] = motion(_load(folder, "motion_update_after100"))
     figures["motion_update"]["after_50_steps"] = motion(_load(folder, "motion_update_after50"))
+    figures["motion_update"]["after_t17_100_steps"] = motion(_load(folder, "motion_update_after_t17"))
     figures["outpaint_modes"] = {**outpaint(_load(folder, "outpaint_inductor")), **outpaint(_load(folder, "outpaint_after"))}
     device = next((d["device"] for name in ("world_step_after", "render_after", "hashgrid_after")
                    if (d := _load(folder, name))), None)
@@ -124,10 +125,10 @@ def table(f: dict) -> str:
             ("  tile chosen (world)", "render", "world_sh3_dyn1.00_auto_tile", "")]
     lines = [f"device: {f.get('device')}", "| figure | before | after | goal |", "|---|---|---|---|"]
     lines += [f"| {label} | {get(s, 'before', k)} | {get(s, 'after', k)} | {goal} |" for label, s, k, goal in rows]
-    for steps in (100, 50):
+    for steps, label in ((100, "100 update steps"), (50, "50 update steps"), ("t17_100", "2^17 tables, 100 steps")):
         m = f.get("motion_update", {}).get(f"after_{steps}_steps") or {}
         if m:
-            lines.append(f"| motion with {steps} update steps: total / update s, fit rel. error, held-out deg | | "
+            lines.append(f"| motion with {label}: total / update s, fit rel. error, held-out deg | | "
                          f"{m['total_median_s']:.3f} / {m['update_median_s']:.3f}, {m['update_rel_error']:.4f}, "
                          f"{m['held_out_angle_deg']:.2f} | <= 0.1 |")
     for mode, r in f.get("outpaint_modes", {}).items():

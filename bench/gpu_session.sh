@@ -107,6 +107,7 @@ TEST_ARGS=(--timeout 90)  # pytest-timeout (on the GPU image)
 step tests_gpu 120 40 $PY -m pytest -q -m gpu tests/gpu tests/backend/fields/test_hashgrid_cuda.py -p no:cacheprovider "${TEST_ARGS[@]}"
 step motion_after100 60 30 $PY bench/motion_update_gpu.py --update-steps 100 --json "$WORK/logs/motion_update_after100.json" $DRYARG
 step motion_after50 60 30 $PY bench/motion_update_gpu.py --update-steps 50 --json "$WORK/logs/motion_update_after50.json" $DRYARG
+step motion_after_t17 60 30 $PY bench/motion_update_gpu.py --table-log2 17 --update-steps 100 --json "$WORK/logs/motion_update_after_t17.json" $DRYARG
 GALLERY_ARGS=(--resolution 384 --frames 60 --size 256 --device cuda)
 [[ $DRY == 1 ]] && GALLERY_ARGS=(--resolution 64 --frames 6 --size 48 --device cpu)
 step gallery_cuda 110 60 env PYTHONPATH="${PYTHONPATH:-}:$PWD" $PY bench/world_gallery.py "${GALLERY_ARGS[@]}" --image "$OUT/world_gallery_cuda.jpg"

@@ -49,6 +49,7 @@ def main():
     ap.add_argument("--json", default=None)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--update-steps", type=int, default=None, help="Adam steps of each update (default: the field's)")
+    ap.add_argument("--table-log2", type=int, default=None, help="hash table size per level, log2 (default: the field's)")
     ap.add_argument("--dry", action="store_true", help="CPU, 20k / 5k samples, few steps (checks the script)")
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -68,6 +69,8 @@ def main():
     cfg = MotionFieldConfig()
     if args.update_steps is not None:
         cfg = replace(cfg, update_steps=args.update_steps)
+    if args.table_log2 is not None:
+        cfg = replace(cfg, encoding=replace(cfg.encoding, log2_table_size=args.table_log2))
     if args.dry:
         cfg = replace(cfg, update_steps=args.update_steps or 10, steps=20, batch_size=4096,
                       encoding=replace(cfg.encoding, n_levels=4, log2_table_size=14, backend="torch"))
