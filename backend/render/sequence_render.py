@@ -6,6 +6,7 @@ without torch.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,8 @@ def render_splats_to_files(ctx: JobContext, params: RenderSplatsParams) -> list[
                 gaussians = write_dynamic(gaussians, index, **vals)
             with torch.no_grad():
                 r = rasterize(gaussians, blender_to_opencv(spec), config)
+            if config.tile_size == AUTO_TILE:  # chosen on the first frame, kept for the rest (no cost per frame)
+                config = replace(config, tile_size=r.meta["tile_size"])
             path = out / f"frame_{frame:04d}.png"
             imageio.imwrite(path, to_rgba8(r.color, r.alpha, params.background))
             artifacts.append(ctx.artifact(path))

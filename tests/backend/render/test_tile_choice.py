@@ -57,3 +57,44 @@ def test_auto_tile_renders_what_16_pixel_tiles_render_on_the_reference():
     assert auto.alpha.max() > 0.5
     torch.testing.assert_close(auto.color, fixed.color)
     torch.testing.assert_close(auto.alpha, fixed.alpha)
+
+
+def test_culled_splats_with_unwritten_means_do_not_decide_the_tile():
+    # gsplat leaves the projected means of culled splats unwritten: NaN, inf or anything; found on an H100, where
+    # they turned the cost into NaN and the choice into whichever tile argmin met first
+    means2d, radii = splats(20000, 60)
+    means2d[:500] = float("nan")
+    means2d[500:1000] = float("inf")
+    means2d[1000:1500] = -3e38
+    radii[:1500] = 0
+    assert choose_tile_size(means2d, radii, 1920, 1080) == 32
+    assert torch.isfinite(tile_pairs(means2d, radii, 1920, 1080, 16))
+    small_means, small_radii = splats(20000, 2)
+    small_means[:100], small_radii[:100] = float("nan"), 0
+    assert choose_tile_size(small_means, small_radii, 1920, 1080) == 16
+
+
+def test_the_render_job_keeps_the_tile_its_first_frame_chose(monkeypatch, tmp_path):
+    from backend.io.ply import write_ply
+    from backend.jobs import JobContext
+    from backend.render import sequence_render
+    from backend.render.cameras import camera_from_fov, opencv_to_blender
+    from backend.render.jobs import RenderSplatsParams, render_splats
+
+    configs = []
+    real = sequence_render.rasterize
+
+    def spy(gaussians, camera, config, extra=None):
+        configs.append(config.tile_size)
+        return real(gaussians, camera, config, extra)
+
+    monkeypatch.setattr(sequence_render, "rasterize", spy)
+    g = Gaussians(means=np.zeros((1, 3), np.float32), quats=np.array([[1, 0, 0, 0]], np.float32),
+                  log_scales=np.full((1, 3), np.log(0.2), np.float32), opacity_logits=np.array([3.0], np.float32),
+                  sh=np.full((1, 1, 3), 0.5, np.float32))
+    write_ply(tmp_path / "one.ply", g)
+    cam = opencv_to_blender(camera_from_fov(eye=[0, -4, 0], target=[0, 0, 0], width=32, height=24, fov_deg=40))
+    params = RenderSplatsParams(source=str(tmp_path / "one.ply"), cameras=[cam.to_dict()] * 3, frames=[1, 2, 3])
+    arts = render_splats(JobContext(workspace=tmp_path, job_dir=tmp_path / "jobs" / "t"), params)
+    assert len(arts) == 3
+    assert configs == [AUTO_TILE, 16, 16]  # the reference's choice is 16; chosen once, then fixed
