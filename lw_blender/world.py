@@ -500,7 +500,8 @@ def _metrics_lines(m: dict) -> list[str]:
              f"Loop seam {m['seam_ratio']:.2f} frame steps, goal <= {_seam_limit(m):.2f}: {mark('seam_ratio')}",
              f"Uncovered {100 * m['uncovered_max']:.2f} % of pixels (worst frame)"]
     if isinstance(m.get("ordinary_ratio_mean"), (int, float)) and isinstance(m.get("ordinary_ratio_sd"), (int, float)):
-        lines.insert(3, f"  (ordinary steps {m['ordinary_ratio_mean']:.2f} +- {m['ordinary_ratio_sd']:.2f} of theirs)")
+        lines.insert(3, f"  (other steps: {m['ordinary_ratio_mean']:.2f} +- {m['ordinary_ratio_sd']:.2f} of their "
+                        "neighbours)")
     if not m.get("exact", True):
         lines.append(f"(estimated from {m['rendered']} of {m['frames']} frames at {m['size'][0]} px)")
     return lines

@@ -30,11 +30,11 @@ class RasterConfig:
     eps2d: screen-space low-pass added to the 2D covariance (pixels^2). antialiased: gsplat's "antialiased"
     mode (opacity times sqrt(det Sigma_2d / det(Sigma_2d + eps2d I)), Mip-Splatting's compensation).
     radius_clip: Gaussians whose screen box half-size is <= this (pixels) are skipped. depth: composite the
-    expected depth too (one more channel per splat and pixel). tile_size: pixels per tile
-    side; ``AUTO_TILE`` (0) picks it from the splats' screen footprints (``choose_tile_size``, about 1 ms at 1M
-    splats on an H100) when gsplat renders without an autograd graph, and 16 otherwise; the render job picks once,
-    on its first frame, and keeps that tile (``meta["tile_size"]``). backend: "auto" (gsplat on CUDA, reference on CPU and on CUDA without gsplat: ``resolve_backend``), or
-    force "reference" / "gsplat".
+    expected depth too (one more channel per splat and pixel). tile_size: pixels per tile side; ``AUTO_TILE``
+    (0) picks it from the splats' screen footprints (``choose_tile_size``, about 1 ms at 1M splats on an H100)
+    when gsplat renders without an autograd graph, and 16 otherwise; the render job picks once, on its first
+    frame, and keeps that tile (``meta["tile_size"]``). backend: "auto" (gsplat on CUDA, reference on CPU and on
+    CUDA without gsplat: ``resolve_backend``), or force "reference" / "gsplat".
     Near and far planes come from the camera.
     """
 
@@ -90,7 +90,7 @@ TILE_CHOICES = (16, 32)
 # Compositing cost of one tile-splat pair per 16 x 16 pixels, relative to the pair's sort and intersection. Fitted to
 # the H100 frames of bench/render_gpu.py at 16 and 32 px (docs/bench/render.md, 2026-12-07): the ball (pairs
 # 16 px / 32 px = 2.70) took 3.51 / 2.40 ms, i.e. a weight of 0.46; the world (pairs ratio 1.60) 1.6 / 2.2 ms, 0.67.
-# 0.55 puts the switch at a pairs ratio of 2.0, clear of both.
+# 0.55 puts the switch at a pairs ratio of 2.06, clear of both.
 RASTER_WEIGHT = 0.55
 
 
