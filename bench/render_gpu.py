@@ -194,7 +194,7 @@ def _speed_row(scene, base: Gaussians, cam, degree, frac, frames, dev, timer, it
             rgba32 = RasterConfig(depth=False, tile_size=32)
             row["frame_rgba_tile32_ms"] = timer(lambda i: rasterize(gather_frame(dseq, i % frames), cam, rgba32),
                                                 iters)
-            if hasattr(rasterize_mod, "choose_tile_size"):  # the render job's frame: the tile its first frame chose
+            if hasattr(rasterize_mod, "AUTO_TILE"):  # the render job's frame: the tile its first frame chose
                 auto = RasterConfig(depth=False, tile_size=rasterize_mod.AUTO_TILE)
                 row["auto_tile"] = rasterize(gather_frame(dseq, 0), cam, auto).meta["tile_size"]
                 row["choose_tile_ms"] = timer(lambda i: rasterize(gather_frame(dseq, i % frames), cam, auto),

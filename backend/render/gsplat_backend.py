@@ -14,7 +14,23 @@ import subprocess
 
 import torch
 
-from .reference import Projection
+from .reference import Projection, tile_pairs
+
+TILE_CHOICES = (16, 32)
+# Compositing cost of one tile-splat pair per 16 x 16 pixels, relative to the pair's sort and intersection. Fitted to
+# the H100 frames of bench/render_gpu.py at 16 and 32 px (docs/bench/render.md, 2026-12-07): the ball (pairs
+# 16 px / 32 px = 2.70) took 3.51 / 2.40 ms, i.e. a weight of 0.46; the world (pairs ratio 1.60) 1.6 / 2.2 ms, 0.67.
+# 0.55 puts the switch at a pairs ratio of 2.06, clear of both.
+RASTER_WEIGHT = 0.55
+
+
+def choose_tile_size(means2d: torch.Tensor, radii: torch.Tensor, width: int, height: int) -> int:
+    """The tile side of ``TILE_CHOICES`` whose estimated frame cost is least: cost(t) = pairs(t) * (1 +
+    RASTER_WEIGHT * (t / 16)^2), pairs(t) = ``reference.tile_pairs``. Large splats favour big tiles (fewer pairs to
+    sort), small ones small tiles (fewer pixels testing a splat that misses them). One host sync."""
+    costs = [tile_pairs(means2d, radii, width, height, t) * (1.0 + RASTER_WEIGHT * (t / 16.0) ** 2)
+             for t in TILE_CHOICES]
+    return TILE_CHOICES[int(torch.stack(costs).argmin())]
 
 PINNED_VERSION = "1.5.3"  # pyproject.toml's [gpu] extra; the kernels this module composes are that release's
 INSTALL_HINT = "install it with `make gpu` or `pip install -e '.[gpu]'`"
@@ -53,7 +69,7 @@ def render(means, quats, scales, opacities, sh, sh_degree: int, extra, viewmat, 
     """Project, shade and composite on the GPU (viewmat (4, 4) world->camera, K (3, 3), campos (3,) camera centre).
 
     Returns (features (H, W, 3 + depth + C) = [rgb, z (if ``depth``), extra] weighted sums, alpha (H, W),
-    Projection, tile size used). ``tile_size`` 0: chosen from the footprints (``rasterize.choose_tile_size``).
+    Projection, tile size used). ``tile_size`` 0: chosen from the footprints (``choose_tile_size``).
     """
     from gsplat import (
         fully_fused_projection,
@@ -76,8 +92,6 @@ def render(means, quats, scales, opacities, sh, sh_degree: int, extra, viewmat, 
     features = torch.cat(parts, -1)
 
     if tile_size <= 0:
-        from .rasterize import choose_tile_size
-
         tile_size = choose_tile_size(means2d, radii, width, height)
     tw, th = math.ceil(width / tile_size), math.ceil(height / tile_size)
     _, isect_ids, flatten_ids = isect_tiles(means2d[None], radii[None], depths[None], tile_size, tw, th)

@@ -8,7 +8,6 @@ to the reference on the GPU with one warning per process, so a job never stops o
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -31,9 +30,9 @@ class RasterConfig:
     mode (opacity times sqrt(det Sigma_2d / det(Sigma_2d + eps2d I)), Mip-Splatting's compensation).
     radius_clip: Gaussians whose screen box half-size is <= this (pixels) are skipped. depth: composite the
     expected depth too (one more channel per splat and pixel). tile_size: pixels per tile side; ``AUTO_TILE``
-    (0) picks it from the splats' screen footprints (``choose_tile_size``, about 1 ms at 1M splats on an H100)
-    when gsplat renders without an autograd graph, and 16 otherwise; the render job picks once, on its first
-    frame, and keeps that tile (``meta["tile_size"]``). backend: "auto" (gsplat on CUDA, reference on CPU and on
+    (0) picks it from the splats' screen footprints (``gsplat_backend.choose_tile_size``, about 1 ms at 1M
+    splats on an H100) when gsplat renders without an autograd graph, and 16 otherwise; the render job picks
+    once, on its first frame, and keeps that tile (``meta["tile_size"]``). backend: "auto" (gsplat on CUDA, reference on CPU and on
     CUDA without gsplat: ``resolve_backend``), or force "reference" / "gsplat".
     Near and far planes come from the camera.
     """
@@ -86,39 +85,6 @@ def _check_inputs(gaussians: Gaussians, camera: Camera, extra, sh_degree: int | 
 
 
 AUTO_TILE = 0
-TILE_CHOICES = (16, 32)
-# Compositing cost of one tile-splat pair per 16 x 16 pixels, relative to the pair's sort and intersection. Fitted to
-# the H100 frames of bench/render_gpu.py at 16 and 32 px (docs/bench/render.md, 2026-12-07): the ball (pairs
-# 16 px / 32 px = 2.70) took 3.51 / 2.40 ms, i.e. a weight of 0.46; the world (pairs ratio 1.60) 1.6 / 2.2 ms, 0.67.
-# 0.55 puts the switch at a pairs ratio of 2.06, clear of both.
-RASTER_WEIGHT = 0.55
-
-
-@torch.no_grad()
-def tile_pairs(means2d: torch.Tensor, radii: torch.Tensor, width: int, height: int, tile: int) -> torch.Tensor:
-    """How many (tile, splat) pairs a ``tile``-pixel grid lists for splats at ``means2d`` (N, 2) with screen-box
-    half-sizes ``radii`` (N, 2) or (N,) (0: culled): the floor / ceil box of gsplat's ``isect_tiles`` and
-    ``reference.tile_intersections``, clamped to the image. A 0-d tensor (no host sync)."""
-    r = radii.reshape(len(radii), -1).to(torch.float32)
-    r = r.expand(-1, 2) if r.shape[1] == 1 else r
-    m = means2d.detach().to(torch.float32)
-    tw, th = math.ceil(width / tile), math.ceil(height / tile)
-    lo = torch.floor((m - r) / tile).clamp_min(0)
-    hi = torch.ceil((m + r) / tile)
-    hi = torch.stack([hi[:, 0].clamp_max(tw), hi[:, 1].clamp_max(th)], -1)
-    # where: gsplat leaves the means of culled splats unwritten (any value, NaN and inf included)
-    return torch.where((r > 0).all(-1), (hi - lo).clamp_min(0).prod(-1), 0.0).sum()
-
-
-def choose_tile_size(means2d: torch.Tensor, radii: torch.Tensor, width: int, height: int) -> int:
-    """The tile side of ``TILE_CHOICES`` whose estimated frame cost is least: cost(t) = pairs(t) * (1 +
-    RASTER_WEIGHT * (t / 16)^2) with pairs(t) = ``tile_pairs``. Large splats favour big tiles (fewer pairs to
-    sort), small ones small tiles (fewer pixels testing a splat that misses them). One host sync."""
-    costs = [tile_pairs(means2d, radii, width, height, t) * (1.0 + RASTER_WEIGHT * (t / 16.0) ** 2)
-             for t in TILE_CHOICES]
-    return TILE_CHOICES[int(torch.stack(costs).argmin())]
-
-
 _warned: set[str] = set()
 
 
@@ -194,7 +160,7 @@ def rasterize(gaussians: Gaussians, camera: Camera, config: RasterConfig = Raste
         from . import gsplat_backend
 
         if config.tile_size <= 0 and not (torch.is_grad_enabled() and _needs_graph(gaussians, extra)):
-            tile = AUTO_TILE  # chosen in gsplat_backend.render once the footprints are known
+            tile = AUTO_TILE  # chosen by gsplat_backend.render once the footprints are known
         img, alpha, proj, tile = gsplat_backend.render(means, gaussians.quats, scales, opacities, gaussians.sh,
                                                        degree, extra, viewmat, K, campos, w, h, tile_size=tile,
                                                        depth=config.depth, **opts)

@@ -123,6 +123,27 @@ def project(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, opac
     return Projection(means2d, conics, mean_c[:, 2], opacities, radii, visible)
 
 
+def tile_box(means2d: torch.Tensor, radii: torch.Tensor, width: int, height: int, tile_size: int):
+    """The tiles each splat's screen box covers, as gsplat's ``isect_tiles`` finds them: x in [x0, x1), y in [y0,
+    y1) of a ceil(W / tile) x ceil(H / tile) grid (float tensors of whole numbers, clamped to the grid). means2d
+    (N, 2), radii (N, 2) or (N,) half-sizes in pixels."""
+    tw, th = math.ceil(width / tile_size), math.ceil(height / tile_size)
+    rad = (radii if radii.ndim == 2 else radii[:, None]).to(means2d.dtype) / tile_size
+    mean = means2d.detach() / tile_size
+    lo, hi = torch.floor(mean - rad), torch.ceil(mean + rad)
+    return lo[:, 0].clamp(0, tw), hi[:, 0].clamp(0, tw), lo[:, 1].clamp(0, th), hi[:, 1].clamp(0, th)
+
+
+@torch.no_grad()
+def tile_pairs(means2d: torch.Tensor, radii: torch.Tensor, width: int, height: int, tile_size: int) -> torch.Tensor:
+    """How many (tile, splat) pairs ``tile_intersections`` (and gsplat) list for these splats (radii 0: culled). A
+    0-d tensor, no host sync."""
+    x0, x1, y0, y1 = tile_box(means2d.to(torch.float32), radii, width, height, tile_size)
+    # where: gsplat leaves the means of culled splats unwritten (any value, NaN and inf included)
+    live = (radii > 0).all(-1) if radii.ndim == 2 else radii > 0
+    return torch.where(live, (x1 - x0).clamp_min(0) * (y1 - y0).clamp_min(0), 0.0).sum()
+
+
 @torch.no_grad()
 def tile_intersections(proj: Projection, width: int, height: int, tile_size: int):
     """List (tile, gaussian) pairs, sorted by tile then depth.
@@ -133,12 +154,8 @@ def tile_intersections(proj: Projection, width: int, height: int, tile_size: int
     tw, th = math.ceil(width / tile_size), math.ceil(height / tile_size)
     ids = torch.nonzero(proj.valid).squeeze(1)
     ids = ids[torch.argsort(proj.depths.detach()[ids], stable=True)]
-    mean = proj.means2d.detach()[ids] / tile_size
-    rad = proj.radii[ids].to(mean.dtype) / tile_size
-    lo = torch.floor(mean - rad).long()
-    hi = torch.ceil(mean + rad).long()
-    x0, x1 = lo[:, 0].clamp(0, tw), hi[:, 0].clamp(0, tw)
-    y0, y1 = lo[:, 1].clamp(0, th), hi[:, 1].clamp(0, th)
+    x0, x1, y0, y1 = (v.long() for v in tile_box(proj.means2d.detach()[ids], proj.radii[ids], width, height,
+                                                  tile_size))
     nx, ny = x1 - x0, y1 - y0
     per = (nx * ny).clamp_min(0)
     dev = ids.device

@@ -1,4 +1,4 @@
-"""The tile size of display frames, chosen from the splats' screen footprints (``rasterize.choose_tile_size``)."""
+"""The tile size of display frames, chosen from the splats' screen footprints (``gsplat_backend.choose_tile_size``)."""
 
 import math
 
@@ -9,7 +9,9 @@ import torch
 from backend.gaussians import Gaussians
 from backend.render import reference
 from backend.render.cameras import Camera
-from backend.render.rasterize import AUTO_TILE, RasterConfig, choose_tile_size, rasterize, tile_pairs
+from backend.render.gsplat_backend import choose_tile_size
+from backend.render.rasterize import AUTO_TILE, RasterConfig, rasterize
+from backend.render.reference import tile_pairs
 
 torch.set_num_threads(1)
 
