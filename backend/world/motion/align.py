@@ -156,17 +156,19 @@ def robust_rotation_scale(a: np.ndarray, b: np.ndarray, config: AlignConfig = Al
     w = inliers.astype(np.float64)
     r, s = solve_rotation_scale(a, b, w, config.identity_prior)
 
-    def huber(a, b, r, s, w):
-        res = np.linalg.norm(b - s * a @ r.T, axis=1)
+    def huber(res, w):  # Huber weights of residuals ``res`` at the scale of the current inliers ``w``
         sigma = 1.4826 * float(np.median(res[w > 0.5])) if (w > 0.5).any() else float(np.median(res))
         delta = config.huber_k * max(sigma, 1e-12 * max(float(np.median(bnorm)), 1e-30))
+        return delta, weights(res, delta)
+
+    def weights(res, delta):
         w = np.minimum(1.0, delta / np.maximum(res, 1e-30))
         w[res > 3.0 * max(thr, delta)] = 0.0  # far outliers get no vote at all (redescending tail)
-        return w, delta
+        return w
 
     delta = None
     for _ in range(config.irls_iterations):
-        w, delta = huber(a, b, r, s, w)
+        delta, w = huber(np.linalg.norm(b - s * a @ r.T, axis=1), w)
         r_new, s_new = solve_rotation_scale(a, b, w, config.identity_prior)
         converged = np.abs(r_new - r).max() < 1e-9 and abs(s_new - s) < 1e-9 * max(abs(s), 1.0)
         r, s = r_new, s_new
@@ -174,10 +176,8 @@ def robust_rotation_scale(a: np.ndarray, b: np.ndarray, config: AlignConfig = Al
             break
     if n < k:  # every match's weight from the subset's fit and scale
         if delta is None:
-            w, delta = huber(a, b, r, s, w)
-        res = np.linalg.norm(b_all - s * a_all @ r.T, axis=1)
-        w = np.minimum(1.0, delta / np.maximum(res, 1e-30))
-        w[res > 3.0 * max(thr, delta)] = 0.0
+            delta, _ = huber(np.linalg.norm(b - s * a @ r.T, axis=1), w)
+        w = weights(np.linalg.norm(b_all - s * a_all @ r.T, axis=1), delta)
     return r, s, w
 
 
@@ -248,12 +248,10 @@ def _match(prev_pts: np.ndarray, queries: np.ndarray, config: AlignConfig, devic
         config = replace(config, match_radius=radius)
     tree = cKDTree(prev_pts, leafsize=32, balanced_tree=False, compact_nodes=False)  # quick to build
     radius = config.match_radius if config.match_radius is not None else default_match_radius(prev_pts, tree=tree)
+    if not math.isfinite(radius):
+        return tree.query(queries, k=1, distance_upper_bound=radius, workers=-1)
     dist = np.full(len(queries), np.inf)
     index = np.full(len(queries), len(prev_pts), dtype=np.int64)
-    if not (math.isfinite(radius) and len(prev_pts)):
-        if len(prev_pts):
-            dist, index = tree.query(queries, k=1, distance_upper_bound=radius, workers=-1)
-        return dist, index
     # only queries inside the previous samples' box (grown by the radius) can have a match: the rest of an
     # expansion's new view is not searched (the same answer, in about half the time)
     lo, hi = prev_pts.min(axis=0) - radius, prev_pts.max(axis=0) + radius

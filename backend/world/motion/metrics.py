@@ -131,8 +131,8 @@ def loop_quality(colors: np.ndarray, alphas: np.ndarray, index: list[int], count
     uncovered = (alphas < 0.5).mean(axis=(1, 2))
     ordinary = None
     if len(index) == count and count >= 6:  # step k (k -> k+1) against k-1 and k+1, every k but the wrap's
-        step = [mean_abs_diff(u8[t], u8[t + 1]) for t in range(count - 1)]
-        ordinary = np.array([step[k] / max((step[k - 1] + step[k + 1]) / 2, 1e-12) for k in range(1, count - 2)])
+        # (every frame rendered: ``steps`` is 0 -> 1, 1 -> 2, ..., T-2 -> T-1 in order)
+        ordinary = np.array([steps[k] / max((steps[k - 1] + steps[k + 1]) / 2, 1e-12) for k in range(1, count - 2)])
     return LoopQuality(frames=count, rendered=len(index), size=(int(colors.shape[2]), int(colors.shape[1])),
                        exact=len(index) == count, temporal_flicker=(255.0 - float(np.mean(steps))) / 255.0,
                        motion_smoothness=(255.0 - float(np.mean(middles))) / 255.0, seam=seam, mean_step=mean_step,
