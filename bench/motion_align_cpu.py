@@ -1,39 +1,23 @@
-"""Host alignment speed on the case of bench/motion_update_gpu.py (200k previous samples, 50k new ones overlapping
-half of them, vectors rotated 215 / 10 degrees and scaled 2.5x, 20 % outliers): median of seven ``align_flow``
-calls, with the solved scale and the outliers dropped. Compare two trees with PYTHONPATH:
+"""Host alignment speed on the case of ``bench/motion_update_gpu.py`` (``synthetic_case``: 200k previous samples,
+50k new ones overlapping half of them, vectors rotated 215 / 10 degrees and scaled 2.5x, 20 % outliers): median of
+seven ``align_flow`` calls, with the solved scale and the outliers dropped. LW_CODE picks the code tree measured
+(``bench/gpu_common.py``), e.g. a git worktree of an older commit:
 
-    PYTHONPATH=. .venv/bin/python bench/motion_align_cpu.py
-    git worktree add /tmp/old COMMIT && (cd /tmp/old && PYTHONPATH=. /work/main/.venv/bin/python /work/main/bench/motion_align_cpu.py)
+    .venv/bin/python bench/motion_align_cpu.py
+    git worktree add /tmp/old COMMIT && LW_CODE=/tmp/old .venv/bin/python bench/motion_align_cpu.py
 """
 
 import statistics
 import time
 
 import numpy as np
-from scipy.spatial.transform import Rotation
+from motion_update_gpu import synthetic_case  # puts the LW_CODE tree on the path first
 
 from backend.world.motion.align import align_flow
-from backend.world.motion.cues import MATERIAL_CODE
-from backend.world.motion.lift import SceneFlow
-
-
-def vel(x):
-    return np.array([0.04, 0.02, 0.0]) + np.cross([0, 0, 0.015], x)
-
-
-def flow(points, view):
-    n = len(points)
-    return SceneFlow(points, vel(points), np.full(n, MATERIAL_CODE["water"], np.uint8), np.full(n, view, np.int32))
 
 
 def main():
-    rng = np.random.default_rng(0)
-    prev = flow(np.c_[rng.uniform(-10, 10, (200_000, 2)), np.zeros(200_000)], 0)
-    new = flow(np.c_[rng.uniform(0, 20, (50_000, 1)), rng.uniform(-10, 10, (50_000, 1)), np.zeros(50_000)], 1)
-    v = 2.5 * new.vectors @ Rotation.from_euler("zx", [215, 10], degrees=True).as_matrix().T
-    out = rng.random(len(v)) < 0.2
-    v[out] = rng.normal(size=(out.sum(), 3)) * 0.1
-    new = new.with_vectors(v)
+    prev, new, out, _ = synthetic_case(200_000, 50_000)
     times = []
     for _ in range(7):
         t = time.perf_counter()

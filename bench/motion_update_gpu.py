@@ -39,6 +39,23 @@ def flow(points, view):
     return SceneFlow(points, vel(points), np.full(n, MATERIAL_CODE["water"], np.uint8), np.full(n, view, np.int32))
 
 
+def synthetic_case(n_prev: int, n_new: int, seed: int = 0):
+    """The module docstring's world: (previous aligned flow, the new view's raw flow with ``view`` = sample ids,
+    its outlier mask, the rng for what follows)."""
+    rng = np.random.default_rng(seed)
+    prev_pts = np.c_[rng.uniform(-10, 10, (n_prev, 2)), np.zeros(n_prev)]
+    new_pts = np.c_[rng.uniform(0, 20, (n_new, 1)), rng.uniform(-10, 10, (n_new, 1)), np.zeros(n_new)]
+    prev = flow(prev_pts, 0)
+    new = flow(new_pts, 1)
+    bad = Rotation.from_euler("zx", [215, 10], degrees=True).as_matrix()
+    v = 2.5 * new.vectors @ bad.T
+    out = rng.random(len(v)) < 0.2
+    v[out] = rng.normal(size=(out.sum(), 3)) * 0.1
+    new = new.with_vectors(v)
+    new.view = np.arange(len(v), dtype=np.int32)  # sample ids, to score the true samples after alignment
+    return prev, new, out, rng
+
+
 def sync(dev):
     if dev == "cuda":
         torch.cuda.synchronize()
@@ -55,17 +72,8 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = True
     dev = "cuda" if torch.cuda.is_available() and not args.dry else "cpu"
     n_prev, n_new = (20_000, 5_000) if args.dry else (200_000, 50_000)
-    rng = np.random.default_rng(0)
-    prev_pts = np.c_[rng.uniform(-10, 10, (n_prev, 2)), np.zeros(n_prev)]
-    new_pts = np.c_[rng.uniform(0, 20, (n_new, 1)), rng.uniform(-10, 10, (n_new, 1)), np.zeros(n_new)]
-    prev = flow(prev_pts, 0)
-    new = flow(new_pts, 1)
-    bad = Rotation.from_euler("zx", [215, 10], degrees=True).as_matrix()
-    v = 2.5 * new.vectors @ bad.T
-    out = rng.random(len(v)) < 0.2
-    v[out] = rng.normal(size=(out.sum(), 3)) * 0.1
-    new = new.with_vectors(v)
-    new.view = np.arange(len(v), dtype=np.int32)  # sample ids, to score the true samples after alignment
+    prev, new, out, rng = synthetic_case(n_prev, n_new)
+    prev_pts, new_pts = prev.points, new.points
     cfg = MotionFieldConfig()
     if args.update_steps is not None:
         cfg = replace(cfg, update_steps=args.update_steps)
