@@ -67,7 +67,7 @@ def render(d: dict | None) -> dict:
     for r in d.get("speed", []):
         key = f"{r['scene']}_sh{r['sh']}_dyn{r['dynamic'] / r['n']:.2f}"
         for k in ("frame_ms", "frame_rgba_ms", "frame_rgba_tile32_ms", "frame_rgba_auto_ms", "auto_tile",
-                  "rasterize_ms", "gather_ms", "gsplat_rgb_ms"):
+                  "choose_tile_ms", "rasterize_ms", "gather_ms", "gsplat_rgb_ms"):
             if k in r:
                 out[f"{key}_{k}"] = r[k]
     return out

@@ -86,7 +86,7 @@ def main() -> None:
             seq = read_sequence(seq_path)
             moving = seq.dynamic_count // 2
             print(f"| {label} | {100 * (regions == 1).mean():.0f} | {100 * (regions == 2).mean():.0f} | {moving} | "
-                  f"{q.temporal_flicker:.4f} | {q.motion_smoothness:.4f} | {q.seam_ratio:.2f} (<= {q.seam_limit:.2f}"
+                  f"{q.temporal_flicker:.4f} | {q.motion_smoothness:.4f} | {q.seam_ratio:.3f} (<= {q.seam_limit:.3f}"
                   f"{'' if q.goals['seam_ratio']['met'] else ' NOT met'}) | "
                   f"{100 * q.uncovered_max:.2f} % | {time.perf_counter() - t:.0f} |", flush=True)
             image = read_image(w0.file("image.png"))
