@@ -159,7 +159,8 @@ def main() -> None:
             print(f"{kind} seed {seed}: {scores['psnr']:.2f} dB ({scores['psnr'] - best_psnr:+.2f} vs {best})",
                   flush=True)
 
-    main_key = ("volume_pixel", a.seeds[0]) if ("volume_pixel", a.seeds[0]) in mixtures else next(iter(mixtures), None)
+    default = (RouterConfig().kind, a.seeds[0])  # pruning, distillation and the bake follow the default router
+    main_key = default if default in mixtures else next(iter(mixtures), None)
     if main_key is not None and "pruning" in a.parts and due("pruning"):
         path = mixtures[main_key][0]
         mixture = load_mixture(path, dev)[0]

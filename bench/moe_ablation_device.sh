@@ -3,6 +3,7 @@
 #
 #   CARRY=.cluster_carry_25 bash bench/moe_ablation_device.sh experts    # call 1: every expert of every scene
 #   CARRY=.cluster_carry_25 bash bench/moe_ablation_device.sh stage2     # call 2: finish them, then stage 2
+#   CARRY=... STEPS=2500 EXPERT_S=150 bash bench/moe_ablation_device.sh all   # one call: short experts, stage 2
 #
 # CARRY holds one folder per scene packed by bench/cluster_pack.py --no-site --jpeg 95 (SCENE/scene/ and
 # SCENE/scene_points.npz) and the wheels the device lacks (gsplat-1.5.3, plyfile, packaging). Runs live in
@@ -17,17 +18,21 @@
 #
 # Environment (defaults): SCENES (every folder of CARRY with a scene/) EXPERTS="trajectory keyframe embedding"
 # STEPS=12000 SEEDS="0 1" ROUTER_STEPS=2000 DISTILL_STEPS=500 BUDGET=555 (seconds of this call) RESUME_S=180 FPS_S=75
-# DEVICE=cuda THREADS=2 FPS_SIZE=1352x1014 PRUNE_FT=200. A CPU dry run (the dev box): PY=.venv/bin/python DEVICE=cpu
-# STEPS=30 ROUTER_STEPS=4 DISTILL_STEPS=3 FPS_SIZE=192x144 PRUNE_FT=2 with a carry of the tiny preset.
+# DEVICE=cuda THREADS=2 FPS_SIZE=1352x1014 PRUNE_FT=200 KINDS="volume volume_pixel pixel" PARTS="pruning distillation
+# bake" (bench/moe_ablation.py --kinds / --parts) EXPERT_S=150 (phase all: the experts' seconds).
+# A CPU dry run (the dev box): PY=.venv/bin/python DEVICE=cpu STEPS=30 ROUTER_STEPS=4 DISTILL_STEPS=3 FPS_SIZE=192x144
+# PRUNE_FT=2 with a carry of the tiny preset.
 set -u
 PY=${PY:-python3}  # the dev box's dry run: PY=.venv/bin/python
-phase=${1:?experts or stage2}
+phase=${1:?experts, stage2 or all}
+case $phase in experts|stage2|all) ;; *) echo "phase must be experts, stage2 or all, got $phase" >&2; exit 2;; esac
 C=$PWD/${CARRY:-.cluster_carry_25}
 SCENES=${SCENES:-$(for d in "$C"/*/scene; do [ -d "$d" ] && basename "$(dirname "$d")"; done | tr '\n' ' ')}
 EXPERTS=${EXPERTS:-trajectory keyframe embedding}; STEPS=${STEPS:-12000}
 SEEDS=${SEEDS:-0 1}; ROUTER_STEPS=${ROUTER_STEPS:-2000}; DISTILL_STEPS=${DISTILL_STEPS:-500}
 BUDGET=${BUDGET:-555}; RESUME_S=${RESUME_S:-180}; FPS_S=${FPS_S:-75}; DEVICE=${DEVICE:-cuda}; THREADS=${THREADS:-2}
-FPS_SIZE=${FPS_SIZE:-1352x1014}; PRUNE_FT=${PRUNE_FT:-200}
+FPS_SIZE=${FPS_SIZE:-1352x1014}; PRUNE_FT=${PRUNE_FT:-200}; KINDS=${KINDS:-volume volume_pixel pixel}
+PARTS=${PARTS:-pruning distillation bake}; EXPERT_S=${EXPERT_S:-150}
 t0=$(date +%s); end=$((t0 + BUDGET))
 log=$OUT/log.txt
 say() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$log"; }
@@ -65,6 +70,7 @@ if [ "$phase" = experts ]; then
   exit 0
 fi
 
+if [ "$phase" = all ]; then RESUME_S=$EXPERT_S; fi
 experts $(( $(date +%s) + RESUME_S < end ? $(date +%s) + RESUME_S : end ))
 say "experts resumed"
 pids=()
@@ -74,7 +80,7 @@ for s in $SCENES; do
   ( $PY bench/moe_oracle.py --run "/tmp/run25_$s" --device "$DEVICE" --blocks 8 32 > "/tmp/run25_$s/oracle.txt" 2>&1
     $PY bench/moe_ablation.py --run "/tmp/run25_$s" --device "$DEVICE" --threads "$THREADS" \
       --iterations "$ROUTER_STEPS" --seeds $SEEDS --distill-iterations "$DISTILL_STEPS" --deadline $((end - FPS_S)) \
-      --prune-finetune "$PRUNE_FT" \
+      --prune-finetune "$PRUNE_FT" --kinds $KINDS --parts $PARTS \
       --out "$OUT/ablation_$s.json" --picture "$pic" > "/tmp/run25_$s/ablation.txt" 2>&1 ) &
   pids+=($!)
 done
@@ -87,8 +93,12 @@ for s in $SCENES; do  # alone on the GPU: render speed at N3V's resolution
   left=$((end - $(date +%s)))
   [ "$left" -gt 15 ] || { say "no time left for the FPS of $s"; break; }
   pruned=(); [ -f "/tmp/run25_$s/ablation/pruned.pt" ] && pruned=(--pruned "/tmp/run25_$s/ablation/pruned.pt")
+  mixtures=(); for k in $KINDS; do  # every router kind of the first seed, the default first
+    [ -f "/tmp/run25_$s/ablation/${k}_s${SEEDS%% *}/mixture.pt" ] && mixtures+=("/tmp/run25_$s/ablation/${k}_s${SEEDS%% *}/mixture.pt")
+  done
+  [ ${#mixtures[@]} -gt 0 ] || { say "no mixture of $s to time"; continue; }
   timeout "$left" $PY bench/moe_fps.py --run "/tmp/run25_$s" --device "$DEVICE" --size "$FPS_SIZE" \
-    --mixture "/tmp/run25_$s/ablation/volume_pixel_s${SEEDS%% *}/mixture.pt" "${pruned[@]}" \
+    --mixture "${mixtures[@]}" "${pruned[@]}" \
     --out "/tmp/run25_$s/fps.json" >> "$log" 2>&1
 done
 $PY -c "import json, sys; print(json.dumps({a: json.load(open(a)) for a in sys.argv[1:]}, indent=1))" \

@@ -1,6 +1,6 @@
 """Render speed of a MoE-GS run at N3V's resolution: every expert, the mixture and the pruned mixture.
 
-    python3 bench/moe_fps.py --run RUN --mixture RUN/ablation/volume_pixel_s0/mixture.pt \
+    python3 bench/moe_fps.py --run RUN --mixture RUN/ablation/volume_s0/mixture.pt [MORE.pt ...] \
         [--pruned RUN/ablation/pruned.pt] [--size 1352x1014] [--reps 3] [--device cuda] [--out FPS.json]
 
 The held-out camera of RUN with its intrinsics scaled to ``--size`` (the aspect ratio must stay: 320x240 and
@@ -51,7 +51,7 @@ def timed(render, frames: int, reps: int, device) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", required=True, type=Path)
-    ap.add_argument("--mixture", required=True, type=Path)
+    ap.add_argument("--mixture", required=True, type=Path, nargs="+", help="one or more mixture checkpoints")
     ap.add_argument("--pruned", type=Path)
     ap.add_argument("--size", default="1352x1014")
     ap.add_argument("--reps", type=int, default=3)
@@ -72,13 +72,13 @@ def main() -> None:
     big = replace(cam, K=K, width=w, height=h)
     times = [float(t) for t in video.times]
     rows = []
-    mixture, _ = load_mixture(a.mixture, dev)
+    mixture, _ = load_mixture(a.mixture[0], dev)
     with torch.no_grad():
         for name, expert in zip(mixture.names, mixture.experts):
             fps = timed(lambda f, e=expert: rasterize(e.gaussians_at(times[f]), big, raster).color, len(times),
                         a.reps, dev)
             rows.append({"model": name, "fps": fps, "num_gaussians": expert.num_gaussians})
-        for label, path in (("mixture", a.mixture), ("pruned mixture", a.pruned)):
+        for label, path in [("mixture", p) for p in a.mixture] + [("pruned mixture", a.pruned)]:
             if path is None:
                 continue
             m, _ = load_mixture(path, dev)

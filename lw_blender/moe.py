@@ -65,15 +65,16 @@ EXPERT_ITEMS = [
     ("embedding", "Embedding", "Per-Gaussian codes decoded with time codes into motion (E-D3DGS)"),
 ]
 DISTILL_ITEMS = [("NONE", "None", "No distillation")] + [
-    (name, label, f"Distil the mixture into the {label.lower()} expert (fine-tuned on the mixture's renders)")
+    (name, label, (f"Distil the mixture into the {label.lower()} expert (fine-tuned on the truth where the "
+                   "router chose it, on the mixture elsewhere: MoE-GS's loss)"))
     for name, label, _ in EXPERT_ITEMS]
 EXPERT_BIAS = True  # the router's learned per-expert weight (backend.moe.router: expert_bias) by default
-GATE_ITEMS = [("FIELD", "Field", "Gates from a small network on each Gaussian's position and time (smooth in space)"),
-              ("PARAM", "Per-Gaussian", "A free gate value on every Gaussian")]
-ROUTER_ITEMS = [
+GATE_ITEMS = [("PARAM", "Per-Gaussian", "A free gate value on every Gaussian"),
+              ("FIELD", "Field", "Gates from a small network on each Gaussian's position and time (smooth in space)")]
+ROUTER_ITEMS = [  # the default first: the best held-out blend on the H100 ablation (docs/bench/moe_mixture.md)
+    ("VOLUME", "Volume Only", "Per-Gaussian gates splatted like colour, no per-pixel decoder (Gate, Expert Bias)"),
     ("VOLUME_PIXEL", "Volume-aware Pixel", ("MoE-GS's router: per-Gaussian gate features splatted like colour, read "
      "per pixel with the camera ray by a small decoder")),
-    ("VOLUME", "Volume Only", "Per-Gaussian gates splatted like colour, no per-pixel decoder (Gate, Expert Bias)"),
     ("PIXEL", "Pixel Only", "A per-pixel decoder on the camera ray and time, blind to the experts' Gaussians")]
 IMPORT_ITEMS = [("MIXTURE", "Mixture (baked cloud)", ("The router's blend baked into one cloud (each Gaussian's "
                  "opacity times its expert's mean weight); scored on the held-out camera as 'MoE baked'"))] + [
@@ -129,9 +130,9 @@ class LW_MoeSettings(bpy.types.PropertyGroup):
     router: bpy.props.BoolProperty(name="Router", default=True,
                                    description="Train the volume-aware pixel router that blends the experts")
     router_iterations: bpy.props.IntProperty(name="Router Iterations", default=2000, min=1, max=1_000_000)
-    router_kind: bpy.props.EnumProperty(name="Router Kind", items=ROUTER_ITEMS, default="VOLUME_PIXEL",
+    router_kind: bpy.props.EnumProperty(name="Router Kind", items=ROUTER_ITEMS, default=ROUTER_ITEMS[0][0],
                                         description="Which router blends the experts")
-    gate: bpy.props.EnumProperty(name="Gate", items=GATE_ITEMS, default="FIELD",
+    gate: bpy.props.EnumProperty(name="Gate", items=GATE_ITEMS, default=GATE_ITEMS[0][0],
                                  description="How each Gaussian's gate value is computed")
     joint: bpy.props.BoolProperty(name="Fine-tune Experts",
                                   description="Train the experts with the router (learning rates x 0.1) instead of "
@@ -301,9 +302,9 @@ def train_options(experts, router: bool, distill: str) -> tuple[list[str], str]:
 
 def train(context, directory: str, experts=DEFAULT_EXPERTS, iterations: int = 3000, downsample: float = 2.0,
           router: bool = True, router_iterations: int = 2000, prune: bool = False, prune_threshold: float = 0.05,
-          distill: str = "", distill_iterations: int = 1000, router_views: int = 0, gate: str = "FIELD",
+          distill: str = "", distill_iterations: int = 1000, router_views: int = 0, gate: str = "PARAM",
           joint: bool = False, frames: tuple[int, int] = (0, 0), expert_bias: bool = EXPERT_BIAS,
-          router_kind: str = "VOLUME_PIXEL", blocking: bool | None = None) -> None:
+          router_kind: str = "VOLUME", blocking: bool | None = None) -> None:
     """Train ``experts`` on the dataset ``directory`` (then the router, pruning and distillation when asked), evaluate
     on the held-out camera and show run, metrics and preview in Scene.lw.moe (see the module docstring).
     ``frames``: [start, end) of the video to train on; end 0: to the end."""

@@ -38,8 +38,8 @@ class LW_OT_moe_train(bpy.types.Operator):
     frame_end: bpy.props.IntProperty(name="Frame End", default=0, min=0, description="0: to the end of the video")
     router: bpy.props.BoolProperty(name="Router", default=True, description="Train the pixel router")
     router_iterations: bpy.props.IntProperty(name="Router Iterations", default=2000, min=1, max=1_000_000)
-    router_kind: bpy.props.EnumProperty(name="Router Kind", items=moe.ROUTER_ITEMS, default="VOLUME_PIXEL")
-    gate: bpy.props.EnumProperty(name="Gate", items=moe.GATE_ITEMS, default="FIELD",
+    router_kind: bpy.props.EnumProperty(name="Router Kind", items=moe.ROUTER_ITEMS, default=moe.ROUTER_ITEMS[0][0])
+    gate: bpy.props.EnumProperty(name="Gate", items=moe.GATE_ITEMS, default=moe.GATE_ITEMS[0][0],
                                  description="The volume-only router's gate")
     joint: bpy.props.BoolProperty(name="Fine-tune Experts", description="Train the experts with the router")
     expert_bias: bpy.props.BoolProperty(name="Expert Bias", default=moe.EXPERT_BIAS,

@@ -2,9 +2,9 @@
 
     lw moe train DATASET --out RUN [--experts deformation trajectory keyframe] [--iterations N] [--downsample D]
                  [--frames START END] [--router-views K] [--ray auto|local|ADDRESS]
-    lw moe router RUN [--iterations N] [--router volume_pixel|volume|pixel] [--gate field|param] [--seed S]
+    lw moe router RUN [--iterations N] [--router volume|volume_pixel|pixel] [--gate param|field] [--seed S]
                   [--prune [--prune-method peak|gate_gradient] [--prune-threshold P]]
-                  [--distill EXPERT [--distill-method renders|gated]] [--refit-iterations N] [--joint]
+                  [--distill EXPERT [--distill-method gated|renders]] [--refit-iterations N] [--joint]
     lw moe eval RUN [--experts ...]
     lw moe export RUN --out SEQ.lw4d [--expert NAME] [--frames T] [--replace]
 """
@@ -104,9 +104,10 @@ def add_parser(subparsers) -> None:
                         description=cmd_router.__doc__)
     rt.add_argument("run")
     rt.add_argument("--iterations", type=int, default=2000, help="router steps (experts frozen)")
-    rt.add_argument("--router", choices=["volume_pixel", "volume", "pixel"], default="volume_pixel",
-                    help="MoE-GS's volume-aware pixel router, or its volume-only / pixel-only ablations")
-    rt.add_argument("--gate", choices=["field", "param"], default="field",
+    rt.add_argument("--router", choices=["volume", "volume_pixel", "pixel"], default="volume",
+                    help="volume-only gates (the best on the H100 ablation), MoE-GS's volume-aware pixel router, or "
+                         "the pixel-only ablation")
+    rt.add_argument("--gate", choices=["param", "field"], default="param",
                     help="the volume router's gate: MLP on encoded position and time, or a free per-Gaussian logit")
     rt.add_argument("--seed", type=int, default=0, help="router seed (camera draws, decoder initialisation)")
     rt.add_argument("--joint", action="store_true", help="also fine-tune the experts (learning rates x 0.1)")
@@ -117,8 +118,8 @@ def add_parser(subparsers) -> None:
                     help="peak: pixels in the best training view; gate_gradient: fraction of the mean score")
     rt.add_argument("--distill", help="expert family to distil the mixture into")
     rt.add_argument("--distill-iterations", type=int, default=1000)
-    rt.add_argument("--distill-method", choices=["renders", "gated"], default="renders",
-                    help="renders: learn the mixture's images (ours); gated: MoE-GS's gate-weighted loss")
+    rt.add_argument("--distill-method", choices=["gated", "renders"], default="gated",
+                    help="gated: MoE-GS's gate-weighted loss; renders: learn the mixture's images (ours)")
     rt.add_argument("--refit-iterations", type=int, default=0,
                     help="runs trained with --router-views: the experts then train this many steps on every camera")
     rt.add_argument("--no-bake", action="store_true", help="skip the .lw4d bake of the mixture")

@@ -36,7 +36,7 @@ from ..errors import InvalidInput
 from ..gaussians import Gaussians
 from ..render import reference
 from ..render.cameras import Camera
-from ..render.rasterize import RasterConfig, _check_inputs, rasterize
+from ..render.rasterize import RasterConfig, _check_inputs, rasterize, resolve_backend
 from ..render.sh import sh_to_color
 from .router import Router
 
@@ -94,15 +94,16 @@ def splat_experts(gaussians: list[Gaussians], camera: Camera, raster: RasterConf
     scales, opacities = union.log_scales.exp(), union.opacity_logits.sigmoid()
     opts = {"eps2d": raster.eps2d, "near": float(camera.near), "far": float(camera.far),
             "radius_clip": raster.radius_clip, "antialiased": raster.antialiased}
-    backend = raster.backend if raster.backend != "auto" else ("gsplat" if device.type == "cuda" else "reference")
+    backend = resolve_backend(raster.backend, device)  # gsplat on CUDA when it runs, else the reference
+    tile = raster.tile_size if raster.tile_size > 0 else 16  # K images from one projection: not chosen per view
     if backend == "gsplat":
         img, alpha = _single_pass_gsplat(means, union.quats, scales, opacities, union.sh, degree, extra, expert_id,
-                                         num, viewmat, K, campos, w, h, raster.tile_size, **opts)
+                                         num, viewmat, K, campos, w, h, tile, **opts)
     else:
         proj = reference.project(means, union.quats, scales, opacities, viewmat, K, w, h, **opts)
         colors = sh_to_color(degree, means - campos, union.sh)
         feats = colors if extra is None else torch.cat([colors, extra], -1)
-        img, alpha = composite_by_expert(proj, feats, expert_id, num, w, h, raster.tile_size)
+        img, alpha = composite_by_expert(proj, feats, expert_id, num, w, h, tile)
     bg = torch.as_tensor(raster.background, dtype=dtype, device=device)
     color = img[..., :3] + (1.0 - alpha)[..., None] * bg
     return ExpertImages(color, alpha, None if extra is None else img[..., 3:])

@@ -59,7 +59,7 @@ class RouterConfig:
     """Which router and how it trains (module docstring). ``lr``, ``temperature`` and ``expert_bias`` left None
     take their kind's value: volume_pixel / pixel 0.5, 0.01, no bias (the paper's); volume 5e-3, 1, bias."""
 
-    gate: Literal["field", "param"] = "field"  # kind "volume": where each Gaussian's gate logit comes from
+    gate: Literal["field", "param"] = "param"  # kind "volume": where each Gaussian's gate logit comes from
     normalise: Literal["softmax", "sum"] = "softmax"  # kind "volume"
     frequencies: int = 4  # L of the position encoding ("field" gate)
     time_frequencies: int = 3  # L of the time encoding ("field" gate)
@@ -67,7 +67,7 @@ class RouterConfig:
     lr: float | None = None  # gate parameters: per-Gaussian (b, v) / logits / field MLP
     expert_bias: bool | None = None  # a learned logit per expert added to every pixel (softmax only)
     gate_decay: float = 0.0  # L2 weight on the per-Gaussian logits ("volume" kind, "param" gate)
-    kind: Literal["volume_pixel", "volume", "pixel"] = "volume_pixel"
+    kind: Literal["volume_pixel", "volume", "pixel"] = "volume"  # the H100 ablation's best (docs/bench/moe_mixture.md)
     temperature: float | None = None  # softmax temperature
     decoder_lr: float = 0.05  # volume_pixel / pixel: the time features and the per-pixel decoder
     feature_init: float = 0.9  # volume_pixel / pixel: starting value of the base and view features
@@ -105,14 +105,16 @@ def frequency_encoding(x: torch.Tensor, levels: int) -> torch.Tensor:
 def camera_rays(camera, device, dtype=torch.float32) -> torch.Tensor:
     """The pixel rays of ``camera`` (``backend.render.cameras.Camera``) in the world frame: (H, W, 6) = origin
     (the camera centre) and unit direction d = normalise(R^T K^-1 (x + 0.5, y + 0.5, 1)) through each pixel
-    centre (OpenCV convention, R the world-to-camera rotation)."""
+    centre (OpenCV convention, R the world-to-camera rotation). Built in float64 on ``device`` (a grid built on
+    the host cost a 1352x1014 mixture frame ~100 ms of its ~110 ms on the H100)."""
     w, h = int(camera.width), int(camera.height)
-    ys, xs = np.meshgrid(np.arange(h) + 0.5, np.arange(w) + 0.5, indexing="ij")
-    pix = np.stack([xs, ys, np.ones_like(xs)], -1)  # (H, W, 3)
-    dirs = pix @ np.linalg.inv(np.asarray(camera.K, np.float64)).T @ np.asarray(camera.world_to_cam)[:3, :3]
-    dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
-    origin = np.broadcast_to(np.asarray(camera.center, np.float64), dirs.shape)
-    return torch.as_tensor(np.concatenate([origin, dirs], -1), dtype=dtype, device=device)
+    f64 = {"dtype": torch.float64, "device": device}
+    m = np.asarray(camera.world_to_cam, np.float64)[:3, :3].T @ np.linalg.inv(np.asarray(camera.K, np.float64))
+    yy, xx = torch.meshgrid(torch.arange(h, **f64) + 0.5, torch.arange(w, **f64) + 0.5, indexing="ij")
+    dirs = torch.stack([xx, yy, torch.ones_like(xx)], -1) @ torch.as_tensor(m.T, **f64)  # (H, W, 3)
+    dirs = dirs / dirs.norm(dim=-1, keepdim=True)
+    origin = torch.as_tensor(np.asarray(camera.center, np.float64), **f64).expand(h, w, 3)
+    return torch.cat([origin, dirs], -1).to(dtype)
 
 
 def pixel_decoder(generator: torch.Generator | None = None) -> nn.Sequential:

@@ -124,11 +124,12 @@ def half_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_half(half_run):
-    """(mixture checkpoint, video): a router trained 80 steps over the half scene's two experts."""
+    """(mixture checkpoint, video): MoE-GS's volume-aware pixel router trained 80 steps over the half scene's two
+    experts (the default router, slower to move, has its own test: test_router_learns.py)."""
     from backend.moe.router import RouterConfig
     from backend.moe.train import load_run_video
     from backend.moe.train_router import RouterTrainConfig, train_router
 
     video = load_run_video(half_run)
-    cfg = RouterTrainConfig(iterations=80, router=RouterConfig(), device="cpu")
+    cfg = RouterTrainConfig(iterations=80, router=RouterConfig(kind="volume_pixel"), device="cpu")
     return train_router(half_run, video, cfg), video

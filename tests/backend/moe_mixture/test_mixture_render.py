@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -9,7 +10,7 @@ from backend.errors import InvalidInput
 from backend.gaussians import Gaussians
 from backend.moe.mixture import render_mixture, splat_experts
 from backend.moe.router import Router, RouterConfig, camera_rays
-from backend.render.rasterize import RasterConfig, rasterize
+from backend.render.rasterize import AUTO_TILE, RasterConfig, rasterize
 
 
 def three_experts(make):
@@ -30,6 +31,16 @@ def test_single_pass_equals_one_pass_per_expert(make_gaussians, make_camera):
     torch.testing.assert_close(single.extras, multi.extras, atol=1e-5, rtol=0)
     for k, g in enumerate(gs):  # and each is exactly that expert's own rasterization
         torch.testing.assert_close(single.colors[k], rasterize(g, cam, raster).color, atol=1e-5, rtol=0)
+
+
+def test_single_pass_takes_the_renderer_that_runs_and_any_tile_setting(make_gaussians, make_camera):
+    gs = three_experts(make_gaussians)
+    cam = make_camera(0.2, 40, 30)
+    plain = splat_experts(gs, cam, RasterConfig())
+    auto = splat_experts(gs, cam, RasterConfig(tile_size=AUTO_TILE))  # the render job's setting: 16 px here
+    torch.testing.assert_close(auto.colors, plain.colors, atol=0, rtol=0)
+    with pytest.raises(InvalidInput, match="needs CUDA"):  # the renderer check, not an ImportError mid-job
+        splat_experts(gs, cam, RasterConfig(backend="gsplat"))
 
 
 def test_single_pass_gradients_match_multipass(make_gaussians, make_camera):
@@ -109,6 +120,10 @@ def test_volume_pixel_router_splats_three_features_and_reads_them_with_the_ray(m
     torch.testing.assert_close(rays[..., 3:].norm(dim=-1), torch.ones(24, 32))
     centre = rays[11:13, 15:17, 3:].mean((0, 1))  # the camera looks at the origin from (0, -3, 0)
     torch.testing.assert_close(centre / centre.norm(), torch.tensor([0.0, 1.0, 0.0]), atol=1e-3, rtol=0)
+    for y, x in ((0, 0), (5, 30), (23, 31)):  # a point on each ray projects back to its pixel's centre
+        p = rays[y, x, :3].double().numpy() + 2.0 * rays[y, x, 3:].double().numpy()
+        q = np.asarray(a.K) @ (np.asarray(a.world_to_cam)[:3, :3] @ p + np.asarray(a.world_to_cam)[:3, 3])
+        np.testing.assert_allclose(q[:2] / q[2], [x + 0.5, y + 0.5], atol=1e-4)
 
 
 def test_pixel_router_weights_follow_the_ray_alone(make_gaussians, make_camera):

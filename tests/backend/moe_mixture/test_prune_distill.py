@@ -159,4 +159,5 @@ def test_moe_router_job_takes_the_router_prior_options(half_run, tmp_path):
     with pytest.raises(pydantic.ValidationError, match="use router 'volume' and gate 'param'"):
         MoeRouterParams(run=str(run), router="volume", gate="field", gate_decay=0.1)
     with pytest.raises(pydantic.ValidationError, match="use router 'volume' and gate 'param'"):
-        MoeRouterParams(run=str(run), gate="param", gate_decay=0.1)  # the volume-aware router has no logits
+        MoeRouterParams(run=str(run), router="volume_pixel", gate="param", gate_decay=0.1)  # it has no logits
+    assert MoeRouterParams(run=str(run), gate_decay=0.1).router == "volume"  # the default router takes it
