@@ -29,13 +29,15 @@ q_i < threshold * mean_j(q_j) (the scale of q follows the loss, so the threshold
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, JobCancelled
 from ..gaussians import Gaussians
 from ..render.rasterize import RasterConfig
 from .data import MultiViewVideo
@@ -89,8 +91,24 @@ def training_views(video: MultiViewVideo, max_views: int = 0, seed: int = 0) -> 
     return views
 
 
+Progress = Callable[[float, str], None]
+
+
+def each_view(views: list[tuple[int, int]], what: str, progress: Progress | None = None,
+              cancel: threading.Event | None = None) -> Iterator[tuple[int, int]]:
+    """``views`` one by one, with ``progress`` after each (every view is a mixture render and its backward pass: a
+    CPU run has hundreds of them) and ``JobCancelled`` as soon as ``cancel`` is set."""
+    for i, view in enumerate(views):
+        if cancel is not None and cancel.is_set():
+            raise JobCancelled(f"{what} cancelled at view {i} of {len(views)}")
+        yield view
+        if progress is not None:
+            progress((i + 1) / len(views), f"{what}: view {i + 1}/{len(views)}")
+
+
 def gate_scores(mixture: Mixture, video: MultiViewVideo, raster: RasterConfig | None = None,
-                mode: Mode = "single", max_views: int = 0) -> GateScores:
+                mode: Mode = "single", max_views: int = 0, progress: Progress | None = None,
+                cancel: threading.Event | None = None) -> GateScores:
     """Accumulate s_i, c_i and p_i over the training views (module docstring)."""
     raster = raster or RasterConfig()
     views = training_views(video, max_views)
@@ -98,7 +116,7 @@ def gate_scores(mixture: Mixture, video: MultiViewVideo, raster: RasterConfig | 
     peaks = [torch.zeros(e.num_gaussians, device=e.means.device) for e in mixture.experts]
     router = mixture.router
     c = router.splatted_channels
-    for cam, frame in views:
+    for cam, frame in each_view(views, "gate scores", progress, cancel):
         t = float(video.times[frame])
         with torch.no_grad():
             gs = mixture.gaussians_at(t)
@@ -118,12 +136,13 @@ def gate_scores(mixture: Mixture, video: MultiViewVideo, raster: RasterConfig | 
 
 
 def gate_gradient_scores(mixture: Mixture, video: MultiViewVideo, raster: RasterConfig | None = None,
-                         mode: Mode = "single", max_views: int = 0, ssim_weight: float = 0.2) -> list[torch.Tensor]:
+                         mode: Mode = "single", max_views: int = 0, ssim_weight: float = 0.2,
+                         progress: Progress | None = None, cancel: threading.Event | None = None) -> list[torch.Tensor]:
     """The paper's score q_i (N_k,) per expert (module docstring), over the training views with their truth."""
     raster = raster or RasterConfig()
     views = training_views(video, max_views)
     sums = [torch.zeros(e.num_gaussians, device=e.means.device) for e in mixture.experts]
-    for cam, frame in views:
+    for cam, frame in each_view(views, "gate-gradient scores", progress, cancel):
         t = float(video.times[frame])
         with torch.no_grad():
             gs = mixture.gaussians_at(t)
@@ -140,12 +159,13 @@ def gate_gradient_scores(mixture: Mixture, video: MultiViewVideo, raster: Raster
 
 
 def prune_scores(mixture: Mixture, video: MultiViewVideo, config: PruneConfig, raster: RasterConfig | None = None,
-                 mode: Mode = "single", scores: GateScores | None = None) -> list[torch.Tensor]:
+                 mode: Mode = "single", scores: GateScores | None = None, progress: Progress | None = None,
+                 cancel: threading.Event | None = None) -> list[torch.Tensor]:
     """The per-expert values ``prune_mixture`` compares with ``config.threshold``: p_i (pixels) for "peak" (from
     ``scores`` when given), q_i / mean(q) for "gate_gradient"."""
     if config.method == "peak":
-        return (scores or gate_scores(mixture, video, raster, mode, config.max_views)).peak
-    q = gate_gradient_scores(mixture, video, raster, mode, config.max_views)
+        return (scores or gate_scores(mixture, video, raster, mode, config.max_views, progress, cancel)).peak
+    q = gate_gradient_scores(mixture, video, raster, mode, config.max_views, progress=progress, cancel=cancel)
     mean = torch.cat(q).mean().clamp_min(1e-30)
     return [v / mean for v in q]
 

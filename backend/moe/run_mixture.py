@@ -186,18 +186,19 @@ def run_mixture(run: Path, config: MixtureRunConfig, video: MultiViewVideo | Non
         report["artifacts"].append(ckpt)
     if progress is not None:
         progress(0.45, f"mixture PSNR {report['moe']['psnr']:.2f} dB on the held-out view")
-    scores = gate_scores(mixture, video, raster, config.mode)
+    scores = gate_scores(mixture, video, raster, config.mode, progress=sub(0.45, 0.47), cancel=cancel)
     if config.prune:
-        values = prune_scores(mixture, video, prune_cfg, raster, config.mode, scores)
+        values = prune_scores(mixture, video, prune_cfg, raster, config.mode, scores, sub(0.47, 0.48), cancel)
         stats, keeps = prune_mixture(mixture, values, prune_cfg.threshold)
         tune = max(1, config.iterations // 10) if config.prune_finetune is None else config.prune_finetune
         if tune:  # the router again, on what is left: an emptied expert's logit is D(0, 0, ray)
             path_pruned = train_router(run, video, replace(rcfg, iterations=tune, joint=False),
-                                       out=out / "pruned.pt", cancel=cancel, mixture=mixture)
+                                       out=out / "pruned.pt", progress=sub(0.48, 0.49), cancel=cancel, mixture=mixture)
             mixture = load_mixture(path_pruned, device)[0]
         else:
             save_mixture(out / "pruned.pt", mixture)
-        scores = gate_scores(mixture, video, raster, config.mode) if tune else scores.select(keeps)
+        scores = (gate_scores(mixture, video, raster, config.mode, progress=sub(0.49, 0.5), cancel=cancel) if tune
+                  else scores.select(keeps))
         report["pruned"] = {**evaluate_mixture(mixture, video, raster, config.mode), "method": prune_cfg.method,
                             "threshold": prune_cfg.threshold, "finetune": tune, **stats}
         report["artifacts"].append(out / "pruned.pt")

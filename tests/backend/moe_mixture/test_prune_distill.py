@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 
 import numpy as np
 import pydantic
 import pytest
 import torch
 
+from backend.errors import JobCancelled
 from backend.io.lw4d import read_sequence
 from backend.jobs import run_inline
 from backend.moe.distill import DistillConfig, distill, teacher_times, teacher_video
 from backend.moe.jobs_mixture import MoeRouterParams
 from backend.moe.mixture import bake_mixture, render_mixture
-from backend.moe.prune import gate_scores, prune_mixture, training_views
+from backend.moe.prune import gate_gradient_scores, gate_scores, prune_mixture, training_views
 from backend.moe.train_router import RouterTrainConfig, evaluate_mixture, load_mixture, train_router
 from backend.render.rasterize import RasterConfig
 
@@ -161,3 +163,24 @@ def test_moe_router_job_takes_the_router_prior_options(half_run, tmp_path):
     with pytest.raises(pydantic.ValidationError, match="use router 'volume' and gate 'param'"):
         MoeRouterParams(run=str(run), router="volume_pixel", gate="param", gate_decay=0.1)  # it has no logits
     assert MoeRouterParams(run=str(run), gate_decay=0.1).router == "volume"  # the default router takes it
+
+
+def test_scoring_reports_every_view_and_stops_when_cancelled(trained_half):
+    """Gate scores render every training view (hundreds on a real run, minutes on a CPU): the job's progress moves
+    with each view and a cancel stops the loop at the next view, for our score and the paper's."""
+    path, video = trained_half
+    mixture, _ = load_mixture(path)
+    views = training_views(video)
+    for score in (gate_scores, gate_gradient_scores):
+        seen, cancel = [], threading.Event()
+        score(mixture, video, progress=lambda f, msg, seen=seen: seen.append((f, msg)), cancel=cancel)
+        assert [f for f, _ in seen] == pytest.approx([(i + 1) / len(views) for i in range(len(views))])
+        assert seen[-1][1].endswith(f"view {len(views)}/{len(views)}")
+
+        def stop_after_two(f, msg, cancel=cancel, seen=seen):
+            seen.append(f)
+            if len(seen) >= len(views) + 2:
+                cancel.set()
+
+        with pytest.raises(JobCancelled, match=f"cancelled at view 2 of {len(views)}"):
+            score(mixture, video, progress=stop_after_two, cancel=cancel)
