@@ -76,7 +76,9 @@ ROUTER_ITEMS = [  # the default first: the best held-out blend on the H100 ablat
     ("VOLUME_PIXEL", "Volume-aware Pixel", ("MoE-GS's router: per-Gaussian gate features splatted like colour, read "
      "per pixel with the camera ray by a small decoder")),
     ("PIXEL", "Pixel Only", "A per-pixel decoder on the camera ray and time, blind to the experts' Gaussians")]
-IMPORT_ITEMS = [("MIXTURE", "Mixture (baked cloud)", ("The router's blend baked into one cloud (each Gaussian's "
+IMPORT_ITEMS = [("BEST", "Best Scored", ("The importable model with the best held-out PSNR: an expert, the distilled "
+                 "student or the baked cloud (the run's own reports)")),
+                ("MIXTURE", "Mixture (baked cloud)", ("The router's blend baked into one cloud (each Gaussian's "
                  "opacity times its expert's mean weight); scored on the held-out camera as 'MoE baked'"))] + [
     (name, label, f"The {label.lower()} expert alone") for name, label, _ in EXPERT_ITEMS] + [
     ("DISTILLED", "Distilled Student", "The expert the router job distilled the mixture into")]
@@ -160,7 +162,7 @@ class LW_MoeSettings(bpy.types.PropertyGroup):
     best: bpy.props.StringProperty(name="Best", description="The importable model with the highest held-out PSNR, "
                                    "and the mixture's margin over the best expert")
     # import
-    import_expert: bpy.props.EnumProperty(name="Import", items=IMPORT_ITEMS, default="MIXTURE")
+    import_expert: bpy.props.EnumProperty(name="Import", items=IMPORT_ITEMS, default="BEST")
     import_frames: bpy.props.IntProperty(name="Frames", default=0, min=0, max=100_000,
                                          description="Frames to bake for an expert; 0: the dataset's")
     import_note: bpy.props.StringProperty(name="Imported", description="What the last import added")
@@ -494,14 +496,32 @@ def check_run(context, directory: str) -> str:
     return str(path)
 
 
-def import_run(context, directory: str = "", expert: str = "MIXTURE", frames: int = 0, camera: bool = True,
+def best_of_run(context, run: str) -> str:
+    """The import choice with the best held-out score of ``run``: from the scene's metrics when they are this run's,
+    else from the run's own reports (moe_eval's ``report.json``, moe_router's ``mixture/report.json``)."""
+    s = settings(context.scene)
+    if s.run == run and len(s.metrics):
+        return best_model([{"kind": m.kind, "name": m.name, "psnr": m.psnr} for m in s.metrics])[0]
+    files = _run_files(context, run)
+    if not (files / "report.json").is_file():
+        raise MoeError(f"the run {run} has no held-out scores yet (no report.json): evaluate it (Train MoE, or "
+                       "`lw moe eval RUN`), or choose the model to import")
+    mixture = files / "mixture" / "report.json"
+    return best_model(metric_rows(_read_json(files / "report.json", "evaluation report"),
+                                  _read_json(mixture, "mixture report") if mixture.is_file() else None))[0]
+
+
+def import_run(context, directory: str = "", expert: str = "BEST", frames: int = 0, camera: bool = True,
                blocking: bool | None = None):
-    """Bake ``expert`` of the run (``MIXTURE``: the router's baked blend) to ``.lw4d`` and play it on a new
-    carrier; set the scene's frame range to the sequence and (``camera``) add the held-out camera.
+    """Bake ``expert`` of the run (``BEST``: the best held-out score, ``best_of_run``; ``MIXTURE``: the router's
+    baked blend) to ``.lw4d`` and play it on a new carrier; set the scene's frame range to the sequence and
+    (``camera``) add the held-out camera.
 
     Background mode: returns the carrier. With a UI: None; the carrier appears when the jobs end.
     """
     run = check_run(context, directory)
+    if expert == "BEST":
+        expert = best_of_run(context, run)
     meta = _read_json(_run_files(context, run) / "run.json", "run description")
     trained = list(meta.get("experts", []))
     label = Path(run.rstrip("/")).name

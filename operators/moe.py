@@ -84,7 +84,7 @@ class LW_OT_moe_import(bpy.types.Operator):
 
     directory: bpy.props.StringProperty(name="Run", subtype="DIR_PATH",
                                         description="Run folder (holds run.json); empty: the scene's last run")
-    expert: bpy.props.EnumProperty(name="Model", items=moe.IMPORT_ITEMS, default="MIXTURE")
+    expert: bpy.props.EnumProperty(name="Model", items=moe.IMPORT_ITEMS, default="BEST")
     frames: bpy.props.IntProperty(name="Frames", default=0, min=0, max=100_000,
                                   description="Frames to bake for an expert; 0: the dataset's")
     camera: bpy.props.BoolProperty(name="Held-out Camera", default=True,

@@ -148,6 +148,27 @@ def test_import_mixture_plays_with_frame_range_and_held_out_camera(trained):
     assert target.x == pytest.approx(0.5, abs=1e-4) and target.y == pytest.approx(0.5, abs=1e-4) and target.z > 0
 
 
+def test_import_without_a_model_brings_the_best_scored_one(trained, lw, tmp_path):
+    """The operator's default (and the console's ``bpy.ops.lw.moe_import()``): the importable model with the best
+    held-out PSNR, read from the run's own reports in a scene that never trained it; a run with no scores says so."""
+    moe = lw.lw_blender.moe
+    run_dir = Path(trained["run_dir"])
+    assert bpy.context.scene.lw.moe.run == ""  # a clean scene: the scores come from the run folder
+    rows = moe.metric_rows(json.loads((run_dir / "report.json").read_text()),
+                           json.loads((run_dir / "mixture" / "report.json").read_text()))
+    best = max((r for r in rows if r["kind"] in moe.IMPORTABLE), key=lambda r: r["psnr"])
+    assert bpy.ops.lw.moe_import(directory=str(run_dir), camera=False, frames=3) == {"FINISHED"}
+    obj = bpy.context.active_object
+    assert obj.name.endswith({"baked": "mixture", "distilled": "distilled"}.get(best["kind"], best["name"]))
+    unscored = tmp_path / "unscored"
+    unscored.mkdir()
+    (unscored / "run.json").write_text((run_dir / "run.json").read_text())
+    objects = len(bpy.data.objects)
+    with pytest.raises(RuntimeError, match="no held-out scores yet"):
+        bpy.ops.lw.moe_import(directory=str(unscored))
+    assert len(bpy.data.objects) == objects
+
+
 def test_import_one_expert_bakes_it_through_moe_export_on_the_ui_path(trained, lw):
     """The UI path: moe_export -> import_gaussians are submitted one after the other; the scene changes once."""
     moe, jobs = lw.lw_blender.moe, lw.lw_blender.connection.jobs
