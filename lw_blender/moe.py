@@ -130,7 +130,7 @@ class LW_MoeSettings(bpy.types.PropertyGroup):
                                      description="Train on frames before this one; 0: to the end of the video "
                                                  "(long videos: STG trains N3V in 50-frame segments)")
     router: bpy.props.BoolProperty(name="Router", default=True,
-                                   description="Train the volume-aware pixel router that blends the experts")
+                                   description="Train the router that blends the experts (Router Kind)")
     router_iterations: bpy.props.IntProperty(name="Router Iterations", default=2000, min=1, max=1_000_000)
     router_kind: bpy.props.EnumProperty(name="Router Kind", items=ROUTER_ITEMS, default=ROUTER_ITEMS[0][0],
                                         description="Which router blends the experts")
@@ -502,13 +502,21 @@ def best_of_run(context, run: str) -> str:
     s = settings(context.scene)
     if s.run == run and len(s.metrics):
         return best_model([{"kind": m.kind, "name": m.name, "psnr": m.psnr} for m in s.metrics])[0]
-    files = _run_files(context, run)
-    if not (files / "report.json").is_file():
+
+    def report(rel: str) -> dict | None:  # a local run's file, or a remote run's, downloaded; None when absent
+        path = Path(run) / rel
+        if _remote(context) or not path.is_absolute():
+            try:
+                path = jobs.ensure_backend(context).artifact_path(f"{run.rstrip('/')}/{rel}")
+            except jobs.BackendError:
+                return None
+        return _read_json(path, f"run report {rel}") if path.is_file() else None
+
+    scores = report("report.json")
+    if scores is None:
         raise MoeError(f"the run {run} has no held-out scores yet (no report.json): evaluate it (Train MoE, or "
                        "`lw moe eval RUN`), or choose the model to import")
-    mixture = files / "mixture" / "report.json"
-    return best_model(metric_rows(_read_json(files / "report.json", "evaluation report"),
-                                  _read_json(mixture, "mixture report") if mixture.is_file() else None))[0]
+    return best_model(metric_rows(scores, report("mixture/report.json")))[0]
 
 
 def import_run(context, directory: str = "", expert: str = "BEST", frames: int = 0, camera: bool = True,
