@@ -97,12 +97,14 @@ Progress = Callable[[float, str], None]
 def each_view(views: list[tuple[int, int]], what: str, progress: Progress | None = None,
               cancel: threading.Event | None = None) -> Iterator[tuple[int, int]]:
     """``views`` one by one, with ``progress`` after each (every view is a mixture render and its backward pass: a
-    CPU run has hundreds of them) and ``JobCancelled`` as soon as ``cancel`` is set."""
+    CPU run has hundreds of them, about a second each; at most 100 reports) and ``JobCancelled`` as soon as
+    ``cancel`` is set."""
+    every = max(1, -(-len(views) // 100))  # ceil: at most 100 reports
     for i, view in enumerate(views):
         if cancel is not None and cancel.is_set():
             raise JobCancelled(f"{what} cancelled at view {i} of {len(views)}")
         yield view
-        if progress is not None:
+        if progress is not None and ((i + 1) % every == 0 or i + 1 == len(views)):
             progress((i + 1) / len(views), f"{what}: view {i + 1}/{len(views)}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import threading
@@ -17,7 +18,7 @@ from backend.jobs import run_inline
 from backend.moe.distill import DistillConfig, distill, teacher_times, teacher_video
 from backend.moe.jobs_mixture import MoeRouterParams
 from backend.moe.mixture import bake_mixture, render_mixture
-from backend.moe.prune import gate_gradient_scores, gate_scores, prune_mixture, training_views
+from backend.moe.prune import each_view, gate_gradient_scores, gate_scores, prune_mixture, training_views
 from backend.moe.train_router import RouterTrainConfig, evaluate_mixture, load_mixture, train_router
 from backend.render.rasterize import RasterConfig
 
@@ -171,6 +172,7 @@ def test_scoring_reports_every_view_and_stops_when_cancelled(trained_half):
     path, video = trained_half
     mixture, _ = load_mixture(path)
     views = training_views(video)
+    assert len(views) <= 100  # one report per view (longer lists: at most 100 reports)
     for score in (gate_scores, gate_gradient_scores):
         seen, cancel = [], threading.Event()
         score(mixture, video, progress=lambda f, msg, seen=seen: seen.append((f, msg)), cancel=cancel)
@@ -184,3 +186,11 @@ def test_scoring_reports_every_view_and_stops_when_cancelled(trained_half):
 
         with pytest.raises(JobCancelled, match=f"cancelled at view 2 of {len(views)}"):
             score(mixture, video, progress=stop_after_two, cancel=cancel)
+
+
+def test_a_long_view_list_reports_at_most_a_hundred_times():
+    seen = []
+    views = [(c, f) for c in range(15) for f in range(70)]  # 1050 views
+    assert list(each_view(views, "gate scores", lambda f, msg: seen.append((f, msg)))) == views
+    assert 90 <= len(seen) <= 101 and seen[-1] == (1.0, "gate scores: view 1050/1050")
+    assert all(a[0] < b[0] for a, b in itertools.pairwise(seen))
