@@ -108,7 +108,7 @@ def add_parser(subparsers) -> None:
                     help="volume-only gates (the best on the H100 ablation), MoE-GS's volume-aware pixel router, or "
                          "the pixel-only ablation")
     rt.add_argument("--gate", choices=["param", "field"], default="param",
-                    help="the volume router's gate: MLP on encoded position and time, or a free per-Gaussian logit")
+                    help="the volume router's gate: a free per-Gaussian logit, or an MLP on encoded position and time")
     rt.add_argument("--seed", type=int, default=0, help="router seed (camera draws, decoder initialisation)")
     rt.add_argument("--joint", action="store_true", help="also fine-tune the experts (learning rates x 0.1)")
     rt.add_argument("--prune", action="store_true", help="remove the Gaussians that never win the gate")
