@@ -1,6 +1,7 @@
 """Hash-grid encoding on CUDA: the default Triton encoding against the torch reference (and tiny-cuda-nn when
 installed), forward and forward + backward, at 256k / 1M / 4M points; then the launch settings and table
-precisions side by side at 1M (what the autotuner chooses among), and the floor the bytes set.
+precisions side by side at 1M (what the autotuner chooses among), the same 1M points in Z-order (as the bake
+queries them) with the sort's cost, and the floor the bytes set.
 
 Default config (16 levels x 2 features, 2^19 rows, base 16, scale 1.447), uniform random points in the box; CUDA
 events, median of ``--iters`` runs after warm-up. Parity: the default encoding against the reference over the
@@ -124,6 +125,18 @@ def variants(cfg, ref, iters, result) -> None:
                                        "forward_ms": tf, "fwdbwd_ms": tb})
             print(f"| {table_dtype} | {block} | {warps} | {'level-major' if order == 1 else 'point-major'} | "
                   f"{tf:.3f} | {tb:.3f} | {n / tf / 1e6:.2f} |")
+    # the same 1M points in Z-order (as the bake integrates them: backend.fields.morton_order, sorted once)
+    from backend.fields import morton_order
+
+    enc = make_encoding(dataclasses.replace(cfg, backend="triton")).cuda()
+    enc.load_state_dict(ref.state_dict())
+    sort_ms = median_ms(lambda _: morton_order(x), iters)
+    xs = x[morton_order(x)].contiguous()
+    tf, tb = timed(enc, xs, gout, iters, True)
+    result["z_order"] = {"points": n, "forward_ms": tf, "fwdbwd_ms": tb, "gqps": n / tf / 1e6, "sort_ms": sort_ms,
+                         "gqps_with_sort": n / (tf + sort_ms) / 1e6}
+    print(f"\nZ-ordered 1M points (default encoding): forward {tf:.3f} ms = {n / tf / 1e6:.2f} G queries/s, fwd+bwd "
+          f"{tb:.3f} ms; the sort itself {sort_ms:.3f} ms (once per bake), {n / (tf + sort_ms) / 1e6:.2f} G/s with it")
     # the floor: positions read once (12 B) and features written once (L F 4 B) per point; the table's gathers
     # (8 corners x L levels) come from L2 once it holds the table
     out_bytes = n * (12 + ref.output_dim * 4)

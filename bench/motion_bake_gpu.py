@@ -1,13 +1,18 @@
 """Bake time: bidirectional RK2 propagation of M dynamic Gaussians over N frames through a fitted MotionField
-(default hash grid + 2x64 MLP; Triton encoding on CUDA), trajectories kept on the device. Prints a table.
+(default hash grid + 2x64 MLP; Triton encoding on CUDA), trajectories kept on the device; median of 3 bakes.
+Prints a table. ``LW_CODE=DIR`` measures the code tree in DIR (``gpu_common.use_code_tree``: before / after).
 
     python bench/motion_bake_gpu.py
 """
 
+import statistics
 import time
 
 import numpy as np
 import torch
+from gpu_common import use_code_tree
+
+use_code_tree()
 
 from backend.world.motion.bake import integrate_loop
 from backend.world.motion.cues import MATERIAL_CODE
@@ -30,14 +35,17 @@ def main():
     for m, n in ((100_000, 120), (1_000_000, 120)):
         x0 = torch.as_tensor(np.c_[rng.uniform(-10, 10, (m, 2)), np.zeros(m)], dtype=torch.float32, device=dev)
         integrate_loop(field, x0[:1000], 4)  # warm-up (kernel compilation)
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        traj = integrate_loop(field, x0, n, chunk=1 << 21)
-        torch.cuda.synchronize()
-        s = time.perf_counter() - t
+        runs = []
+        for _ in range(3):
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            traj = integrate_loop(field, x0, n, chunk=1 << 21)
+            torch.cuda.synchronize()
+            runs.append(time.perf_counter() - t)
+            del traj
+        s = statistics.median(runs)
         evals = 2 * 2 * m * n  # two directions, two evaluations per RK2 step
         print(f"| {m} | {n} | {evals / 1e6:.0f}M | {s:.3f} | {evals / s / 1e6:.0f} |")
-        del traj
 
 
 if __name__ == "__main__":

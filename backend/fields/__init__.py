@@ -8,6 +8,7 @@ from .hashgrid import (
     encode_reference,
     level_layout,
     make_encoding,
+    morton_order,
     tcnn_available,
     triton_available,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "encode_reference",
     "level_layout",
     "make_encoding",
+    "morton_order",
     "tcnn_available",
     "triton_available",
 ]

@@ -229,6 +229,32 @@ def encode(u: torch.Tensor, table: torch.Tensor, layout: LevelLayout) -> torch.T
     return torch.cat(outs, dim=-1)
 
 
+def _spread_bits(v: torch.Tensor) -> torch.Tensor:
+    """The low 21 bits of ``v`` (int64) spread to every third bit (bit i -> bit 3 i)."""
+    v = v & 0x1FFFFF
+    v = (v | (v << 32)) & 0x1F00000000FFFF
+    v = (v | (v << 16)) & 0x1F0000FF0000FF
+    v = (v | (v << 8)) & 0x100F00F00F00F00F
+    v = (v | (v << 4)) & 0x10C30C30C30C30C3
+    return (v | (v << 2)) & 0x1249249249249249
+
+
+def morton_order(points: torch.Tensor, bits: int = 10) -> torch.Tensor:
+    """The permutation (M,) int64 that sorts ``points`` (M, 3) along a Z-order (Morton) curve over their own box,
+    ``bits`` per axis (<= 21). Neighbours in that order are neighbours in space, so a warp of hash-grid queries
+    in it shares cells and table rows at the coarse and middle levels, where uniformly scattered points gather
+    one L2 sector per corner (docs/bench/motion.md)."""
+    if not 1 <= bits <= 21:
+        raise InvalidInput(f"morton_order takes 1..21 bits per axis, got {bits}")
+    if points.shape[0] < 2:
+        return torch.arange(points.shape[0], device=points.device)
+    p = points.detach().float()
+    lo, hi = p.amin(0), p.amax(0)
+    q = ((p - lo) / (hi - lo).clamp_min(1e-12) * ((1 << bits) - 1)).round().long()
+    code = _spread_bits(q[:, 0]) | (_spread_bits(q[:, 1]) << 1) | (_spread_bits(q[:, 2]) << 2)
+    return torch.argsort(code)
+
+
 def triton_available() -> bool:
     """True when Triton imports and CUDA is present (the fused kernel can run)."""
     if not torch.cuda.is_available():

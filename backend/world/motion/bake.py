@@ -135,7 +135,11 @@ def integrate_loop(field: VelocityField | Flow, x0: torch.Tensor, frames: int, d
 
     A plain velocity field is integrated in world coordinates, a ``Flow`` in its own. Frame by frame (each step
     over every Gaussian, ``chunk`` at a time), so ``progress(done, total)`` is called after each of the ``total``
-    integration steps (a job's cancel is seen within one frame)."""
+    integration steps (a job's cancel is seen within one frame). The Gaussians are integrated in Z-order of their
+    start (``fields.morton_order``, sorted once) so that the field's hash-grid queries are spatially coherent;
+    ``out`` keeps x0's order."""
+    from backend.fields import morton_order
+
     flow = field if isinstance(field, Flow) else Flow(field)
     m = x0.shape[0]
     out = torch.empty(frames, 2 * m if loop else m, 3, device=x0.device, dtype=torch.float32)
@@ -143,6 +147,8 @@ def integrate_loop(field: VelocityField | Flow, x0: torch.Tensor, frames: int, d
     total = sum(len(ts) for _, ts, _ in passes)
     done = 0
     out[0, :m] = x0.float()
+    order = morton_order(x0)
+    x0 = x0[order]
     q0 = flow.to_q(x0.float())
     keep = torch.zeros(0, dtype=torch.long, device=x0.device)
     if flow.keep_radius is not None:
@@ -158,7 +164,7 @@ def integrate_loop(field: VelocityField | Flow, x0: torch.Tensor, frames: int, d
             if len(keep):
                 away = x[keep] - centre
                 x[keep] = centre + away * (distance / torch.linalg.vector_norm(away, dim=1, keepdim=True))
-            out[t, offset:offset + m] = x
+            out[t, offset:offset + m].index_copy_(0, order, x)
             done += 1
             if progress is not None:
                 progress(done, total)

@@ -153,3 +153,20 @@ def test_dense_levels_off_the_cpu_decide_from_the_level_alone():
     u = torch.empty(10, 3, device="meta")
     assert encode(u, table, lay).shape == (10, 10)
     assert [_dense_level(u, table, lay, lvl) is not None for lvl in range(5)] == [False, False, False, False, True]
+
+
+def test_morton_order_is_a_permutation_along_the_z_curve():
+    from backend.fields import morton_order
+
+    # the 8 corners of a cube come out in Z order: x the fastest bit, then y, then z
+    corners = torch.tensor([[x, y, z] for z in (0.0, 1.0) for y in (0.0, 1.0) for x in (0.0, 1.0)])
+    shuffled = torch.randperm(8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(corners[shuffled][morton_order(corners[shuffled])], corners)
+    pts = torch.rand(20000, 3, generator=torch.Generator().manual_seed(1)) * 50 - 7
+    order = morton_order(pts)
+    assert torch.equal(torch.sort(order).values, torch.arange(len(pts)))
+    step = (pts[order][1:] - pts[order][:-1]).norm(dim=1).mean()
+    assert step < 0.1 * (pts[1:] - pts[:-1]).norm(dim=1).mean()  # neighbours in the order are neighbours in space
+    assert morton_order(pts[:1]).tolist() == [0] and len(morton_order(pts[:0])) == 0
+    with pytest.raises(InvalidInput):
+        morton_order(pts, bits=22)

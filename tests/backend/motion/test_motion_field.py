@@ -156,6 +156,26 @@ def test_the_lattice_flow_in_contracted_space_follows_the_field():
         field.lattice(1)
 
 
+def test_integration_order_does_not_change_any_trajectory():
+    """integrate_loop runs the Gaussians in Z-order; each trajectory is the one of its own start, in x0's order."""
+    from backend.world.motion.bake import integrate_loop
+
+    rng = np.random.default_rng(5)
+    ground = _ground(rng, 2000)
+    field = new_motion_field(ground, field_config_for("cpu"), centre=np.zeros(3))
+    field.fit(_flow(ground, np.c_[0.05 * np.cos(ground[:, 1]), 0.02 + 0.0 * ground[:, 0], np.zeros(len(ground))]),
+              steps=30)
+    x0 = torch.as_tensor(_ground(rng, 500, 2.0, 10.0), dtype=torch.float32)
+    whole = integrate_loop(field, x0, 6)
+    perm = torch.randperm(500, generator=torch.Generator().manual_seed(0))
+    shuffled = integrate_loop(field, x0[perm], 6)
+    assert torch.equal(whole[0, :500], x0)
+    assert float((shuffled[:, :500] - whole[:, :500][:, perm]).abs().max()) < 1e-5
+    assert float((shuffled[:, 500:] - whole[:, 500:][:, perm]).abs().max()) < 1e-5
+    one = integrate_loop(field, x0[7:8], 6)  # a Gaussian alone moves as it does among the others
+    assert float((one[:, 0] - whole[:, 7]).abs().max()) < 1e-5 and float((whole[-1] - whole[0]).abs().max()) > 1e-3
+
+
 def test_a_field_saved_before_the_contracted_domain_still_loads_with_its_box(tmp_path):
     old = MotionField(MotionFieldConfig(encoding=HashGridConfig(n_levels=2, log2_table_size=10, base_resolution=4,
                                                                 bbox_min=(-1, -1, -1), bbox_max=(1, 1, 1),
