@@ -12,10 +12,11 @@ expert, as ``bench/moe_ablation_device.sh`` does). On RUN's held-out camera(s), 
    volume-aware pixel router with its recipe; volume = our splatted per-Gaussian gate, Adam, expert bias;
    pixel = the decoder on ray and time only), ``train_router`` for ``--iterations`` steps on the training
    views, experts frozen, then the mixture's scores and its margin over the best expert;
-3. pruning of the first seed's volume_pixel mixture by both scores (``prune``: our peak contribution, the paper's
+3. pruning of the first seed's default-kind mixture by both scores (``prune``: our peak contribution, the paper's
    gate gradient): the Gaussians removed and the PSNR lost at each fraction of ``--prune-fractions`` (the lowest
    scores go first) and at each method's default threshold, right after the removal and after ``--prune-finetune``
-   router steps on what is left (``run_mixture``'s recipe), against the unpruned mixture given the same steps;
+   router steps on what is left (``run_mixture``'s recipe), against the unpruned mixture given the same steps
+   (``--prune-joint``: also with the experts fine-tuned in those steps, at the 50 % and default peak cuts);
    the default-threshold peak-pruned mixture is saved as RUN/ablation/pruned.pt for ``bench/moe_fps.py``;
 4. distillation into ``--student`` (``best``: the best expert) with both losses (``distill``: "renders", "gated")
    against the same expert given the same steps on the truth;
@@ -33,6 +34,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +83,9 @@ def main() -> None:
     ap.add_argument("--prune-fractions", type=float, nargs="*", default=[0.3, 0.5, 0.6, 0.7])
     ap.add_argument("--prune-threshold", type=float, default=0.05, help="the default threshold of both methods")
     ap.add_argument("--prune-finetune", type=int, default=200, help="router steps after each pruning")
+    ap.add_argument("--prune-joint", action="store_true",
+                    help="also fine-tune the experts with the router after the 50 %% and default-threshold peak cuts "
+                         "(``joint``, expert learning rates x 0.1), against the unpruned mixture given the same")
     ap.add_argument("--distill-iterations", type=int, default=500)
     ap.add_argument("--student", default="best", help="expert to distil into; best: the best expert alone")
     ap.add_argument("--device", default="auto")
@@ -175,29 +180,38 @@ def main() -> None:
                                  **KIND_OPTIONS[main_key[0]]), views="train", seed=main_key[1], device=str(dev),
                                  torch_threads=a.threads)
 
-        def finetuned(m, name):  # the router's recipe after pruning: more steps on the mixture as it now is
+        def finetuned(m, name, joint=False):  # the router's recipe after pruning: more steps on the mixture as it is
             if not a.prune_finetune:
                 return m
-            return load_mixture(train_router(a.run, video, tune, out=a.run / "ablation" / name, mixture=m), dev)[0]
+            cfg = replace(tune, joint=joint)
+            return load_mixture(train_router(a.run, video, cfg, out=a.run / "ablation" / name, mixture=m), dev)[0]
 
         base_psnr = evaluate_mixture(finetuned(load_mixture(path, dev)[0], "unpruned_ft.pt"), video, raster)["psnr"]
         result["pruning_baseline"] = {"psnr": base_psnr, "finetune": a.prune_finetune, "router": main_key[0]}
+        if a.prune_joint and a.prune_finetune and due("pruning joint baseline"):
+            joint_psnr = evaluate_mixture(finetuned(load_mixture(path, dev)[0], "unpruned_joint.pt", True), video,
+                                          raster)["psnr"]
+            result["pruning_baseline"]["joint_psnr"] = joint_psnr
+            cases += [(m, label + ", joint", t) for m, label, t in cases
+                      if m == "peak" and label in ("fraction 0.5", f"threshold {a.prune_threshold:g} px")]
         for method, label, threshold in cases:
             if not due(f"pruning {method} {label}"):
                 break
+            joint = label.endswith(", joint")
+            base = result["pruning_baseline"]["joint_psnr" if joint else "psnr"]
             m = load_mixture(path, dev)[0]
             stats, _ = prune_mixture(m, values[method], threshold)
             removed_only = evaluate_mixture(m, video, raster)["psnr"]
-            m = finetuned(m, "pruned_ft.pt")
+            m = finetuned(m, "pruned_ft.pt", joint)
             scores = evaluate_mixture(m, video, raster)
-            if method == "peak" and label.startswith("threshold"):
+            if method == "peak" and label == f"threshold {a.prune_threshold:g} px":
                 save_mixture(a.run / "ablation" / "pruned.pt", m)
             result["pruning"].append(_row(scores, method=method, case=label, removed=before - stats["after"],
-                                          before=before, lost_db=base_psnr - scores["psnr"], router=main_key[0],
-                                          psnr_before_finetune=removed_only, finetune=a.prune_finetune))
+                                          before=before, lost_db=base - scores["psnr"], router=main_key[0],
+                                          psnr_before_finetune=removed_only, finetune=a.prune_finetune, joint=joint))
             save()
             print(f"pruned {method} {label}: removed {before - stats['after']} of {before}, "
-                  f"{base_psnr - scores['psnr']:+.2f} dB lost ({base_psnr - removed_only:+.2f} before the fine-tune)",
+                  f"{base - scores['psnr']:+.2f} dB lost ({base - removed_only:+.2f} before the fine-tune)",
                   flush=True)
 
     student = best if a.student == "best" else a.student

@@ -19,7 +19,8 @@
 # Environment (defaults): SCENES (every folder of CARRY with a scene/) EXPERTS="trajectory keyframe embedding"
 # STEPS=12000 SEEDS="0 1" ROUTER_STEPS=2000 DISTILL_STEPS=500 BUDGET=555 (seconds of this call) RESUME_S=180 FPS_S=75
 # DEVICE=cuda THREADS=2 FPS_SIZE=1352x1014 PRUNE_FT=200 KINDS="volume volume_pixel pixel" PARTS="pruning distillation
-# bake" (bench/moe_ablation.py --kinds / --parts) EXPERT_S=150 (phase all: the experts' seconds).
+# bake" (bench/moe_ablation.py --kinds / --parts) EXPERT_S=150 (phase all: the experts' seconds) PRUNE_JOINT=1 (also
+# the experts fine-tuned after the cut: --prune-joint).
 # A CPU dry run (the dev box): PY=.venv/bin/python DEVICE=cpu STEPS=30 ROUTER_STEPS=4 DISTILL_STEPS=3 FPS_SIZE=192x144
 # PRUNE_FT=2 with a carry of the tiny preset.
 set -u
@@ -33,6 +34,7 @@ SEEDS=${SEEDS:-0 1}; ROUTER_STEPS=${ROUTER_STEPS:-2000}; DISTILL_STEPS=${DISTILL
 BUDGET=${BUDGET:-555}; RESUME_S=${RESUME_S:-180}; FPS_S=${FPS_S:-75}; DEVICE=${DEVICE:-cuda}; THREADS=${THREADS:-2}
 FPS_SIZE=${FPS_SIZE:-1352x1014}; PRUNE_FT=${PRUNE_FT:-200}; KINDS=${KINDS:-volume volume_pixel pixel}
 PARTS=${PARTS:-pruning distillation bake}; EXPERT_S=${EXPERT_S:-150}
+JOINT=""; [ "${PRUNE_JOINT:-1}" = 1 ] && JOINT=--prune-joint
 t0=$(date +%s); end=$((t0 + BUDGET))
 log=$OUT/log.txt
 say() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$log"; }
@@ -80,7 +82,7 @@ for s in $SCENES; do
   ( $PY bench/moe_oracle.py --run "/tmp/run25_$s" --device "$DEVICE" --blocks 8 32 > "/tmp/run25_$s/oracle.txt" 2>&1
     $PY bench/moe_ablation.py --run "/tmp/run25_$s" --device "$DEVICE" --threads "$THREADS" \
       --iterations "$ROUTER_STEPS" --seeds $SEEDS --distill-iterations "$DISTILL_STEPS" --deadline $((end - FPS_S)) \
-      --prune-finetune "$PRUNE_FT" --kinds $KINDS --parts $PARTS \
+      --prune-finetune "$PRUNE_FT" $JOINT --kinds $KINDS --parts $PARTS \
       --out "$OUT/ablation_$s.json" --picture "$pic" > "/tmp/run25_$s/ablation.txt" 2>&1 ) &
   pids+=($!)
 done
