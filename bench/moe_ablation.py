@@ -45,7 +45,7 @@ from backend.errors import InvalidInput
 from backend.moe.distill import DistillConfig, distill, finetune_on_truth
 from backend.moe.evaluate import _lpips_model, checkpointed_experts, render_expert, write_grid
 from backend.moe.mixture import bake_mixture, render_mixture
-from backend.moe.prune import gate_gradient_scores, gate_scores, prune_mixture
+from backend.moe.prune import gate_gradient_scores, gate_scores, prune_mixture, quantile_cut
 from backend.moe.router import RouterConfig
 from backend.moe.run_mixture import score_sequence
 from backend.moe.train import TrainConfig, load_checkpoint, load_run_video, read_run, resolve_device
@@ -64,14 +64,6 @@ KIND_OPTIONS = {"volume_pixel": {}, "volume": {"gate": "param"}, "pixel": {}}  #
 
 def _row(scores: dict, **extra) -> dict:
     return {k: v for k, v in {**scores, **extra}.items() if k != "renders"}
-
-
-def _quantile_threshold(values: list[torch.Tensor], fraction: float) -> float:
-    """The value below which ``fraction`` of all Gaussians lie (ties kept)."""
-    flat = torch.cat([v.flatten() for v in values]).float()
-    if fraction <= 0:
-        return float("-inf")
-    return float(torch.kthvalue(flat.cpu(), max(1, round(fraction * flat.numel()))).values) + 1e-30
 
 
 def main() -> None:
@@ -173,7 +165,7 @@ def main() -> None:
         ours = gate_scores(mixture, video, raster)
         values = {"peak": ours.peak, "gate_gradient": gate_gradient_scores(mixture, video, raster)}
         mean_q = float(torch.cat(values["gate_gradient"]).mean())
-        cases = [(m, f"fraction {f:g}", _quantile_threshold(values[m], f)) for m in values for f in a.prune_fractions]
+        cases = [(m, f"fraction {f:g}", quantile_cut(values[m], f)) for m in values for f in a.prune_fractions]
         cases += [("peak", f"threshold {a.prune_threshold:g} px", a.prune_threshold),
                   ("gate_gradient", f"threshold {a.prune_threshold:g} x mean", a.prune_threshold * mean_q)]
         tune = RouterTrainConfig(iterations=a.prune_finetune, router=RouterConfig(kind=main_key[0],

@@ -3,7 +3,8 @@
     lw moe train DATASET --out RUN [--experts deformation trajectory keyframe] [--iterations N] [--downsample D]
                  [--frames START END] [--router-views K] [--ray auto|local|ADDRESS]
     lw moe router RUN [--iterations N] [--router volume|volume_pixel|pixel] [--gate param|field] [--seed S]
-                  [--prune [--prune-method peak|gate_gradient] [--prune-threshold P]]
+                  [--prune [--prune-method peak|gate_gradient] [--prune-threshold P] [--prune-fraction F]
+                   [--prune-router-only]]
                   [--distill EXPERT [--distill-method gated|renders]] [--refit-iterations N] [--joint]
     lw moe eval RUN [--experts ...]
     lw moe export RUN --out SEQ.lw4d [--expert NAME] [--frames T] [--replace]
@@ -45,7 +46,8 @@ def cmd_router(args: argparse.Namespace) -> int:
 
     cfg = MixtureRunConfig(iterations=args.iterations, router=args.router, gate=args.gate, seed=args.seed,
                            joint=args.joint, prune=args.prune, prune_method=args.prune_method,
-                           prune_threshold=args.prune_threshold, distill=args.distill or "",
+                           prune_threshold=args.prune_threshold, prune_fraction=args.prune_fraction,
+                           prune_joint=not args.prune_router_only, distill=args.distill or "",
                            distill_iterations=args.distill_iterations, distill_method=args.distill_method,
                            refit_iterations=args.refit_iterations, bake=not args.no_bake, torch_threads=args.threads)
     report = run_mixture(Path(args.run), cfg, progress=_progress)
@@ -116,6 +118,10 @@ def add_parser(subparsers) -> None:
                     help="peak: pixels painted into the blend in the best view (ours); gate_gradient: MoE-GS's score")
     rt.add_argument("--prune-threshold", type=float, default=0.05,
                     help="peak: pixels in the best training view; gate_gradient: fraction of the mean score")
+    rt.add_argument("--prune-fraction", type=float, default=0.5,
+                    help="share of the Gaussians pruned at least, lowest scores first (0: the threshold alone)")
+    rt.add_argument("--prune-router-only", action="store_true",
+                    help="after pruning, fine-tune the router alone (default: the experts too, learning rates x 0.1)")
     rt.add_argument("--distill", help="expert family to distil the mixture into")
     rt.add_argument("--distill-iterations", type=int, default=1000)
     rt.add_argument("--distill-method", choices=["gated", "renders"], default="gated",

@@ -30,16 +30,21 @@ class MoeRouterParams(BaseModel):
     gate_decay: float = Field(0.0, ge=0.0, le=10.0, description="L2 weight pulling per-Gaussian gates ('param' "
                               "gate) back to that blend; 0: none.")
     joint: bool = Field(False, description="Also fine-tune the experts (learning rates x 0.1) with the router.")
-    prune: bool = Field(False, description="Remove Gaussians whose gate contribution is below prune_threshold.")
+    prune: bool = Field(False, description="Remove the Gaussians the gate needs least: at least prune_fraction of "
+                        "them, and every one under prune_threshold; writes <run>/mixture/pruned.pt.")
     prune_method: Literal["peak", "gate_gradient"] = Field("peak", description="'peak': keep the Gaussians that "
                                                            "paint prune_threshold pixels of the blend in some training "
                                                            "view; 'gate_gradient' (MoE-GS's score): keep those whose "
                                                            "loss gradient through the gate is >= prune_threshold x "
                                                            "the mean.")
     prune_threshold: float = Field(0.05, ge=0.0, description="Pruning threshold (units: prune_method).")
-    prune_finetune: int | None = Field(None, ge=0, le=1_000_000, description="Router steps on the pruned mixture "
+    prune_fraction: float = Field(0.5, ge=0.0, lt=1.0, description="Share of the mixture's Gaussians pruned at least "
+                                  "(lowest scores first; 0: the threshold alone).")
+    prune_finetune: int | None = Field(None, ge=0, le=1_000_000, description="Steps on the pruned mixture "
                                        "(the gates read the experts' remaining Gaussians); null: a tenth of "
                                        "iterations; 0: none.")
+    prune_joint: bool = Field(True, description="Those steps also fine-tune the experts (learning rates x 0.1); "
+                              "false: the router alone.")
     distill: str = Field("", description="Expert family to distil the mixture into (fine-tuned on its renders); "
                                          "empty: no distillation.")
     distill_iterations: int = Field(1000, ge=1, le=1_000_000, description="Fine-tuning steps of the student.")
@@ -71,7 +76,8 @@ def moe_router(ctx: JobContext, params: MoeRouterParams) -> list[str]:
     cfg = MixtureRunConfig(iterations=params.iterations, router=params.router, gate=params.gate, seed=params.seed,
                            expert_bias=params.expert_bias, gate_decay=params.gate_decay, joint=params.joint,
                            prune=params.prune, prune_method=params.prune_method,
-                           prune_threshold=params.prune_threshold, prune_finetune=params.prune_finetune,
+                           prune_threshold=params.prune_threshold, prune_fraction=params.prune_fraction,
+                           prune_finetune=params.prune_finetune, prune_joint=params.prune_joint,
                            distill=params.distill,
                            distill_iterations=params.distill_iterations, distill_method=params.distill_method,
                            refit_iterations=params.refit_iterations, bake=params.bake)

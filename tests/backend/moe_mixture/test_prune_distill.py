@@ -12,13 +12,21 @@ import pydantic
 import pytest
 import torch
 
-from backend.errors import JobCancelled
+from backend.errors import InvalidInput, JobCancelled
 from backend.io.lw4d import read_sequence
 from backend.jobs import run_inline
 from backend.moe.distill import DistillConfig, distill, teacher_times, teacher_video
 from backend.moe.jobs_mixture import MoeRouterParams
 from backend.moe.mixture import bake_mixture, render_mixture
-from backend.moe.prune import each_view, gate_gradient_scores, gate_scores, prune_mixture, training_views
+from backend.moe.prune import (
+    PruneConfig,
+    each_view,
+    gate_gradient_scores,
+    gate_scores,
+    prune_cut,
+    prune_mixture,
+    training_views,
+)
 from backend.moe.train_router import RouterTrainConfig, evaluate_mixture, load_mixture, train_router
 from backend.render.rasterize import RasterConfig
 
@@ -62,6 +70,47 @@ def test_pruning_removes_the_gaussians_whose_expert_loses_there(trained_half, tm
     after = evaluate_mixture(load_mixture(path)[0], video, RasterConfig())
     assert emptied["psnr"] < before["psnr"] - 2.0 < after["psnr"] - 1.0
     assert load_mixture(path)[0].num_gaussians() == stats["after"]
+
+
+def test_the_cut_removes_at_least_the_fraction_and_everything_under_the_threshold():
+    values = [torch.tensor([0.01, 0.2, 0.3, 5.0]), torch.tensor([0.02, 0.03, 7.0, 9.0, 0.5, 0.6])]
+    flat = torch.cat(values)
+    # the threshold removes 3 of 10 (< 0.05 px): the cut rises until half go
+    assert int((flat < prune_cut(values, PruneConfig(threshold=0.05))).sum()) == 5
+    assert int((flat < prune_cut(values, PruneConfig(threshold=0.05, fraction=0.0))).sum()) == 3
+    # a threshold that already removes more than the fraction is kept
+    assert int((flat < prune_cut(values, PruneConfig(threshold=1.0, fraction=0.3))).sum()) == 7
+    tied = [torch.zeros(6), torch.ones(4)]
+    assert int((torch.cat(tied) < prune_cut(tied, PruneConfig(threshold=0.0, fraction=0.5))).sum()) == 6  # ties go
+    for bad in (-0.1, 1.0):
+        with pytest.raises(InvalidInput, match="fraction"):
+            PruneConfig(fraction=bad)
+
+
+def test_pruned_mixture_loses_half_and_its_experts_fine_tune_with_the_router(half_run, tmp_path):
+    """run_mixture's default pruning: at least half of the Gaussians go, then the router AND the experts train on
+    what is left (prune_joint); with prune_joint off the kept Gaussians are the experts' own, untouched."""
+    from backend.moe.run_mixture import MixtureRunConfig, run_mixture
+
+    for joint in (True, False):
+        run = tmp_path / f"run_{joint}"
+        shutil.copytree(half_run, run, ignore=shutil.ignore_patterns("mixture"))
+        report = run_mixture(run, MixtureRunConfig(iterations=4, prune=True, prune_threshold=0.0, prune_finetune=3,
+                                                   prune_joint=joint, bake=False, device="cpu", torch_threads=1))
+        pruned = report["pruned"]
+        assert pruned["before"] - pruned["after"] >= pruned["before"] / 2 > 0
+        assert pruned["fraction"] == 0.5 and pruned["joint"] is joint and pruned["finetune"] == 3
+        full, _ = load_mixture(run / "mixture" / "mixture.pt")
+        cut, _ = load_mixture(run / "mixture" / "pruned.pt")
+        assert cut.num_gaussians() == pruned["after"]
+        moved = []
+        for a, b in zip(full.experts, cut.experts):
+            nearest = torch.cdist(b.means.detach().double(), a.means.detach().double()).min(1).values
+            moved.append(float(nearest.max()))
+        if joint:
+            assert max(moved) > 0.0  # the experts took fine-tuning steps
+        else:
+            assert moved == [0.0] * len(moved)  # every kept Gaussian is one of the expert's own
 
 
 def test_teacher_times_insert_between_frames():
