@@ -145,10 +145,14 @@ class LW_MoeSettings(bpy.types.PropertyGroup):
     router_views: bpy.props.IntProperty(name="Router Views", default=0, min=0, max=64,
                                         description="Training cameras the experts never see, kept for the router so "
                                                     "that it learns which expert does well on a new view; 0: none")
-    prune: bpy.props.BoolProperty(name="Prune", description="Remove Gaussians that never win the gate")
+    prune: bpy.props.BoolProperty(name="Prune", description="Remove the Gaussians the gate needs least (at least "
+                                  "Prune Fraction of them), then fine-tune the router and experts on the rest")
     prune_threshold: bpy.props.FloatProperty(name="Prune Threshold", default=0.05, min=0.0,
                                              description="Pixels a Gaussian must paint into the blended "
                                                          "image in at least one training view to be kept")
+    prune_fraction: bpy.props.FloatProperty(name="Prune Fraction", default=0.5, min=0.0, max=0.95,
+                                            description="Share of the mixture's Gaussians removed at least, those "
+                                                        "that paint least first (0: the threshold alone)")
     distill: bpy.props.EnumProperty(name="Distil Into", items=DISTILL_ITEMS, default="NONE")
     distill_iterations: bpy.props.IntProperty(name="Distil Iterations", default=1000, min=1, max=1_000_000)
     # the last trained run
@@ -306,11 +310,15 @@ def train(context, directory: str, experts=DEFAULT_EXPERTS, iterations: int = 30
           router: bool = True, router_iterations: int = 2000, prune: bool = False, prune_threshold: float = 0.05,
           distill: str = "", distill_iterations: int = 1000, router_views: int = 0, gate: str = "PARAM",
           joint: bool = False, frames: tuple[int, int] = (0, 0), expert_bias: bool = EXPERT_BIAS,
-          router_kind: str = "VOLUME", blocking: bool | None = None) -> None:
+          router_kind: str = "VOLUME", blocking: bool | None = None, prune_fraction: float = 0.5) -> None:
     """Train ``experts`` on the dataset ``directory`` (then the router, pruning and distillation when asked), evaluate
     on the held-out camera and show run, metrics and preview in Scene.lw.moe (see the module docstring).
-    ``frames``: [start, end) of the video to train on; end 0: to the end."""
+    ``frames``: [start, end) of the video to train on; end 0: to the end. ``prune``: at least ``prune_fraction`` of
+    the mixture's Gaussians go, and every one under ``prune_threshold`` pixels."""
     dataset = check_dataset(context, directory)
+    if not 0.0 <= float(prune_fraction) < 1.0:
+        raise MoeError(f"Prune Fraction must be at least 0 and under 1 (the share of Gaussians removed at least), "
+                       f"got {prune_fraction}")
     chosen, target = train_options(experts, router, distill)
     if router_views and not router:
         raise MoeError("router views are kept for the router: turn the router on, or set Router Views to 0")
@@ -344,6 +352,7 @@ def train(context, directory: str, experts=DEFAULT_EXPERTS, iterations: int = 30
             return evaluate_link(run, None)
         params = {"run": run, "iterations": int(router_iterations), "router": kind.lower(), "gate": gate.lower(),
                   "joint": bool(joint), "prune": bool(prune), "prune_threshold": float(prune_threshold),
+                  "prune_fraction": float(prune_fraction),
                   "distill": target, "distill_iterations": int(distill_iterations)}
         if kind == "VOLUME":  # the per-expert bias is the volume router's option (the others have per-expert features)
             params["expert_bias"] = bool(expert_bias)

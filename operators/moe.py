@@ -1,6 +1,7 @@
 """MoE-GS operators: ``lw.moe_train(directory, experts, iterations, downsample, frame_start, frame_end, router,
-router_iterations, router_kind, gate, joint, prune, distill, router_views)``, ``lw.moe_import(directory, expert,
-frames)`` and ``lw.moe_render(directory, pruned)`` (the true per-pixel mixture, rendered by the backend).
+router_iterations, router_kind, gate, joint, prune, prune_threshold, prune_fraction, distill, router_views)``,
+``lw.moe_import(directory, expert, frames)`` and ``lw.moe_render(directory, pruned)`` (the true per-pixel mixture,
+rendered by the backend).
 
 Called with a ``directory`` only the operator's own properties count; without one (the panel's buttons) the MoE
 panel's settings (``Scene.lw.moe``) are used. In ``blender -b`` the backend jobs block; with a UI they run in the
@@ -48,6 +49,8 @@ class LW_OT_moe_train(bpy.types.Operator):
                                         description="Training cameras kept from the experts for the router")
     prune: bpy.props.BoolProperty(name="Prune", description="Gate-aware pruning after the router")
     prune_threshold: bpy.props.FloatProperty(name="Prune Threshold", default=0.05, min=0.0)
+    prune_fraction: bpy.props.FloatProperty(name="Prune Fraction", default=0.5, min=0.0, max=0.95,
+                                            description="Share of the Gaussians removed at least")
     distill: bpy.props.EnumProperty(name="Distil Into", items=moe.DISTILL_ITEMS, default="NONE")
     distill_iterations: bpy.props.IntProperty(name="Distil Iterations", default=1000, min=1, max=1_000_000)
 
@@ -61,7 +64,8 @@ class LW_OT_moe_train(bpy.types.Operator):
             moe.train(context, source.directory, set(source.experts), source.iterations, source.downsample,
                       source.router, source.router_iterations, source.prune, source.prune_threshold, source.distill,
                       source.distill_iterations, source.router_views, source.gate, source.joint,
-                      (source.frame_start, source.frame_end), source.expert_bias, source.router_kind)
+                      (source.frame_start, source.frame_end), source.expert_bias, source.router_kind,
+                      prune_fraction=source.prune_fraction)
         except ERRORS as exc:
             self.report({"ERROR"}, f"Train MoE failed: {exc}")
             return {"CANCELLED"}

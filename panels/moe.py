@@ -43,6 +43,7 @@ class VIEW3D_PT_lw_moe(bpy.types.Panel):
         sub = row.row(align=True)
         sub.active = s.prune
         sub.prop(s, "prune_threshold", text="Threshold")
+        sub.prop(s, "prune_fraction", text="At Least")
         col.prop(s, "distill")
         sub = col.row(align=True)
         sub.active = s.distill != "NONE"

@@ -24,8 +24,8 @@ from mathutils import Vector
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = {"experts": {"deformation", "trajectory", "embedding"}, "iterations": 3, "downsample": 2.0, "router": True,
-         "router_iterations": 3, "prune": True, "distill": "trajectory", "distill_iterations": 2, "router_views": 1,
-         "gate": "PARAM", "joint": True, "frame_start": 1, "expert_bias": True, "router_kind": "VOLUME_PIXEL"}
+         "router_iterations": 3, "prune": True, "prune_fraction": 0.6, "distill": "trajectory", "distill_iterations": 2,
+         "router_views": 1, "gate": "PARAM", "joint": True, "frame_start": 1, "expert_bias": True, "router_kind": "VOLUME_PIXEL"}
 _RUN: dict = {}  # the run trained once per module (by the first test that needs it)
 
 
@@ -104,6 +104,9 @@ def test_train_stores_run_metrics_and_preview(scene, moe_dataset):
         assert by_name[name].psnr == pytest.approx(report["experts"][name]["psnr"], abs=1e-4)
     assert by_name["MoE (render only)"].psnr == pytest.approx(mixture["moe"]["psnr"], abs=1e-4)
     assert by_name["MoE pruned (render only)"].gaussians == mixture["pruned"]["after"] < by_name["MoE (render only)"].gaussians
+    pruned = mixture["pruned"]  # the panel's Prune Fraction reached the job: at least 60 % went, then a joint fine-tune
+    assert pruned["fraction"] == pytest.approx(0.6) and pruned["joint"] is True
+    assert pruned["before"] - pruned["after"] >= 0.6 * pruned["before"] - 1
     # the baked cloud Import brings is scored as it is, and it is not the per-pixel mixture's score
     baked = by_name["MoE baked cloud"]
     assert baked.psnr == pytest.approx(mixture["baked"]["psnr"], abs=1e-4) and baked.psnr != by_name["MoE (render only)"].psnr
@@ -211,6 +214,8 @@ def test_bad_directories_and_options_report_and_leave_the_scene_unchanged(scene,
         bpy.ops.lw.moe_train(directory=str(moe_dataset), frame_start=3, frame_end=2, iterations=2)
     with pytest.raises(lw.lw_blender.moe.MoeError, match="gate must be one of"):  # the console API's check
         lw.lw_blender.moe.train(bpy.context, str(moe_dataset), gate="hash")
+    with pytest.raises(lw.lw_blender.moe.MoeError, match="Prune Fraction must be"):
+        lw.lw_blender.moe.train(bpy.context, str(moe_dataset), prune=True, prune_fraction=1.0)
     with pytest.raises(RuntimeError, match="not a MoE-GS run folder"):
         bpy.ops.lw.moe_import(directory=str(tmp_path / "empty"))
     with pytest.raises(RuntimeError, match="no trained run yet"):
