@@ -243,3 +243,25 @@ def test_a_long_view_list_reports_at_most_a_hundred_times():
     assert list(each_view(views, "gate scores", lambda f, msg: seen.append((f, msg)))) == views
     assert 90 <= len(seen) <= 101 and seen[-1] == (1.0, "gate scores: view 1050/1050")
     assert all(a[0] < b[0] for a, b in itertools.pairwise(seen))
+
+
+@pytest.mark.parametrize("kind", ["volume", "volume_pixel"])
+def test_an_expert_pruned_to_nothing_still_renders_and_fine_tunes(half_run, tmp_path, kind):
+    """At least half goes by default: an expert that never wins can lose every Gaussian. The mixture must still
+    render, score and fine-tune (router and experts) without it."""
+    from backend.moe.router import RouterConfig
+    from backend.moe.train import load_run_video
+
+    video = load_run_video(half_run)
+    cfg = RouterTrainConfig(iterations=3, router=RouterConfig(kind=kind), device="cpu")
+    mixture, _ = load_mixture(train_router(half_run, video, cfg, out=tmp_path / "mixture.pt"))
+    values = [torch.zeros(e.num_gaussians) if k == 0 else torch.ones(e.num_gaussians)
+              for k, e in enumerate(mixture.experts)]
+    stats, _ = prune_mixture(mixture, values, 0.5)
+    assert mixture.experts[0].num_gaussians == 0 and stats["after"] == mixture.experts[1].num_gaussians > 0
+    path = train_router(half_run, video, RouterTrainConfig(iterations=2, router=RouterConfig(kind=kind), joint=True,
+                                                           device="cpu"), out=tmp_path / "pruned.pt", mixture=mixture)
+    pruned, _ = load_mixture(path)
+    assert pruned.experts[0].num_gaussians == 0
+    scores = evaluate_mixture(pruned, video, RasterConfig())
+    assert 5.0 < scores["psnr"] < 60.0
