@@ -53,8 +53,9 @@ class PruneConfig:
     """``method`` "peak": remove p_i < threshold pixels (ours); "gate_gradient": remove q_i < threshold x the mean
     q (the paper's score; module docstring). ``fraction``: at least this fraction of all the mixture's Gaussians
     goes, the lowest scores first (the cut is raised to that quantile when the threshold removes fewer; 0: the
-    threshold alone). Default: at least half and everything under 0.05 px, which on the H100 ablation lost
-    0.00-0.09 dB on the generated scenes (docs/bench/moe_mixture.md)."""
+    threshold alone). Default: at least half and everything under 0.05 px; on the H100 ablation's generated scenes
+    that lost 0.02-0.09 dB after a router fine-tune, 0.00 / -0.02 dB after ``run_mixture``'s default fine-tune of
+    router and experts (docs/bench/moe_mixture.md)."""
 
     method: Literal["peak", "gate_gradient"] = "peak"
     threshold: float = 0.05

@@ -156,8 +156,8 @@ def run_mixture(run: Path, config: MixtureRunConfig, video: MultiViewVideo | Non
 
     router = RouterConfig(gate=config.gate, lr=config.router_lr, expert_bias=config.expert_bias,
                           gate_decay=config.gate_decay, kind=config.router, temperature=config.temperature)
-    prune_cfg = PruneConfig(config.prune_method, config.prune_threshold, config.prune_fraction)  # bad options
-    # fail before any training
+    # bad pruning options fail before any training
+    prune_cfg = PruneConfig(config.prune_method, config.prune_threshold, config.prune_fraction)
     distill_cfg = DistillConfig(student=config.distill, iterations=config.distill_iterations,
                                 method=config.distill_method, gated_lambda=config.distill_lambda)
     rcfg = RouterTrainConfig(iterations=config.iterations, router=router,
