@@ -88,6 +88,23 @@ def _zncc_cost(ref: np.ndarray, warped: np.ndarray, valid: np.ndarray, win: int)
     return np.where(valid & (vw > 1e-5), 1.0 - ncc, 2.0)
 
 
+def _informative(near: float, far: float) -> bool:
+    """Do a camera's bounds say where the scene is? (Technicolor has none: its loader puts 0.01..100.)"""
+    return 0 < near < far and far / near <= 1000
+
+
+def _resolvable_depths(cam_r, neighbours: list, width: int, near: float, far: float) -> tuple[float, float]:
+    """[near, far] narrowed to the depths at which the neighbours see a parallax between twice the image width and
+    one pixel, disparity ~ f B / d (f: focal length in pixels at ``width``, B: the mean baseline to the
+    neighbours); the given range when that leaves nothing or no neighbour is known."""
+    if not neighbours:
+        return near, far
+    f = float(cam_r.K[0, 0]) * width / float(cam_r.width)
+    baseline = float(np.mean([np.linalg.norm(n.center - cam_r.center) for n in neighbours]))
+    n2, f2 = max(near, f * baseline / (2.0 * width)), min(far, f * baseline)
+    return (n2, f2) if 0 < n2 < f2 else (near, far)
+
+
 def sweep_depths(video: MultiViewVideo, planes: int = 64, win: int = 5, neighbours: int = 2,
                  max_width: int = 320) -> tuple[dict[int, np.ndarray], int, int]:
     """Plane-sweep depth of the first frame of every training camera from its nearest training cameras.
@@ -96,6 +113,12 @@ def sweep_depths(video: MultiViewVideo, planes: int = 64, win: int = 5, neighbou
     moved to X = d_k K_r^-1 p (camera r) -> world -> neighbour n, the neighbour image is sampled there
     (cv2.remap) and compared by ZNCC over ``win`` x ``win`` windows; cost(p, d_k) = mean over neighbours of
     1 - ZNCC; depth(p) = argmin_k cost. Returns ({camera: (h, w) depth}, w, h) at <= ``max_width`` pixels wide.
+
+    Bounds that do not say where the scene is (``_informative``) are found first: a coarse sweep over the depths
+    the neighbours can resolve (``_resolvable_depths``), then the sweep itself between the 2nd and 98th
+    percentiles of the depths it matched. Sweeping 0.01..100 directly put almost every plane within half a unit
+    of the cameras, and at the far planes, where nothing moves, every camera "agreed": a Technicolor scene's cloud
+    landed 100 units away and its experts never saw a Gaussian.
     """
     import cv2
 
@@ -105,13 +128,10 @@ def sweep_depths(video: MultiViewVideo, planes: int = 64, win: int = 5, neighbou
     grey = {c: cv2.resize(cv2.cvtColor(video.images[c, 0], cv2.COLOR_RGB2GRAY), (w, h),
                           interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0 for c in video.train}
     centres = {c: video.cameras[c].center for c in video.train}
-    depths = {}
-    for r in video.train:
+
+    def sweep(r, others, near, far):
         cam_r = video.cameras[r]
-        others = sorted((c for c in video.train if c != r), key=lambda c: np.linalg.norm(centres[c] - centres[r]))
-        others = others[:neighbours]
-        near, far = float(video.bounds[r, 0]), float(video.bounds[r, 1])
-        hyp = 1.0 / np.linspace(1.0 / (0.8 * near), 1.0 / (1.2 * far), planes)
+        hyp = 1.0 / np.linspace(1.0 / near, 1.0 / far, planes)
         rays = _pixel_rays(cam_r, w, h)
         c2w = cam_r.cam_to_world
         cost = np.zeros((planes, h, w), np.float32)
@@ -127,10 +147,24 @@ def sweep_depths(video: MultiViewVideo, planes: int = 64, win: int = 5, neighbou
                 warped = cv2.remap(grey[n], uv[..., 0], uv[..., 1], cv2.INTER_LINEAR, borderValue=-1.0)
                 valid = (pc[:, 2].reshape(h, w) > 0) & (warped >= 0)
                 cost[k] += _zncc_cost(grey[r], warped, valid, win) / len(others)
-        best = cost.argmin(0)
-        depth = hyp[best].astype(np.float32)
+        depth = hyp[cost.argmin(0)].astype(np.float32)
         depth[cost.min(0) > 0.3] = 0.0  # poorly matched or untextured: no depth
-        depths[r] = depth
+        return depth
+
+    depths = {}
+    for r in video.train:
+        cam_r = video.cameras[r]
+        others = sorted((c for c in video.train if c != r), key=lambda c: np.linalg.norm(centres[c] - centres[r]))
+        others = others[:neighbours]
+        near, far = 0.8 * float(video.bounds[r, 0]), 1.2 * float(video.bounds[r, 1])
+        if not _informative(near, far):
+            near, far = _resolvable_depths(cam_r, [video.cameras[n] for n in others], w, near, far)
+            coarse = sweep(r, others, near, far)
+            matched = coarse[coarse > 0]
+            if matched.size >= 50:
+                lo, hi = np.percentile(matched, [2, 98])
+                near, far = (0.8 * float(lo), 1.2 * float(hi)) if lo < hi else (near, far)
+        depths[r] = sweep(r, others, near, far)
     return depths, w, h
 
 

@@ -151,22 +151,41 @@ def test_technicolor_uses_the_stg_clip_and_reports_missing_images(tiny_dataset, 
         load_technicolor(tmp_path / "Birthday")
 
 
+def _depth_error_in_cam00(pts: np.ndarray, v, dataset: Path) -> tuple[np.ndarray, float]:
+    """|z - true depth| of the points seen by the held-out cam00 (a view the sweep never used), and the fraction
+    of the points it sees."""
+    cam = v.cameras[0]
+    depth = np.load(dataset / "depth" / "cam00.npy")[0]
+    pc = pts @ cam.world_to_cam[:3, :3].T + cam.world_to_cam[:3, 3]
+    uv = pc @ cam.K.T
+    j, i = np.floor(uv[:, 0] / uv[:, 2]).astype(int), np.floor(uv[:, 1] / uv[:, 2]).astype(int)
+    inside = (pc[:, 2] > 0) & (j >= 0) & (j < 96) & (i >= 0) & (i < 72)
+    return np.abs(pc[inside, 2] - depth[i[inside], j[inside]]), float(inside.mean())
+
+
 def test_point_init_lies_on_the_true_surfaces(tiny_dataset):
     v = load_n3v(tiny_dataset)
     pts, cols, method = init_points(v, min_points=0)
     assert method in ("sweep", "colmap") and len(pts) > 300 and pts.dtype == np.float32
     assert cols.min() >= 0 and cols.max() <= 1
-    # check against the held-out camera's ground-truth depth (a view the sweep never used)
-    cam = v.cameras[0]
-    depth = np.load(tiny_dataset / "depth" / "cam00.npy")[0]
-    pc = pts @ cam.world_to_cam[:3, :3].T + cam.world_to_cam[:3, 3]
-    uv = pc @ cam.K.T
-    j, i = np.floor(uv[:, 0] / uv[:, 2]).astype(int), np.floor(uv[:, 1] / uv[:, 2]).astype(int)
-    inside = (j >= 0) & (j < 96) & (i >= 0) & (i < 72)
-    err = np.abs(pc[inside, 2] - depth[i[inside], j[inside]])
+    err, _ = _depth_error_in_cam00(pts, v, tiny_dataset)
     assert np.median(err) < 0.15
     grown, _, _ = init_points(v, min_points=5000)
     assert len(grown) == 5000
+
+
+def test_point_init_finds_the_scene_without_depth_bounds(tiny_dataset, tmp_path):
+    """A Technicolor folder has no depth bounds (the loader puts 0.01..100): the sweep finds the scene's depth
+    range itself, and the cloud lies on the same surfaces as with the N3V folder's real bounds (it landed ~100
+    units away before, and every expert trained on it stayed blank)."""
+    v = load_n3v(tiny_dataset)
+    _write_technicolor(v, tmp_path / "Scene")
+    t = load_technicolor(tmp_path / "Scene")
+    assert np.allclose(t.bounds, [0.01, 100.0])
+    pts, _, method = init_points(t, "sweep", min_points=0)
+    assert method == "sweep" and len(pts) > 300
+    err, seen = _depth_error_in_cam00(pts, t, tiny_dataset)
+    assert np.median(err) < 0.15 and seen > 0.5
 
 
 def test_mixed_scene_adds_movers_above_the_basic_scene(tiny_dataset, tmp_path):
