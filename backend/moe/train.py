@@ -133,6 +133,23 @@ def load_checkpoint(path: Path, device="cpu") -> tuple[Expert, dict]:
     return expert.to(device), ckpt
 
 
+def _check_cloud_is_seen(expert, video: MultiViewVideo, views: list[int], background, cameras: int = 4) -> None:
+    """Refuse a start that no training camera sees: an initial cloud outside every camera's view or near/far range
+    would train for hours without a gradient and end as a blank expert. Renders the expert at t = 0 from up to
+    ``cameras`` of its training cameras ``views``, spread over the rig, until one pixel has alpha > 1e-3."""
+    pick = [views[i] for i in np.linspace(0, len(views) - 1, min(cameras, len(views))).round().astype(int)]
+    with torch.no_grad():
+        g = expert.gaussians_at(0.0)
+        for c in pick:
+            if float(rasterize(g, video.cameras[c], RasterConfig(background=background)).alpha.max()) > 1e-3:
+                return
+    cams = video.cameras[pick[0]]
+    raise InvalidInput(f"no training camera sees any of the {expert.num_gaussians} initial Gaussians (cameras "
+                       f"{', '.join(video.names[c] for c in pick)} render nothing; their depth range is "
+                       f"{cams.near:g}..{cams.far:g}): the initial cloud lies outside the views. Check the dataset's "
+                       "poses and bounds, or the run's points.npz")
+
+
 def train_expert(video: MultiViewVideo, name: str, expert_dir: str | Path, points: np.ndarray, colors: np.ndarray,
                  config: TrainConfig | None = None, options: dict | None = None, progress: Progress | None = None,
                  cancel: threading.Event | None = None, resume: bool = True, loss_fn: LossFn | None = None) -> Path:
@@ -162,6 +179,7 @@ def train_expert(video: MultiViewVideo, name: str, expert_dir: str | Path, point
         expert = make_expert(name, video.num_frames, video.scene_extent(), options)
         expert.init_from_points(points, colors)
         expert = expert.to(device)
+        _check_cloud_is_seen(expert, video, router_views(video, config.router_views)[0], config.background)
         optimizer = expert.make_optimizer()
         step, elapsed, log = 0, 0.0, {"loss": [], "events": []}
         grad_accum = torch.zeros(expert.num_gaussians, device=device)

@@ -163,6 +163,19 @@ def test_cancel_writes_a_resumable_checkpoint(video, cloud, tmp_path):
     assert state["step"] == 10 and len(state["log"]["loss"]) == 10
 
 
+def test_a_cloud_no_camera_sees_is_refused_before_training(video, cloud, tmp_path):
+    """A cloud beyond every training camera's far plane (as a Technicolor scene's cloud was, swept over the
+    loader's placeholder bounds) would train a blank expert for hours: it is refused at once, naming the cameras."""
+    pts, cols = cloud
+    cam = video.cameras[video.train[0]]
+    far_away = cam.center + (pts - cam.center) * (2.0 * cam.far / np.linalg.norm(pts - cam.center, axis=1).min())
+    with pytest.raises(InvalidInput, match="no training camera sees any of the 600 initial Gaussians"):
+        train_expert(video, "trajectory", tmp_path / "far", far_away.astype(np.float32), cols, TrainConfig(iterations=5))
+    assert not (tmp_path / "far" / "checkpoint.pt").exists()
+    ckpt = train_expert(video, "trajectory", tmp_path / "ok", pts, cols, TrainConfig(iterations=2))
+    assert ckpt.is_file()  # the real cloud trains as before
+
+
 def test_unknown_expert_or_option_is_refused():
     with pytest.raises(InvalidInput, match="unknown expert 'nerf'"):
         make_expert("nerf", 5)

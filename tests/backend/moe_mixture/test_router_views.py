@@ -51,7 +51,9 @@ def test_experts_never_train_on_the_router_views_and_the_router_trains_only_on_t
     seen = _seen_cameras(monkeypatch, train_mod, "rasterize", video)
     for name in ("deformation", "keyframe"):
         train_expert(video, name, run / name, z["points"], z["colors"], cfg)
-    assert len(seen) == 24 and set(seen) == {1, 2}  # both expert cameras drawn, the router view never
+    # both expert cameras drawn (12 steps each, and the start's visibility check: one render per expert), the
+    # router view never
+    assert len(seen) == 2 * (12 + 1) and set(seen) == {1, 2}
 
     seen = _seen_cameras(monkeypatch, router_mod, "render_mixture", video)
     train_router(run, video, RouterTrainConfig(iterations=6, device="cpu"))
@@ -62,11 +64,16 @@ def test_experts_never_train_on_the_router_views_and_the_router_trains_only_on_t
     assert set(seen) == {1, 2, 3}
 
 
-def test_a_view_without_a_visible_gaussian_is_a_step_not_a_crash(half_run, tmp_path):
+def test_a_view_without_a_visible_gaussian_is_a_step_not_a_crash(half_run, tmp_path, monkeypatch):
     video = load_run_video(half_run)
     pts = np.array([[0.0, -10.0, 0.0], [0.1, -10.0, 0.1]], np.float32)  # behind every camera (they sit at y = -3)
     cfg = TrainConfig(iterations=3, densify_from=10_000, device="cpu", torch_threads=1, min_points=1)
-    ckpt = train_expert(video, "trajectory", tmp_path / "trajectory", pts, np.full((2, 3), 0.5, np.float32), cfg)
+    grey = np.full((2, 3), 0.5, np.float32)
+    with pytest.raises(InvalidInput, match="no training camera sees any of the 2 initial Gaussians"):
+        train_expert(video, "trajectory", tmp_path / "refused", pts, grey, cfg)  # a start nothing sees: refused
+    # past the start a view can still see nothing (a Gaussian that moved away): that step must not crash
+    monkeypatch.setattr(train_mod, "_check_cloud_is_seen", lambda *args, **kwargs: None)
+    ckpt = train_expert(video, "trajectory", tmp_path / "trajectory", pts, grey, cfg)
     expert, raw = train_mod.load_checkpoint(ckpt)
     assert raw["step"] == 3 and len(raw["log"]["loss"]) == 3
     np.testing.assert_array_equal(expert.means.detach().numpy(), pts)  # nothing seen, nothing moved
