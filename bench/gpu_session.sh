@@ -89,10 +89,17 @@ fi
 # Phase 2: every figure before and after, most important first.
 WORLD_ARGS=(--steps 30 --turns 30,-30,45,-45 --models "$MODELS")
 [[ $DRY == 1 ]] && WORLD_ARGS=(--steps 2 --turns 30,-30 --models "$MODELS")
+step motion_before 75 30 "${BEFORE[@]}" $PY bench/motion_update_gpu.py --no-variants --json "$WORK/logs/motion_update_before.json" $DRYARG
+step motion_after 120 30 $PY bench/motion_update_gpu.py --profile --json "$WORK/logs/motion_update_after.json" $DRYARG
+if [[ $DRY != 1 ]]; then  # the bake needs CUDA
+  step bake_before 60 25 "${BEFORE[@]}" $PY bench/motion_bake_gpu.py
+  step bake_after 60 25 $PY bench/motion_bake_gpu.py
+fi
+TEST_ARGS=(--timeout 90)  # pytest-timeout (on the GPU image)
+[[ $DRY == 1 ]] && TEST_ARGS=()
+step tests_gpu 120 40 $PY -m pytest -q -m gpu tests/gpu tests/backend/fields/test_hashgrid_cuda.py -p no:cacheprovider "${TEST_ARGS[@]}"
 step world_before 120 40 "${BEFORE[@]}" $PY bench/world_step_gpu.py "${WORLD_ARGS[@]}" --json "$WORK/logs/world_step_before.json" $DRYARG
 step world_after 120 40 $PY bench/world_step_gpu.py "${WORLD_ARGS[@]}" --profile --json "$WORK/logs/world_step_after.json" $DRYARG
-step motion_before 75 30 "${BEFORE[@]}" $PY bench/motion_update_gpu.py --json "$WORK/logs/motion_update_before.json" $DRYARG
-step motion_after 90 30 $PY bench/motion_update_gpu.py --profile --json "$WORK/logs/motion_update_after.json" $DRYARG
 OUTPAINT_ARGS=(--steps 30 --reps 4)
 [[ $DRY == 1 ]] && OUTPAINT_ARGS=(--steps 2 --reps 1)
 GRAPHS=off,graphs
@@ -102,12 +109,6 @@ RENDER_ARGS=(--skip-parity --scenes ball,world --sh 0,3 --fracs 1.0 --iters 40)
 [[ $DRY == 1 ]] && RENDER_ARGS=(--skip-parity --scenes ball --sh 0 --fracs 1.0 --iters 2)
 step render_before 75 30 "${BEFORE[@]}" $PY bench/render_gpu.py "${RENDER_ARGS[@]}" --profile '' --json "$WORK/logs/render_before.json" $DRYARG
 step render_after 90 30 $PY bench/render_gpu.py "${RENDER_ARGS[@]}" --profile ball --json "$WORK/logs/render_after.json" $DRYARG
-TEST_ARGS=(--timeout 90)  # pytest-timeout (on the GPU image)
-[[ $DRY == 1 ]] && TEST_ARGS=()
-step tests_gpu 120 40 $PY -m pytest -q -m gpu tests/gpu tests/backend/fields/test_hashgrid_cuda.py -p no:cacheprovider "${TEST_ARGS[@]}"
-step motion_after100 60 30 $PY bench/motion_update_gpu.py --update-steps 100 --json "$WORK/logs/motion_update_after100.json" $DRYARG
-step motion_after50 60 30 $PY bench/motion_update_gpu.py --update-steps 50 --json "$WORK/logs/motion_update_after50.json" $DRYARG
-step motion_after_t17 60 30 $PY bench/motion_update_gpu.py --table-log2 17 --update-steps 100 --json "$WORK/logs/motion_update_after_t17.json" $DRYARG
 GALLERY_ARGS=(--resolution 384 --frames 60 --size 256 --device cuda)
 [[ $DRY == 1 ]] && GALLERY_ARGS=(--resolution 64 --frames 6 --size 48 --device cpu)
 step gallery_cuda 110 60 env PYTHONPATH="${PYTHONPATH:-}:$PWD" $PY bench/world_gallery.py "${GALLERY_ARGS[@]}" --image "$OUT/world_gallery_cuda.jpg"

@@ -273,7 +273,8 @@ def _device(device):
 
 
 def align_flow(new: SceneFlow, previous: SceneFlow | None, camera_center: np.ndarray | None = None,
-               config: AlignConfig = AlignConfig(), device: str | None = "auto") -> AlignResult:
+               config: AlignConfig = AlignConfig(), device: str | None = "auto",
+               match_device: str | None = None) -> AlignResult:
     """Align ``new`` (one view's lifted flow) to ``previous`` (the world's aligned samples so far).
 
     Each material is aligned on its own matches (new samples paired with previous samples of the same material):
@@ -282,9 +283,11 @@ def align_flow(new: SceneFlow, previous: SceneFlow | None, camera_center: np.nda
     transform of the material with the most matches (the view-level guess). ``rotation``/``scale`` report that
     best-matched material's transform; ``materials`` each aligned material's. ``device``: where the matching
     and the robust fit run ("auto" and None: numpy / scipy on the host, the faster on an H100 too; a torch device
-    name: ``align_torch`` on that device); every path computes the same alignment.
+    name: ``align_torch`` on that device); every path computes the same alignment. ``match_device``: where the
+    nearest-sample search runs, when not where ``device`` says (e.g. "cuda" with the fit on the host).
     """
     dev = _device(device)
+    mdev = dev if match_device is None else _device(match_device)
     if len(new) == 0:
         raise InvalidInput("the view has no motion samples to align (empty mask, or no depth under it)")
     eye = np.eye(3)
@@ -299,7 +302,7 @@ def align_flow(new: SceneFlow, previous: SceneFlow | None, camera_center: np.nda
         prev_sel = np.flatnonzero(previous.material == code)
         if len(prev_sel) == 0:
             continue
-        dist, j = _match(previous.points[prev_sel], new.points[sel], config, dev)
+        dist, j = _match(previous.points[prev_sel], new.points[sel], config, mdev)
         matched = np.isfinite(dist)
         matched &= moving_new[sel]
         matched[matched] &= moving_prev[prev_sel[j[matched]]]
