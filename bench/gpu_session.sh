@@ -109,12 +109,13 @@ RENDER_ARGS=(--skip-parity --scenes ball,world --sh 0,3 --fracs 1.0 --iters 40)
 [[ $DRY == 1 ]] && RENDER_ARGS=(--skip-parity --scenes ball --sh 0 --fracs 1.0 --iters 2)
 step render_before 75 30 "${BEFORE[@]}" $PY bench/render_gpu.py "${RENDER_ARGS[@]}" --profile '' --json "$WORK/logs/render_before.json" $DRYARG
 step render_after 90 30 $PY bench/render_gpu.py "${RENDER_ARGS[@]}" --profile ball --json "$WORK/logs/render_after.json" $DRYARG
-GALLERY_ARGS=(--resolution 384 --frames 60 --size 256 --device cuda)
-[[ $DRY == 1 ]] && GALLERY_ARGS=(--resolution 64 --frames 6 --size 48 --device cpu)
-step gallery_cuda 110 60 env PYTHONPATH="${PYTHONPATH:-}:$PWD" $PY bench/world_gallery.py "${GALLERY_ARGS[@]}" --image "$OUT/world_gallery_cuda.jpg"
 INDUCTOR=off,inductor
 [[ $DRY == 1 ]] && INDUCTOR=off
 step outpaint_inductor 300 60 $PY bench/outpaint_gpu.py --modes $INDUCTOR "${OUTPAINT_ARGS[@]}" --models "$MODELS" --json "$WORK/logs/outpaint_inductor.json" --png "$OUT/outpaint_inductor.png" $DRYARG
+
+GALLERY_ARGS=(--resolution 384 --frames 60 --size 256 --device cuda)
+[[ $DRY == 1 ]] && GALLERY_ARGS=(--resolution 64 --frames 6 --size 48 --device cpu)
+step gallery_cuda 110 60 env PYTHONPATH="${PYTHONPATH:-}:$PWD" $PY bench/world_gallery.py "${GALLERY_ARGS[@]}" --image "$OUT/world_gallery_cuda.jpg"
 
 pack
 log "done in $(now) s of ${BUDGET}"
