@@ -113,6 +113,37 @@ def test_tcnn_matches_reference():
 
 
 @needs_triton
+def test_the_table_adam_kernel_replayed_in_a_graph_is_torch_adam():
+    from backend.fields.hashgrid_triton import TableAdam
+
+    torch.manual_seed(0)
+    p0 = torch.randn(3_000_000, 2, device="cuda")
+    a, b = p0.clone().requires_grad_(True), p0.clone().requires_grad_(True)
+    ref = torch.optim.Adam([a], lr=1e-2, betas=(0.9, 0.99), eps=1e-15)
+    mine = TableAdam(b, lr=1e-2, betas=(0.9, 0.99), eps=1e-15)
+    grads = torch.randn(20, *p0.shape, device="cuda")
+    grads[:, ::5] = 0
+    b.grad = torch.zeros_like(p0)
+    graph = torch.cuda.CUDAGraph()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        mine.step()  # step 1, eager
+    torch.cuda.current_stream().wait_stream(side)
+    a.grad = torch.zeros_like(p0)
+    ref.step()
+    with torch.cuda.graph(graph):
+        mine.step()
+    for g in grads:
+        a.grad.copy_(g)
+        b.grad.copy_(g)
+        ref.step()
+        graph.replay()
+    assert float(mine.step_count) == 21
+    torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-5, atol=1e-6)
+
+
+@needs_triton
 def test_motion_field_fit_replayed_as_a_cuda_graph_matches_the_eager_fit():
     import numpy as np
 

@@ -211,11 +211,17 @@ class MotionField(nn.Module):
         if steps <= 0:
             return loss
         graphed = dev.type == "cuda" and cfg.cuda_graph
-        groups = [{"params": self.encoding.parameters(), "eps": 1e-15}]
+        table = self.encoding.table
+        table_opt = None
+        if graphed and self.encoding.name == "triton":  # the table's Adam in one kernel (same update)
+            from backend.fields.hashgrid_triton import TableAdam
+
+            table_opt = TableAdam(table, lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
+        groups = [] if table_opt is not None else [{"params": self.encoding.parameters(), "eps": 1e-15}]
         if decoder:
             groups.append({"params": self.mlp.parameters(), "weight_decay": 1e-6})
         opt = torch.optim.Adam(groups, lr=cfg.lr, betas=(0.9, 0.99),
-                               **({"fused": True, "capturable": True} if graphed else {}))
+                               **({"fused": True, "capturable": True} if graphed else {})) if groups else None
         gen = torch.Generator(device=dev).manual_seed(cfg.seed + steps)
         n = len(y)
         bs = min(cfg.batch_size, n)
@@ -226,12 +232,19 @@ class MotionField(nn.Module):
         def step() -> torch.Tensor:
             pred = self.mlp(self.encoding(y[idx]))
             loss = loss_fn(pred, target[idx])
-            opt.zero_grad(set_to_none=False)
+            # gradients set to None: backward's fresh tensors become .grad (no zeroing, no add into old ones);
+            # in a captured graph they are the graph's own buffers, rewritten by every replay
+            if opt is not None:
+                opt.zero_grad(set_to_none=True)
+            table.grad = None
             loss.backward()
-            opt.step()
+            if opt is not None:
+                opt.step()
+            if table_opt is not None:
+                table_opt.step()
             return loss
 
-        k = 0 if focus is None or bs >= n else min(int(round(cfg.focus_fraction * bs)), bs)
+        k = 0 if focus is None or bs >= n else min(round(cfg.focus_fraction * bs), bs)
 
         def draw() -> None:
             if bs < n:

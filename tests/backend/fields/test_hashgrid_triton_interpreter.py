@@ -40,3 +40,27 @@ SCRIPT = textwrap.dedent("""
 
 def test_kernels_in_the_interpreter_match_the_reference():
     assert run_interpreted(SCRIPT).count(" ok") == 6
+
+
+ADAM = textwrap.dedent("""
+    import torch
+    from backend.fields.hashgrid_triton import TableAdam
+    torch.manual_seed(0)
+    p0 = torch.randn(5000)
+    a, b = p0.clone().requires_grad_(True), p0.clone().requires_grad_(True)
+    ref = torch.optim.Adam([a], lr=1e-2, betas=(0.9, 0.99), eps=1e-15)
+    mine = TableAdam(b, lr=1e-2, betas=(0.9, 0.99), eps=1e-15, block=1024)
+    for i in range(30):
+        g = torch.randn(5000) * (i + 1)
+        g[::7] = 0  # rows a batch did not touch
+        a.grad, b.grad = g.clone(), g.clone()
+        ref.step()
+        mine.step()
+    torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-5, atol=1e-6)
+    assert float(mine.step_count) == 30 and not torch.equal(b.detach(), p0)
+    print("adam ok")
+""")
+
+
+def test_the_table_adam_kernel_is_torch_adam():
+    assert "adam ok" in run_interpreted(ADAM)
