@@ -90,72 +90,20 @@ def _level(ux, uy, uz, lvl, scale_ptr, res_ptr, size_ptr, off_ptr, hashed_ptr):
 
 
 @triton.jit
-def _word_at(words, col, which):
-    """Column ``which`` (BLOCK,) of the (BLOCK, 4) words each thread loaded: a select within the thread."""
-    return tl.sum(tl.where(col[None, :] == which[:, None], words, 0), axis=1)
-
-
-@triton.jit
-def _halves(word):
-    """The two float16 features packed in a 32-bit row word, as float32."""
-    bits = word.to(tl.uint32, bitcast=True)
-    lo = (bits & 0xFFFF).to(tl.uint16).to(tl.float16, bitcast=True).to(tl.float32)
-    hi = (bits >> 16).to(tl.uint16).to(tl.float16, bitcast=True).to(tl.float32)
-    return lo, hi
-
-
-@triton.jit
-def _encode_level_paired(words_ptr, out_ptr, n, m, lvl, ux, uy, uz, scale_ptr, res_ptr, size_ptr, off_ptr,
-                         hashed_ptr, L: tl.constexpr, BLOCK: tl.constexpr):
-    """``_encode_level`` for a float16 table of 2 features: a row is one 32-bit word. The two corners along x
-    mostly lie in one aligned 16-byte group of 4 rows (dense: rows r and r + 1; hashed: x's prime is 1, so the row
-    is c_x XOR (the y and z terms) and c_x -> c_x + 1 flips only its low bits, within the group 3 times in 4), so
-    one 128-bit load serves both, and the other corner is loaded on its own only where it falls outside: ~5
-    scattered loads per level instead of 8. Level offsets are multiples of 8 rows, so groups never straddle
-    levels."""
+def _encode_level(table_ptr, out_ptr, n, m, lvl, ux, uy, uz, scale_ptr, res_ptr, size_ptr, off_ptr, hashed_ptr,
+                  L: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr):
     (size, offset, hashed, hx0, hx1, dx0, dx1, fx, hy0, hy1, dy0, dy1, fy, hz0, hz1, dz0, dz1,
      fz) = _level(ux, uy, uz, lvl, scale_ptr, res_ptr, size_ptr, off_ptr, hashed_ptr)
-    col = tl.arange(0, 4)
-    acc0 = tl.zeros((BLOCK,), dtype=tl.float32)
-    acc1 = tl.zeros((BLOCK,), dtype=tl.float32)
-    for c in tl.static_range(4):
-        hy, dy, wy = _pick(c, 1, hy0, hy1, dy0, dy1, fy)
-        hz, dz, wz = _pick(c, 2, hz0, hz1, dz0, dz1, fz)
-        row0, w0 = _corner(hx0, hy, hz, dx0, dy, dz, 1.0 - fx, wy, wz, size, offset, hashed)
-        row1, w1 = _corner(hx1, hy, hz, dx1, dy, dz, fx, wy, wz, size, offset, hashed)
-        group = (row0 >> 2).to(tl.int64) * 4
-        words = tl.load(words_ptr + group[:, None] + col[None, :], mask=m[:, None], other=0)
-        inside = (row1 >> 2) == (row0 >> 2)
-        apart = tl.load(words_ptr + row1.to(tl.int64), mask=m & (inside == 0), other=0)
-        lo, hi = _halves(_word_at(words, col, row0 & 3))
-        acc0 += w0 * lo
-        acc1 += w0 * hi
-        lo, hi = _halves(tl.where(inside, _word_at(words, col, row1 & 3), apart))
-        acc0 += w1 * lo
-        acc1 += w1 * hi
-    tl.store(out_ptr + n[:, None] * (L * 2) + lvl * 2 + tl.arange(0, 2)[None, :], tl.join(acc0, acc1),
-             mask=m[:, None])
-
-
-@triton.jit
-def _encode_level(table_ptr, out_ptr, n, m, lvl, ux, uy, uz, scale_ptr, res_ptr, size_ptr, off_ptr, hashed_ptr,
-                  L: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr, PAIRED: tl.constexpr):
-    if PAIRED:
-        _encode_level_paired(table_ptr, out_ptr, n, m, lvl, ux, uy, uz, scale_ptr, res_ptr, size_ptr, off_ptr,
-                             hashed_ptr, L, BLOCK)
-    else:
-        (size, offset, hashed, hx0, hx1, dx0, dx1, fx, hy0, hy1, dy0, dy1, fy, hz0, hz1, dz0, dz1,
-         fz) = _level(ux, uy, uz, lvl, scale_ptr, res_ptr, size_ptr, off_ptr, hashed_ptr)
-        f = tl.arange(0, F)
-        acc = tl.zeros((BLOCK, F), dtype=tl.float32)
-        for c in tl.static_range(8):
-            hx, dx, wx = _pick(c, 1, hx0, hx1, dx0, dx1, fx)
-            hy, dy, wy = _pick(c, 2, hy0, hy1, dy0, dy1, fy)
-            hz, dz, wz = _pick(c, 4, hz0, hz1, dz0, dz1, fz)
-            row, w = _corner(hx, hy, hz, dx, dy, dz, wx, wy, wz, size, offset, hashed)
-            feat = tl.load(table_ptr + row.to(tl.int64)[:, None] * F + f[None, :], mask=m[:, None], other=0.0)
-            acc += w[:, None] * feat.to(tl.float32)
-        tl.store(out_ptr + n[:, None] * (L * F) + lvl * F + f[None, :], acc, mask=m[:, None])
+    f = tl.arange(0, F)
+    acc = tl.zeros((BLOCK, F), dtype=tl.float32)
+    for c in tl.static_range(8):
+        hx, dx, wx = _pick(c, 1, hx0, hx1, dx0, dx1, fx)
+        hy, dy, wy = _pick(c, 2, hy0, hy1, dy0, dy1, fy)
+        hz, dz, wz = _pick(c, 4, hz0, hz1, dz0, dz1, fz)
+        row, w = _corner(hx, hy, hz, dx, dy, dz, wx, wy, wz, size, offset, hashed)
+        feat = tl.load(table_ptr + row.to(tl.int64)[:, None] * F + f[None, :], mask=m[:, None], other=0.0)
+        acc += w[:, None] * feat.to(tl.float32)
+    tl.store(out_ptr + n[:, None] * (L * F) + lvl * F + f[None, :], acc, mask=m[:, None])
 
 
 @triton.jit
@@ -192,17 +140,16 @@ def _program(N, L: tl.constexpr, BLOCK: tl.constexpr, ORDER: tl.constexpr):
 @triton.jit(do_not_specialize=["N", "NKEY"])  # a new size must not compile a new kernel
 def _hashgrid_fwd(x_ptr, table_ptr, out_ptr, scale_ptr, res_ptr, size_ptr, off_ptr, hashed_ptr,
                   lo_x, lo_y, lo_z, inv_x, inv_y, inv_z, N, NKEY,
-                  L: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr, ORDER: tl.constexpr,
-                  PAIRED: tl.constexpr):
+                  L: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr, ORDER: tl.constexpr):
     n, m, lvl = _program(N, L, BLOCK, ORDER)
     ux, uy, uz = _unit(x_ptr, n, m, lo_x, lo_y, lo_z, inv_x, inv_y, inv_z)
     if ORDER == 1:
         _encode_level(table_ptr, out_ptr, n, m, lvl, ux, uy, uz, scale_ptr, res_ptr, size_ptr, off_ptr, hashed_ptr,
-                      L, F, BLOCK, PAIRED)
+                      L, F, BLOCK)
     else:
         for level in range(L):
             _encode_level(table_ptr, out_ptr, n, m, level, ux, uy, uz, scale_ptr, res_ptr, size_ptr, off_ptr,
-                          hashed_ptr, L, F, BLOCK, PAIRED)
+                          hashed_ptr, L, F, BLOCK)
 
 
 @triton.jit(do_not_specialize=["N", "NKEY"])
@@ -226,7 +173,7 @@ def _quick_bench(kernel_call, quantiles):
 
 
 _CONFIGS = [triton.Config({"BLOCK": b, "ORDER": o}, num_warps=w) for b, w, o in TUNED]
-_hashgrid_fwd_tuned = triton.autotune(_CONFIGS, key=["NKEY", "L", "F", "PAIRED"], do_bench=_quick_bench)(_hashgrid_fwd)
+_hashgrid_fwd_tuned = triton.autotune(_CONFIGS, key=["NKEY", "L", "F"], do_bench=_quick_bench)(_hashgrid_fwd)
 _hashgrid_bwd_tuned = triton.autotune(_CONFIGS, key=["NKEY", "L", "F"], do_bench=_quick_bench,
                                       reset_to_zero=["grad_table_ptr"])(_hashgrid_bwd)
 
@@ -235,9 +182,7 @@ class _TritonEncode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, table, enc):
         out = torch.empty(x.shape[0], enc.output_dim, device=x.device, dtype=torch.float32)
-        read = enc._read_table(table)
-        paired = enc.paired(read)
-        enc._launch("fwd", x, read.view(torch.int32) if paired else read, out, paired=paired)
+        enc._launch("fwd", x, enc._read_table(table), out)
         ctx.save_for_backward(x)
         ctx.enc = enc
         ctx.table_shape = table.shape
@@ -257,14 +202,13 @@ class TritonHashGrid(HashGridEncoding):
     """Hash grid evaluated by fused Triton kernels (float32 parameters on CUDA, read in ``config.table_dtype``).
 
     ``block``, ``num_warps`` and ``order`` (1 level-major, 2 point-major) fix the launch settings; left None,
-    the autotuner picks them per size class on the device. ``pair_x`` False gathers every corner on its own (the
-    kernel before the paired gathers; for benches and tests).
+    the autotuner picks them per size class on the device.
     """
 
     name = "triton"
 
     def __init__(self, config: HashGridConfig, block: int | None = None, num_warps: int | None = None,
-                 order: int | None = None, pair_x: bool = True):
+                 order: int | None = None):
         super().__init__(config, dtype=torch.float32)
         if config.n_features_per_level & (config.n_features_per_level - 1):
             raise ValueError("the Triton hash grid needs a power-of-two n_features_per_level")
@@ -273,7 +217,6 @@ class TritonHashGrid(HashGridEncoding):
             raise ValueError("give block, num_warps and order together, or none of them (autotuned)")
         lay = self.layout
         self.fixed = None if block is None else (block, num_warps, order)
-        self.pair_x = pair_x
         self.read_dtype = {"float32": torch.float32, "float16": torch.float16}[config.table_dtype]
         self._half: tuple[tuple[int, int, torch.device], torch.Tensor] | None = None  # (table key, copy)
         self.register_buffer("_scale", torch.as_tensor(lay.scale, dtype=torch.float32), persistent=False)
@@ -300,32 +243,25 @@ class TritonHashGrid(HashGridEncoding):
         self._half = (key, half) if reuse else None
         return half
 
-    def paired(self, read: torch.Tensor) -> bool:
-        """Whether the forward pass gathers the table as 32-bit row words, the two x corners of a cell from one
-        16-byte group (``_encode_level_paired``): a float16 table of 2 features per level, unless ``pair_x`` is
-        off."""
-        return self.pair_x and read.dtype == torch.float16 and self.config.n_features_per_level == 2
-
-    def _launch(self, which: str, x, table_like, out_like, paired: bool = False):
+    def _launch(self, which: str, x, table_like, out_like):
         n = x.shape[0]
         if n == 0:
             return
         L, F = self.config.n_levels, self.config.n_features_per_level
         args = (x, table_like, out_like, self._scale, self._res, self._size, self._off, self._hashed, *self._lo,
                 *self._inv, n, n.bit_length())
-        extra = {"PAIRED": paired} if which == "fwd" else {}
         if self.fixed is not None:
             block, warps, order = self.fixed
             kernel = _hashgrid_fwd if which == "fwd" else _hashgrid_bwd
             grid = (triton.cdiv(n, block) * (L if order == LEVEL_MAJOR else 1),)
-            kernel[grid](*args, L=L, F=F, BLOCK=block, ORDER=order, num_warps=warps, **extra)
+            kernel[grid](*args, L=L, F=F, BLOCK=block, ORDER=order, num_warps=warps)
             return
         kernel = _hashgrid_fwd_tuned if which == "fwd" else _hashgrid_bwd_tuned
 
         def grid(meta):
             return (triton.cdiv(n, meta["BLOCK"]) * (L if meta["ORDER"] == LEVEL_MAJOR else 1),)
 
-        kernel[grid](*args, L=L, F=F, **extra)
+        kernel[grid](*args, L=L, F=F)
 
     def launch_settings(self, n: int) -> tuple[int, int, int] | None:
         """(block, warps, order) the forward pass runs ``n`` points with (None before the first such call)."""

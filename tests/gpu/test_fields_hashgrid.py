@@ -59,26 +59,6 @@ def test_triton_forward_and_table_gradient_match_reference(cfg, launch, table_dt
 
 
 @needs_triton
-@pytest.mark.parametrize("order", [1, 2])
-def test_paired_gathers_give_the_per_corner_kernels_features(order):
-    """The float16 default gathers both x corners from one 16-byte group; the per-corner kernel reads each on its
-    own. Same corners, weights and summation order: the same features (Z-ordered points too, where a warp's
-    groups repeat)."""
-    from backend.fields import morton_order
-    from backend.fields.hashgrid_triton import TritonHashGrid
-
-    cfg = HashGridConfig(backend="triton", bbox_min=(-3, -1, 0), bbox_max=(5, 2, 4))
-    paired, single = (TritonHashGrid(cfg, 128, 4, order, pair_x=p).cuda() for p in (True, False))
-    with torch.no_grad():
-        paired.table.normal_()
-    single.load_state_dict(paired.state_dict())
-    x = _inputs(300_000, cfg)
-    for pts in (x, x[morton_order(x)].contiguous()):
-        with torch.no_grad():
-            torch.testing.assert_close(paired(pts), single(pts), rtol=1e-6, atol=1e-6)
-
-
-@needs_triton
 def test_the_float16_copy_follows_every_change_of_the_table():
     enc = make_encoding(HashGridConfig(n_levels=4, log2_table_size=12, backend="triton")).cuda()
     x = _inputs(10_000, enc.config)

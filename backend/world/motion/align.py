@@ -254,7 +254,7 @@ def _match(prev_pts: np.ndarray, queries: np.ndarray, config: AlignConfig, devic
     index = np.full(len(queries), len(prev_pts), dtype=np.int64)
     # only queries inside the previous samples' box (grown by the radius) can have a match: the rest of an
     # expansion's new view is not searched (the same answer, in about half the time)
-    lo, hi = prev_pts.min(axis=0) - radius, prev_pts.max(axis=0) + radius
+    lo, hi = tree.mins - radius, tree.maxes + radius  # the tree's bounds are the points' (no second pass)
     near = np.flatnonzero(np.all((queries >= lo) & (queries <= hi), axis=1))
     if len(near):
         dist[near], index[near] = tree.query(queries[near], k=1, distance_upper_bound=radius, workers=-1)
@@ -273,8 +273,7 @@ def _device(device):
 
 
 def align_flow(new: SceneFlow, previous: SceneFlow | None, camera_center: np.ndarray | None = None,
-               config: AlignConfig = AlignConfig(), device: str | None = "auto",
-               match_device: str | None = None) -> AlignResult:
+               config: AlignConfig = AlignConfig(), device: str | None = "auto") -> AlignResult:
     """Align ``new`` (one view's lifted flow) to ``previous`` (the world's aligned samples so far).
 
     Each material is aligned on its own matches (new samples paired with previous samples of the same material):
@@ -283,29 +282,33 @@ def align_flow(new: SceneFlow, previous: SceneFlow | None, camera_center: np.nda
     transform of the material with the most matches (the view-level guess). ``rotation``/``scale`` report that
     best-matched material's transform; ``materials`` each aligned material's. ``device``: where the matching
     and the robust fit run ("auto" and None: numpy / scipy on the host, the faster on an H100 too; a torch device
-    name: ``align_torch`` on that device); every path computes the same alignment. ``match_device``: where the
-    nearest-sample search runs, when not where ``device`` says (e.g. "cuda" with the fit on the host).
+    name: ``align_torch`` on that device); every path computes the same alignment.
     """
     dev = _device(device)
-    mdev = dev if match_device is None else _device(match_device)
     if len(new) == 0:
         raise InvalidInput("the view has no motion samples to align (empty mask, or no depth under it)")
     eye = np.eye(3)
     if previous is None or len(previous) == 0:
         return AlignResult(constrain_to_surfaces(new, camera_center, config.ground_normal), eye, 1.0, "first_view")
     moving_new = np.linalg.norm(new.vectors, axis=1) > 0
-    moving_prev = np.linalg.norm(previous.vectors, axis=1) > 0
     solved: dict[int, tuple[np.ndarray, float, np.ndarray, np.ndarray, np.ndarray]] = {}
     total = 0
+    one_material = bool(np.all(previous.material == previous.material[0]))
     for code in np.unique(new.material):
         sel = np.flatnonzero(new.material == code)
-        prev_sel = np.flatnonzero(previous.material == code)
+        if one_material:  # every previous sample (no copy of 200k points)
+            prev_sel = np.arange(len(previous)) if previous.material[0] == code else np.zeros(0, np.int64)
+            prev_pts = previous.points
+        else:
+            prev_sel = np.flatnonzero(previous.material == code)
+            prev_pts = previous.points[prev_sel]
         if len(prev_sel) == 0:
             continue
-        dist, j = _match(previous.points[prev_sel], new.points[sel], config, mdev)
+        dist, j = _match(prev_pts, new.points[sel], config, dev)
         matched = np.isfinite(dist)
         matched &= moving_new[sel]
-        matched[matched] &= moving_prev[prev_sel[j[matched]]]
+        # only the matched previous samples need to be moving
+        matched[matched] &= np.linalg.norm(previous.vectors[prev_sel[j[matched]]], axis=1) > 0
         a, b = new.vectors[sel[matched]], previous.vectors[prev_sel[j[matched]]]
         total += len(a)
         if len(a) < config.min_matches:

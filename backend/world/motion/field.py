@@ -64,7 +64,6 @@ class MotionFieldConfig:
     lr: float = 1e-2
     steps: int = 400  # first fit
     update_steps: int = 150  # each later (warm-started) fit
-    focus_fraction: float = 0.25  # of each batch of a later fit drawn from the samples it adds (``fit(focus=...)``)
     freeze_decoder: bool = False  # later fits train the encoding only (the paper's re-fit; module docstring)
     batch_size: int = 1 << 16
     huber_delta: float = 0.1  # in units of v_scale
@@ -162,11 +161,9 @@ class MotionField(nn.Module):
         return np.concatenate(out) if out else np.zeros((0, 3))
 
     def fit(self, samples: SceneFlow, steps: int | None = None,
-            progress: Callable[[int, int], None] | None = None, focus: np.ndarray | None = None) -> FitReport:
+            progress: Callable[[int, int], None] | None = None) -> FitReport:
         """Regress F(x_k) to S_k (module docstring), warm-started from the current parameters; with
-        ``freeze_decoder`` a later fit trains the encoding only. ``progress(done, total)`` after every step.
-        ``focus``: indices of the samples this fit adds (a later fit; the rest are fitted already):
-        ``focus_fraction`` of each batch is drawn from them, the rest from all samples."""
+        ``freeze_decoder`` a later fit trains the encoding only. ``progress(done, total)`` after every step."""
         if len(samples) == 0:
             raise InvalidInput("no motion samples to fit the motion field to")
         cfg = self.config
@@ -182,13 +179,7 @@ class MotionField(nn.Module):
                 self.velocity_scale.fill_(rms if rms > 0 else 1.0)
             target = target / self.velocity_scale
         decoder = first or not cfg.freeze_decoder
-        chosen = None
-        if focus is not None and not first and len(focus):
-            focus = np.asarray(focus, np.int64)
-            if focus.min() < 0 or focus.max() >= len(samples):
-                raise InvalidInput(f"focus indices must lie in 0..{len(samples) - 1}")
-            chosen = torch.as_tensor(focus, device=self.device)
-        loss = self._train(y, target, steps, decoder, lambda i: (progress or (lambda d, t: None))(i, steps), chosen)
+        loss = self._train(y, target, steps, decoder, lambda i: (progress or (lambda d, t: None))(i, steps))
         rel = self._relative_error(x, s)
         rms_s = float(s.square().sum(dim=1).mean().sqrt())
         return FitReport(loss=float(loss.detach()), rms_error=rel * rms_s, relative_error=rel, steps=steps,
@@ -201,10 +192,9 @@ class MotionField(nn.Module):
         return math.sqrt(err / max(float(s.square().sum()), 1e-30))
 
     def _train(self, y: torch.Tensor, target: torch.Tensor, steps: int, decoder: bool,
-               report: Callable[[int], None], focus: torch.Tensor | None = None) -> torch.Tensor:
+               report: Callable[[int], None]) -> torch.Tensor:
         """``steps`` Adam steps on the Huber loss of MLP(enc(y_k)) - target_k (the encoding, and the MLP when
-        ``decoder``); ``report(done)`` after each; ``focus`` (indices) gets ``focus_fraction`` of each batch.
-        Returns the last loss."""
+        ``decoder``); ``report(done)`` after each. Returns the last loss."""
         cfg = self.config
         dev = self.device
         loss = torch.zeros((), device=dev)
@@ -244,13 +234,9 @@ class MotionField(nn.Module):
                 table_opt.step()
             return loss
 
-        k = 0 if focus is None or bs >= n else min(round(cfg.focus_fraction * bs), bs)
-
         def draw() -> None:
             if bs < n:
-                idx[k:].copy_(torch.randint(0, n, (bs - k,), device=dev, generator=gen))
-            if k:
-                idx[:k].copy_(focus[torch.randint(0, len(focus), (k,), device=dev, generator=gen)])
+                idx.copy_(torch.randint(0, n, (bs,), device=dev, generator=gen))
 
         eager = min(steps, 3) if graphed else steps  # a graph is captured after a few eager steps (warm-up)
         side = self._side_stream() if graphed else None

@@ -240,11 +240,8 @@ def fit_view_motion(world: store.World, view: View, request: MotionUpdate, progr
     what = "fitting the motion field" if prev_step is None else "re-fitting the motion field"
     # a later fit takes the update steps asked for now (the loaded field keeps those it was created with)
     steps = request.field.update_steps if prev_step is not None else None
-    # a later fit draws part of each batch from this view's samples (the rest are fitted already)
-    added = np.arange(len(samples) - len(aligned.flow), len(samples))
     report = motion.fit(samples, steps, progress=lambda done, total: progress(0.2 + 0.65 * done / total,
-                                                                       f"{what}: step {done}/{total}"),
-                        focus=added if prev_step is not None else None)
+                                                                       f"{what}: step {done}/{total}"))
     timings["fit_s"] = time.perf_counter() - t
     stats = {"view": view.index, "status": aligned.status, "rotation": aligned.rotation.tolist(),
              "scale": aligned.scale, "matches": aligned.matches, "inlier_fraction": aligned.inlier_fraction,

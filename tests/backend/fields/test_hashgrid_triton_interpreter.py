@@ -1,6 +1,5 @@
 """The Triton hash-grid kernels on the CPU, through Triton's interpreter (``TRITON_INTERPRET=1``): both program
-orders, both table precisions and the float16 table's paired and per-corner gathers compute the reference function
-and its table gradient. Slow (the interpreter
+orders and both table precisions compute the reference function and its table gradient. Slow (the interpreter
 runs each program in numpy) and skipped where the triton package is missing; tests/gpu runs them on CUDA."""
 
 import textwrap
@@ -16,13 +15,12 @@ SCRIPT = textwrap.dedent("""
     from backend.fields import HashGridConfig, encode_reference
     from backend.fields.hashgrid_triton import LEVEL_MAJOR, POINT_MAJOR, TritonHashGrid
     torch.manual_seed(0)
-    for table_dtype, pair_x in (("float16", True), ("float16", False), ("float32", True)):
+    for table_dtype in ("float16", "float32"):
         for order in (LEVEL_MAJOR, POINT_MAJOR):
             cfg = HashGridConfig(n_levels=3, n_features_per_level=2, log2_table_size=8, base_resolution=4,
                                  per_level_scale=3.0, bbox_min=(-3, -1, 0), bbox_max=(5, 2, 4),
                                  backend="triton", table_dtype=table_dtype)
-            enc = TritonHashGrid(cfg, block=32, num_warps=1, order=order, pair_x=pair_x)
-            assert enc.paired(enc._read_table(enc.table)) == (table_dtype == "float16" and pair_x)
+            enc = TritonHashGrid(cfg, block=32, num_warps=1, order=order)
             with torch.no_grad():
                 enc.table.normal_()
             x = torch.rand(300, 3) * torch.tensor([8.8, 3.3, 4.4]) + torch.tensor([-3.4, -1.15, -0.2])
@@ -34,12 +32,12 @@ SCRIPT = textwrap.dedent("""
             (gr,) = torch.autograd.grad((encode_reference(enc.normalize(x), enc.table, enc.layout) * g).sum(),
                                         enc.table)
             torch.testing.assert_close(gt, gr, rtol=1e-5, atol=1e-5)
-            print(table_dtype, pair_x, order, "ok")
+            print(table_dtype, order, "ok")
 """)
 
 
 def test_kernels_in_the_interpreter_match_the_reference():
-    assert run_interpreted(SCRIPT).count(" ok") == 6
+    assert run_interpreted(SCRIPT).count(" ok") == 4
 
 
 ADAM = textwrap.dedent("""

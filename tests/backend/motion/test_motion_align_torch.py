@@ -65,13 +65,11 @@ def _scene(seed=0, n_prev=20_000, n_new=6_000):
     return new.with_vectors(v), prev
 
 
-@pytest.mark.parametrize("device, match_device", [("cpu", None), (None, "cpu")],
-                         ids=["all in torch", "torch matching, host fit"])
-def test_torch_alignment_equals_the_numpy_alignment(device, match_device):
+def test_torch_alignment_equals_the_numpy_alignment():
     new, prev = _scene()
     centre = np.array([0.0, -10.0, 5.0])
     ref = align_flow(new, prev, centre, device=None)
-    got = align_flow(new, prev, centre, device=device, match_device=match_device)
+    got = align_flow(new, prev, centre, device="cpu")
     assert ref.status == got.status == "aligned"
     assert (got.matches, got.dropped) == (ref.matches, ref.dropped)
     np.testing.assert_allclose(got.rotation, ref.rotation, atol=1e-9)

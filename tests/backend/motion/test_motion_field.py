@@ -88,31 +88,6 @@ def test_later_fits_warm_start_on_all_samples_and_report_every_step():
     assert np.median(rise[:, 2]) > 0.025
 
 
-def test_a_later_fit_focused_on_the_added_samples_learns_them_in_fewer_steps():
-    """A quarter of each batch from the view the update adds (the rest of the samples are fitted already): after
-    25 steps the field is nearer to all the samples than after 25 uniform ones, one sample in nine from the new
-    view, and the new smoke rises."""
-    rng = np.random.default_rng(5)
-    pts = _ground(rng, 8000)
-    drift = np.tile([0.02, 0.01, 0.0], (len(pts), 1))
-    smoke_pts = _ground(rng, 1000, 3.0, 6.0) + [0.0, 0.0, 2.0]
-    samples = SceneFlow.concatenate([_flow(pts, drift), _flow(smoke_pts, np.tile([0.0, 0.0, 0.03], (1000, 1)),
-                                                              material=3, view=1)])
-    added = np.arange(len(pts), len(samples))
-    field = new_motion_field(pts, SMALL, centre=np.zeros(3))
-    assert field.config.focus_fraction == 0.25
-    field.fit(_flow(pts, drift))
-    start = {k: v.clone() for k, v in field.state_dict().items()}
-    error = {}
-    for focus in (None, added):
-        field.load_state_dict(start)
-        error[focus is not None] = field.fit(samples, steps=25, focus=focus).relative_error
-    assert error[True] < 0.6 * error[False], error
-    assert np.median(field.velocity(smoke_pts)[:, 2]) > 0.025
-    with pytest.raises(InvalidInput, match="focus indices"):
-        field.fit(samples, steps=2, focus=np.array([len(samples)]))
-
-
 def test_the_papers_frozen_decoder_re_fit_trains_the_encoding_only():
     rng = np.random.default_rng(4)
     pts = _ground(rng, 1500)
