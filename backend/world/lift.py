@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy.spatial.transform import Rotation
+import torch
 
 from ..errors import InvalidInput
 from ..gaussians import Gaussians, rgb_to_sh_dc
@@ -80,13 +80,14 @@ def sky_z(K: np.ndarray, height: int, width: int, sky_depth: float) -> np.ndarra
 
 def lift_image(image: np.ndarray, depth: np.ndarray, camera: Camera, sky: np.ndarray | None = None,
                water: np.ndarray | None = None, select: np.ndarray | None = None, step: int = 0,
-               config: LiftConfig = LiftConfig()) -> Gaussians:
+               config: LiftConfig = LiftConfig(), device: str | torch.device | None = None) -> Gaussians:
     """Gaussians (numpy, SH degree 0) for the pixels of ``image`` selected by ``select``.
 
     image (H, W, 3) float RGB in [0, 1]; depth (H, W) metres along the camera z axis (> 0 where selected);
     camera: the view the image was taken from (its size must be H x W); sky / water / select (H, W) bool
     (None: no sky / no water / every pixel). With ``stride`` > 1 the inputs are area-averaged (depth: nearest)
-    to blocks first and K is scaled with them.
+    to blocks first and K is scaled with them. ``device``: where the per-pixel maths runs (torch, float64; None:
+    the CPU); the Gaussians come back in host memory either way.
     """
     h, w = depth.shape
     if image.shape[:2] != (h, w) or (camera.height, camera.width) != (h, w):
@@ -110,51 +111,125 @@ def lift_image(image: np.ndarray, depth: np.ndarray, camera: Camera, sky: np.nda
     if not select.any():
         return _empty()
 
-    fx, fy = K[0, 0], K[1, 1]
-    f = 0.5 * (fx + fy)
-    v, u = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
-    rays = np.stack([(u - K[0, 2]) / fx, (v - K[1, 2]) / fy, np.ones_like(u)], -1)  # (H, W, 3), z = 1
-    pts = rays * depth[..., None]  # camera frame
-    # Surface normal from one-sided neighbour differences (central where both sides exist).
-    du = np.gradient(pts, axis=1)
-    dv = np.gradient(pts, axis=0)
-    normal = _unit(np.cross(du, dv))
-    view = _unit(rays)
-    cos = np.sum(normal * view, -1)
-    normal = np.where(cos[..., None] > 0, -normal, normal)  # face the camera
-    cos = np.abs(cos)
-    stretch = 1.0 / np.maximum(cos, 1e-6)
-    facing = sky | depth_edges(depth, config.edge_threshold) | (stretch > config.max_stretch)
-    normal = np.where(facing[..., None], -view, normal)
-    stretch = np.where(facing, 1.0, stretch)
-    # Tangent frame: t1 along the slope (the view ray projected on the plane), t2 = n x t1.
-    t1 = view - np.sum(view * normal, -1, keepdims=True) * normal
-    fallback = np.broadcast_to(np.array([1.0, 0.0, 0.0]), t1.shape)
-    fallback = fallback - np.sum(fallback * normal, -1, keepdims=True) * normal
-    t1 = np.where((np.linalg.norm(t1, axis=-1) < 1e-6)[..., None], fallback, t1)
-    t1 = _unit(t1)
-    t2 = np.cross(normal, t1)
+    return _lift_torch(image, depth, sky, water, select, K, np.asarray(camera.world_to_cam, np.float64), step,
+                       config, _lift_device(device))
 
-    idx = np.nonzero(select.reshape(-1))[0]
-    rot_cam = np.stack([t1, t2, normal], -1).reshape(-1, 3, 3)[idx]  # columns = local axes in camera frame
-    cam_to_world = np.linalg.inv(np.asarray(camera.world_to_cam, np.float64))
-    rot_world = cam_to_world[:3, :3] @ rot_cam
-    xyzw = Rotation.from_matrix(rot_world).as_quat()  # scalar-last
-    quats = np.concatenate([xyzw[:, 3:], xyzw[:, :3]], -1)
+
+def _lift_device(device) -> torch.device:
+    if device is None:
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def _cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a x b over the last axis (written out: cheaper than the generic cross of broadcast operands)."""
+    a0, a1, a2 = a.unbind(-1)
+    b0, b1, b2 = b.unbind(-1)
+    return torch.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], -1)
+
+
+def _unit_t(v: torch.Tensor) -> torch.Tensor:
+    return v / torch.linalg.vector_norm(v, dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def _gradient(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``np.gradient`` along ``dim`` (unit spacing): central differences inside, one-sided at the two ends."""
+    n = x.shape[dim]
+    if n < 2:
+        return torch.zeros_like(x)
+    out = torch.empty_like(x)
+    nar = x.narrow
+    out.narrow(dim, 0, 1).copy_(nar(dim, 1, 1) - nar(dim, 0, 1))
+    out.narrow(dim, n - 1, 1).copy_(nar(dim, n - 1, 1) - nar(dim, n - 2, 1))
+    if n > 2:
+        out.narrow(dim, 1, n - 2).copy_((nar(dim, 2, n - 2) - nar(dim, 0, n - 2)) * 0.5)
+    return out
+
+
+def matrix_to_quat(m: torch.Tensor) -> torch.Tensor:
+    """Unit quaternions (w, x, y, z) of rotation matrices (K, 3, 3): the branch-on-the-largest-diagonal method
+    that ``scipy.spatial.transform.Rotation.from_matrix`` uses (the same quaternion, sign included)."""
+    m00, m11, m22 = m[:, 0, 0], m[:, 1, 1], m[:, 2, 2]
+    tr = m00 + m11 + m22
+    choice = torch.argmax(torch.stack([m00, m11, m22, tr], -1), -1)
+    xyzw = torch.empty(len(m), 4, dtype=m.dtype, device=m.device)
+    for i in range(3):
+        j, k = (i + 1) % 3, (i + 2) % 3
+        sel = choice == i
+        q = torch.stack([torch.zeros_like(tr)] * 4, -1)
+        q[:, i] = 1 - tr + 2 * m[:, i, i]
+        q[:, j] = m[:, j, i] + m[:, i, j]
+        q[:, k] = m[:, k, i] + m[:, i, k]
+        q[:, 3] = m[:, k, j] - m[:, j, k]
+        xyzw = torch.where(sel[:, None], q, xyzw)
+    q = torch.stack([m[:, 2, 1] - m[:, 1, 2], m[:, 0, 2] - m[:, 2, 0], m[:, 1, 0] - m[:, 0, 1], 1 + tr], -1)
+    xyzw = torch.where((choice == 3)[:, None], q, xyzw)
+    xyzw = _unit_t(xyzw)
+    return torch.cat([xyzw[:, 3:], xyzw[:, :3]], -1)
+
+
+def _lift_torch(image, depth, sky, water, select, K, world_to_cam, step, config, dev) -> Gaussians:
+    """The body of ``lift_image`` in float64 torch on ``dev`` (module docstring); numpy Gaussians out."""
+    h, w = depth.shape
+
+    def t(a, dtype=torch.float64):
+        return torch.as_tensor(np.ascontiguousarray(a), device=dev).to(dtype)
+
+    depth_t = t(depth)
+    sky_t, water_t, select_t = t(sky, torch.bool), t(water, torch.bool), t(select, torch.bool)
+    fx, fy = float(K[0, 0]), float(K[1, 1])
+    f = 0.5 * (fx + fy)
+    v = torch.arange(h, dtype=torch.float64, device=dev)[:, None].expand(h, w) + 0.5
+    u = torch.arange(w, dtype=torch.float64, device=dev)[None, :].expand(h, w) + 0.5
+    rays = torch.stack([(u - float(K[0, 2])) / fx, (v - float(K[1, 2])) / fy, torch.ones_like(u)], -1)  # z = 1
+    pts = rays * depth_t[..., None]  # camera frame
+    # Surface normal from one-sided neighbour differences (central where both sides exist).
+    normal = _unit_t(_cross(_gradient(pts, 1), _gradient(pts, 0)))
+    view = _unit_t(rays)
+    cos = (normal * view).sum(-1)
+    normal = torch.where(cos[..., None] > 0, -normal, normal)  # face the camera
+    stretch = 1.0 / cos.abs().clamp_min(1e-6)
+    logz = torch.log(depth_t.clamp_min(1e-6))
+    edge = torch.zeros_like(select_t)
+    dx = (logz[:, 1:] - logz[:, :-1]).abs() > config.edge_threshold
+    dy = (logz[1:, :] - logz[:-1, :]).abs() > config.edge_threshold
+    edge[:, 1:] |= dx
+    edge[:, :-1] |= dx
+    edge[1:, :] |= dy
+    edge[:-1, :] |= dy
+    facing = sky_t | edge | (stretch > config.max_stretch)
+    # from here on only the selected pixels
+    idx = torch.nonzero(select_t.reshape(-1)).squeeze(1)
+    normal, view, stretch, facing = (a.reshape(h * w, -1)[idx] for a in (normal, view, stretch[..., None],
+                                                                          facing[..., None]))
+    stretch, facing = stretch[:, 0], facing[:, 0]
+    normal = torch.where(facing[:, None], -view, normal)
+    stretch = torch.where(facing, torch.ones_like(stretch), stretch)
+    # Tangent frame: t1 along the slope (the view ray projected on the plane), t2 = n x t1.
+    t1 = view - (view * normal).sum(-1, keepdim=True) * normal
+    ex = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64, device=dev).expand_as(t1)
+    fallback = ex - (ex * normal).sum(-1, keepdim=True) * normal
+    t1 = _unit_t(torch.where((torch.linalg.vector_norm(t1, dim=-1) < 1e-6)[:, None], fallback, t1))
+    t2 = _cross(normal, t1)
+    rot_cam = torch.stack([t1, t2, normal], -1)  # columns = local axes in camera frame
+    cam_to_world = t(np.linalg.inv(world_to_cam))
+    quats = matrix_to_quat(cam_to_world[:3, :3] @ rot_cam)
     means = pts.reshape(-1, 3)[idx] @ cam_to_world[:3, :3].T + cam_to_world[:3, 3]
-    sigma = (config.pixel_scale * depth / f).reshape(-1)[idx]
-    scales = np.stack([sigma * stretch.reshape(-1)[idx], sigma, sigma * config.thickness], -1)
-    colors = np.clip(image.reshape(-1, 3)[idx], 0.0, 1.0)
-    region = np.where(sky, REGION_SKY, np.where(water, REGION_WATER, REGION_GROUND)).reshape(-1)[idx]
+    sigma = (config.pixel_scale * depth_t / f).reshape(-1)[idx]
+    scales = torch.stack([sigma * stretch, sigma, sigma * config.thickness], -1)
+    colors = t(image).reshape(-1, 3)[idx].clamp(0.0, 1.0)
+    region = torch.where(sky_t, REGION_SKY, torch.where(water_t, REGION_WATER, REGION_GROUND)).reshape(-1)[idx]
     n = len(idx)
     logit = float(np.log(config.opacity / (1 - config.opacity)))
+    out = {k: v.float().cpu().numpy() for k, v in {"means": means, "quats": quats, "log_scales": torch.log(scales),
+                                                    "sh": rgb_to_sh_dc(colors)[:, None, :], "region": region}.items()}
     return Gaussians(
-        means=means.astype(np.float32),
-        quats=quats.astype(np.float32),
-        log_scales=np.log(scales).astype(np.float32),
+        means=out["means"],
+        quats=out["quats"],
+        log_scales=out["log_scales"],
         opacity_logits=np.full(n, logit, np.float32),
-        sh=rgb_to_sh_dc(colors).astype(np.float32)[:, None, :],
-        extra={"region": region.astype(np.float32), "step": np.full(n, float(step), np.float32)},
+        sh=out["sh"],
+        extra={"region": out["region"], "step": np.full(n, float(step), np.float32)},
     )
 
 

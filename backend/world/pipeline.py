@@ -264,7 +264,7 @@ def new_world(image_path: str | Path, out_dir: str | Path, depth_path: str | Pat
     progress(0.5, "lifting pixels to Gaussians")
     t = time.perf_counter()
     gaussians = lift_image(image, depth, camera, regions.sky, regions.water, select=pred.valid | regions.sky, step=0,
-                           config=config.lift)
+                           config=config.lift, device=_render_device())
     timings["lift_s"] = time.perf_counter() - t
     t = time.perf_counter()
     color, alpha, _ = _render_reporting(gaussians, camera, progress, 0.7, "rendering the preview")
@@ -304,26 +304,27 @@ def camera_from_blender(spec: dict | BlenderCameraSpec, world: store.World) -> C
 
 
 def lift_selected(image: np.ndarray, depth: np.ndarray, camera: Camera, sky: np.ndarray, water: np.ndarray,
-                  select: np.ndarray, step: int, config: LiftConfig) -> Gaussians:
+                  select: np.ndarray, step: int, config: LiftConfig, device: str | None = None) -> Gaussians:
     """``lift_image`` over the bounding box of ``select`` (one stride block of margin, so every selected pixel
     has the same neighbours, hence the same normal and edge test, as in the whole image): the same Gaussians in
-    the same order for a fraction of the work when the new region is a band at one side of the view."""
+    the same order for a fraction of the work when the new region is a band at one side of the view. ``device``:
+    where ``lift_image`` computes."""
     s = int(config.stride)
     h, w = depth.shape
     rows, cols = np.flatnonzero(select.any(axis=1)), np.flatnonzero(select.any(axis=0))
     if len(rows) == 0:
-        return lift_image(image, depth, camera, sky, water, select=select, step=step, config=config)
+        return lift_image(image, depth, camera, sky, water, select=select, step=step, config=config, device=device)
     y0, x0 = max((rows[0] // s - 1) * s, 0), max((cols[0] // s - 1) * s, 0)
     y1, x1 = min((rows[-1] // s + 2) * s, h), min((cols[-1] // s + 2) * s, w)
     if (y1 - y0) * (x1 - x0) > 0.8 * h * w:
-        return lift_image(image, depth, camera, sky, water, select=select, step=step, config=config)
+        return lift_image(image, depth, camera, sky, water, select=select, step=step, config=config, device=device)
     K = np.asarray(camera.K, np.float64).copy()
     K[0, 2] -= x0
     K[1, 2] -= y0
     crop = replace(camera, K=K, width=x1 - x0, height=y1 - y0)
     box = (slice(y0, y1), slice(x0, x1))
     return lift_image(image[box], depth[box], crop, sky[box], water[box], select=select[box], step=step,
-                      config=config)
+                      config=config, device=device)
 
 
 _last_read: dict[str, tuple[tuple[int, int], Gaussians]] = {}
@@ -502,7 +503,8 @@ def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: di
     encoded = _background().submit(_encode_step_files, image, select, depth, sky_new, water_new)
     progress(0.6, "lifting the new content")
     t = time.perf_counter()
-    new = lift_selected(image, lift_depth, camera, sky_new, water_new, select, len(world.steps), cfg.lift)
+    new = lift_selected(image, lift_depth, camera, sky_new, water_new, select, len(world.steps), cfg.lift,
+                        device=_render_device())
     timings["lift_s"] = time.perf_counter() - t
     progress(0.7, "optimising the new Gaussians")
     t = time.perf_counter()

@@ -90,3 +90,19 @@ def test_rendering_the_lift_of_a_textured_step_scene_is_sharp():
     with torch.no_grad():
         out = rasterize(g.to_torch(), cam)
     assert 10 * np.log10(1 / float(((out.color.numpy() - img) ** 2).mean())) > 30
+
+
+def test_quaternions_of_the_surfel_frames_are_scipy_s_sign_included():
+    import torch
+    from scipy.spatial.transform import Rotation
+
+    from backend.world.lift import matrix_to_quat
+
+    rots = Rotation.random(2000, random_state=1)
+    # every branch: rotations by ~180 degrees about each axis (a largest diagonal entry) and near the identity
+    extra = Rotation.from_rotvec(np.r_[np.eye(3) * 3.1, np.eye(3) * 1e-4, [[0.0, 0.0, 0.0]]])
+    mats = np.r_[rots.as_matrix(), extra.as_matrix()]
+    xyzw = Rotation.from_matrix(mats).as_quat()
+    want = np.concatenate([xyzw[:, 3:], xyzw[:, :3]], -1)
+    got = matrix_to_quat(torch.as_tensor(mats)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-12)
