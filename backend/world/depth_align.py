@@ -40,21 +40,37 @@ def inverse_depth(pred: DepthPrediction) -> np.ndarray:
 
 
 def fit_scale_shift(x: np.ndarray, y: np.ndarray, iterations: int = 10) -> tuple[float, float]:
-    """Robust (Huber IRLS) a, b with a x + b ~ y; x, y (M,) float. Raises ``InvalidInput`` when degenerate."""
+    """Robust (Huber IRLS) a, b with a x + b ~ y; x, y (M,) float. Raises ``InvalidInput`` when degenerate.
+
+    Each weighted least-squares step is the closed form of the line fit (weighted means and covariance: the
+    solution ``lstsq`` finds, in a few passes over the data); the iterations stop early once a and b no longer
+    move (relative change under 1e-12)."""
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
     if x.size < 2 or np.ptp(x) <= 1e-12:
         raise InvalidInput("depth alignment: the overlap has too few distinct depths to fit scale and shift")
-    A = np.stack([x, np.ones_like(x)], -1)
-    w = np.ones_like(x)
+    w = None
     a = b = 0.0
     for _ in range(iterations):
-        sw = np.sqrt(w)
-        (a, b), *_ = np.linalg.lstsq(A * sw[:, None], y * sw, rcond=None)
+        if w is None:
+            xm, ym = float(x.mean()), float(y.mean())
+            dx = x - xm
+            a_new = float(dx @ (y - ym)) / max(float(dx @ dx), 1e-300)
+        else:
+            sw = float(w.sum())
+            xm, ym = float(w @ x) / sw, float(w @ y) / sw
+            dx = x - xm
+            wdx = w * dx
+            a_new = float(wdx @ (y - ym)) / max(float(wdx @ dx), 1e-300)
+        b_new = ym - a_new * xm
+        done = w is not None and abs(a_new - a) <= 1e-12 * abs(a_new) and abs(b_new - b) <= 1e-12 * (abs(b_new) + abs(a_new))
+        a, b = a_new, b_new
+        if done:
+            break
         r = a * x + b - y
         sigma = 1.4826 * np.median(np.abs(r - np.median(r))) + 1e-12
-        u = np.abs(r) / (HUBER_DELTA * sigma)
-        w = np.where(u <= 1, 1.0, 1.0 / np.maximum(u, 1e-12))
+        u = np.abs(r) * (1.0 / (HUBER_DELTA * sigma))
+        w = np.minimum(1.0, 1.0 / np.maximum(u, 1e-12))
     return float(a), float(b)
 
 
