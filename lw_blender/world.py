@@ -165,7 +165,7 @@ class LW_WorldSettings(bpy.types.PropertyGroup):
                                      description="Steps of the first fit (0: the device's default, 400 on CUDA and "
                                                  "100 on a CPU)")
     update_steps: bpy.props.IntProperty(name="Update Steps", default=0, min=0,
-                                        description="Steps of each later (warm-started) fit (0: the device's default, 60 on "
+                                        description="Steps of each later (warm-started) fit (0: the device's default, 40 on "
                                                     "CUDA and 100 on a CPU)")
     # bake
     bake_frames: bpy.props.IntProperty(name="Frames", default=60, min=2, max=100000)

@@ -24,7 +24,7 @@ CUDA Adam is fused (the hash table's in one Triton kernel, ``TableAdam``) and ea
 CUDA graph and replayed (the step is ~40 small kernels whose launches, not the GPU, set its time).
 ``progress(done, total)`` is called after every step, so a job's cancel is seen within one step.
 
-Sizes by device (``field_config_for``): on CUDA Instant-NGP's 16 levels (hashed beyond 2^19 rows) and 400 / 60
+Sizes by device (``field_config_for``): on CUDA Instant-NGP's 16 levels (hashed beyond 2^19 rows) and 400 / 40
 steps; on a CPU 5 dense levels (16^3 .. 64^3 rows, each level one ``grid_sample``), one hidden layer of 32 and
 the paper's 100 steps (the CUDA size took ~20 minutes per update on a 2-core CPU). ``lattice`` samples F once on a
 grid of the contracted domain for the bake on a CPU (one trilinear lookup per step instead of the encoding and
@@ -63,9 +63,9 @@ class MotionFieldConfig:
     hidden_layers: int = 2
     lr: float = 1e-2
     steps: int = 400  # first fit
-    # each later (warm-started) fit: on the H100 bench 60 steps are nearer the truth than 150 (held-out error 1.75 vs
-    # 4.05 deg: longer updates fit the outliers the alignment keeps), docs/bench/motion.md
-    update_steps: int = 60
+    # each later (warm-started) fit: on the H100 bench 30-50 steps are nearest the truth where only the new view was
+    # (held-out 1.38 deg at 40, 6.07 at 150: longer updates fit the outliers the alignment keeps), docs/bench/motion.md
+    update_steps: int = 40
     freeze_decoder: bool = False  # later fits train the encoding only (the paper's re-fit; module docstring)
     batch_size: int = 1 << 16
     huber_delta: float = 0.1  # in units of v_scale

@@ -28,7 +28,7 @@ class HintSpec(BaseModel):
 
 class FieldSpec(BaseModel):
     """Motion-field size and fitting effort (used when the field is created / for each fit); unset: the device's
-    default (16 hashed levels of 2^19 rows and 400 / 60 steps on CUDA, 5 dense levels and 100 / 100 on a CPU)."""
+    default (16 hashed levels of 2^19 rows and 400 / 40 steps on CUDA, 5 dense levels and 100 / 100 on a CPU)."""
 
     n_levels: int | None = Field(None, ge=1, le=32)
     log2_table_size: int | None = Field(None, ge=8, le=24)
