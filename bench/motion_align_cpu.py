@@ -1,6 +1,7 @@
 """Host alignment speed on the case of ``bench/motion_update_gpu.py`` (``synthetic_case``: 200k previous samples,
 50k new ones overlapping half of them, vectors rotated 215 / 10 degrees and scaled 2.5x, 20 % outliers): median of
-seven ``align_flow`` calls, with the solved scale and the outliers dropped. LW_CODE picks the code tree measured
+seven ``align_flow`` calls, with the solved scale and the outliers dropped; then the same with the previous
+samples' ``match_index`` built ahead (its build timed apart). LW_CODE picks the code tree measured
 (``bench/gpu_common.py``), e.g. a git worktree of an older commit:
 
     .venv/bin/python bench/motion_align_cpu.py
@@ -25,6 +26,21 @@ def main():
         times.append(time.perf_counter() - t)
     print(f"align median {statistics.median(times):.3f} s (min {min(times):.3f}); scale {res.scale:.4f} (true 0.4); "
           f"matches {res.matches}; {res.dropped} of {int(out.sum())} outliers dropped; inliers {res.inlier_fraction:.3f}")
+    try:
+        from backend.world.motion.align import match_index
+    except ImportError:  # a tree before the index could be built ahead
+        return
+    builds, aligns = [], []
+    for _ in range(7):
+        t = time.perf_counter()
+        index = match_index(prev)
+        builds.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        res = align_flow(new, prev, np.array([0.0, -10.0, 5.0]), index=index)
+        aligns.append(time.perf_counter() - t)
+    print(f"with the previous samples' index built ahead (as an expansion does while it outpaints): build median "
+          f"{statistics.median(builds):.3f} s, align median {statistics.median(aligns):.3f} s; scale {res.scale:.4f}, "
+          f"{res.dropped} outliers dropped")
 
 
 if __name__ == "__main__":

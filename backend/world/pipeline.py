@@ -339,6 +339,17 @@ def _background() -> concurrent.futures.ThreadPoolExecutor:
     return _executor
 
 
+def _prepared(future):
+    """The result of a ``prepare_samples`` started ahead, or None when it failed (the alignment then loads the
+    samples itself and reports whatever is wrong with them)."""
+    if future is None:
+        return None
+    try:
+        return future.result()
+    except Exception:  # noqa: BLE001 - reported by the direct load that follows
+        return None
+
+
 def _render_device() -> str:
     import torch
 
@@ -440,7 +451,12 @@ def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: di
     read from (None: anywhere); checked before any work. ``fail_after_writing`` raises after half of the step's
     files are written (a simulated crash for tests).
     """
-    from .motion.pipeline import View, carried_motion, carried_request  # torch-heavy: only when a world is expanded
+    from .motion.pipeline import (  # torch-heavy: only when a world is expanded
+        View,
+        carried_motion,
+        carried_request,
+        prepare_samples,
+    )
 
     world = store.load_world(root)
     cfg = WorldConfig.from_json(world.settings["config"])
@@ -448,6 +464,8 @@ def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: di
         if policy is not None:
             policy.check_model(getattr(cfg.models, role), f"the {role} model world.json names")
     carried = carried_request(world, policy)
+    # the world's motion samples are loaded and indexed for the new view's alignment while the GPU outpaints
+    prepared = _background().submit(prepare_samples, world, carried.align) if carried is not None else None
     ec = cfg.expand
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -517,7 +535,7 @@ def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: di
     index = len(world.steps)
     t = time.perf_counter()
     view = View(index, camera, image, depth, _region_labels(sky_new, regions.water & ~sky_new))
-    motion = carried_motion(world, view, carried,
+    motion = carried_motion(world, view, carried, prepared=_prepared(prepared),
                             progress=lambda f, m: progress(0.86 + 0.05 * f, f"new view's motion: {m}"))
     timings["motion_s"] = time.perf_counter() - t
 

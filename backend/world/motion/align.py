@@ -224,6 +224,60 @@ def constrain_to_surfaces(flow: SceneFlow, camera_center: np.ndarray | None,
     return flow.with_vectors(v)
 
 
+@dataclass(frozen=True)
+class MatchIndex:
+    """What ``align_flow`` builds over the previous samples before it can match on the host: per material code,
+    (the previous rows of that material, a k-d tree over their points, the match radius). ``match_index`` builds it
+    ahead, e.g. while an expansion outpaints, so that the alignment itself only queries and fits."""
+
+    previous: SceneFlow
+    config: AlignConfig
+    materials: dict[int, tuple[np.ndarray, cKDTree, float]]
+
+
+def _tree(points: np.ndarray) -> cKDTree:
+    return cKDTree(points, leafsize=32, balanced_tree=False, compact_nodes=False)  # quick to build
+
+
+def _material_entry(previous: SceneFlow, code: int, config: AlignConfig) -> tuple[np.ndarray, cKDTree, float] | None:
+    """(rows, tree, radius) of the previous samples of material ``code``, or None when there are none."""
+    if bool(np.all(previous.material == code)):  # every previous sample (no copy of their points)
+        rows, pts = np.arange(len(previous)), previous.points
+    else:
+        rows = np.flatnonzero(previous.material == code)
+        if len(rows) == 0:
+            return None
+        pts = previous.points[rows]
+    tree = _tree(pts)
+    radius = config.match_radius if config.match_radius is not None else default_match_radius(pts, tree=tree)
+    return rows, tree, radius
+
+
+def match_index(previous: SceneFlow, config: AlignConfig = AlignConfig()) -> MatchIndex:
+    """The ``MatchIndex`` of ``previous`` for ``align_flow(..., index=)`` (the same alignment as without it)."""
+    materials = {}
+    for code in np.unique(previous.material):
+        entry = _material_entry(previous, int(code), config)
+        if entry is not None:
+            materials[int(code)] = entry
+    return MatchIndex(previous, config, materials)
+
+
+def _query(tree: cKDTree, radius: float, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's nearest point of ``tree`` within ``radius``: (distance, index), inf and n where none."""
+    if not math.isfinite(radius):
+        return tree.query(queries, k=1, distance_upper_bound=radius, workers=-1)
+    dist = np.full(len(queries), np.inf)
+    index = np.full(len(queries), tree.n, dtype=np.int64)
+    # only queries inside the points' box (grown by the radius) can have a match: the rest of an expansion's new
+    # view is not searched (the same answer, in about half the time)
+    lo, hi = tree.mins - radius, tree.maxes + radius  # the tree's bounds are the points' (no second pass)
+    near = np.flatnonzero(np.all((queries >= lo) & (queries <= hi), axis=1))
+    if len(near):
+        dist[near], index[near] = tree.query(queries[near], k=1, distance_upper_bound=radius, workers=-1)
+    return dist, index
+
+
 def _match(prev_pts: np.ndarray, queries: np.ndarray, config: AlignConfig, device) -> tuple[np.ndarray, np.ndarray]:
     """Each query's nearest previous point within the match radius: (distance, index), inf and len(prev_pts)
     where none. ``device`` None: a k-d tree on the host; a torch device: ``align_torch.GridIndex`` there (the
@@ -246,19 +300,9 @@ def _match(prev_pts: np.ndarray, queries: np.ndarray, config: AlignConfig, devic
                 dist, j = grid.nearest_within(q, radius)
                 return dist.cpu().numpy(), j.cpu().numpy()
         config = replace(config, match_radius=radius)
-    tree = cKDTree(prev_pts, leafsize=32, balanced_tree=False, compact_nodes=False)  # quick to build
+    tree = _tree(prev_pts)
     radius = config.match_radius if config.match_radius is not None else default_match_radius(prev_pts, tree=tree)
-    if not math.isfinite(radius):
-        return tree.query(queries, k=1, distance_upper_bound=radius, workers=-1)
-    dist = np.full(len(queries), np.inf)
-    index = np.full(len(queries), len(prev_pts), dtype=np.int64)
-    # only queries inside the previous samples' box (grown by the radius) can have a match: the rest of an
-    # expansion's new view is not searched (the same answer, in about half the time)
-    lo, hi = tree.mins - radius, tree.maxes + radius  # the tree's bounds are the points' (no second pass)
-    near = np.flatnonzero(np.all((queries >= lo) & (queries <= hi), axis=1))
-    if len(near):
-        dist[near], index[near] = tree.query(queries[near], k=1, distance_upper_bound=radius, workers=-1)
-    return dist, index
+    return _query(tree, radius, queries)
 
 
 def _device(device):
@@ -273,7 +317,8 @@ def _device(device):
 
 
 def align_flow(new: SceneFlow, previous: SceneFlow | None, camera_center: np.ndarray | None = None,
-               config: AlignConfig = AlignConfig(), device: str | None = "auto") -> AlignResult:
+               config: AlignConfig = AlignConfig(), device: str | None = "auto",
+               index: MatchIndex | None = None) -> AlignResult:
     """Align ``new`` (one view's lifted flow) to ``previous`` (the world's aligned samples so far).
 
     Each material is aligned on its own matches (new samples paired with previous samples of the same material):
@@ -282,9 +327,12 @@ def align_flow(new: SceneFlow, previous: SceneFlow | None, camera_center: np.nda
     transform of the material with the most matches (the view-level guess). ``rotation``/``scale`` report that
     best-matched material's transform; ``materials`` each aligned material's. ``device``: where the matching
     and the robust fit run ("auto" and None: numpy / scipy on the host, the faster on an H100 too; a torch device
-    name: ``align_torch`` on that device); every path computes the same alignment.
+    name: ``align_torch`` on that device); every path computes the same alignment. ``index``: ``match_index`` of
+    ``previous`` with the same ``config``, built ahead (host matching only).
     """
     dev = _device(device)
+    if index is not None and (index.previous is not previous or index.config != config):
+        raise ValueError("the match index was built for other previous samples or another alignment config")
     if len(new) == 0:
         raise InvalidInput("the view has no motion samples to align (empty mask, or no depth under it)")
     eye = np.eye(3)
@@ -293,18 +341,20 @@ def align_flow(new: SceneFlow, previous: SceneFlow | None, camera_center: np.nda
     moving_new = np.linalg.norm(new.vectors, axis=1) > 0
     solved: dict[int, tuple[np.ndarray, float, np.ndarray, np.ndarray, np.ndarray]] = {}
     total = 0
-    one_material = bool(np.all(previous.material == previous.material[0]))
     for code in np.unique(new.material):
         sel = np.flatnonzero(new.material == code)
-        if one_material:  # every previous sample (no copy of 200k points)
-            prev_sel = np.arange(len(previous)) if previous.material[0] == code else np.zeros(0, np.int64)
-            prev_pts = previous.points
+        if dev is None:  # host: a k-d tree per material, built here or ahead (``index``)
+            entry = (index.materials.get(int(code)) if index is not None else
+                     _material_entry(previous, int(code), config))
+            if entry is None:
+                continue
+            prev_sel, tree, radius = entry
+            dist, j = _query(tree, radius, new.points[sel])
         else:
             prev_sel = np.flatnonzero(previous.material == code)
-            prev_pts = previous.points[prev_sel]
-        if len(prev_sel) == 0:
-            continue
-        dist, j = _match(prev_pts, new.points[sel], config, dev)
+            if len(prev_sel) == 0:
+                continue
+            dist, j = _match(previous.points[prev_sel], new.points[sel], config, dev)
         matched = np.isfinite(dist)
         matched &= moving_new[sel]
         # only the matched previous samples need to be moving

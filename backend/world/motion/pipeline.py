@@ -34,7 +34,7 @@ from backend.jobs import PathPolicy
 from backend.render.cameras import Camera
 from backend.world import store
 
-from .align import AlignConfig, align_flow
+from .align import AlignConfig, MatchIndex, align_flow, match_index
 from .bake import BakeConfig, BakedLoop, bake_loop, write_loop
 from .cues import MotionCue, combine_cues, fallback_cue, hint_cue, preset_cue
 from .field import FieldSize, MotionField, field_config_for, new_motion_field
@@ -205,12 +205,32 @@ def _scene_points(view: View) -> np.ndarray:
     return unproject(np.stack([cols + 0.5, rows + 0.5], axis=1), view.depth[rows, cols].astype(np.float64), view.camera)
 
 
+@dataclass(frozen=True)
+class PreparedSamples:
+    """The world's latest motion samples and their ``MatchIndex``, loaded and built ahead (``prepare_samples``)."""
+
+    folder: str  # the motion step they belong to
+    samples: SceneFlow
+    index: MatchIndex
+
+
+def prepare_samples(world: store.World, config: AlignConfig) -> PreparedSamples | None:
+    """Load the latest motion step's samples and build their match index: the part of a new view's alignment that
+    does not need the view, which an expansion runs while it outpaints. None when the world has no motion."""
+    step = latest_motion_step(world)
+    if step is None:
+        return None
+    samples = SceneFlow.load(world.root / step.folder / SAMPLES_FILE)
+    return PreparedSamples(step.folder, samples, match_index(samples, config))
+
+
 def fit_view_motion(world: store.World, view: View, request: MotionUpdate, progress=lambda f, m: None,
-                    cue: MotionCue | None = None) -> ViewMotion:
+                    cue: MotionCue | None = None, prepared: PreparedSamples | None = None) -> ViewMotion:
     """Cue -> 3D scene flow -> alignment to the world's samples -> field fit (LIVINGWORLD.md stages 3-5) for
     ``view``; the field is the latest motion step's (a copy; the step's files are never touched) or a new one
-    around the first camera. ``cue``: the view's cue when already made. ``progress`` goes from 0.05 to 0.85 (the
-    fit moves it after every step)."""
+    around the first camera. ``cue``: the view's cue when already made. ``prepared``: ``prepare_samples`` of this
+    world with ``request.align`` (used when it is of the latest motion step). ``progress`` goes from 0.05 to 0.85
+    (the fit moves it after every step)."""
     dev = _device(request.device)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -223,10 +243,15 @@ def fit_view_motion(world: store.World, view: View, request: MotionUpdate, progr
     max_samples = request.max_samples or (50_000 if dev.type == "cuda" else 20_000)
     new = lift_cue(cue, view.depth, view.camera, view=view.index, max_samples=max_samples)
     prev_step = latest_motion_step(world)
-    previous = SceneFlow.load(world.root / prev_step.folder / SAMPLES_FILE) if prev_step else None
+    index = None
+    if prepared is not None and prev_step is not None and prepared.folder == prev_step.folder \
+            and prepared.index.config == request.align:
+        previous, index = prepared.samples, prepared.index
+    else:
+        previous = SceneFlow.load(world.root / prev_step.folder / SAMPLES_FILE) if prev_step else None
     progress(0.15, "aligning the new view's motion")
     t = time.perf_counter()
-    aligned = align_flow(new, previous, view.camera.center, request.align)
+    aligned = align_flow(new, previous, view.camera.center, request.align, index=index)
     timings["align_s"] = time.perf_counter() - t
     # a new cue for a view replaces that view's earlier samples (after being aligned to them)
     kept = [previous.subset(previous.view != view.index)] if previous is not None else []
@@ -267,13 +292,13 @@ def carried_request(world: store.World, policy: PathPolicy | None = None) -> Mot
 
 
 def carried_motion(world: store.World, view: View, request: MotionUpdate | None,
-                   progress=lambda f, m: None) -> ViewMotion | None:
+                   progress=lambda f, m: None, prepared: PreparedSamples | None = None) -> ViewMotion | None:
     """``request`` (``carried_request``) fitted on a new ``view``, or None when there is none or the view has no
-    moving region."""
+    moving region. ``prepared``: ``prepare_samples`` made ahead (``fit_view_motion``)."""
     if request is None:
         return None
     cue = view_cue(view, request)
-    return fit_view_motion(world, view, request, progress, cue) if cue.mask.any() else None
+    return fit_view_motion(world, view, request, progress, cue, prepared) if cue.mask.any() else None
 
 
 def update_motion(root: str | Path, request: MotionUpdate = MotionUpdate(), progress=lambda f, m: None) -> store.World:

@@ -5,7 +5,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from backend.errors import InvalidInput
-from backend.world.motion.align import AlignConfig, _minimal_sets, align_flow, solve_rotation_scale
+from backend.world.motion.align import AlignConfig, _minimal_sets, align_flow, match_index, solve_rotation_scale
 from backend.world.motion.cues import MATERIAL_CODE, MotionCue
 from backend.world.motion.lift import SceneFlow, lift_cue
 
@@ -136,6 +136,12 @@ def test_each_material_is_aligned_on_its_own_matches():
                     np.r_[np.full(1500, MATERIAL_CODE["clouds"]), np.full(800, MATERIAL_CODE["water"])].astype(np.uint8),
                     np.ones(2300, np.int32))
     res = align_flow(new, prev, camera_center=None)
+    # the previous samples' index built ahead (as an expansion does while it outpaints): the same alignment
+    ahead = align_flow(new, prev, camera_center=None, index=match_index(prev))
+    assert ahead.materials == res.materials and ahead.dropped == res.dropped
+    np.testing.assert_array_equal(ahead.flow.vectors, res.flow.vectors)
+    with pytest.raises(ValueError, match="match index"):  # built with another config
+        align_flow(new, prev, None, AlignConfig(match_radius=1.0), index=match_index(prev))
     assert res.status == "aligned" and set(res.materials) == {"clouds", "water"}
     assert res.materials["water"]["scale"] == pytest.approx(1 / 3, rel=1e-3)
     assert res.materials["clouds"]["scale"] == pytest.approx(1.0, rel=1e-3)

@@ -230,3 +230,31 @@ def test_motion_recorded_on_cuda_carries_to_an_expansion_on_any_machine(tmp_path
     motion = w.current.stats["motion"]
     assert motion["request"]["device"] == "auto" and MotionUpdate(device="cuda").carried().device == "auto"
     assert motion["field"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_samples_prepared_ahead_give_the_same_alignment_and_field(tmp_path):
+    """An expansion loads the world's motion samples and builds their match index while it outpaints
+    (``prepare_samples``); the view's motion is then exactly what it is without: same alignment, samples and
+    field. A preparation of another step is not used."""
+    from dataclasses import replace
+
+    from backend.world.motion.pipeline import MotionUpdate, View, fit_view_motion, prepare_samples, update_motion
+
+    w = _world_from_photo(tmp_path)
+    assert prepare_samples(w, MotionUpdate().align) is None  # no motion yet
+    request = MotionUpdate(field=FieldSize(levels=4, table_log2=12, steps=40, update_steps=30), device="cpu")
+    w = update_motion(w.root, request)
+    view = View.of_step(w, w.steps[0])
+    prepared = prepare_samples(w, request.align)
+    assert prepared.folder == w.current.folder and len(prepared.samples) > 100
+    runs = [fit_view_motion(w, view, request, prepared=p) for p in (None, prepared, replace(prepared, folder="old"))]
+    for run in runs[1:]:
+        for key in ("status", "rotation", "scale", "matches", "inlier_fraction", "samples", "fit"):
+            assert run.stats[key] == runs[0].stats[key], key
+        np.testing.assert_array_equal(run.samples.points, runs[0].samples.points)
+        for k, v in run.field.state_dict().items():
+            assert torch.equal(v, runs[0].field.state_dict()[k]), k
+    # the preparation is what the alignment used: an index over other samples than the ones given is refused
+    other = replace(prepared, samples=prepared.samples.with_vectors(prepared.samples.vectors * 2))
+    with pytest.raises(ValueError, match="match index"):
+        fit_view_motion(w, view, request, prepared=other)
