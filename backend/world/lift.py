@@ -52,21 +52,20 @@ class LiftConfig:
     sky_depth: float = 50_000.0  # metres; the far layer (module docstring)
 
 
-def depth_edges(depth: np.ndarray, threshold: float) -> np.ndarray:
-    """(H, W) bool: pixels where |log z| changes by more than ``threshold`` to a 4-neighbour."""
-    logz = np.log(np.maximum(depth, 1e-6))
-    edge = np.zeros(depth.shape, bool)
-    dx = np.abs(np.diff(logz, axis=1)) > threshold
-    dy = np.abs(np.diff(logz, axis=0)) > threshold
+def depth_edges(depth, threshold: float):
+    """(H, W) bool: pixels where |log z| changes by more than ``threshold`` to a 4-neighbour (numpy in, numpy out;
+    a torch tensor in, a tensor on its device out)."""
+    if not isinstance(depth, torch.Tensor):
+        return depth_edges(torch.as_tensor(np.asarray(depth, np.float64)), threshold).numpy()
+    logz = torch.log(depth.clamp_min(1e-6))
+    edge = torch.zeros(depth.shape, dtype=torch.bool, device=depth.device)
+    dx = (logz[:, 1:] - logz[:, :-1]).abs() > threshold
+    dy = (logz[1:, :] - logz[:-1, :]).abs() > threshold
     edge[:, 1:] |= dx
     edge[:, :-1] |= dx
     edge[1:, :] |= dy
     edge[:-1, :] |= dy
     return edge
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
 
 
 def sky_z(K: np.ndarray, height: int, width: int, sky_depth: float) -> np.ndarray:
@@ -112,13 +111,7 @@ def lift_image(image: np.ndarray, depth: np.ndarray, camera: Camera, sky: np.nda
         return _empty()
 
     return _lift_torch(image, depth, sky, water, select, K, np.asarray(camera.world_to_cam, np.float64), step,
-                       config, _lift_device(device))
-
-
-def _lift_device(device) -> torch.device:
-    if device is None:
-        return torch.device("cpu")
-    return torch.device(device)
+                       config, torch.device(device if device is not None else "cpu"))
 
 
 def _cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -189,15 +182,7 @@ def _lift_torch(image, depth, sky, water, select, K, world_to_cam, step, config,
     cos = (normal * view).sum(-1)
     normal = torch.where(cos[..., None] > 0, -normal, normal)  # face the camera
     stretch = 1.0 / cos.abs().clamp_min(1e-6)
-    logz = torch.log(depth_t.clamp_min(1e-6))
-    edge = torch.zeros_like(select_t)
-    dx = (logz[:, 1:] - logz[:, :-1]).abs() > config.edge_threshold
-    dy = (logz[1:, :] - logz[:-1, :]).abs() > config.edge_threshold
-    edge[:, 1:] |= dx
-    edge[:, :-1] |= dx
-    edge[1:, :] |= dy
-    edge[:-1, :] |= dy
-    facing = sky_t | edge | (stretch > config.max_stretch)
+    facing = sky_t | depth_edges(depth_t, config.edge_threshold) | (stretch > config.max_stretch)
     # from here on only the selected pixels
     idx = torch.nonzero(select_t.reshape(-1)).squeeze(1)
     normal, view, stretch, facing = (a.reshape(h * w, -1)[idx] for a in (normal, view, stretch[..., None],
