@@ -49,21 +49,15 @@ def fit_scale_shift(x: np.ndarray, y: np.ndarray, iterations: int = 10) -> tuple
     y = np.asarray(y, np.float64)
     if x.size < 2 or np.ptp(x) <= 1e-12:
         raise InvalidInput("depth alignment: the overlap has too few distinct depths to fit scale and shift")
-    w = None
+    w = np.ones_like(x)
     a = b = 0.0
-    for _ in range(iterations):
-        if w is None:
-            xm, ym = float(x.mean()), float(y.mean())
-            dx = x - xm
-            a_new = float(dx @ (y - ym)) / max(float(dx @ dx), 1e-300)
-        else:
-            sw = float(w.sum())
-            xm, ym = float(w @ x) / sw, float(w @ y) / sw
-            dx = x - xm
-            wdx = w * dx
-            a_new = float(wdx @ (y - ym)) / max(float(wdx @ dx), 1e-300)
+    for i in range(iterations):
+        xm, ym = float(w @ x) / float(w.sum()), float(w @ y) / float(w.sum())
+        dx = x - xm
+        wdx = w * dx
+        a_new = float(wdx @ (y - ym)) / max(float(wdx @ dx), 1e-300)
         b_new = ym - a_new * xm
-        done = w is not None and abs(a_new - a) <= 1e-12 * abs(a_new) and abs(b_new - b) <= 1e-12 * (abs(b_new) + abs(a_new))
+        done = i > 0 and abs(a_new - a) <= 1e-12 * abs(a_new) and abs(b_new - b) <= 1e-12 * (abs(b_new) + abs(a_new))
         a, b = a_new, b_new
         if done:
             break

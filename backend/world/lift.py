@@ -149,7 +149,7 @@ def matrix_to_quat(m: torch.Tensor) -> torch.Tensor:
     for i in range(3):
         j, k = (i + 1) % 3, (i + 2) % 3
         sel = choice == i
-        q = torch.stack([torch.zeros_like(tr)] * 4, -1)
+        q = torch.empty_like(xyzw)
         q[:, i] = 1 - tr + 2 * m[:, i, i]
         q[:, j] = m[:, j, i] + m[:, i, j]
         q[:, k] = m[:, k, i] + m[:, i, k]
