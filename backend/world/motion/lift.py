@@ -61,8 +61,26 @@ class SceneFlow:
 
     @staticmethod
     def load(path) -> SceneFlow:
-        with np.load(path) as z:
-            return SceneFlow(z["points"], z["vectors"], z["material"], z["view"])
+        """Read a file ``save`` wrote; a damaged or foreign file is refused with what to do (never unpickled)."""
+        names = ("points", "vectors", "material", "view")
+        flow = None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                missing = [n for n in names if n not in z.files]
+                if not missing:
+                    flow = SceneFlow(*(z[n] for n in names))
+        except (OSError, ValueError, EOFError):
+            reason = "not a readable .npz archive"
+        else:
+            if missing:
+                reason = f"no {', '.join(missing)} array"
+            elif flow.points.ndim == 2 and flow.points.shape[1:] == (3,) and flow.vectors.shape == flow.points.shape \
+                    and flow.material.shape == flow.view.shape == (len(flow.points),):
+                return flow
+            else:
+                reason = "arrays of mismatched shapes"
+        raise InvalidInput(f"the motion samples file {path} is damaged or not one LivingWorld wrote ({reason}): undo "
+                           "the world's last motion step, or run a motion update on a view again")
 
 
 def unproject(pixels: np.ndarray, depth: np.ndarray, camera: Camera) -> np.ndarray:

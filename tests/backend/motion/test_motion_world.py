@@ -258,3 +258,29 @@ def test_samples_prepared_ahead_give_the_same_alignment_and_field(tmp_path):
     other = replace(prepared, samples=prepared.samples.with_vectors(prepared.samples.vectors * 2))
     with pytest.raises(ValueError, match="match index"):
         fit_view_motion(w, view, request, prepared=other)
+
+
+def test_a_damaged_samples_file_stops_an_expansion_clearly_and_loses_nothing(tmp_path):
+    from backend.errors import InvalidInput
+    from backend.world.motion.lift import SceneFlow
+    from backend.world.motion.pipeline import SAMPLES_FILE, MotionUpdate, latest_motion_step, update_motion
+    from backend.world.pipeline import expand_world, turned_camera
+
+    w = _world_from_photo(tmp_path)
+    w = update_motion(w.root, MotionUpdate(field=FieldSize(levels=4, table_log2=12, steps=20, update_steps=10),
+                                           device="cpu"))
+    samples = w.root / latest_motion_step(w).folder / SAMPLES_FILE
+    good = SceneFlow.load(samples)
+    samples.write_bytes(b"not an archive")
+    before = (w.root / "world.json").read_text()
+    steps = sorted(p.name for p in (w.root / "steps").iterdir())
+    with pytest.raises(InvalidInput, match="damaged or not one LivingWorld wrote .not a readable .npz archive.: undo"):
+        expand_world(w.root, turned_camera(w.steps[0].opencv_camera(), 40))
+    assert (w.root / "world.json").read_text() == before
+    assert sorted(p.name for p in (w.root / "steps").iterdir()) == steps
+    for arrays, reason in (({"points": good.points}, "no vectors, material, view array"),
+                           ({"points": good.points, "vectors": good.vectors[:5], "material": good.material,
+                             "view": good.view}, "mismatched shapes")):
+        np.savez(tmp_path / "bad.npz", **arrays)
+        with pytest.raises(InvalidInput, match=reason):
+            SceneFlow.load(tmp_path / "bad.npz")
