@@ -106,8 +106,10 @@ def providers(models, load: bool) -> dict:
 
 
 def _accel(setting: str, cuda: bool) -> str:
-    mode = ("graphs" if cuda else "off") if setting == "auto" else setting
-    return {"graphs": "replayed from CUDA graphs", "inductor": "torch.compile'd with CUDA graphs (compiles on first "
+    mode = setting if cuda or setting == "off" else "off"
+    return {"auto": "replayed from CUDA graphs at once, then torch.compile'd in the background (a minute or two "
+                    "after the first expansion) and replayed from CUDA graphs",
+            "graphs": "replayed from CUDA graphs", "inductor": "torch.compile'd with CUDA graphs (compiles on first "
             "use)", "off": "eager"}.get(mode, mode)
 
 

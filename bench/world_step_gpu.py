@@ -8,7 +8,9 @@ steps from turned cameras: render the world (gsplat), outpaint the missing regio
 fp16, classifier-free guidance, ``--steps`` denoising steps), depth of the new view and its alignment, new
 Gaussians, their brief refinement, the atomic write of the new version. The first expansion loads the pipeline
 and warms CUDA up (and captures / compiles the UNet, ``--accel``): the table reports it apart and gives the
-median of the rest, per stage too.
+median of the rest, per stage too. With ``--accel auto`` (the default) the first expansion also starts the
+background compile: the second expansion runs while it compiles (reported apart), then the script waits for the
+compile (its wall time is reported) and the median is of the expansions after it.
 
     python3 bench/world_step_gpu.py [--steps 30,50] [--turns 30,-30,45,-45,60] [--models /tmp/lw-full-models]
                                     [--accel auto|off|graphs|inductor] [--json out.json] [--dry]
@@ -77,15 +79,16 @@ def model_config(folders: dict, steps: int, accel: str, device: str) -> ModelCon
     return ModelConfig(**kw)
 
 
-def profile_expansion(root: Path, camera, dry: bool) -> None:
+def profile_expansion(root: Path, base, dry: bool) -> None:
     """One expansion under torch.profiler: prints the wall time, the summed GPU kernel time (how much of the wall
-    the GPU is busy), and the top operators by self CUDA time and by self CPU time."""
+    the GPU is busy), and the top operators by self CUDA time and by self CPU time; then one more under cProfile
+    (the host's time by Python function)."""
     from torch.profiler import ProfilerActivity, profile
 
     acts = [ProfilerActivity.CPU] + ([] if dry else [ProfilerActivity.CUDA])
     with profile(activities=acts) as prof:
         t = time.perf_counter()
-        expand_world(root, camera)
+        expand_world(root, turned_camera(base, 75.0))
         if not dry:
             torch.cuda.synchronize()
         wall = time.perf_counter() - t
@@ -96,12 +99,29 @@ def profile_expansion(root: Path, camera, dry: bool) -> None:
     if not dry:
         print(events.table(sort_by="self_cuda_time_total", row_limit=20, max_name_column_width=60))
     print(events.table(sort_by="self_cpu_time_total", row_limit=20, max_name_column_width=60))
+    import cProfile
+    import io
+    import pstats
+
+    prof = cProfile.Profile()  # one more expansion: where the host's time goes, by Python function
+    prof.enable()
+    t = time.perf_counter()
+    expand_world(root, turned_camera(base, 90.0))
+    if not dry:
+        torch.cuda.synchronize()
+    prof.disable()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(40)
+    print(f"\nhost profile of one expansion (cProfile, wall {time.perf_counter() - t:.3f} s):")
+    print(out.getvalue())
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", default="30,50", help="denoising steps to time, comma-separated")
-    ap.add_argument("--turns", default="30,-30,45,-45,60", help="yaw of each expansion (degrees); the first warms up")
+    ap.add_argument("--turns", default="30,-30,45,-45,60,-60",
+                    help="yaw of each expansion (degrees); the first warms up (with auto, the second runs while "
+                         "the UNet compiles)")
     ap.add_argument("--models", default="/tmp/lw-full-models")
     ap.add_argument("--resolution", type=int, default=512)
     ap.add_argument("--accel", default="auto", help="outpaint UNet: auto | off | graphs | inductor")
@@ -129,8 +149,19 @@ def main() -> None:
             world = new_world(SAMPLE_PATH, tmp / "w", config=cfg)
             t_new = time.perf_counter() - t
             base = world.current.opencv_camera()
-            times, stage_rows = [], []
-            for deg in (float(d) for d in args.turns.split(",")):
+            times, stage_rows, kernels = [], [], []
+            from backend.world import pipeline
+
+            compile_wait = None
+            for k, deg in enumerate(float(d) for d in args.turns.split(",")):
+                outpainter = pipeline._outpaint(cfg.models)
+                if k == 2 and getattr(outpainter, "accel", "") == "auto" and hasattr(outpainter, "wait_compiled"):
+                    t = time.perf_counter()
+                    state = outpainter.wait_compiled(900)
+                    compile_wait = {"state": state, "waited_s": time.perf_counter() - t,
+                                    "compile_s": outpainter._compile.compile_s if outpainter._compile else 0.0}
+                    print(f"background compile: {state} in {compile_wait['compile_s']:.1f} s (waited "
+                          f"{compile_wait['waited_s']:.1f} s more)", flush=True)
                 if not args.dry:
                     torch.cuda.synchronize()
                 t = time.perf_counter()
@@ -139,30 +170,38 @@ def main() -> None:
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - t)
                 stage_rows.append(world.current.stats)
+                kernels.append(world.current.stats.get("outpaint_kernels", "?"))
                 print(f"expansion {deg:+.0f} deg: {times[-1]:.3f} s " + " ".join(
-                    f"{s[:-2]} {world.current.stats['timings'].get(s, 0.0):.3f}" for s in STAGES), flush=True)
+                    f"{s[:-2]} {world.current.stats['timings'].get(s, 0.0):.3f}" for s in STAGES)
+                    + f" [{kernels[-1]}]", flush=True)
             providers = world.current.providers
             if args.profile:
-                profile_expansion(tmp / "w", turned_camera(base, 20.0), args.dry)
+                profile_expansion(tmp / "w", base, args.dry)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        from backend.world import pipeline
-
         outpainter = pipeline._outpaint(cfg.models)
-        warm = times[1:]
+        first_warm = 2 if compile_wait is not None else 1
+        warm = times[first_warm:]
         row = {"steps": steps, "accel": getattr(outpainter, "accel", "off"), "new_world_s": t_new,
                "first_expansion_s": times[0], "setup_s": getattr(outpainter, "setup_s", 0.0),
+               "during_compile_s": times[1] if compile_wait is not None else None, "compile": compile_wait,
                "median_s": statistics.median(warm), "min_s": min(warm), "max_s": max(warm),
-               "stages": {s: statistics.median([st["timings"].get(s, 0.0) for st in stage_rows[1:]]) for s in STAGES},
-               "refine_l1": statistics.median([st.get("refine_l1", float("nan")) for st in stage_rows[1:]]),
+               "stages": {s: statistics.median([st["timings"].get(s, 0.0) for st in stage_rows[first_warm:]])
+                          for s in STAGES},
+               "refine_l1": statistics.median([st.get("refine_l1", float("nan")) for st in stage_rows[first_warm:]]),
                "missing": statistics.median([st["missing_fraction"] for st in stage_rows]),
-               "providers": providers, "all_s": times}
+               "providers": providers, "kernels": kernels, "all_s": times}
         rows.append(row)
         pipeline._outpaint.cache_clear()  # the next step count loads its own pipeline
         print(f"providers: {providers}")
     print("\n| diffusion steps | UNet | new world s | first expansion s (loads SD-2, capture/compile s) | "
           "expansion median s | min-max s | " + " | ".join(s[:-2] for s in STAGES) + " | refine L1 | missing |")
     print("|---" * (len(STAGES) + 8) + "|")
+    for r in rows:
+        if r["compile"] is not None:
+            print(f"(accel auto, {r['steps']} steps: expansion while the UNet compiles {r['during_compile_s']:.3f} s; "
+                  f"background compile {r['compile']['state']} in {r['compile']['compile_s']:.1f} s; the median is "
+                  f"of the expansions after it: {r['kernels'][-1]})")
     for r in rows:
         print(f"| {r['steps']} | {r['accel']} | {r['new_world_s']:.2f} | {r['first_expansion_s']:.2f} "
               f"({r['setup_s']:.1f}) | {r['median_s']:.3f} | {r['min_s']:.3f}-{r['max_s']:.3f} | "

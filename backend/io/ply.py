@@ -262,6 +262,28 @@ def write_ply(path: str | os.PathLike, gaussians: Gaussians) -> Path:
     return path
 
 
+def write_ply_records(path: str | os.PathLike, parts: list[np.ndarray]) -> Path:
+    """Write the 3DGS PLY whose vertices are the records of ``parts`` one after the other (each made by
+    ``gaussians_to_records``, one dtype), atomically, without joining them in memory: byte for byte what
+    ``write_ply`` writes for the concatenated Gaussians. A world step re-writes its old Gaussians' records as
+    they are and converts only the new ones."""
+    path = Path(path)
+    dtype = parts[0].dtype
+    if any(p.dtype != dtype for p in parts):
+        raise ValueError("write_ply_records: the parts' record layouts differ")
+    n = sum(len(p) for p in parts)
+    header = PlyData([PlyElement.describe(np.empty(0, dtype), "vertex")], byte_order="<",
+                     comments=[WRITER_COMMENT]).header
+    counted = header.replace("\nelement vertex 0\n", f"\nelement vertex {n}\n", 1)
+    if counted == header and n:
+        raise ValueError("write_ply_records: unexpected PLY header")
+    with atomic_file(path) as f:
+        f.write(counted.encode("ascii") + b"\n")
+        for p in parts:
+            f.write(np.ascontiguousarray(p).data)
+    return path
+
+
 def set_sh_degree(gaussians: Gaussians, degree: int) -> Gaussians:
     """Same Gaussians with SH degree ``degree``: higher bands dropped, or added as zeros."""
     if not 0 <= degree <= 3:

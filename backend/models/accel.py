@@ -1,5 +1,6 @@
 """Running a model's forward pass without Python launch overhead on CUDA: one CUDA graph per input shape, or
-``torch.compile`` (inductor kernels replayed as CUDA graphs).
+``torch.compile`` (inductor kernels replayed as CUDA graphs), or both: the graphs at once and the compiled kernels
+once a background thread has compiled them ("auto").
 
 A diffusion UNet launches ~1,500 small kernels per call; eager PyTorch spends more time queueing them than the
 GPU spends running them at 512 px. ``GraphedForward`` captures the unchanged module once per input shape and
@@ -7,13 +8,22 @@ replays the graph: the same kernels, so the same numbers as eager, at the GPU's 
 ``torch.compile(mode="reduce-overhead")`` (fused kernels, CUDA-graph replay) behind the same call, at the price of
 a compile on the first call of each shape (reported by the bench as the first-call cost).
 
-Both keep the module's signature: they replace ``module.forward`` on the instance, so ``module.config``,
+``BackgroundCompile`` is the "auto" mode: a compile takes a minute or two, longer than a user waits for an
+expansion, so the first calls run the eager kernels from CUDA graphs while a daemon thread compiles each wrapped
+forward (``torch.compile``, inductor's default mode: no CUDA graphs of its own) on example inputs of the shapes
+the first call used, checks the compiled output against the eager one on them, and hands it over. The calling
+thread adopts it at its next call (``poll``): the UNet's graphs are captured again around the compiled forward,
+under ``fail_on_recompile`` (a shape the compile did not see never compiles inside a job: it stays eager, with a
+warning). Nothing of the compile runs in the calling thread.
+
+All keep the module's signature: they replace ``module.forward`` on the instance, so ``module.config``,
 ``module.dtype`` and hooks-free callers (a diffusers pipeline) see the same object. Calls with shapes or
 arguments they were not built for run eagerly.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -21,8 +31,8 @@ from typing import Any, Literal
 
 import torch
 
-Mode = Literal["off", "graphs", "inductor"]
-MODES = ("off", "graphs", "inductor")
+Mode = Literal["auto", "off", "graphs", "inductor"]
+MODES = ("auto", "off", "graphs", "inductor")
 
 
 def _timestep_on(device: torch.device, timestep, dtype: torch.dtype) -> torch.Tensor:
@@ -45,6 +55,8 @@ class GraphedForward:
     def __init__(self, module: torch.nn.Module, warmup: int = 2):
         self.module = module
         self.eager = module.forward
+        self.fn = self.eager  # what the graphs capture: the eager forward, or a compiled one (``adopt``)
+        self.example: tuple | None = None  # the first captured call's inputs, as ``spec``s
         self.warmup = warmup
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor, torch.Tensor, Any]] = {}
         self.capture_s = 0.0
@@ -59,11 +71,11 @@ class GraphedForward:
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.no_grad(), torch.cuda.stream(side):
             for _ in range(self.warmup):  # lazy initialisation (cuDNN plans, workspaces) stays out of the graph
-                self.eager(s_sample, s_t, encoder_hidden_states=s_cond, return_dict=False)
+                self.fn(s_sample, s_t, encoder_hidden_states=s_cond, return_dict=False)
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.no_grad(), torch.cuda.graph(graph):
-            out = self.eager(s_sample, s_t, encoder_hidden_states=s_cond, return_dict=False)[0]
+            out = self.fn(s_sample, s_t, encoder_hidden_states=s_cond, return_dict=False)[0]
         torch.cuda.synchronize(device)
         self.capture_s += time.perf_counter() - start
         return graph, s_sample, s_t, s_cond, out
@@ -77,6 +89,17 @@ class GraphedForward:
         key = (tuple(sample.shape), sample.dtype, tuple(encoder_hidden_states.shape), encoder_hidden_states.dtype,
                t_dtype)
         t = _timestep_on(sample.device, timestep, t_dtype)
+        if self.example is None:
+            self.example = (spec(sample), spec(t), spec(encoder_hidden_states))
+        if key not in self.graphs and self.fn is not self.eager:
+            try:  # the compiled forward, captured: its kernels are built (``BackgroundCompile``), never here
+                with torch.compiler.set_stance("fail_on_recompile"):
+                    self.graphs[key] = self._capture(sample, t, encoder_hidden_states)
+            except Exception as exc:  # noqa: BLE001 - a shape the compile did not see: the eager kernels
+                warnings.warn(f"the compiled {type(self.module).__name__} cannot run this call "
+                              f"({type(exc).__name__}); replaying the eager kernels", RuntimeWarning, stacklevel=2)
+                torch.cuda.synchronize(sample.device)
+                self.fn = self.eager
         if key not in self.graphs:
             try:
                 self.graphs[key] = self._capture(sample, t, encoder_hidden_states)
@@ -96,6 +119,136 @@ class GraphedForward:
         if return_dict:
             return _output_like(self.module, result)
         return (result,)
+
+
+    def adopt(self, fn: Callable) -> None:
+        """Capture ``fn`` (a compiled forward, same signature) from the next call on instead of the eager one."""
+        self.fn = fn
+        self.graphs.clear()
+
+    def example_call(self) -> tuple[tuple, dict]:
+        """(args, kwargs) like the first captured call, with fresh values (``BackgroundCompile``)."""
+        sample, t, cond = (make(s) for s in self.example)
+        return (sample, t), {"encoder_hidden_states": cond, "return_dict": False}
+
+
+def spec(x: torch.Tensor) -> tuple:
+    """What ``make`` needs to build a tensor like ``x``: shape, strides, dtype, device."""
+    return tuple(x.shape), tuple(x.stride()), x.dtype, x.device
+
+
+def make(s: tuple) -> torch.Tensor:
+    """A tensor of ``spec`` ``s`` holding standard-normal values (integers: 500, a mid-schedule timestep)."""
+    shape, stride, dtype, device = s
+    x = torch.empty_strided(shape, stride, dtype=dtype, device=device)
+    return x.normal_() if dtype.is_floating_point else x.fill_(500)
+
+
+class SwappingForward:
+    """``module.forward`` that runs eagerly until ``adopt`` gives it a compiled forward (the VAE's encoder and
+    decoder: one tensor in, one out, big kernels: no graphs needed). Records its first call's input (``example``)."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.module = module
+        self.eager = module.forward
+        self.fn = self.eager
+        self.example: tuple | None = None
+        self.failed: str | None = None
+
+    def __call__(self, sample, *args, **kwargs):
+        if torch.is_grad_enabled() or args or any(v is not None for v in kwargs.values()):
+            return self.eager(sample, *args, **kwargs)
+        if self.example is None:
+            self.example = (spec(sample),)
+        if self.fn is self.eager:
+            return self.eager(sample)
+        try:
+            with torch.compiler.set_stance("fail_on_recompile"):
+                return self.fn(sample)
+        except Exception as exc:  # noqa: BLE001 - an input the compile did not see: eager from now on
+            self.failed = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            warnings.warn(f"the compiled {type(self.module).__name__} cannot run this call ({self.failed}); "
+                          "running it eagerly", RuntimeWarning, stacklevel=2)
+            self.fn = self.eager
+            return self.eager(sample)
+
+    def adopt(self, fn: Callable) -> None:
+        self.fn = fn
+
+    def example_call(self) -> tuple[tuple, dict]:
+        return (make(self.example[0]),), {}
+
+
+class BackgroundCompile:
+    """Compiles the wrappers' eager forwards (``GraphedForward`` / ``SwappingForward``, each once called, so its
+    ``example`` is known) with ``torch.compile`` in one daemon thread, one after the other; each compiled forward
+    is run twice on a fresh example and compared with the eager forward on it (mean |difference| under 1 % of
+    the mean |output|, all finite) before ``poll`` may hand it over. ``state``: "compiling", "ready" (done,
+    not yet adopted), "adopted" or "failed: why"; ``compile_s`` the compile's wall time."""
+
+    TOLERANCE = 0.01
+
+    def __init__(self, wrappers: list, backend: str = "inductor"):
+        self.wrappers = list(wrappers)
+        self.backend = backend  # torch.compile's backend ("eager" traces only: the tests' quick compile)
+        self.compiled: list[Callable | None] = [None] * len(self.wrappers)
+        self.state = "compiling"
+        self.compile_s = 0.0
+        self.errors: list[str] = []
+        self._adopted = False
+        self.thread = threading.Thread(target=self._run, name="lw-compile", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        start = time.perf_counter()
+        for i, w in enumerate(self.wrappers):
+            try:
+                fn = torch.compile(w.eager, backend=self.backend, dynamic=False)
+                with torch.no_grad():
+                    args, kwargs = w.example_call()
+                    fn(*args, **kwargs)  # compiles
+                    got = _first_tensor(fn(*args, **kwargs))
+                    want = _first_tensor(w.eager(*args, **kwargs))
+                    if got.is_cuda:
+                        torch.cuda.synchronize(got.device)
+                diff = float((got.float() - want.float()).abs().mean())
+                scale = float(want.float().abs().mean())
+                if not bool(torch.isfinite(got).all()) or diff > self.TOLERANCE * max(scale, 1e-6):
+                    raise RuntimeError(f"compiled output differs from eager: mean |diff| {diff:.3g} against mean "
+                                       f"|output| {scale:.3g}")
+                self.compiled[i] = fn
+            except Exception as exc:  # noqa: BLE001 - reported; that module stays eager
+                self.errors.append(f"{type(w.module).__name__}: {type(exc).__name__}: "
+                                   f"{str(exc).splitlines()[0] if str(exc) else ''}")
+        self.compile_s = time.perf_counter() - start
+        self.state = "ready" if not self.errors else f"failed: {'; '.join(self.errors)}"
+
+    def poll(self) -> str:
+        """In the calling thread, between calls: once the compile has ended, hand each compiled forward that
+        passed its check to its wrapper (those that failed stay as they were; ``state`` says why)."""
+        if self.thread.is_alive() or self._adopted:
+            return self.state
+        for w, fn in zip(self.wrappers, self.compiled):
+            if fn is not None:
+                w.adopt(fn)
+        self._adopted = True
+        if self.state == "ready":
+            self.state = "adopted"
+        return self.state
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until the compile ends (benchmarks; a job never waits for it)."""
+        self.thread.join(timeout)
+        return self.state
+
+
+def _first_tensor(value) -> torch.Tensor:
+    """The first tensor of a forward's output (a tensor, a tuple or a diffusers output)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (tuple, list)):
+        return _first_tensor(value[0])
+    return _first_tensor(next(iter(value.values())))
 
 
 def _output_like(module: torch.nn.Module, sample: torch.Tensor):
@@ -169,12 +322,15 @@ def _clone_tensors(value):
 
 
 def install(module: torch.nn.Module, mode: Mode, *, timestep_arg: bool = True) -> Callable | None:
-    """Replace ``module.forward`` on the instance per ``mode`` ("off": nothing). Returns the wrapper (its
-    ``capture_s`` / ``compile_s`` say what the set-up cost) or None. ``timestep_arg``: the second positional
+    """Replace ``module.forward`` on the instance per ``mode`` ("off": nothing; "auto": the wrapper that a
+    ``BackgroundCompile`` can hand a compiled forward to). Returns the wrapper (its ``capture_s`` / ``compile_s``
+    say what the set-up cost) or None. ``timestep_arg``: the second positional
     argument is a diffusion timestep (the UNet); False for modules that take one tensor (VAE parts)."""
     if mode == "off":
         return None
-    if mode == "graphs":
+    if mode == "auto":  # graphs for the UNet, eager VAE parts; both take compiled forwards later
+        wrapper = GraphedForward(module) if timestep_arg else SwappingForward(module)
+    elif mode == "graphs":
         if not timestep_arg:
             raise ValueError("GraphedForward is built for the UNet's (sample, timestep, conditioning) call")
         wrapper: Any = GraphedForward(module)

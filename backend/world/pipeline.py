@@ -44,7 +44,7 @@ from ..errors import InvalidInput
 from ..gaussians import Gaussians
 from ..io.images import check_image_header
 from ..io.outputs import check_output
-from ..io.ply import read_ply, write_ply
+from ..io.ply import gaussians_to_records, read_ply, write_ply_records
 from ..jobs import PathPolicy
 from ..models.config import ModelConfig, make_depth, make_outpaint, make_segmentation
 from ..models.depth import DepthMapFile, LandscapeDepth, LandscapeGeometry
@@ -270,13 +270,16 @@ def new_world(image_path: str | Path, out_dir: str | Path, depth_path: str | Pat
     color, alpha, _ = _render_reporting(gaussians, camera, progress, 0.7, "rendering the preview")
     timings["render_s"] = time.perf_counter() - t
 
+    records: list = []
+
     def write_files(folder: Path) -> dict:
         t = time.perf_counter()
         _write_png(folder / "image.png", image)
         cv2.imwrite(str(folder / "mask.png"), np.full((h, w), 255, np.uint8))
         np.save(folder / "depth.npy", depth)
         cv2.imwrite(str(folder / "regions.png"), _region_labels(regions.sky, regions.water))
-        write_ply(folder / "gaussians.ply", gaussians)
+        records.append(gaussians_to_records(gaussians))
+        write_ply_records(folder / "gaussians.ply", records)
         _write_png(folder / "preview.png", color)
         return {"timings": {**timings, "write_s": time.perf_counter() - t, "total_s": time.perf_counter() - t0}}
 
@@ -290,8 +293,10 @@ def new_world(image_path: str | Path, out_dir: str | Path, depth_path: str | Pat
                "alpha_min": float(alpha.min()), "depth_fit_median_rel_error": fit_residual,
                "source_image": str(Path(image_path).resolve()), "horizon_row": estimate_horizon(regions.sky)})
     progress(0.9, "writing the world")
-    return store.commit_step(out_dir, None, step, write_files, world_id=out_dir.name or secrets.token_hex(4),
-                             settings={"config": config.to_json()})
+    world = store.commit_step(out_dir, None, step, write_files, world_id=out_dir.name or secrets.token_hex(4),
+                              settings={"config": config.to_json()})
+    _remember(world.file("gaussians.ply"), gaussians, records)
+    return world
 
 
 def camera_from_blender(spec: dict | BlenderCameraSpec, world: store.World) -> Camera:
@@ -327,7 +332,7 @@ def lift_selected(image: np.ndarray, depth: np.ndarray, camera: Camera, sky: np.
                       config=config, device=device)
 
 
-_last_read: dict[str, tuple[tuple[int, int], Gaussians]] = {}
+_last_read: dict[str, tuple[tuple[int, int], Gaussians, list | None]] = {}
 _executor: concurrent.futures.ThreadPoolExecutor | None = None
 
 
@@ -364,11 +369,12 @@ def _encode_step_files(image, missing, depth, sky, water) -> dict[str, bytes]:
             "regions.png": _png(_region_labels(sky, water))}
 
 
-def _remember(path: Path, gaussians: Gaussians) -> None:
-    """What ``_read_gaussians(path)`` would read, for the next expansion (the file was just written from it)."""
+def _remember(path: Path, gaussians: Gaussians, records: list | None = None) -> None:
+    """What ``_read_gaussians(path)`` would read, for the next expansion (the file was just written from it), and
+    the PLY records it was written from (``_records_of``)."""
     st = path.stat()
     _last_read.clear()
-    _last_read[str(path)] = ((st.st_size, st.st_mtime_ns), gaussians)
+    _last_read[str(path)] = ((st.st_size, st.st_mtime_ns), gaussians, records)
 
 
 def _read_gaussians(path: Path) -> Gaussians:
@@ -381,8 +387,28 @@ def _read_gaussians(path: Path) -> Gaussians:
         return hit[1]
     g = read_ply(path)
     _last_read.clear()
-    _last_read[str(path)] = (key, g)
+    _last_read[str(path)] = (key, g, None)
     return g
+
+
+def _records_of(gaussians: Gaussians) -> list | None:
+    """The PLY record parts ``gaussians`` (the cached step's object itself) were written from, if kept."""
+    for _, cached, records in _last_read.values():
+        if cached is gaussians:
+            return records
+    return None
+
+
+def _write_world_ply(path: Path, old: Gaussians, new: Gaussians, merged: Gaussians) -> list:
+    """Write ``merged`` (= old + new) as ``path``: the old part's records as the last write left them and only
+    the new Gaussians converted, when they share a layout (else all converted). Returns the record parts."""
+    old_parts, new_records = _records_of(old), gaussians_to_records(new)
+    if old_parts and old_parts[0].dtype == new_records.dtype and sum(len(p) for p in old_parts) == len(old):
+        parts = [*old_parts, new_records]
+    else:
+        parts = [gaussians_to_records(merged)]
+    write_ply_records(path, parts)
+    return parts
 
 
 def _png(rgb_or_labels: np.ndarray) -> bytes:
@@ -396,13 +422,18 @@ def _png(rgb_or_labels: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def refine(old: Gaussians, new: Gaussians, camera: Camera, target: np.ndarray, cfg: ExpandConfig) -> tuple[Gaussians, float]:
+def refine(old: Gaussians, new: Gaussians, camera: Camera, target: np.ndarray, cfg: ExpandConfig,
+           graphed: bool | None = None) -> tuple[Gaussians, float]:
     """Adam on the new Gaussians' SH DC and opacity logits, minimising mean |render - target| at
     ``cfg.refine_size`` px (old Gaussians frozen; the view's projection and tile lists are made once,
     ``FixedGeometry``, since no Gaussian moves). The step size
     decays from ``refine_lr`` to ``refine_lr_end`` on a cosine, lr_i = e + (l - e)(1 + cos(pi i / (S - 1))) / 2:
     50 such steps end within 5 % of the L1 of 100 constant steps of 0.02 (docs/bench/world.md). Returns (new,
-    final L1). Runs on CUDA (gsplat) when available; ``None`` settings pick the device's defaults (``ExpandConfig``)."""
+    final L1). Runs on CUDA (gsplat) when available; ``None`` settings pick the device's defaults (``ExpandConfig``).
+
+    On CUDA (``graphed`` None or True) the whole step (render, loss, backward, Adam) is captured once as a CUDA
+    graph after ``REFINE_WARMUP`` eager steps and replayed for the rest (``_adam_graphed``): the same arithmetic
+    without ~40 kernel launches of host time per step."""
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -424,22 +455,85 @@ def refine(old: Gaussians, new: Gaussians, camera: Camera, target: np.ndarray, c
     with torch.no_grad():
         frozen_rgb = sh_to_color(degree, frozen.means - campos, frozen.sh)
         frozen_alpha = frozen.opacity_logits.sigmoid()
+        dirs = moving.means - campos
     dc = moving.sh.clone().requires_grad_(True)
     op = moving.opacity_logits.clone().requires_grad_(True)
-    optim = torch.optim.Adam([dc, op], lr=cfg.refine_lr)
     lr_end = cfg.refine_lr if cfg.refine_lr_end is None else cfg.refine_lr_end
-    loss = torch.tensor(float("nan"))
-    for i in range(steps):
-        optim.param_groups[0]["lr"] = lr_end + 0.5 * (cfg.refine_lr - lr_end) * (1 + math.cos(math.pi * i / max(steps - 1, 1)))
-        color, _ = geometry.render(torch.cat([frozen_rgb, sh_to_color(degree, moving.means - campos, dc)]),
+    lrs = [lr_end + 0.5 * (cfg.refine_lr - lr_end) * (1 + math.cos(math.pi * i / max(steps - 1, 1)))
+           for i in range(steps)]
+
+    def l1() -> torch.Tensor:
+        color, _ = geometry.render(torch.cat([frozen_rgb, sh_to_color(degree, dirs, dc)]),
                                    torch.cat([frozen_alpha, op.sigmoid()]))
-        loss = (color - tgt).abs().mean()
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
+        return (color - tgt).abs().mean()
+
+    if device == "cuda" and graphed is not False:
+        loss = _adam_graphed(l1, [dc, op], lrs)
+    else:
+        optim = torch.optim.Adam([dc, op], lr=cfg.refine_lr)
+        for lr in lrs:
+            optim.param_groups[0]["lr"] = lr
+            loss = l1()
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
     refined = new.with_(sh=dc.detach().cpu().numpy().astype(np.float32),
                         opacity_logits=op.detach().cpu().numpy().astype(np.float32))
     return refined, float(loss.detach())
+
+
+REFINE_WARMUP = 3  # eager steps before the capture (Adam's state and the kernels' lazy set-up stay out of it)
+
+
+def _adam_graphed(loss_of, params: list, lrs: list[float]):
+    """Adam steps on ``params`` (CUDA tensors) minimising ``loss_of()``, step i with step size ``lrs[i]``: the
+    first ``REFINE_WARMUP`` run eagerly on a side stream, then one step (forward, backward, ``Adam(capturable=True)``
+    with the step size in a device tensor) is captured as a CUDA graph and replayed for each step left. Returns the
+    last step's loss (a tensor). If the capture fails the remaining steps run eagerly, with one warning."""
+    import torch
+
+    dev = params[0].device
+    lr = torch.tensor(lrs[0], dtype=torch.float32, device=dev)
+    optim = torch.optim.Adam(params, lr=lr, capturable=True)
+    loss = None
+
+    def step(i: int):
+        lr.fill_(lrs[i])
+        optim.zero_grad(set_to_none=True)
+        value = loss_of()
+        value.backward()
+        optim.step()
+        return value
+
+    main = torch.cuda.current_stream(dev)
+    side = torch.cuda.Stream(dev)
+    side.wait_stream(main)
+    with torch.cuda.stream(side):
+        for i in range(min(REFINE_WARMUP, len(lrs))):
+            loss = step(i)
+    main.wait_stream(side)
+    if len(lrs) <= REFINE_WARMUP:
+        return loss
+    graph = torch.cuda.CUDAGraph()
+    optim.zero_grad(set_to_none=True)  # the graph's backward allocates the gradients from its own pool
+    try:
+        with torch.cuda.graph(graph):
+            static_loss = loss_of()
+            static_loss.backward()
+            optim.step()
+    except RuntimeError as exc:  # something in the step cannot be captured: finish eagerly, correctly
+        import warnings
+
+        warnings.warn(f"CUDA graph capture of the refinement step failed, running it eagerly: {exc}",
+                      RuntimeWarning, stacklevel=3)
+        torch.cuda.synchronize(dev)
+        for i in range(REFINE_WARMUP, len(lrs)):
+            loss = step(i)
+        return loss
+    for i in range(REFINE_WARMUP, len(lrs)):
+        lr.fill_(lrs[i])
+        graph.replay()
+    return static_loss
 
 
 def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: dict | None = None,
@@ -539,6 +633,8 @@ def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: di
                             progress=lambda f, m: progress(0.86 + 0.05 * f, f"new view's motion: {m}"))
     timings["motion_s"] = time.perf_counter() - t
 
+    records: list = []
+
     def write_files(folder: Path) -> dict:
         t = time.perf_counter()
         files = encoded.result()
@@ -547,7 +643,7 @@ def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: di
         if fail_after_writing:
             raise RuntimeError("simulated crash while writing a world step")
         (folder / "regions.png").write_bytes(files["regions.png"])
-        write_ply(folder / "gaussians.ply", merged)
+        records.extend(_write_world_ply(folder / "gaussians.ply", old, new, merged))
         _write_png(folder / "preview.png", preview)
         if motion is not None:
             motion.write(folder)
@@ -563,10 +659,12 @@ def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: di
                "depth_fit": {"scale": fit.scale, "shift": fit.shift, "overlap_pixels": fit.count,
                              "median_rel_error": fit.median_rel_error},
                "seam": {"covered_pixels": int((missing & ~select).sum()), "under_soft_edges": int(under.sum())},
-               "refine_l1": refine_l1, **({"motion": motion.stats} if motion is not None else {})})
+               "refine_l1": refine_l1, **({"outpaint_kernels": outpainter.last_kernels}
+                                          if hasattr(outpainter, "last_kernels") else {}),
+               **({"motion": motion.stats} if motion is not None else {})})
     progress(0.92, "writing the world")
     committed = store.commit_step(world.root, world, step, write_files)
-    _remember(committed.file("gaussians.ply"), merged)
+    _remember(committed.file("gaussians.ply"), merged, records)
     return committed
 
 

@@ -12,7 +12,7 @@ from plyfile import PlyData
 from backend.errors import InvalidInput, NotFound
 from backend.gaussians import Gaussians
 from backend.io.decoded import decode_scale, write_decoded
-from backend.io.ply import MAX_LOG_SCALE, read_ply, set_sh_degree, write_ply
+from backend.io.ply import MAX_LOG_SCALE, gaussians_to_records, read_ply, set_sh_degree, write_ply, write_ply_records
 
 FIELDS = ("means", "quats", "log_scales", "opacity_logits", "sh")
 
@@ -22,6 +22,21 @@ def assert_same(a, b):
         x, y = getattr(a, f), getattr(b, f)
         assert x.dtype == np.float32 and x.flags.c_contiguous, f
         assert np.array_equal(x, y), f
+
+
+@pytest.mark.parametrize("degree", [0, 3])
+def test_records_written_in_parts_make_the_file_of_the_whole(tmp_path, make_gaussians, degree):
+    g = make_gaussians(50, degree, seed=7)
+    g = g.with_(extra={"region": np.arange(50, dtype=np.float32), "step": np.ones(50, np.float32)})
+    parts = [gaussians_to_records(g.subset(np.arange(a, b))) for a, b in ((0, 20), (20, 21), (21, 21), (21, 50))]
+    write_ply_records(tmp_path / "parts.ply", parts)
+    write_ply(tmp_path / "whole.ply", g)
+    assert (tmp_path / "parts.ply").read_bytes() == (tmp_path / "whole.ply").read_bytes()
+    assert_same(read_ply(tmp_path / "parts.ply"), g)
+    other = gaussians_to_records(make_gaussians(5, 1 if degree == 0 else 0, seed=1))
+    with pytest.raises(ValueError, match="layouts differ"):
+        write_ply_records(tmp_path / "bad.ply", [parts[0], other])
+    assert not (tmp_path / "bad.ply").exists()
 
 
 @pytest.mark.parametrize("degree", [0, 1, 2, 3])

@@ -58,6 +58,14 @@ def test_expansion_fills_the_hole_and_keeps_the_overlap(tmp_path, make_config, t
     radius = np.linalg.norm(g1.means[sky] - cam.center, axis=1) / LiftConfig().sky_depth
     assert radius.min() > 1 - 1e-4 and radius.max() < 1 + ExpandConfig().behind + 1e-4  # new sky under old soft
     assert np.mean(radius < 1 + 1e-4) > 0.95  # edges sits 1 % behind them; the rest is on the sphere
+    # the step's PLY re-used the old Gaussians' records from the last write (only the new ones converted): the file
+    # is the one write_ply makes of the whole world
+    from backend.io.ply import write_ply
+    from backend.world import pipeline
+
+    assert len(pipeline._records_of(pipeline._read_gaussians(w1.file("gaussians.ply")))) == 2
+    write_ply(tmp_path / "whole.ply", g1)
+    assert (tmp_path / "whole.ply").read_bytes() == w1.file("gaussians.ply").read_bytes()
 
 
 def test_robust_scale_shift_fit_ignores_outliers():
