@@ -39,32 +39,38 @@ def inverse_depth(pred: DepthPrediction) -> np.ndarray:
     return 1.0 / np.maximum(v, 1e-6) if pred.kind == "metric" else v
 
 
-def fit_scale_shift(x: np.ndarray, y: np.ndarray, iterations: int = 10) -> tuple[float, float]:
+def fit_scale_shift(x: np.ndarray, y: np.ndarray, iterations: int = 10,
+                    scale_sample: int = 32768) -> tuple[float, float]:
     """Robust (Huber IRLS) a, b with a x + b ~ y; x, y (M,) float. Raises ``InvalidInput`` when degenerate.
 
     Each weighted least-squares step is the closed form of the line fit (weighted means and covariance: the
     solution ``lstsq`` finds, in a few passes over the data); the iterations stop early once a and b no longer
-    move (relative change under 1e-12)."""
+    move (relative change under 1e-12). The residuals' scale (the MAD) is taken on an even stride of at most
+    ``scale_sample`` of them (a median of 150,000 values costs more than the rest of a step; its estimate moves
+    by about 1 % and the fit by far less). Sums are numpy's own, not BLAS dot products: on a busy machine a
+    threaded BLAS call on a vector costs 10-100x its arithmetic."""
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
     if x.size < 2 or np.ptp(x) <= 1e-12:
         raise InvalidInput("depth alignment: the overlap has too few distinct depths to fit scale and shift")
+    stride = max(1, -(-x.size // scale_sample))
     w = np.ones_like(x)
     a = b = 0.0
     for i in range(iterations):
-        xm, ym = float(w @ x) / float(w.sum()), float(w @ y) / float(w.sum())
+        sw = float(w.sum())
+        xm, ym = float((w * x).sum()) / sw, float((w * y).sum()) / sw
         dx = x - xm
         wdx = w * dx
-        a_new = float(wdx @ (y - ym)) / max(float(wdx @ dx), 1e-300)
+        a_new = float((wdx * (y - ym)).sum()) / max(float((wdx * dx).sum()), 1e-300)
         b_new = ym - a_new * xm
         done = i > 0 and abs(a_new - a) <= 1e-12 * abs(a_new) and abs(b_new - b) <= 1e-12 * (abs(b_new) + abs(a_new))
         a, b = a_new, b_new
         if done:
             break
         r = a * x + b - y
-        sigma = 1.4826 * np.median(np.abs(r - np.median(r))) + 1e-12
-        u = np.abs(r) * (1.0 / (HUBER_DELTA * sigma))
-        w = np.minimum(1.0, 1.0 / np.maximum(u, 1e-12))
+        rs = r[::stride]
+        sigma = 1.4826 * np.median(np.abs(rs - np.median(rs))) + 1e-12
+        w = np.minimum(1.0, (HUBER_DELTA * sigma) / np.maximum(np.abs(r), 1e-300))
     return float(a), float(b)
 
 
