@@ -137,8 +137,9 @@ class TransformersDepth:
     predicted_depth (1, h, w) at the processor's size is resized bicubically to (H, W). Relative models
     (``depth_estimation_type == "relative"``) give inverse depth up to scale and shift; metric ones metres.
     On CUDA the model runs in float16 (``half``, 4x fewer bytes and tensor-core matrix products; the ViT-L
-    backbone's attention through SDPA); a prediction with a non-finite value is recomputed in float32 and the
-    model stays in float32 from then on. ``dtype`` says which runs.
+    backbone's attention through SDPA), replayed from a CUDA graph per input shape (``accel.GraphedFunction``);
+    a prediction with a non-finite value is recomputed in float32 and the model stays in float32 from then on.
+    ``dtype`` says which runs.
     """
 
     def __init__(self, name_or_path: str, device: str = "auto", half: bool | None = None):
@@ -155,12 +156,16 @@ class TransformersDepth:
         self.model.to(self.dtype)
         kind = getattr(self.model.config, "depth_estimation_type", "relative")
         self.kind: DepthKind = "metric" if kind == "metric" else "inverse_relative"
+        from .accel import GraphedFunction
+
+        # on CUDA one graph per input shape replays the forward's ~600 kernel launches (the same kernels)
+        self._forward = GraphedFunction(lambda x: self.model(pixel_values=x).predicted_depth)
 
     def _predict(self, pixel_values, h: int, w: int):
         import torch
 
         with torch.no_grad():
-            pred = self.model(pixel_values=pixel_values.to(self.device, self.dtype)).predicted_depth
+            pred = self._forward(pixel_values.to(self.device, self.dtype))
             return torch.nn.functional.interpolate(pred[:, None].float(), size=(h, w), mode="bicubic",
                                                    align_corners=False)[0, 0]
 
@@ -178,6 +183,7 @@ class TransformersDepth:
                           stacklevel=2)
             self.dtype = torch.float32
             self.model.to(torch.float32)
+            self._forward.clear()  # the graphs read the float16 weights
             pred = self._predict(pixels, h, w)
         values = pred.cpu().numpy().astype(np.float32)
         if self.kind == "metric":

@@ -176,8 +176,25 @@ def _render(gaussians: Gaussians, camera: Camera):
 
     device = "cuda" if torch.cuda.is_available() else "cpu"  # gsplat on CUDA, the torch reference on CPU
     with torch.no_grad():
-        out = rasterize(gaussians.to_torch(device), camera, RasterConfig(tile_size=16 if device == "cuda" else 4))
+        out = rasterize(_on_device(gaussians, device), camera, RasterConfig(tile_size=16 if device == "cuda" else 4))
     return out.color.cpu().numpy(), out.alpha.cpu().numpy(), out.depth.cpu().numpy()
+
+
+_device_copies: list[tuple[Gaussians, Gaussians]] = []
+
+
+def _on_device(gaussians: Gaussians, device: str, build=None) -> Gaussians:
+    """``gaussians.to_torch(device)`` without extras, kept for the two latest objects: an expansion renders the
+    world, refines against it and renders world + new, and the next expansion starts from that same object
+    (``_read_gaussians``), so the world is uploaded once, not three times per step. ``build()`` makes the copy
+    when it is not kept (default ``to_torch``)."""
+    for src, copy in _device_copies:
+        if src is gaussians and copy.means.device.type == device.split(":")[0]:
+            return copy
+    copy = build() if build is not None else gaussians.with_(extra={}).to_torch(device)
+    _device_copies.append((gaussians, copy))
+    del _device_copies[:-2]
+    return copy
 
 
 def _render_reporting(gaussians: Gaussians, camera: Camera, progress, fraction: float, message: str):
@@ -445,9 +462,10 @@ def refine(old: Gaussians, new: Gaussians, camera: Camera, target: np.ndarray, c
     w, h = _working_size(camera.width, camera.height, size)
     cam = scale_camera(camera, w, h)
     tgt = torch.as_tensor(cv2.resize(target, (w, h), interpolation=cv2.INTER_AREA), device=device)
-    z = old.means @ np.asarray(camera.world_to_cam)[:3, :3].T[:, 2] + camera.world_to_cam[2, 3]
-    frozen = old.subset(z > camera.near).to_torch(device).with_(extra={})
-    moving = new.to_torch(device).with_(extra={})
+    old_t = _on_device(old, device)
+    row = torch.as_tensor(np.asarray(camera.world_to_cam)[2, :3], dtype=old_t.means.dtype, device=device)
+    frozen = old_t.subset(old_t.means @ row + float(camera.world_to_cam[2, 3]) > camera.near)
+    moving = new.with_(extra={}).to_torch(device)
     # geometry stays put: project and sort once, then each step only re-colours (FixedGeometry == rasterize)
     geometry = FixedGeometry(Gaussians.concatenate([frozen, moving]), cam)
     campos = torch.as_tensor(cam.center, dtype=moving.means.dtype, device=device)
@@ -503,7 +521,7 @@ def _adam_graphed(loss_of, params: list, lrs: list[float]):
         value = loss_of()
         value.backward()
         optim.step()
-        return value
+        return value.detach()  # no autograd graph outlives its step (its nodes would pin the warm-up's stream)
 
     main = torch.cuda.current_stream(dev)
     side = torch.cuda.Stream(dev)
@@ -511,29 +529,34 @@ def _adam_graphed(loss_of, params: list, lrs: list[float]):
     with torch.cuda.stream(side):
         for i in range(min(REFINE_WARMUP, len(lrs))):
             loss = step(i)
-    main.wait_stream(side)
-    if len(lrs) <= REFINE_WARMUP:
-        return loss
-    graph = torch.cuda.CUDAGraph()
-    optim.zero_grad(set_to_none=True)  # the graph's backward allocates the gradients from its own pool
-    try:
-        with torch.cuda.graph(graph):
-            static_loss = loss_of()
-            static_loss.backward()
-            optim.step()
-    except RuntimeError as exc:  # something in the step cannot be captured: finish eagerly, correctly
-        import warnings
+        if len(lrs) > REFINE_WARMUP:
+            # captured on the warm-up's stream with capture_begin / capture_end: ``torch.cuda.graph`` would first
+            # empty the allocator's cache (every later allocation of the expansion a fresh cudaMalloc)
+            graph = torch.cuda.CUDAGraph()
+            optim.zero_grad(set_to_none=True)  # the graph's backward allocates the gradients from its own pool
+            try:
+                graph.capture_begin()
+                try:
+                    static_loss = loss_of()
+                    static_loss.backward()
+                    optim.step()
+                finally:
+                    graph.capture_end()
+            except RuntimeError as exc:  # something in the step cannot be captured: finish eagerly, correctly
+                import warnings
 
-        warnings.warn(f"CUDA graph capture of the refinement step failed, running it eagerly: {exc}",
-                      RuntimeWarning, stacklevel=3)
-        torch.cuda.synchronize(dev)
-        for i in range(REFINE_WARMUP, len(lrs)):
-            loss = step(i)
-        return loss
-    for i in range(REFINE_WARMUP, len(lrs)):
-        lr.fill_(lrs[i])
-        graph.replay()
-    return static_loss
+                warnings.warn(f"CUDA graph capture of the refinement step failed, running it eagerly: {exc}",
+                              RuntimeWarning, stacklevel=3)
+                torch.cuda.synchronize(dev)
+                for i in range(REFINE_WARMUP, len(lrs)):
+                    loss = step(i)
+            else:
+                for i in range(REFINE_WARMUP, len(lrs)):
+                    lr.fill_(lrs[i])
+                    graph.replay()
+                loss = static_loss.detach()
+    main.wait_stream(side)
+    return loss
 
 
 def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: dict | None = None,
@@ -623,6 +646,9 @@ def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: di
     new, refine_l1 = refine(old, new, camera, image, ec)
     timings["refine_s"] = time.perf_counter() - t
     merged = Gaussians.concatenate([old, new])
+    dev = _render_device()
+    _on_device(merged, dev, build=lambda: Gaussians.concatenate([_on_device(old, dev),
+                                                                 new.with_(extra={}).to_torch(dev)]))
     t = time.perf_counter()
     preview, new_alpha, _ = _render_reporting(merged, camera, progress, 0.85, "rendering the preview")
     timings["preview_s"] = time.perf_counter() - t
