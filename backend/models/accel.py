@@ -74,7 +74,8 @@ class GraphedForward:
                 self.fn(s_sample, s_t, encoder_hidden_states=s_cond, return_dict=False)
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(graph):
+        # thread_local: the background compile's thread may use CUDA while this thread captures
+        with torch.no_grad(), torch.cuda.graph(graph, capture_error_mode="thread_local"):
             out = self.fn(s_sample, s_t, encoder_hidden_states=s_cond, return_dict=False)[0]
         torch.cuda.synchronize(device)
         self.capture_s += time.perf_counter() - start
@@ -160,7 +161,7 @@ class GraphedFunction:
                     for _ in range(self.warmup):
                         self.fn(static)
                     graph = torch.cuda.CUDAGraph()
-                    graph.capture_begin()
+                    graph.capture_begin(capture_error_mode="thread_local")
                     try:
                         out = self.fn(static)
                     finally:

@@ -535,7 +535,7 @@ def _adam_graphed(loss_of, params: list, lrs: list[float]):
             graph = torch.cuda.CUDAGraph()
             optim.zero_grad(set_to_none=True)  # the graph's backward allocates the gradients from its own pool
             try:
-                graph.capture_begin()
+                graph.capture_begin(capture_error_mode="thread_local")  # another thread may use CUDA meanwhile
                 try:
                     static_loss = loss_of()
                     static_loss.backward()

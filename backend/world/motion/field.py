@@ -234,7 +234,7 @@ class MotionField(nn.Module):
                 opt.step()
             if table_opt is not None:
                 table_opt.step()
-            return loss
+            return loss.detach()  # no autograd graph outlives its step (its nodes would pin the warm-up's stream)
 
         def draw() -> None:
             if bs < n:
@@ -252,15 +252,22 @@ class MotionField(nn.Module):
                     loss = step()
                     report(i + 1)
             if graphed and steps > eager:
-                torch.cuda.current_stream(dev).wait_stream(side)
                 graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, stream=side):  # the stream the warm-up ran on (autograd's streams match)
-                    loss = step()
-                for i in range(eager, steps):
-                    draw()
-                    graph.replay()
-                    report(i + 1)
+                # captured on the stream the warm-up ran on (autograd's streams match), with capture_begin / end:
+                # ``torch.cuda.graph`` would empty the allocator's cache first (later allocations cudaMalloc again)
+                with torch.cuda.stream(side):
+                    graph.capture_begin(capture_error_mode="thread_local")
+                    try:
+                        loss = step()
+                    finally:
+                        graph.capture_end()
+                    for i in range(eager, steps):
+                        draw()
+                        graph.replay()
+                        report(i + 1)
         finally:
+            if graphed:  # the caller's stream sees every step
+                torch.cuda.current_stream(dev).wait_stream(side)
             self.mlp.requires_grad_(True)
         return loss
 
