@@ -21,4 +21,4 @@ def test_graphed_depth_is_the_eager_depth(tmp_path):
     provider._forward.failed = "eager for the comparison"
     eager = provider.predict(image, 150.0).values
     np.testing.assert_allclose(graphed, eager, rtol=1e-3, atol=1e-3 * float(np.abs(eager).max()))
-    assert np.abs(again - graphed).max() > 1e-4  # the input is copied in, not frozen
+    assert np.abs(again - graphed).max() > 1e-2 * np.abs(graphed).max()  # the input is copied in, not frozen
