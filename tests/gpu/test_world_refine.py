@@ -59,7 +59,7 @@ def test_the_graphed_refinement_makes_the_eager_steps(tmp_path):
     old, new = g.subset(np.arange(0, len(g), 2)), g.subset(np.arange(1, len(g), 2))
     eager, l_eager = refine(old, new, cam, target, ExpandConfig(), graphed=False)
     graphed, l_graphed = refine(old, new, cam, target, ExpandConfig(), graphed=True)
-    again, l_again = refine(old, new, cam, target, ExpandConfig(), graphed=True)
+    again, _ = refine(old, new, cam, target, ExpandConfig(), graphed=True)
     _, l_first = refine(old, new, cam, target, ExpandConfig(refine_steps=1), graphed=False)
     assert l_eager < 0.9 * l_first  # the steps did something to compare
     np.testing.assert_allclose(l_graphed, l_eager, rtol=1e-4)
