@@ -130,6 +130,9 @@ class PyramidInpaint:
         return np.where(hole[..., None], np.clip(out, 0, 1), img).astype(np.float32)
 
 
+COMPILE_MIN_FREE = 4 * 2**30  # bytes of free GPU memory the "auto" background compile needs to start
+
+
 class DiffusersInpaint:
     """``StableDiffusionInpaintPipeline`` from a local folder or the HF cache (e.g.
     ``stabilityai/stable-diffusion-2-inpainting``), run at ``size`` px with ``steps`` denoising steps and
@@ -170,6 +173,7 @@ class DiffusersInpaint:
         self._embeds: dict[str, tuple] = {}
         self._wrappers: list = []
         self._compile: acc.BackgroundCompile | None = None
+        self._skipped: str | None = None  # why the background compile did not start
         self.last_kernels = self.kernels
         if cuda:
             from diffusers.models.attention_processor import AttnProcessor2_0
@@ -189,9 +193,12 @@ class DiffusersInpaint:
     @property
     def compile_state(self) -> str:
         """Where the "auto" background compile stands: "not started" (before the first call), "compiling",
-        "adopted" (the compiled kernels run), "failed: why"; "none" for the other modes."""
+        "adopted" (the compiled kernels run), "failed: why", "skipped: why" (less than ``COMPILE_MIN_FREE`` of
+        GPU memory free after the first call: the graphs of the eager kernels stay); "none" for the other modes."""
         if self.accel != "auto":
             return "none"
+        if self._skipped is not None:
+            return self._skipped
         return "not started" if self._compile is None else self._compile.poll()
 
     @property
@@ -244,10 +251,16 @@ class DiffusersInpaint:
         out = self.pipe(prompt_embeds=positive, negative_prompt_embeds=negative, image=pil_img,
                         mask_image=pil_mask, height=self.size, width=self.size, num_inference_steps=self.steps,
                         guidance_scale=self.guidance, generator=gen, output_type="np").images[0]
-        if self.accel == "auto" and self._compile is None and all(w.example is not None for w in self._wrappers):
-            from .accel import BackgroundCompile
+        if (self.accel == "auto" and self._compile is None and self._skipped is None
+                and all(w.example is not None for w in self._wrappers)):
+            free = torch.cuda.mem_get_info(self.pipe.device)[0]
+            if free < COMPILE_MIN_FREE:  # the compile's own activations must not push a job out of memory
+                self._skipped = (f"skipped: {free / 2**30:.1f} GiB free on the GPU, the compile wants "
+                                 f"{COMPILE_MIN_FREE / 2**30:.0f} GiB")
+            else:
+                from .accel import BackgroundCompile
 
-            self._compile = BackgroundCompile(self._wrappers)  # each wrapper has seen its shapes: compile them
+                self._compile = BackgroundCompile(self._wrappers)  # each wrapper has seen its shapes: compile them
         out = cv2.resize(out.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA if w < self.size else cv2.INTER_CUBIC)
         return np.where(hole[..., None], np.clip(out, 0, 1), img).astype(np.float32)
 
