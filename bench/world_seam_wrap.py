@@ -115,24 +115,21 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=20, help="positions each side of x0 for the one-copy trajectory")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    rows = []
+    print(f"field {args.field}, world {args.resolution} px, {args.frames} frames, renders {args.size} px, one copy "
+          f"over {2 * args.k + 1} positions through x0")
+    print("| photo | seam (loop) | limit | the motion's own step into x0 | its other steps: mean +- sd | rank | "
+          "frame 0 sharpness / beside | z among frames | s |")
+    print("|---|---|---|---|---|---|---|---|---|", flush=True)
     with tempfile.TemporaryDirectory(prefix="lw-seam-wrap-") as tmp:
         for name in args.photos.split(","):
             t = time.perf_counter()
             root = Path(tmp) / name
             make_world(name, root, args.resolution, args.field)
-            rows.append(measure(root, args.frames, args.size, args.k))
-            print(f"{name}: {time.perf_counter() - t:.0f} s", flush=True)
-    print(f"\nfield {args.field}, world {args.resolution} px, {args.frames} frames, renders {args.size} px, one copy "
-          f"over {2 * args.k + 1} positions through x0")
-    print("| photo | seam (loop) | limit | the motion's own step into x0 | its other steps: mean +- sd | rank | "
-          "frame 0 sharpness / beside | z among frames |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        z = (r["motion_into_x0"] - r["motion_mean"]) / max(r["motion_sd"], 1e-12)
-        print(f"| {r['photo']} | {r['seam']:.3f} | {r['limit']:.3f} | {r['motion_into_x0']:.3f} ({z:+.1f} sd) | "
-              f"{r['motion_mean']:.3f} +- {r['motion_sd']:.3f} | {r['motion_rank']}/{r['motion_n']} | "
-              f"{r['sharp_f0_vs_beside']:.3f} | {r['sharp_f0_z']:+.1f} |")
+            r = measure(root, args.frames, args.size, args.k)
+            z = (r["motion_into_x0"] - r["motion_mean"]) / max(r["motion_sd"], 1e-12)
+            print(f"| {r['photo']} | {r['seam']:.3f} | {r['limit']:.3f} | {r['motion_into_x0']:.3f} ({z:+.1f} sd) | "
+                  f"{r['motion_mean']:.3f} +- {r['motion_sd']:.3f} | {r['motion_rank']}/{r['motion_n']} | "
+                  f"{r['sharp_f0_vs_beside']:.3f} | {r['sharp_f0_z']:+.1f} | {time.perf_counter() - t:.0f} |", flush=True)
 
 
 if __name__ == "__main__":
