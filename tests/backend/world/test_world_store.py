@@ -52,6 +52,30 @@ def test_a_crash_mid_step_leaves_the_previous_version_intact(tmp_path, config96,
     assert expand_world(root, turn(w0.current.opencv_camera(), 30)).current.index == 1
 
 
+def test_a_failed_fsync_of_one_step_file_commits_nothing(tmp_path, config96, turn, monkeypatch):
+    """The step's files are flushed concurrently: one failure (a disk error on gaussians.ply) still fails the
+    step before the rename, and the world stays at its previous version with no folder left behind."""
+    root = tmp_path / "w"
+    w0 = new_world(SAMPLE_PATH, root, config=config96)
+    before = (root / "world.json").read_bytes()
+    real, flushed = store._fsync_path, []
+
+    def failing(path):
+        if path.name == "gaussians.ply":
+            raise OSError(5, "Input/output error", str(path))
+        flushed.append(path.name)
+        real(path)
+
+    monkeypatch.setattr(store, "_fsync_path", failing)
+    with pytest.raises(OSError, match="Input/output error"):
+        expand_world(root, turn(w0.current.opencv_camera(), 30))
+    assert {"image.png", "preview.png"} <= set(flushed)  # the others were flushed beside it
+    assert (root / "world.json").read_bytes() == before
+    assert [p.name for p in (root / "steps").iterdir()] == [w0.current.folder[6:]]
+    monkeypatch.setattr(store, "_fsync_path", real)
+    assert expand_world(root, turn(w0.current.opencv_camera(), 30)).current.index == 1
+
+
 def test_loading_something_that_is_not_a_world_says_what_to_do(tmp_path):
     with pytest.raises(NotFound, match="lw world new"):
         store.load_world(tmp_path)
