@@ -146,3 +146,56 @@ def test_motion_field_fit_replayed_as_a_cuda_graph_matches_the_eager_fit():
     # the same optimisation (fused vs foreach Adam differ in rounding only)
     assert abs(g_first - e_first) < 0.25 * e_first + 2e-3
     assert abs(g_update - e_update) < 0.25 * e_update + 2e-3
+
+
+@needs_triton
+def test_a_kept_trainer_fits_a_reloaded_field_as_a_fresh_trainer_does():
+    """Each motion update loads its field from the step's file (a new object); the CUDA trainer kept from the last
+    fit (its graph, Adam and buffers) must fit it as a fresh trainer would, and a cancelled fit leaves it as it was."""
+    import numpy as np
+
+    from backend.errors import JobCancelled
+    from backend.world.motion import field as F
+    from backend.world.motion.lift import SceneFlow
+
+    rng = np.random.default_rng(0)
+    pts = np.c_[rng.uniform(-5, 5, (70_000, 2)), np.zeros(70_000)]
+    vel = np.array([0.04, 0.02, 0.0]) + np.cross([0, 0, 0.015], pts)
+    samples = SceneFlow(pts, vel, np.zeros(len(pts), np.uint8), np.zeros(len(pts), np.int32))
+    more = SceneFlow(pts[:50_000] + [9.0, 0, 0], vel[:50_000] * 1.5, np.zeros(50_000, np.uint8),
+                     np.ones(50_000, np.int32))
+    grown = SceneFlow.concatenate([samples, more])  # 120k samples: the same buffers (2^18 rows) as 70k
+    cfg = F.MotionFieldConfig(steps=120, update_steps=40, batch_size=8192)
+    first = F.new_motion_field(pts, cfg, device="cuda")
+    first.fit(samples)
+    saved = {k: v.clone() for k, v in first.state_dict().items()}
+
+    def reloaded():
+        field = F.MotionField(first.config).cuda()
+        field.load_state_dict(saved)
+        return field
+
+    kept = next(iter(F._TRAINERS.values()))
+    a = reloaded()
+    rep_a = a.fit(grown)
+    assert next(iter(F._TRAINERS.values())) is kept  # replayed every step, no warm-up or capture
+    F._TRAINERS.clear()
+    b = reloaded()
+    rep_b = b.fit(grown)  # a fresh trainer: eager warm-up steps, then a new capture
+    assert next(iter(F._TRAINERS.values())) is not kept
+    assert rep_a.relative_error < 0.3 and abs(rep_a.relative_error - rep_b.relative_error) < 0.02
+    for pa, pb in zip(a.parameters(), b.parameters()):  # the same steps (atomic sums differ in rounding)
+        assert float((pa - pb).abs().max()) < 1e-2 * max(float(pb.abs().max()), 1e-3)
+    assert any(float((pa - s).abs().max()) > 1e-3 for pa, s in zip(a.parameters(), reloaded().parameters()))
+
+    c = reloaded()
+
+    def cancel(done, total):
+        if done == 10:
+            raise JobCancelled("stop")
+
+    with pytest.raises(JobCancelled):
+        c.fit(grown, progress=cancel)
+    for k, v in c.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+    assert c.fit(grown).relative_error == pytest.approx(rep_b.relative_error, abs=0.02)

@@ -152,8 +152,10 @@ def robust_rotation_scale(a_np: np.ndarray, b_np: np.ndarray, config, device) ->
         ra = torch.einsum("hij,hkj->hki", rs, aa)
         ss = (bb * ra).sum(dim=(1, 2)) / (aa * aa).sum(dim=(1, 2)).clamp_min(1e-30)
         sub = torch.as_tensor(rng.choice(k, min(k, config.ransac_score_samples), replace=False), device=device)
-        diff = b[sub][None] - a[sub] @ (rs * ss[:, None, None]).transpose(1, 2)
-        res2 = diff.square().sum(dim=2)
+        a_s, b_s = a[sub], b[sub]  # ||b - s R a||^2 expanded as the host path does (align._hypothesis_residuals2)
+        bra = rs.reshape(len(rs), 9) @ (b_s[:, :, None] * a_s[:, None, :]).reshape(len(sub), 9).T
+        res2 = (b_s.square().sum(dim=1)[None] - 2.0 * ss[:, None] * bra
+                + ss.square()[:, None] * a_s.square().sum(dim=1)[None]).clamp_min(0.0)
         mid = res2.shape[1] // 2
         upper_median = torch.kthvalue(res2, mid + 1, dim=1).values
         score = (res2 < thr * thr).sum(dim=1) - 1e-9 * upper_median.sqrt()
