@@ -271,17 +271,22 @@ def write_ply_records(path: str | os.PathLike, parts: list[np.ndarray]) -> Path:
     dtype = parts[0].dtype
     if any(p.dtype != dtype for p in parts):
         raise ValueError("write_ply_records: the parts' record layouts differ")
-    n = sum(len(p) for p in parts)
+    with atomic_file(path) as f:
+        f.write(ply_records_header(dtype, sum(len(p) for p in parts)))
+        for p in parts:
+            f.write(np.ascontiguousarray(p).data)
+    return path
+
+
+def ply_records_header(dtype: np.dtype, n: int) -> bytes:
+    """The header ``write_ply`` gives ``n`` vertices of record layout ``dtype`` (``gaussians_to_records``); the
+    records follow it as raw little-endian rows."""
     header = PlyData([PlyElement.describe(np.empty(0, dtype), "vertex")], byte_order="<",
                      comments=[WRITER_COMMENT]).header
     counted = header.replace("\nelement vertex 0\n", f"\nelement vertex {n}\n", 1)
     if counted == header and n:
         raise ValueError("write_ply_records: unexpected PLY header")
-    with atomic_file(path) as f:
-        f.write(counted.encode("ascii") + b"\n")
-        for p in parts:
-            f.write(np.ascontiguousarray(p).data)
-    return path
+    return counted.encode("ascii") + b"\n"
 
 
 def set_sh_degree(gaussians: Gaussians, degree: int) -> Gaussians:

@@ -29,9 +29,11 @@ built-in fallback replaced a default model and how to fetch it.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import io
 import math
+import os
 import secrets
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -44,7 +46,7 @@ from ..errors import InvalidInput
 from ..gaussians import Gaussians
 from ..io.images import check_image_header
 from ..io.outputs import check_output
-from ..io.ply import gaussians_to_records, read_ply, write_ply_records
+from ..io.ply import gaussians_to_records, ply_records_header, read_ply, write_ply_records
 from ..jobs import PathPolicy
 from ..models.config import ModelConfig, make_depth, make_outpaint, make_segmentation
 from ..models.depth import DepthMapFile, LandscapeDepth, LandscapeGeometry
@@ -634,64 +636,132 @@ def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: di
     select = missing & (alpha < ec.covered_alpha)
     under = select & (alpha > 1.0 / 255)
     lift_depth = np.where(under, np.maximum(depth, rdepth * (1.0 + ec.behind)), depth).astype(np.float32)
-    # the step's image files are encoded while the GPU refines the new Gaussians
-    encoded = _background().submit(_encode_step_files, image, select, depth, sky_new, water_new)
-    progress(0.6, "lifting the new content")
-    t = time.perf_counter()
-    new = lift_selected(image, lift_depth, camera, sky_new, water_new, select, len(world.steps), cfg.lift,
-                        device=_render_device())
-    timings["lift_s"] = time.perf_counter() - t
-    progress(0.7, "optimising the new Gaussians")
-    t = time.perf_counter()
-    new, refine_l1 = refine(old, new, camera, image, ec)
-    timings["refine_s"] = time.perf_counter() - t
-    merged = Gaussians.concatenate([old, new])
-    dev = _render_device()
-    _on_device(merged, dev, build=lambda: Gaussians.concatenate([_on_device(old, dev),
-                                                                 new.with_(extra={}).to_torch(dev)]))
-    t = time.perf_counter()
-    preview, new_alpha, _ = _render_reporting(merged, camera, progress, 0.85, "rendering the preview")
-    timings["preview_s"] = time.perf_counter() - t
-    index = len(world.steps)
-    t = time.perf_counter()
-    view = View(index, camera, image, depth, _region_labels(sky_new, regions.water & ~sky_new))
-    motion = carried_motion(world, view, carried, prepared=_prepared(prepared),
-                            progress=lambda f, m: progress(0.86 + 0.05 * f, f"new view's motion: {m}"))
-    timings["motion_s"] = time.perf_counter() - t
-
-    records: list = []
-
-    def write_files(folder: Path) -> dict:
+    # from here the step's files go into a staged step folder as soon as each is known, on the background thread
+    # while the GPU lifts and refines (the image files, then the old Gaussians' part of the PLY): the commit is
+    # left the new Gaussians' records, the preview and the flushes of what is not yet on disk
+    staged = store.stage_step(world)
+    pending: list[concurrent.futures.Future] = []
+    ply = None
+    try:
+        pending.append(_background().submit(_stage_step_files, staged, image, select, depth, sky_new, water_new))
+        progress(0.6, "lifting the new content")
         t = time.perf_counter()
-        files = encoded.result()
-        for name in ("image.png", "mask.png", "depth.npy"):
-            (folder / name).write_bytes(files[name])
-        if fail_after_writing:
-            raise RuntimeError("simulated crash while writing a world step")
-        (folder / "regions.png").write_bytes(files["regions.png"])
-        records.extend(_write_world_ply(folder / "gaussians.ply", old, new, merged))
-        _write_png(folder / "preview.png", preview)
-        if motion is not None:
-            motion.write(folder)
-        return {"timings": {**timings, "write_s": time.perf_counter() - t, "total_s": time.perf_counter() - t0}}
+        new = lift_selected(image, lift_depth, camera, sky_new, water_new, select, len(world.steps), cfg.lift,
+                            device=_render_device())
+        timings["lift_s"] = time.perf_counter() - t
+        ply = _StagedPly(staged / "gaussians.ply", old, len(new))
+        progress(0.7, "optimising the new Gaussians")
+        t = time.perf_counter()
+        new, refine_l1 = refine(old, new, camera, image, ec)
+        timings["refine_s"] = time.perf_counter() - t
+        merged = Gaussians.concatenate([old, new])
+        dev = _render_device()
+        _on_device(merged, dev, build=lambda: Gaussians.concatenate([_on_device(old, dev),
+                                                                     new.with_(extra={}).to_torch(dev)]))
+        t = time.perf_counter()
+        preview, new_alpha, _ = _render_reporting(merged, camera, progress, 0.85, "rendering the preview")
+        timings["preview_s"] = time.perf_counter() - t
+        preview_png = _background().submit(_png, preview)
+        pending.append(preview_png)
+        index = len(world.steps)
+        t = time.perf_counter()
+        view = View(index, camera, image, depth, _region_labels(sky_new, regions.water & ~sky_new))
+        motion = carried_motion(world, view, carried, prepared=_prepared(prepared),
+                                progress=lambda f, m: progress(0.86 + 0.05 * f, f"new view's motion: {m}"))
+        timings["motion_s"] = time.perf_counter() - t
 
-    blender = blender if blender is not None else opencv_to_blender(camera).to_dict()
-    providers = _providers_used(cfg, depth_provider.name, outpaint=True)
-    step = store.WorldStep(
-        index=index, kind="expand", folder=store.new_step_folder(index), camera=store.camera_to_json(camera, blender),
-        prompt=prompt, providers=providers,
-        stats={"fallbacks": fallback_notes(cfg.models, providers), "gaussians": len(merged), "new_gaussians": len(new), "missing_fraction": float(missing.mean()),
-               "filled_alpha_min": float(new_alpha[missing].min()),
-               "depth_fit": {"scale": fit.scale, "shift": fit.shift, "overlap_pixels": fit.count,
-                             "median_rel_error": fit.median_rel_error},
-               "seam": {"covered_pixels": int((missing & ~select).sum()), "under_soft_edges": int(under.sum())},
-               "refine_l1": refine_l1, **({"outpaint_kernels": outpainter.last_kernels}
-                                          if hasattr(outpainter, "last_kernels") else {}),
-               **({"motion": motion.stats} if motion is not None else {})})
-    progress(0.92, "writing the world")
-    committed = store.commit_step(world.root, world, step, write_files)
+        records: list = []
+
+        def write_files(folder: Path) -> dict:
+            t = time.perf_counter()
+            pending[0].result()  # image.png, mask.png, depth.npy, regions.png
+            if fail_after_writing:
+                raise RuntimeError("simulated crash while writing a world step")
+            records.extend(ply.finish(old, new, merged))
+            (folder / "preview.png").write_bytes(preview_png.result())
+            if motion is not None:
+                motion.write(folder)
+            return {"timings": {**timings, "write_s": time.perf_counter() - t, "total_s": time.perf_counter() - t0}}
+
+        blender = blender if blender is not None else opencv_to_blender(camera).to_dict()
+        providers = _providers_used(cfg, depth_provider.name, outpaint=True)
+        step = store.WorldStep(
+            index=index, kind="expand", folder=store.new_step_folder(index),
+            camera=store.camera_to_json(camera, blender), prompt=prompt, providers=providers,
+            stats={"fallbacks": fallback_notes(cfg.models, providers), "gaussians": len(merged),
+                   "new_gaussians": len(new), "missing_fraction": float(missing.mean()),
+                   "filled_alpha_min": float(new_alpha[missing].min()),
+                   "depth_fit": {"scale": fit.scale, "shift": fit.shift, "overlap_pixels": fit.count,
+                                 "median_rel_error": fit.median_rel_error},
+                   "seam": {"covered_pixels": int((missing & ~select).sum()), "under_soft_edges": int(under.sum())},
+                   "refine_l1": refine_l1, **({"outpaint_kernels": outpainter.last_kernels}
+                                              if hasattr(outpainter, "last_kernels") else {}),
+                   **({"motion": motion.stats} if motion is not None else {})})
+        progress(0.92, "writing the world")
+        committed = store.commit_step(world.root, world, step, write_files, staged=staged)
+    except BaseException:
+        for future in pending:  # nothing may still write into the folder when it is removed
+            with contextlib.suppress(BaseException):
+                future.result()
+        if ply is not None:
+            ply.close()
+        store.discard_staged(staged)
+        raise
     _remember(committed.file("gaussians.ply"), merged, records)
     return committed
+
+
+class _StagedPly:
+    """The new step's ``gaussians.ply`` (old + new Gaussians) written in two parts, byte for byte what
+    ``_write_world_ply`` writes. When the old Gaussians' records of the last write are kept (``_records_of``),
+    the header (its count known once the new Gaussians are lifted) and those records, the bulk of the file, are
+    written and flushed to disk on the background thread while the GPU refines; ``finish`` appends the new
+    Gaussians' records. Otherwise (or when the new records' layout differs) ``finish`` writes the whole file."""
+
+    def __init__(self, path: Path, old: Gaussians, n_new: int):
+        self.path, self.n_new = path, n_new
+        self.old_parts = _records_of(old)
+        self.future = None
+        if self.old_parts and sum(len(p) for p in self.old_parts) == len(old):
+            self.future = _background().submit(self._begin, len(old) + n_new)
+
+    def _begin(self, n: int):
+        f = open(self.path, "wb")  # noqa: SIM115 - kept open for ``finish`` (closed there or on failure)
+        try:
+            f.write(ply_records_header(self.old_parts[0].dtype, n))
+            f.writelines(np.ascontiguousarray(part).data for part in self.old_parts)
+            f.flush()
+            os.fsync(f.fileno())  # on disk while the GPU works: the commit's flush is then the new records only
+        except BaseException:
+            f.close()
+            raise
+        return f
+
+    def finish(self, old: Gaussians, new: Gaussians, merged: Gaussians) -> list:
+        """Complete the file; returns the record parts it holds (for ``_remember``)."""
+        if self.future is not None:
+            f = self.future.result()
+            with f:
+                new_records = gaussians_to_records(new)
+                if new_records.dtype == self.old_parts[0].dtype and len(new_records) == self.n_new:
+                    f.write(new_records.data)
+                    return [*self.old_parts, new_records]
+        return _write_world_ply(self.path, old, new, merged)  # replaces a partial file atomically
+
+    def close(self) -> None:
+        """After a failure: wait for the background part and close its file (the folder is then removed)."""
+        if self.future is not None:
+            with contextlib.suppress(BaseException):
+                self.future.result().close()
+
+
+def _stage_step_files(folder: Path, image, missing, depth, sky, water) -> None:
+    """``_encode_step_files`` written into a staged step folder and flushed to disk."""
+    for name, data in _encode_step_files(image, missing, depth, sky, water).items():
+        with open(folder / name, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def undo_world(root: str | Path) -> store.World:

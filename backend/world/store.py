@@ -170,25 +170,42 @@ def _remove_orphans(root: Path, keep: set[str]) -> None:
                 shutil.rmtree(p, ignore_errors=True)
 
 
+def stage_step(world: World) -> Path:
+    """A new temporary folder (``steps/.tmp-*``) of an existing world, to write a step's files into while the step
+    is still being made; ``commit_step(..., staged=)`` then makes it the step. A step that is not committed must
+    be removed with ``discard_staged``; a crash leaves it to the next commit's clean-up (``_remove_orphans``),
+    like a crash inside ``commit_step``."""
+    (world.root / "steps").mkdir(exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=world.root / "steps", prefix=".tmp-"))
+
+
+def discard_staged(staged: Path) -> None:
+    """Remove a ``stage_step`` folder and everything in it (what a failed step wrote)."""
+    shutil.rmtree(staged, ignore_errors=True)
+
+
 def commit_step(root: str | os.PathLike, world: World | None, step: WorldStep,
                 write_files: Callable[[Path], dict[str, Any]], world_id: str | None = None,
-                settings: dict | None = None) -> World:
+                settings: dict | None = None, staged: Path | None = None) -> World:
     """Write a new step and make it the current version.
 
     ``write_files(folder)`` writes the step's files into the (temporary) folder and may return extra stats to
     merge into ``step.stats``. ``world`` is the current world (None for the first step, then ``world_id`` and
-    ``settings`` are required). Anything raised leaves the previous version as it was.
+    ``settings`` are required). ``staged``: that folder made ahead by ``stage_step(world)``, files already in it.
+    Anything raised leaves the previous version as it was, and no temporary folder.
     """
     root = Path(root)
+    if staged is not None and (world is None or staged.parent != world.root / "steps"):
+        raise ValueError("a staged step folder belongs to an existing world's steps/ folder")
     if world is None:
         check_output(root, WORLD_FOLDER)
     created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     (root / "steps").mkdir(exist_ok=True)
     if world is not None:
-        _remove_orphans(root, {s.folder for s in world.steps})
+        _remove_orphans(root, {s.folder for s in world.steps} | ({f"steps/{staged.name}"} if staged else set()))
     try:
-        tmp = Path(tempfile.mkdtemp(dir=root / "steps", prefix=".tmp-"))
+        tmp = staged if staged is not None else Path(tempfile.mkdtemp(dir=root / "steps", prefix=".tmp-"))
         try:
             extra_stats = write_files(tmp) or {}
             _fsync_all([*tmp.iterdir(), tmp])

@@ -52,6 +52,38 @@ def test_a_crash_mid_step_leaves_the_previous_version_intact(tmp_path, config96,
     assert expand_world(root, turn(w0.current.opencv_camera(), 30)).current.index == 1
 
 
+def test_a_failure_after_the_step_files_were_staged_leaves_nothing_behind(tmp_path, config96, turn, monkeypatch):
+    """An expansion writes its image files and the old Gaussians' part of gaussians.ply into a staged step folder
+    on its background thread while the GPU refines. A failure after that (here: the refinement) removes the
+    folder and what was written into it; the world keeps its version, and the next expansion works."""
+    from backend.world import pipeline
+
+    root = tmp_path / "w"
+    w0 = new_world(SAMPLE_PATH, root, config=config96)
+    before = (root / "world.json").read_bytes()
+    seen = []
+
+    def failing_refine(*args, **kwargs):
+        pipeline._background().submit(lambda: None).result()  # the staged writes queued before it are done
+        staged = [p for p in (root / "steps").iterdir() if p.name.startswith(".tmp-")]
+        seen.append({p.name: p.stat().st_size for p in staged[0].iterdir()} if len(staged) == 1 else staged)
+        raise RuntimeError("refinement failed")
+
+    monkeypatch.setattr(pipeline, "refine", failing_refine)
+    with pytest.raises(RuntimeError, match="refinement failed"):
+        expand_world(root, turn(w0.current.opencv_camera(), 30))
+    files = seen[0]
+    assert {"image.png", "mask.png", "depth.npy", "regions.png", "gaussians.ply"} <= set(files)
+    assert files["gaussians.ply"] > len(read_ply(w0.file("gaussians.ply"))) * 4  # the old part was written
+    assert (root / "world.json").read_bytes() == before
+    assert [p.name for p in (root / "steps").iterdir()] == [w0.current.folder[6:]]
+    monkeypatch.undo()
+    w1 = expand_world(root, turn(w0.current.opencv_camera(), 30))
+    n0 = len(read_ply(w0.file("gaussians.ply")))
+    assert w1.current.index == 1
+    assert len(read_ply(w1.file("gaussians.ply"))) == n0 + w1.current.stats["new_gaussians"]
+
+
 def test_a_failed_fsync_of_one_step_file_commits_nothing(tmp_path, config96, turn, monkeypatch):
     """The step's files are flushed concurrently: one failure (a disk error on gaussians.ply) still fails the
     step before the rename, and the world stays at its previous version with no folder left behind."""
