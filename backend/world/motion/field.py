@@ -35,9 +35,9 @@ Fields saved before the contracted domain (``centre`` None) keep their box: y = 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
-import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -197,81 +197,78 @@ class MotionField(nn.Module):
                report: Callable[[int], None]) -> torch.Tensor:
         """``steps`` Adam steps on the Huber loss of MLP(enc(y_k)) - target_k (the encoding, and the MLP when
         ``decoder``); ``report(done)`` after each. Returns the last loss."""
+        cfg = self.config
+        dev = self.device
+        loss = torch.zeros((), device=dev)
         if steps <= 0:
-            return torch.zeros((), device=self.device)
-        if self.device.type == "cuda" and self.config.cuda_graph:
-            return self._train_graphed(y, target, steps, decoder, report)
-        gen = torch.Generator(device=self.device).manual_seed(self.config.seed + steps)
-        trainer = _Trainer(self, decoder, min(self.config.batch_size, len(y)), y, target, graphed=False)
+            return loss
+        graphed = dev.type == "cuda" and cfg.cuda_graph
+        table = self.encoding.table
+        table_opt = None
+        if graphed and self.encoding.name == "triton":  # the table's Adam in one kernel (same update)
+            from backend.fields.hashgrid_triton import TableAdam
+
+            table_opt = TableAdam(table, lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
+        groups = [] if table_opt is not None else [{"params": self.encoding.parameters(), "eps": 1e-15}]
+        if decoder:
+            groups.append({"params": self.mlp.parameters(), "weight_decay": 1e-6})
+        opt = torch.optim.Adam(groups, lr=cfg.lr, betas=(0.9, 0.99),
+                               **({"fused": True, "capturable": True} if graphed else {})) if groups else None
+        gen = torch.Generator(device=dev).manual_seed(cfg.seed + steps)
+        n = len(y)
+        bs = min(cfg.batch_size, n)
+        loss_fn = nn.HuberLoss(delta=cfg.huber_delta)
+        # the batch's sample indices (a static buffer for the graph); every sample each step when the batch holds all
+        idx = torch.arange(bs, device=dev)
+
+        def step() -> torch.Tensor:
+            pred = self.mlp(self.encoding(y[idx]))
+            loss = loss_fn(pred, target[idx])
+            # gradients set to None: backward's fresh tensors become .grad (no zeroing, no add into old ones);
+            # in a captured graph they are the graph's own buffers, rewritten by every replay
+            if opt is not None:
+                opt.zero_grad(set_to_none=True)
+            table.grad = None
+            loss.backward()
+            if opt is not None:
+                opt.step()
+            if table_opt is not None:
+                table_opt.step()
+            return loss.detach()  # no autograd graph outlives its step (its nodes would pin the warm-up's stream)
+
+        def draw() -> None:
+            if bs < n:
+                idx.copy_(torch.randint(0, n, (bs,), device=dev, generator=gen))
+
+        eager = min(steps, 3) if graphed else steps  # a graph is captured after a few eager steps (warm-up)
+        side = self._side_stream() if graphed else None
+        if graphed:
+            side.wait_stream(torch.cuda.current_stream(dev))
         self.mlp.requires_grad_(decoder)
         try:
-            for i in range(steps):
-                trainer.draw(len(y), gen)
-                loss = trainer.step()
-                report(i + 1)
-        finally:
-            self.mlp.requires_grad_(True)
-        return loss
-
-    def _train_graphed(self, y: torch.Tensor, target: torch.Tensor, steps: int, decoder: bool,
-                       report: Callable[[int], None]) -> torch.Tensor:
-        """``_train`` on CUDA: the step replayed as a CUDA graph by a ``_Trainer`` kept between fits (its class
-        docstring). The field's parameters change only when every step has run (a cancelled fit leaves them)."""
-        dev, n = self.device, len(y)
-        bs = min(self.config.batch_size, n)
-        # room for the samples of later fits: a power of two, at least 2^18 (6 MB), so a world's updates share one
-        capacity = n if bs == n else max(1 << 18, 1 << (n - 1).bit_length())
-        vessel_config = replace(self.config, encoding=replace(self.config.encoding, backend=self.encoding.name),
-                                steps=0, update_steps=0, centre=None, radius=1.0)
-        key = (vessel_config, str(dev), bs, capacity, decoder)
-        with _TRAINERS_LOCK:
-            trainer = _TRAINERS.pop(key, None)
-            _TRAINERS.clear()  # one trainer at a time: another size's memory goes back to the allocator
-        if trainer is None:
-            vessel = MotionField(vessel_config).to(dev)
-            vessel.mlp.requires_grad_(decoder)
-            trainer = _Trainer(vessel, decoder, bs, torch.empty(capacity, 3, device=dev),
-                               torch.empty(capacity, 3, device=dev), graphed=True)
-        mine, theirs = list(self.parameters()), list(trainer.field.parameters())
-        if [p.shape for p in mine] != [p.shape for p in theirs]:
-            raise RuntimeError("motion field: the training copy's parameters differ from the field's")
-        gen = torch.Generator(device=dev).manual_seed(self.config.seed + steps)
-        side = trainer.field._side_stream()
-        side.wait_stream(torch.cuda.current_stream(dev))
-        done = False
-        try:
-            with torch.cuda.stream(side):
-                with torch.no_grad():
-                    for dst, src in zip(theirs, mine):
-                        dst.copy_(src)
-                    trainer.y[:n].copy_(y)
-                    trainer.target[:n].copy_(target)
-                trainer.reset()
-                first = 0
-                if trainer.graph is None:  # a graph is captured after a few eager steps (warm-up)
-                    first = min(steps, 3)
-                    for i in range(first):
-                        trainer.draw(n, gen)
-                        loss = trainer.step()
-                        report(i + 1)
-                    if steps > first:
-                        trainer.capture()
-                for i in range(first, steps):
-                    trainer.draw(n, gen)
-                    trainer.graph.replay()
+            with torch.cuda.stream(side) if graphed else contextlib.nullcontext():
+                for i in range(eager):
+                    draw()
+                    loss = step()
                     report(i + 1)
-                if steps > first:
-                    loss = trainer.loss.clone()
-                with torch.no_grad():
-                    for dst, src in zip(mine, theirs):
-                        dst.copy_(src)
-            done = True
+            if graphed and steps > eager:
+                graph = torch.cuda.CUDAGraph()
+                # captured on the stream the warm-up ran on (autograd's streams match), with capture_begin / end:
+                # ``torch.cuda.graph`` would empty the allocator's cache first (later allocations cudaMalloc again)
+                with torch.cuda.stream(side):
+                    graph.capture_begin(capture_error_mode="thread_local")
+                    try:
+                        loss = step()
+                    finally:
+                        graph.capture_end()
+                    for i in range(eager, steps):
+                        draw()
+                        graph.replay()
+                        report(i + 1)
         finally:
-            torch.cuda.current_stream(dev).wait_stream(side)  # the caller's stream sees every step
-            if done:
-                with _TRAINERS_LOCK:
-                    _TRAINERS.clear()
-                    _TRAINERS[key] = trainer
+            if graphed:  # the caller's stream sees every step
+                torch.cuda.current_stream(dev).wait_stream(side)
+            self.mlp.requires_grad_(True)
         return loss
 
     def uncontract(self, y: torch.Tensor) -> torch.Tensor:
@@ -370,86 +367,6 @@ class MotionField(nn.Module):
         model = cls(config)
         model.load_state_dict(blob["state_dict"])
         return model.to(dev)
-
-
-class _Trainer:
-    """The optimisers and the training step of one field.
-
-    On CUDA (``MotionField._train_graphed``) the step is captured once as a CUDA graph, and the trainer is kept
-    between fits in ``_TRAINERS`` (one at a time). It owns a private copy of the field (the graph reads and writes
-    fixed addresses: a field loaded from its step's file for each motion update is a new object) and static sample
-    buffers with room for ``capacity`` samples. A fit copies the field's parameters and its samples in, zeroes the
-    Adam moments and step counts (exactly a fresh Adam), replays the graph every step and copies the parameters
-    back. So only the first fit of a size pays for the eager warm-up steps and the capture (~10 ms of a 40-step
-    update on an H100); a later one replays every step. Which samples a step draws is decided outside the graph
-    (``draw``), by the fit's own seeded generator, as before."""
-
-    def __init__(self, field: MotionField, decoder: bool, bs: int, y: torch.Tensor, target: torch.Tensor,
-                 graphed: bool):
-        cfg = field.config
-        self.field, self.bs, self.y, self.target = field, bs, y, target
-        self.idx = torch.arange(bs, device=field.device)  # the batch's rows (static for the graph)
-        self.table_opt = None
-        if graphed and field.encoding.name == "triton":  # the table's Adam in one kernel (same update)
-            from backend.fields.hashgrid_triton import TableAdam
-
-            self.table_opt = TableAdam(field.encoding.table, lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
-        groups = [] if self.table_opt is not None else [{"params": field.encoding.parameters(), "eps": 1e-15}]
-        if decoder:
-            groups.append({"params": field.mlp.parameters(), "weight_decay": 1e-6})
-        self.opt = torch.optim.Adam(groups, lr=cfg.lr, betas=(0.9, 0.99),
-                                    **({"fused": True, "capturable": True} if graphed else {})) if groups else None
-        self.loss_fn = nn.HuberLoss(delta=cfg.huber_delta)
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.loss: torch.Tensor | None = None  # the graph's loss output
-
-    def step(self) -> torch.Tensor:
-        f = self.field
-        loss = self.loss_fn(f.mlp(f.encoding(self.y[self.idx])), self.target[self.idx])
-        # gradients set to None: backward's fresh tensors become .grad (no zeroing, no add into old ones);
-        # in a captured graph they are the graph's own buffers, rewritten by every replay
-        if self.opt is not None:
-            self.opt.zero_grad(set_to_none=True)
-        f.encoding.table.grad = None
-        loss.backward()
-        if self.opt is not None:
-            self.opt.step()
-        if self.table_opt is not None:
-            self.table_opt.step()
-        return loss.detach()  # no autograd graph outlives its step (its nodes would pin the warm-up's stream)
-
-    def draw(self, n: int, gen: torch.Generator) -> None:
-        """The next batch: ``bs`` random rows of the ``n`` samples (every sample when the batch holds all)."""
-        if self.bs < n:
-            self.idx.copy_(torch.randint(0, n, (self.bs,), device=self.idx.device, generator=gen))
-
-    def capture(self) -> None:
-        """Capture one step on the current stream (the warm-up's: autograd's streams match), with capture_begin /
-        end: ``torch.cuda.graph`` would empty the allocator's cache first (later allocations cudaMalloc again)."""
-        graph = torch.cuda.CUDAGraph()
-        graph.capture_begin(capture_error_mode="thread_local")
-        try:
-            self.loss = self.step()
-        finally:
-            graph.capture_end()
-        self.graph = graph
-
-    @torch.no_grad()
-    def reset(self) -> None:
-        """A fresh Adam: moments and step counts to zero, in place (the graph keeps their addresses)."""
-        if self.table_opt is not None:
-            for t in (self.table_opt.exp_avg, self.table_opt.exp_avg_sq, self.table_opt.step_count):
-                t.zero_()
-        if self.opt is not None:
-            for state in self.opt.state.values():
-                for value in state.values():
-                    if torch.is_tensor(value):
-                        value.zero_()
-
-
-# the CUDA trainer kept between fits, by (config, device, batch, capacity, decoder): at most one
-_TRAINERS: dict[tuple, _Trainer] = {}
-_TRAINERS_LOCK = threading.Lock()
 
 
 def new_motion_field(points: np.ndarray, config: MotionFieldConfig = MotionFieldConfig(),

@@ -190,33 +190,3 @@ def test_a_field_saved_before_the_contracted_domain_still_loads_with_its_box(tmp
     assert loaded.config.centre is None
     p = np.array([[0.2, -0.3, 0.5], [3.0, 0.0, 0.0]])
     np.testing.assert_allclose(loaded.velocity(p), old.velocity(p), atol=1e-7)
-
-
-def test_a_reset_trainer_steps_exactly_as_a_fresh_one():
-    """The CUDA trainer kept between fits zeroes Adam's moments and step counts in place instead of making a new
-    optimiser (its graph keeps their addresses): the next steps must be exactly a fresh Adam's."""
-    from backend.world.motion.field import _Trainer
-
-    rng = np.random.default_rng(3)
-    field = new_motion_field(_ground(rng, 3000), SMALL)
-    y = torch.rand(3000, 3) * 2 - 1
-    target = torch.randn(3000, 3)
-    start = {k: v.clone() for k, v in field.state_dict().items()}
-
-    def run(trainer, steps=6):
-        gen = torch.Generator().manual_seed(7)
-        for _ in range(steps):
-            trainer.draw(len(y), gen)
-            trainer.step()
-        return [p.detach().clone() for p in field.parameters()]
-
-    kept = _Trainer(field, True, 1024, y, target, graphed=False)
-    run(kept)  # moments and step counts now non-zero
-    assert all(float(v.abs().sum()) > 0 for s in kept.opt.state.values() for v in s.values() if torch.is_tensor(v))
-    field.load_state_dict(start)
-    kept.reset()
-    after_reset = run(kept)
-    field.load_state_dict(start)
-    fresh = run(_Trainer(field, True, 1024, y, target, graphed=False))
-    for a, b in zip(after_reset, fresh):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
