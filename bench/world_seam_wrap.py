@@ -95,12 +95,16 @@ def measure(root: Path, frames: int, size: int, k: int) -> dict:
         return g.with_(means=means, opacity_logits=logits.astype(np.float32))
 
     single, _ = render_frames(one_copy, cam, list(range(2 * k + 1)), "cpu")
-    _, ratios = step_ratios(to_u8(single))  # ratios[j] is step j + 1 (step j: position j -> j + 1)
+    steps, ratios = step_ratios(to_u8(single))  # ratios[j] is step j + 1 (step j: position j -> j + 1)
     into = float(ratios[k - 2])  # step k - 1: x_b(N - 1) -> x0
     others = np.delete(ratios, [k - 2, k - 1])
     return {"photo": root.name, "moving": M, "seam": q.seam_ratio, "limit": q.seam_limit,
             "motion_into_x0": into, "motion_mean": float(others.mean()), "motion_sd": float(others.std()),
             "motion_rank": int((ratios < into).sum() + 1), "motion_n": len(ratios),
+            # the one copy's steps x_(-3)->x_(-2) .. x_1->x_2 against its median step: do both steps that touch x0
+            # (into and out of the photo's own layout) stand out, or only the one into it?
+            "steps_near_x0": [float(v) for v in steps[k - 3:k + 2] / np.median(steps)],
+            "out_of_x0": float(ratios[k - 1]),
             "sharp_f0_vs_beside": float(hp[0] / ((hp[1] + hp[-1]) / 2)),
             "sharp_f0_z": float((hp[0] - hp.mean()) / max(hp.std(), 1e-12))}
 
@@ -130,6 +134,9 @@ def main() -> None:
             print(f"| {r['photo']} | {r['seam']:.3f} | {r['limit']:.3f} | {r['motion_into_x0']:.3f} ({z:+.1f} sd) | "
                   f"{r['motion_mean']:.3f} +- {r['motion_sd']:.3f} | {r['motion_rank']}/{r['motion_n']} | "
                   f"{r['sharp_f0_vs_beside']:.3f} | {r['sharp_f0_z']:+.1f} | {time.perf_counter() - t:.0f} |", flush=True)
+            print(f"  {r['photo']}: one copy's steps x-3->x-2 .. x1->x2 / median step "
+                  f"{' '.join(f'{v:.3f}' for v in r['steps_near_x0'])}; step out of x0 against its neighbours "
+                  f"{r['out_of_x0']:.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -324,3 +324,7 @@ class TableAdam:
         _adam_kernel[(triton.cdiv(n, self.block),)](
             self.param.detach(), grad.contiguous(), self.exp_avg, self.exp_avg_sq, self.step_count, n, self.lr,
             self.betas[0], self.betas[1], self.eps, BLOCK=self.block, num_warps=8)
+        # the kernel writes through a pointer: bump the table's version as an in-place op would, so that what is
+        # keyed on it (the encoding's float16 copy, ``TritonHashGrid._read_table``) is made anew. Without it the
+        # eager warm-up steps before a fit's capture read the table of the first of them.
+        torch.autograd.graph.increment_version(self.param)
