@@ -134,15 +134,15 @@ def test_motion_field_fit_replayed_as_a_cuda_graph_matches_the_eager_fit():
     pts = np.c_[rng.uniform(-5, 5, (50_000, 2)), np.zeros(50_000)]
     vel = np.array([0.04, 0.02, 0.0]) + np.cross([0, 0, 0.015], pts)
     samples = SceneFlow(pts, vel, np.zeros(len(pts), np.uint8), np.zeros(len(pts), np.int32))
-    reports = []
-    for graph in (False, True):
-        field = new_motion_field(pts, MotionFieldConfig(cuda_graph=graph, steps=120, update_steps=40,
-                                                        batch_size=8192), device="cuda")
-        first = field.fit(samples)
-        update = field.fit(samples)  # warm-started: a second optimiser and graph on the same parameters
-        reports.append((first.relative_error, update.relative_error))
-    (e_first, e_update), (g_first, g_update) = reports
-    assert e_first < 0.1 and g_first < 0.1 and e_update < 0.1 and g_update < 0.1
+    fields = {graph: new_motion_field(pts, MotionFieldConfig(cuda_graph=graph, steps=120, update_steps=40,
+                                                            batch_size=8192), device="cuda") for graph in (False, True)}
+    e_first, g_first = (fields[graph].fit(samples).relative_error for graph in (False, True))
+    assert e_first < 0.1 and g_first < 0.1
     # the same optimisation (fused vs foreach Adam differ in rounding only)
     assert abs(g_first - e_first) < 0.25 * e_first + 2e-3
+    # the warm-started update (a second optimiser and graph on the same parameters) from the SAME start: the two
+    # first fits end apart by rounding, and an update's error depends on where it starts
+    fields[False].load_state_dict(fields[True].state_dict())
+    e_update, g_update = (fields[graph].fit(samples).relative_error for graph in (False, True))
+    assert e_update < 0.1 and g_update < 0.1
     assert abs(g_update - e_update) < 0.25 * e_update + 2e-3
