@@ -9,8 +9,9 @@
 #
 # Each step runs under a time limit cut to what is left of LW_GPU_BUDGET_S (default 515 s after the wheels are
 # installed) and is skipped when too little is left; the most important steps come first. LW_GPU_STEPS (a comma
-# list of step names) runs only those: the whole session no longer fits one 10-minute call since the UNet compiles
-# in the background (~2 min cold), so it is sent as two calls on the same warm machine (docs/bench/world.md). $OUT gets
+# list of step names) runs only those: every step no longer fits one 10-minute call, since each world step waits for
+# the UNet's background compile (~2 min from a cold cache), so a call names the steps it has time for
+# (docs/bench/world.md, seventh session). $OUT gets
 # session.log, figures.json, summary.md, logs.tgz (every step's log and JSON), outpaint.png (eager | graphs |
 # 8 x difference) and outpaint_inductor.png.
 set -u -o pipefail
