@@ -84,6 +84,30 @@ def test_a_failure_after_the_step_files_were_staged_leaves_nothing_behind(tmp_pa
     assert len(read_ply(w1.file("gaussians.ply"))) == n0 + w1.current.stats["new_gaussians"]
 
 
+@pytest.mark.parametrize("at", [0.6, 0.7, 0.85, 0.92])
+def test_a_cancel_at_any_stage_after_staging_leaves_nothing_behind(tmp_path, config96, turn, at):
+    """The user's cancel arrives through ``progress`` (a job raises ``JobCancelled`` there): at every report after
+    the step folder is staged (lifting, refining, the preview, writing) the folder goes and the world keeps its
+    version."""
+    from backend.errors import JobCancelled
+
+    root = tmp_path / "w"
+    w0 = new_world(SAMPLE_PATH, root, config=config96)
+    before = (root / "world.json").read_bytes()
+    reached = []
+
+    def progress(fraction, message):
+        if fraction >= at and not reached:
+            reached.append(message)
+            raise JobCancelled("cancelled by the user")
+
+    with pytest.raises(JobCancelled):
+        expand_world(root, turn(w0.current.opencv_camera(), 30), progress=progress)
+    assert reached
+    assert (root / "world.json").read_bytes() == before
+    assert [p.name for p in (root / "steps").iterdir()] == [w0.current.folder[6:]]
+
+
 def test_a_failed_fsync_of_one_step_file_commits_nothing(tmp_path, config96, turn, monkeypatch):
     """The step's files are flushed concurrently: one failure (a disk error on gaussians.ply) still fails the
     step before the rename, and the world stays at its previous version with no folder left behind."""
