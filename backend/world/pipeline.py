@@ -643,7 +643,8 @@ def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: di
     pending: list[concurrent.futures.Future] = []
     ply = None
     try:
-        pending.append(_background().submit(_stage_step_files, staged, image, select, depth, sky_new, water_new))
+        image_files = _background().submit(_stage_step_files, staged, image, select, depth, sky_new, water_new)
+        pending.append(image_files)
         progress(0.6, "lifting the new content")
         t = time.perf_counter()
         new = lift_selected(image, lift_depth, camera, sky_new, water_new, select, len(world.steps), cfg.lift,
@@ -674,7 +675,7 @@ def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: di
 
         def write_files(folder: Path) -> dict:
             t = time.perf_counter()
-            pending[0].result()  # image.png, mask.png, depth.npy, regions.png
+            image_files.result()  # image.png, mask.png, depth.npy, regions.png
             if fail_after_writing:
                 raise RuntimeError("simulated crash while writing a world step")
             records.extend(ply.finish(old, new, merged))
@@ -699,8 +700,8 @@ def expand_world(root: str | Path, camera: Camera, prompt: str = "", blender: di
                    **({"motion": motion.stats} if motion is not None else {})})
         progress(0.92, "writing the world")
         committed = store.commit_step(world.root, world, step, write_files, staged=staged)
-    except BaseException:
-        for future in pending:  # nothing may still write into the folder when it is removed
+    except BaseException:  # the commit leaves a staged folder to us: removed once nothing writes into it
+        for future in pending:
             with contextlib.suppress(BaseException):
                 future.result()
         if ply is not None:

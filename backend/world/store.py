@@ -192,7 +192,8 @@ def commit_step(root: str | os.PathLike, world: World | None, step: WorldStep,
     ``write_files(folder)`` writes the step's files into the (temporary) folder and may return extra stats to
     merge into ``step.stats``. ``world`` is the current world (None for the first step, then ``world_id`` and
     ``settings`` are required). ``staged``: that folder made ahead by ``stage_step(world)``, files already in it.
-    Anything raised leaves the previous version as it was, and no temporary folder.
+    Anything raised leaves the previous version as it was, and no temporary folder of this call's making; a
+    staged folder is left to its maker, who may still be writing into it (``discard_staged``).
     """
     root = Path(root)
     if staged is not None and (world is None or staged.parent != world.root / "steps"):
@@ -213,7 +214,8 @@ def commit_step(root: str | os.PathLike, world: World | None, step: WorldStep,
             os.rename(tmp, final)
             _fsync_path(final.parent)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if staged is None:
+                shutil.rmtree(tmp, ignore_errors=True)
             raise
     except BaseException:
         if created:  # a first step that failed (disk full): no empty world folder is left behind
