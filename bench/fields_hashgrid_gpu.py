@@ -115,8 +115,10 @@ def variants(cfg, ref, iters, result) -> None:
     gout = torch.randn(n, ref.output_dim, device="cuda")
     print("\n| table | block | warps | order | forward ms (1M) | fwd+bwd ms | G queries/s |")
     print("|---|---|---|---|---|---|---|")
-    # besides the autotuner's settings, level-major programs of 2-8 points per thread (more gathers in flight)
-    extra = [(256, 4, 1), (512, 4, 1), (512, 8, 1), (1024, 8, 1), (1024, 4, 1)]
+    # besides the autotuner's settings, level-group programs of other sizes (level-major ones of 2-8 points per
+    # thread were within 5 % of the tuned ones, docs/bench/motion.md)
+    extra = [(64, 8, 3), (256, 4, 3), (512, 8, 3)]
+    names = {1: "level-major", 2: "point-major", 3: "level groups"}
     for table_dtype in ("float16", "float32"):
         for block, warps, order in TUNED + (extra if table_dtype == "float16" else []):
             e = TritonHashGrid(dataclasses.replace(cfg, backend="triton", table_dtype=table_dtype), block, warps,
@@ -125,7 +127,7 @@ def variants(cfg, ref, iters, result) -> None:
             tf, tb = timed(e, x, gout, iters, True)
             result["variants"].append({"table": table_dtype, "block": block, "warps": warps, "order": order,
                                        "forward_ms": tf, "fwdbwd_ms": tb})
-            print(f"| {table_dtype} | {block} | {warps} | {'level-major' if order == 1 else 'point-major'} | "
+            print(f"| {table_dtype} | {block} | {warps} | {names[order]} | "
                   f"{tf:.3f} | {tb:.3f} | {n / tf / 1e6:.2f} |")
     # the same 1M points in Z-order (as the bake integrates them: backend.fields.morton_order, sorted once)
     from backend.fields import morton_order

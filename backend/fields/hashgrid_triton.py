@@ -5,12 +5,17 @@ points: it normalises the positions, finds the cell once per axis (both corners'
 then for each of the 8 corners its row (spatial hash, or dense index with the modulo as one conditional
 subtraction) and gathers the ``F`` features into the trilinear blend (accumulated in float32).
 
-Two program orders (``ORDER``):
+Three program orders (``ORDER``):
 - 1, level-major: each program does one level of its block; all blocks of one level run together, so that
-  level's table rows (<= 4 MB in float32) stay in L2;
+  level's table rows (<= 4 MB in float32) stay in L2. Each program writes ``F`` floats of every output row
+  (8 bytes of a 32-byte sector for ``F`` = 2): the rows of 1M points (128 MB) do not stay in L2 between levels,
+  so every sector is merged into DRAM again at each level;
 - 2, point-major: each program does every level of its block, reading the positions once and writing whole
   output rows; the working set is the whole table, which fits the L2 of an H100 (50 MB) in float16 (25 MB for
-  the default 16 levels x 2^19 rows x 2 features).
+  the default 16 levels x 2^19 rows x 2 features);
+- 3, level groups: each program does ``LEVEL_GROUP`` (4) consecutive levels of its block, and all blocks of one
+  group run together: the working set is four levels' rows, and a program writes 4 x F floats of each output row
+  (a whole 32-byte sector for F = 2) and reads the positions once per group.
 
 The forward pass reads the table in ``HashGridConfig.table_dtype``: float16 (the default, as tiny-cuda-nn) gathers
 half the bytes; the parameters stay float32 (Adam updates them there) and a float16 copy is made per call (kept
@@ -31,10 +36,18 @@ import triton.language as tl
 from ..triton_env import interpreting
 from .hashgrid import HashGridConfig, HashGridEncoding, encode_reference
 
-LEVEL_MAJOR, POINT_MAJOR = 1, 2
+LEVEL_MAJOR, POINT_MAJOR, LEVEL_GROUPS = 1, 2, 3
+LEVEL_GROUP = tl.constexpr(4)  # levels per program in the LEVEL_GROUPS order
 # (BLOCK, warps, ORDER) the autotuner tries; the H200 sweep of the level-major order put 128/4 and 64/8 first
 TUNED = [(128, 4, LEVEL_MAJOR), (64, 8, LEVEL_MAJOR), (256, 8, LEVEL_MAJOR),
-         (64, 2, POINT_MAJOR), (128, 4, POINT_MAJOR), (256, 8, POINT_MAJOR)]
+         (64, 2, POINT_MAJOR), (128, 4, POINT_MAJOR), (256, 8, POINT_MAJOR),
+         (64, 4, LEVEL_GROUPS), (128, 4, LEVEL_GROUPS), (128, 8, LEVEL_GROUPS), (256, 8, LEVEL_GROUPS)]
+
+
+def programs(n: int, block: int, order: int, n_levels: int) -> int:
+    """Programs of one launch over ``n`` points."""
+    per_block = {LEVEL_MAJOR: n_levels, POINT_MAJOR: 1}.get(order, -(-n_levels // LEVEL_GROUP.value))
+    return triton.cdiv(n, block) * per_block
 
 
 @triton.jit
@@ -124,11 +137,15 @@ def _scatter_level(grad_out_ptr, grad_table_ptr, n, m, lvl, ux, uy, uz, scale_pt
 
 @triton.jit
 def _program(N, L: tl.constexpr, BLOCK: tl.constexpr, ORDER: tl.constexpr):
-    """This program's rows and (level-major order) level."""
+    """This program's rows and level (level-major order) or first level (level groups)."""
     pid = tl.program_id(0)
     if ORDER == 1:
         nblk = tl.cdiv(N, BLOCK)
         lvl = pid // nblk
+        blk = pid % nblk
+    elif ORDER == 3:
+        nblk = tl.cdiv(N, BLOCK)
+        lvl = (pid // nblk) * LEVEL_GROUP
         blk = pid % nblk
     else:
         lvl = 0
@@ -146,6 +163,11 @@ def _hashgrid_fwd(x_ptr, table_ptr, out_ptr, scale_ptr, res_ptr, size_ptr, off_p
     if ORDER == 1:
         _encode_level(table_ptr, out_ptr, n, m, lvl, ux, uy, uz, scale_ptr, res_ptr, size_ptr, off_ptr, hashed_ptr,
                       L, F, BLOCK)
+    elif ORDER == 3:
+        for j in tl.static_range(LEVEL_GROUP):
+            if lvl + j < L:
+                _encode_level(table_ptr, out_ptr, n, m, lvl + j, ux, uy, uz, scale_ptr, res_ptr, size_ptr, off_ptr,
+                              hashed_ptr, L, F, BLOCK)
     else:
         for level in range(L):
             _encode_level(table_ptr, out_ptr, n, m, level, ux, uy, uz, scale_ptr, res_ptr, size_ptr, off_ptr,
@@ -161,6 +183,11 @@ def _hashgrid_bwd(x_ptr, grad_out_ptr, grad_table_ptr, scale_ptr, res_ptr, size_
     if ORDER == 1:
         _scatter_level(grad_out_ptr, grad_table_ptr, n, m, lvl, ux, uy, uz, scale_ptr, res_ptr, size_ptr, off_ptr,
                        hashed_ptr, L, F)
+    elif ORDER == 3:
+        for j in tl.static_range(LEVEL_GROUP):
+            if lvl + j < L:
+                _scatter_level(grad_out_ptr, grad_table_ptr, n, m, lvl + j, ux, uy, uz, scale_ptr, res_ptr, size_ptr,
+                               off_ptr, hashed_ptr, L, F)
     else:
         for level in range(L):
             _scatter_level(grad_out_ptr, grad_table_ptr, n, m, level, ux, uy, uz, scale_ptr, res_ptr, size_ptr,
@@ -201,7 +228,7 @@ class _TritonEncode(torch.autograd.Function):
 class TritonHashGrid(HashGridEncoding):
     """Hash grid evaluated by fused Triton kernels (float32 parameters on CUDA, read in ``config.table_dtype``).
 
-    ``block``, ``num_warps`` and ``order`` (1 level-major, 2 point-major) fix the launch settings; left None,
+    ``block``, ``num_warps`` and ``order`` (1 level-major, 2 point-major, 3 level groups) fix the launch settings; left None,
     the autotuner picks them per size class on the device.
     """
 
@@ -253,13 +280,13 @@ class TritonHashGrid(HashGridEncoding):
         if self.fixed is not None:
             block, warps, order = self.fixed
             kernel = _hashgrid_fwd if which == "fwd" else _hashgrid_bwd
-            grid = (triton.cdiv(n, block) * (L if order == LEVEL_MAJOR else 1),)
+            grid = (programs(n, block, order, L),)
             kernel[grid](*args, L=L, F=F, BLOCK=block, ORDER=order, num_warps=warps)
             return
         kernel = _hashgrid_fwd_tuned if which == "fwd" else _hashgrid_bwd_tuned
 
         def grid(meta):
-            return (triton.cdiv(n, meta["BLOCK"]) * (L if meta["ORDER"] == LEVEL_MAJOR else 1),)
+            return (programs(n, meta["BLOCK"], meta["ORDER"], L),)
 
         kernel[grid](*args, L=L, F=F)
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -54,6 +55,21 @@ from .bake import Flow
 from .lift import SceneFlow
 
 CONTRACTED_BOX = 2.2  # half-size of the encoding's box around the contracted ball of radius 2
+
+# the CUDA stream every fit's warm-up, capture and replays run on, one per device for the whole process. The
+# allocator keeps freed memory per stream: on a stream of its own, each reloaded field's first fit (every motion
+# update loads its field from the step's file) allocated its buffers anew. Fits take turns on it (the lock): a
+# capture must see no other thread's work on its stream.
+_FIT_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
+_FIT_LOCK = threading.Lock()
+
+
+def _fit_stream(dev: torch.device) -> torch.cuda.Stream:
+    """The process's fit stream on CUDA device ``dev`` (call with ``_FIT_LOCK`` held)."""
+    dev = torch.device("cuda", dev.index if dev.index is not None else torch.cuda.current_device())
+    if dev not in _FIT_STREAMS:
+        _FIT_STREAMS[dev] = torch.cuda.Stream(dev)
+    return _FIT_STREAMS[dev]
 
 
 @dataclass(frozen=True)
@@ -241,7 +257,15 @@ class MotionField(nn.Module):
                 idx.copy_(torch.randint(0, n, (bs,), device=dev, generator=gen))
 
         eager = min(steps, 3) if graphed else steps  # a graph is captured after a few eager steps (warm-up)
-        side = self._side_stream() if graphed else None
+        with _FIT_LOCK if graphed else contextlib.nullcontext():
+            return self._run_steps(step, draw, steps, eager, decoder, report,
+                                   _fit_stream(dev) if graphed else None, loss)
+
+    def _run_steps(self, step, draw, steps: int, eager: int, decoder: bool, report: Callable[[int], None],
+                   side: torch.cuda.Stream | None, loss: torch.Tensor) -> torch.Tensor:
+        """``eager`` steps, then (``side`` given: CUDA) one captured and replayed for the rest, on ``side``."""
+        graphed = side is not None
+        dev = self.device
         if graphed:
             side.wait_stream(torch.cuda.current_stream(dev))
         self.mlp.requires_grad_(decoder)
@@ -332,12 +356,6 @@ class MotionField(nn.Module):
 
         return Flow(velocity, to_q=to_q, to_x=self.uncontract, keep_radius=1.99 if contracted else None,
                     centre=self.config.centre or (0.0, 0.0, 0.0))
-
-    def _side_stream(self) -> torch.cuda.Stream:
-        """One CUDA stream per field for the warm-up and capture of every fit (see ``fit``)."""
-        if getattr(self, "_stream", None) is None or self._stream.device != self.device:
-            self._stream = torch.cuda.Stream(self.device)
-        return self._stream
 
     # ---------------------------------------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:

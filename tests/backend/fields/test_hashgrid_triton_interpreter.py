@@ -1,6 +1,7 @@
-"""The Triton hash-grid kernels on the CPU, through Triton's interpreter (``TRITON_INTERPRET=1``): both program
-orders and both table precisions compute the reference function and its table gradient. Slow (the interpreter
-runs each program in numpy) and skipped where the triton package is missing; tests/gpu runs them on CUDA."""
+"""The Triton hash-grid kernels on the CPU, through Triton's interpreter (``TRITON_INTERPRET=1``): the three
+program orders (level-major, point-major, level groups of 4, which 3 levels leave one short) and both table
+precisions compute the reference function and its table gradient. Slow (the interpreter runs each program in
+numpy) and skipped where the triton package is missing; tests/gpu runs them on CUDA."""
 
 import textwrap
 
@@ -13,10 +14,10 @@ pytestmark = pytest.mark.slow
 SCRIPT = textwrap.dedent("""
     import sys, torch
     from backend.fields import HashGridConfig, encode_reference
-    from backend.fields.hashgrid_triton import LEVEL_MAJOR, POINT_MAJOR, TritonHashGrid
+    from backend.fields.hashgrid_triton import LEVEL_GROUPS, LEVEL_MAJOR, POINT_MAJOR, TritonHashGrid
     torch.manual_seed(0)
     for table_dtype in ("float16", "float32"):
-        for order in (LEVEL_MAJOR, POINT_MAJOR):
+        for order in (LEVEL_MAJOR, POINT_MAJOR, LEVEL_GROUPS):
             cfg = HashGridConfig(n_levels=3, n_features_per_level=2, log2_table_size=8, base_resolution=4,
                                  per_level_scale=3.0, bbox_min=(-3, -1, 0), bbox_max=(5, 2, 4),
                                  backend="triton", table_dtype=table_dtype)
@@ -37,7 +38,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_kernels_in_the_interpreter_match_the_reference():
-    assert run_interpreted(SCRIPT).count(" ok") == 4
+    assert run_interpreted(SCRIPT).count(" ok") == 6
 
 
 ADAM = textwrap.dedent("""
