@@ -87,11 +87,12 @@ ITERS=20
 [[ $DRY == 1 ]] && ITERS=2
 step hashgrid_before 60 30 "${BEFORE[@]}" $PY bench/fields_hashgrid_gpu.py --iters $ITERS --json "$WORK/logs/hashgrid_before.json" $DRYARG
 step hashgrid_after 90 40 $PY bench/fields_hashgrid_gpu.py --iters $ITERS --json "$WORK/logs/hashgrid_after.json" $DRYARG
-# the hash grid kernel's limiter, if Nsight Compute is on the image (one level-major launch, 1M points)
+# the hash grid kernel's limiter, if Nsight Compute is on the image (one launch of 1M points; LW_NCU_LAUNCH =
+# "block, warps, order", default a level-groups launch)
 NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -n 1)
 if [[ $DRY != 1 && -n "$NCU" ]]; then
   step hashgrid_ncu 90 40 "$NCU" --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
-    -k regex:_hashgrid_fwd -c 1 $PY -c "import torch; from backend.fields import HashGridConfig; from backend.fields.hashgrid_triton import TritonHashGrid; e = TritonHashGrid(HashGridConfig(backend='triton'), 64, 8, 1).cuda(); x = torch.rand(1 << 20, 3, device='cuda') * 2 - 1; e(x); torch.cuda.synchronize()"
+    -k regex:_hashgrid_fwd -c 1 $PY -c "import torch; from backend.fields import HashGridConfig; from backend.fields.hashgrid_triton import TritonHashGrid; e = TritonHashGrid(HashGridConfig(backend='triton'), ${LW_NCU_LAUNCH:-128, 4, 3}).cuda(); x = torch.rand(1 << 20, 3, device='cuda') * 2 - 1; e(x); torch.cuda.synchronize()"
 else
   log "no Nsight Compute (ncu) here: the hash grid's limiter is not profiled"
 fi

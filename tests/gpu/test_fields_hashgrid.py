@@ -27,7 +27,7 @@ CONFIGS = [
 
 @needs_triton
 @pytest.mark.parametrize("table_dtype", ["float16", "float32"])
-@pytest.mark.parametrize("launch", [None, (128, 4, 1), (64, 2, 2), (256, 8, 2)], ids=str)
+@pytest.mark.parametrize("launch", [None, (128, 4, 1), (64, 2, 2), (256, 8, 2), (128, 4, 3), (64, 8, 3)], ids=str)
 @pytest.mark.parametrize("cfg", CONFIGS, ids=["default-16x2", "8x4"])
 def test_triton_forward_and_table_gradient_match_reference(cfg, launch, table_dtype):
     from dataclasses import replace
