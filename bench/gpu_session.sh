@@ -129,9 +129,9 @@ INDUCTOR=off,inductor
 [[ $DRY == 1 ]] && INDUCTOR=off
 step outpaint_inductor 300 60 $PY bench/outpaint_gpu.py --modes $INDUCTOR "${OUTPAINT_ARGS[@]}" --models "$MODELS" --json "$WORK/logs/outpaint_inductor.json" --png "$OUT/outpaint_inductor.png" $DRYARG
 
-GALLERY_ARGS=(--resolution 384 --frames 60 --size 256 --device cuda)
+GALLERY_ARGS=(--resolution 384 --frames 60 --device cuda)  # metrics at the world's resolution, as lw world metrics
 [[ $DRY == 1 ]] && GALLERY_ARGS=(--resolution 64 --frames 6 --size 48 --device cpu)
-step gallery_cuda 110 60 env PYTHONPATH="${PYTHONPATH:-}:$PWD" $PY bench/world_gallery.py "${GALLERY_ARGS[@]}" --image "$OUT/world_gallery_cuda.jpg"
+step gallery_cuda 160 60 env PYTHONPATH="${PYTHONPATH:-}:$PWD" $PY bench/world_gallery.py "${GALLERY_ARGS[@]}" --image "$OUT/world_gallery_cuda.jpg"
 
 pack
 log "done in $(now) s of ${BUDGET}"

@@ -9,7 +9,11 @@ frame rendered); writes docs/images/world_gallery.jpg, one row per photo: the in
 cyan), the expanded world's preview, loop frame 0, and where the loop moves (|frame T/2 - frame 0| x 4).
 
     .venv/bin/python bench/world_gallery.py [--resolution 192] [--frames 24] [--size 128] [--device cpu]
-    python3 bench/world_gallery.py --resolution 512 --frames 60 --size 512 --device cuda --image $OUT/gallery.jpg
+    python3 bench/world_gallery.py --resolution 512 --frames 60 --device cuda --image $OUT/gallery.jpg
+
+``--size`` left out renders the metrics as ``lw world metrics`` does by default: 128 px on a CPU, the world's own
+resolution on CUDA. A smaller render than the world's aliases its pixel-sized Gaussians, and the steps of a moving
+texture then depend on their sub-pixel phase (docs/bench/world.md, eighth session).
 """
 
 from __future__ import annotations
@@ -52,7 +56,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--resolution", type=int, default=192)
     ap.add_argument("--frames", type=int, default=24)
-    ap.add_argument("--size", type=int, default=128, help="long side of the metric renders")
+    ap.add_argument("--size", type=int, default=None,
+                    help="long side of the metric renders (default: lw world metrics' own, 128 px on a CPU, the "
+                         "world's resolution on CUDA)")
     ap.add_argument("--device", default="cpu", help="cpu | cuda (motion, bake and metrics)")
     ap.add_argument("--image", type=Path, default=REPO / "docs" / "images" / "world_gallery.jpg")
     args = ap.parse_args()
@@ -68,7 +74,7 @@ def main() -> None:
         photos[f"{name} (rendered)"] = REPO / "tests" / "data" / "sky" / f"{name}.jpg"
     cfg = WorldConfig(resolution=args.resolution, models=ModelConfig("builtin", "builtin", "builtin", device="cpu"))
     print(f"load average {os.getloadavg()[0]:.1f} at start; resolution {args.resolution}, {args.frames} frames, "
-          f"device {args.device}, torch {torch.__version__}"
+          f"device {args.device}, metric renders {args.size or 'the default'} px, torch {torch.__version__}"
           + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
     print("| photo | sky % | water % | moving Gaussians | flicker (VBench) | smoothness | seam (steps; goal) | uncovered max |"
           " s |\n|---|---|---|---|---|---|---|---|---|")

@@ -17,7 +17,10 @@ If the wrap equals the motion's own step into x0, the loop adds nothing at the w
 photo's content at that point of the motion.
 
     .venv/bin/python bench/world_seam_wrap.py [--photos forest_edge,sunset_coast] [--field cpu|cuda]
-        [--resolution 384] [--frames 60] [--size 256] [--k 20]
+        [--resolution 384] [--frames 60] [--size 256,384] [--k 20]
+
+``--size`` takes a comma list: each size is measured on the same fitted world (a fit is not the same run to run).
+``lw world metrics`` renders at the world's resolution on CUDA (its default), 128 px on a CPU.
 
 ``--field cuda`` fits the motion field with the CUDA default size (16 levels, 2^19 table, 400 steps) on the CPU
 (minutes per photo); ``cpu`` is the CPU default.
@@ -115,28 +118,34 @@ def main() -> None:
     ap.add_argument("--field", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--resolution", type=int, default=384)
     ap.add_argument("--frames", type=int, default=60)
-    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--size", default="256", help="render sizes (long side, px), comma-separated")
     ap.add_argument("--k", type=int, default=20, help="positions each side of x0 for the one-copy trajectory")
     args = ap.parse_args()
     torch.set_num_threads(2)
+    sizes = [int(v) for v in args.size.split(",")]
     print(f"field {args.field}, world {args.resolution} px, {args.frames} frames, renders {args.size} px, one copy "
           f"over {2 * args.k + 1} positions through x0")
-    print("| photo | seam (loop) | limit | the motion's own step into x0 | its other steps: mean +- sd | rank | "
+    print("| photo | render px | seam (loop) | limit | the motion's own step into x0 | its other steps: mean +- sd | rank | "
           "frame 0 sharpness / beside | z among frames | s |")
-    print("|---|---|---|---|---|---|---|---|---|", flush=True)
+    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
     with tempfile.TemporaryDirectory(prefix="lw-seam-wrap-") as tmp:
         for name in args.photos.split(","):
             t = time.perf_counter()
             root = Path(tmp) / name
             make_world(name, root, args.resolution, args.field)
-            r = measure(root, args.frames, args.size, args.k)
-            z = (r["motion_into_x0"] - r["motion_mean"]) / max(r["motion_sd"], 1e-12)
-            print(f"| {r['photo']} | {r['seam']:.3f} | {r['limit']:.3f} | {r['motion_into_x0']:.3f} ({z:+.1f} sd) | "
-                  f"{r['motion_mean']:.3f} +- {r['motion_sd']:.3f} | {r['motion_rank']}/{r['motion_n']} | "
-                  f"{r['sharp_f0_vs_beside']:.3f} | {r['sharp_f0_z']:+.1f} | {time.perf_counter() - t:.0f} |", flush=True)
-            print(f"  {r['photo']}: one copy's steps x-3->x-2 .. x1->x2 / median step "
-                  f"{' '.join(f'{v:.3f}' for v in r['steps_near_x0'])}; step out of x0 against its neighbours "
-                  f"{r['out_of_x0']:.3f}", flush=True)
+            for size in sizes:
+                report(measure(root, args.frames, size, args.k), size, time.perf_counter() - t)
+                t = time.perf_counter()
+
+
+def report(r: dict, size: int, seconds: float) -> None:
+    z = (r["motion_into_x0"] - r["motion_mean"]) / max(r["motion_sd"], 1e-12)
+    print(f"| {r['photo']} | {size} | {r['seam']:.3f} | {r['limit']:.3f} | {r['motion_into_x0']:.3f} ({z:+.1f} sd) | "
+          f"{r['motion_mean']:.3f} +- {r['motion_sd']:.3f} | {r['motion_rank']}/{r['motion_n']} | "
+          f"{r['sharp_f0_vs_beside']:.3f} | {r['sharp_f0_z']:+.1f} | {seconds:.0f} |", flush=True)
+    print(f"  {r['photo']}: one copy's steps x-3->x-2 .. x1->x2 / median step "
+          f"{' '.join(f'{v:.3f}' for v in r['steps_near_x0'])}; step out of x0 against its neighbours "
+          f"{r['out_of_x0']:.3f}", flush=True)
 
 
 if __name__ == "__main__":
