@@ -117,7 +117,7 @@ def variants(cfg, ref, iters, result) -> None:
     print("|---|---|---|---|---|---|---|")
     # besides the autotuner's settings, level-group programs of other sizes (level-major ones of 2-8 points per
     # thread were within 5 % of the tuned ones, docs/bench/motion.md)
-    extra = [(64, 8, 3), (256, 4, 3), (512, 8, 3)]
+    extra = [(128, 4, 3), (256, 8, 3), (128, 4, 1)]
     names = {1: "level-major", 2: "point-major", 3: "level groups"}
     for table_dtype in ("float16", "float32"):
         for block, warps, order in TUNED + (extra if table_dtype == "float16" else []):
