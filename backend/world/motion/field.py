@@ -57,9 +57,10 @@ from .lift import SceneFlow
 CONTRACTED_BOX = 2.2  # half-size of the encoding's box around the contracted ball of radius 2
 
 # the CUDA stream every fit's warm-up, capture and replays run on, one per device for the whole process. The
-# allocator keeps freed memory per stream: on a stream of its own, each reloaded field's first fit (every motion
-# update loads its field from the step's file) allocated its buffers anew. Fits take turns on it (the lock): a
-# capture must see no other thread's work on its stream.
+# allocator keeps freed memory per stream, so a reloaded field's fit (every motion update loads its field from the
+# step's file) reuses what earlier fits freed instead of allocating on a stream of its own (on the H100 that moved
+# the update by a few ms at most, docs/bench/motion.md). Fits take turns on it (the lock): a capture must see no
+# other thread's work on its stream.
 _FIT_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
 _FIT_LOCK = threading.Lock()
 
