@@ -1,16 +1,3 @@
-"""LivingWorld backend: PyTorch pipelines behind an HTTP job service (see docs/ARCHITECTURE.md).
-
-numpy's BLAS runs on one thread in every backend process. OpenBLAS's workers busy-wait for a while after each
-multi-threaded call, on the cores torch then needs. The backend's numpy linear algebra is small (the motion
-alignment's RANSAC products and fits, the depth fit on a subsample) and its heavy work runs in torch: on the 2-core
-box a motion field update right after an alignment took 0.19-0.25 s with numpy's default threads and 0.09-0.12 s
-with one (``bench/motion_update_overhead_gpu.py --dry``, docs/bench/motion.md). ``threadpoolctl`` sets it at run
-time (numpy's BLAS must be loaded first); torch's own threads are untouched.
-"""
-
-import numpy as _numpy  # noqa: F401  (loads the BLAS that the limit below applies to)
-from threadpoolctl import threadpool_limits as _threadpool_limits
-
-_threadpool_limits(limits=1, user_api="blas")
+"""LivingWorld backend: PyTorch pipelines behind an HTTP job service (see docs/ARCHITECTURE.md)."""
 
 __version__ = "0.1.0"
