@@ -106,6 +106,8 @@ WORLD_ARGS=(--steps 30 --turns 30,-30,45,-45 --models "$MODELS")
 [[ $DRY == 1 ]] && WORLD_ARGS=(--steps 2 --turns 30,-30 --models "$MODELS")
 step motion_before 75 30 "${BEFORE[@]}" $PY bench/motion_update_gpu.py --no-variants --json "$WORK/logs/motion_update_before.json" $DRYARG
 step motion_after 120 30 $PY bench/motion_update_gpu.py --profile --json "$WORK/logs/motion_update_after.json" $DRYARG
+# where the update's time goes (new or same field object, alignment before or not, eager warm-up 3 or 1)
+step motion_overhead 120 40 $PY bench/motion_update_overhead_gpu.py --json "$WORK/logs/motion_overhead.json" $DRYARG
 if [[ $DRY != 1 ]]; then  # the bake needs CUDA
   step bake_before 60 25 "${BEFORE[@]}" $PY bench/motion_bake_gpu.py
   step bake_after 60 25 $PY bench/motion_bake_gpu.py

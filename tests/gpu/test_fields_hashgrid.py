@@ -1,5 +1,7 @@
 """Triton (and tiny-cuda-nn, when installed) hash grid vs the torch reference, on CUDA."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -125,6 +127,10 @@ def test_the_table_adam_kernel_replayed_in_a_graph_is_torch_adam():
 
 @needs_triton
 def test_motion_field_fit_replayed_as_a_cuda_graph_matches_the_eager_fit():
+    """The graphed fit (eager warm-up, one captured step replayed) makes the eager fit's steps. Compared after 10
+    steps from the same state, where two eager runs differ by the rounding of the atomic adds alone: long fits from a
+    fresh Adam drift apart (an entry with a near-zero gradient moves by about lr either way), so there only the
+    quality is compared. The process's first graphed fit warms up with three eager steps, later ones with one."""
     import numpy as np
 
     from backend.world.motion.field import MotionFieldConfig, new_motion_field
@@ -134,15 +140,36 @@ def test_motion_field_fit_replayed_as_a_cuda_graph_matches_the_eager_fit():
     pts = np.c_[rng.uniform(-5, 5, (50_000, 2)), np.zeros(50_000)]
     vel = np.array([0.04, 0.02, 0.0]) + np.cross([0, 0, 0.015], pts)
     samples = SceneFlow(pts, vel, np.zeros(len(pts), np.uint8), np.zeros(len(pts), np.int32))
-    fields = {graph: new_motion_field(pts, MotionFieldConfig(cuda_graph=graph, steps=120, update_steps=40,
-                                                            batch_size=8192), device="cuda") for graph in (False, True)}
-    e_first, g_first = (fields[graph].fit(samples).relative_error for graph in (False, True))
-    assert e_first < 0.1 and g_first < 0.1
-    # the same optimisation (fused vs foreach Adam differ in rounding only)
-    assert abs(g_first - e_first) < 0.25 * e_first + 2e-3
-    # the warm-started update (a second optimiser and graph on the same parameters) from the SAME start: the two
-    # first fits end apart by rounding, and an update's error depends on where it starts
-    fields[False].load_state_dict(fields[True].state_dict())
-    e_update, g_update = (fields[graph].fit(samples).relative_error for graph in (False, True))
-    assert e_update < 0.1 and g_update < 0.1
-    assert abs(g_update - e_update) < 0.25 * e_update + 2e-3
+    cfg = MotionFieldConfig(steps=120, update_steps=40, batch_size=8192)
+
+    def make(graph: bool, warmup: int | None = None):
+        return new_motion_field(pts, replace(cfg, cuda_graph=graph, graph_warmup=warmup), device="cuda")
+
+    def gap(a, b) -> float:
+        va, vb = a.velocity(pts), b.velocity(pts)
+        return float(np.sqrt(np.square(va - vb).sum(1).mean() / np.square(vb).sum(1).mean()))
+
+    long = {graph: make(graph) for graph in (False, True)}
+    for f in long.values():
+        first = f.fit(samples).relative_error
+        assert first < 0.03, first
+    fitted = {k: v.clone() for k, v in long[False].state_dict().items()}
+    for f in long.values():
+        f.load_state_dict(fitted)
+        update = f.fit(samples).relative_error
+        assert update < 0.05, update
+
+    for state in (None, fitted):  # a first fit (from the seeded initial field), then an update
+        fields = [make(True), make(True, warmup=3), make(False), make(False), make(False)]
+        for f in fields:
+            if state is not None:
+                f.load_state_dict(state)
+        graphed, graphed3, eager, eager2, before = fields
+        for f in fields[:4]:
+            f.fit(samples, steps=10)
+        rounding = gap(eager2, eager)
+        tolerance = max(100 * rounding, 1e-4)
+        if state is not None:  # the 10 steps moved the field well beyond the tolerance
+            assert gap(before, eager) > 10 * tolerance, (gap(before, eager), tolerance)
+        for g in (graphed, graphed3):
+            assert gap(g, eager) < tolerance, (gap(g, eager), rounding)

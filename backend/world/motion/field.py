@@ -63,6 +63,10 @@ CONTRACTED_BOX = 2.2  # half-size of the encoding's box around the contracted ba
 # other thread's work on its stream.
 _FIT_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
 _FIT_LOCK = threading.Lock()
+# devices on which a fit has been captured and replayed in this process: a later fit's one eager step creates its
+# optimisers' state before the capture, while the kernels (compiled, autotuned) and the stream's library handles
+# and workspaces already exist. The process's first fit takes three eager steps (``_run_steps``).
+_WARM_DEVICES: set[torch.device] = set()
 
 
 def _fit_stream(dev: torch.device) -> torch.cuda.Stream:
@@ -88,6 +92,7 @@ class MotionFieldConfig:
     huber_delta: float = 0.1  # in units of v_scale
     seed: int = 0
     cuda_graph: bool = True  # on CUDA, replay each training step as one captured CUDA graph (fused Adam)
+    graph_warmup: int | None = None  # eager steps before the capture; None: 3 on a device's first fit, then 1
     centre: tuple[float, float, float] | None = None  # c of the contraction (world); None: a saved box field
     radius: float = 1.0  # r of the contraction (world units)
 
@@ -257,10 +262,18 @@ class MotionField(nn.Module):
             if bs < n:
                 idx.copy_(torch.randint(0, n, (bs,), device=dev, generator=gen))
 
-        eager = min(steps, 3) if graphed else steps  # a graph is captured after a few eager steps (warm-up)
-        with _FIT_LOCK if graphed else contextlib.nullcontext():
-            return self._run_steps(step, draw, steps, eager, decoder, report,
-                                   _fit_stream(dev) if graphed else None, loss)
+        if not graphed:
+            return self._run_steps(step, draw, steps, steps, decoder, report, None, loss)
+        with _FIT_LOCK:
+            side = _fit_stream(dev)
+            # a graph is captured after eager steps (warm-up): three on the device's first fit, then one (the
+            # optimisers' state); ``graph_warmup`` sets it
+            warm = cfg.graph_warmup if cfg.graph_warmup is not None else 1 if side.device in _WARM_DEVICES else 3
+            warm = min(steps, max(1, warm))
+            loss = self._run_steps(step, draw, steps, warm, decoder, report, side, loss)
+            if steps > warm:  # captured and replayed
+                _WARM_DEVICES.add(side.device)
+            return loss
 
     def _run_steps(self, step, draw, steps: int, eager: int, decoder: bool, report: Callable[[int], None],
                    side: torch.cuda.Stream | None, loss: torch.Tensor) -> torch.Tensor:
