@@ -6,9 +6,11 @@ while 10 steps of each from one state agree to 1e-6. The graphed path differs fr
 optimisers (the table's Adam in one Triton kernel, ``TableAdam``, and torch's fused Adam for the MLP, against
 torch's foreach Adam for both) and the replay of a captured step. This fits the case through each combination,
 three times, after 20 / 40 / 80 / 120 steps from the initial field; then one Adam step of ``TableAdam`` and of
-torch's Adam on gradients from 1e-30 to 1 (flush-to-zero of tiny squares, rounding of the update).
+torch's Adam on gradients from 1e-30 to 1 (flush-to-zero of tiny squares); then 120 steps of one gradient sequence
+and the graphed fit with this tree's ``TableAdam`` and with the one before the ninth session (Triton's default
+division and sqrt, exp2 / log2 bias corrections), which the first run of this script found guilty.
 
-    python bench/motion_fit_paths_gpu.py [--json out.json] [--dry]
+    python bench/motion_fit_paths_gpu.py [--json out.json] [--dry] [--paths-only]
 """
 
 from __future__ import annotations
@@ -73,51 +75,52 @@ def adam_on_tiny_gradients(dev) -> list[dict]:
 try:  # the CUDA image has Triton; the CPU environment does not (--dry needs none of this)
     import triton
     import triton.language as tl
-    from triton.language.extra import libdevice
 except ImportError:
     triton = None
 
-
 if triton is not None:
     @triton.jit
-    def _adam_rn(p_ptr, g_ptr, m_ptr, v_ptr, step_ptr, N, lr, beta1, beta2, eps, BLOCK: tl.constexpr,
-                 POW: tl.constexpr):
-        """TableAdam's update with IEEE-rounded division and square root (the kernel in ``hashgrid_triton`` uses
-        Triton's defaults), the bias corrections from exp2 / log2 as there, or (``POW``) from libdevice's pow."""
+    def _adam_before(p_ptr, g_ptr, m_ptr, v_ptr, step_ptr, N, lr, beta1, beta2, eps, BLOCK: tl.constexpr):
+        """TableAdam's kernel before the ninth session: Triton's default division and sqrt, the bias corrections
+        from exp2 / log2 of the step count."""
         i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         ok = i < N
         t = tl.load(step_ptr)
         g = tl.load(g_ptr + i, mask=ok, other=0.0)
         m = beta1 * tl.load(m_ptr + i, mask=ok, other=0.0) + (1.0 - beta1) * g
         v = beta2 * tl.load(v_ptr + i, mask=ok, other=0.0) + (1.0 - beta2) * g * g
-        if POW:
-            bc1 = 1.0 - libdevice.pow(beta1, t)
-            bc2 = 1.0 - libdevice.pow(beta2, t)
-        else:
-            bc1 = 1.0 - tl.exp2(t * tl.log2(beta1))
-            bc2 = 1.0 - tl.exp2(t * tl.log2(beta2))
-        denom = tl.div_rn(tl.sqrt_rn(v), tl.sqrt_rn(bc2)) + eps
-        p = tl.load(p_ptr + i, mask=ok, other=0.0) - tl.div_rn(lr, bc1) * tl.div_rn(m, denom)
+        bc1 = 1.0 - tl.exp2(t * tl.log2(beta1))
+        bc2 = 1.0 - tl.exp2(t * tl.log2(beta2))
+        p = tl.load(p_ptr + i, mask=ok, other=0.0) - (lr / bc1) * m / (tl.sqrt(v) / tl.sqrt(bc2) + eps)
         tl.store(m_ptr + i, m, mask=ok)
         tl.store(v_ptr + i, v, mask=ok)
         tl.store(p_ptr + i, p, mask=ok)
 
 
-class _Launch:
-    """``_adam_rn`` with POW fixed, launched as TableAdam launches its kernel (``kernel[grid](..., BLOCK=, num_warps=)``)."""
+class TableAdamBefore:
+    """``hashgrid_triton.TableAdam`` as it was before the ninth session (its kernel above)."""
 
-    def __init__(self, pow_: bool):
-        self.pow = pow_
+    def __init__(self, param, lr, betas=(0.9, 0.999), eps=1e-8, block=2048):
+        self.param, self.lr, self.betas, self.eps, self.block = param, float(lr), betas, float(eps), block
+        self.exp_avg = torch.zeros_like(param)
+        self.exp_avg_sq = torch.zeros_like(param)
+        self.step_count = torch.zeros((), dtype=torch.float32, device=param.device)
 
-    def __getitem__(self, grid):
-        return lambda *args, **kw: _adam_rn[grid](*args, POW=self.pow, **kw)
+    def step(self) -> None:
+        grad = self.param.grad
+        if grad is None:
+            return
+        self.step_count += 1
+        n = self.param.numel()
+        _adam_before[(triton.cdiv(n, self.block),)](
+            self.param.detach(), grad.contiguous(), self.exp_avg, self.exp_avg_sq, self.step_count, n, self.lr,
+            self.betas[0], self.betas[1], self.eps, BLOCK=self.block, num_warps=8)
+        torch.autograd.graph.increment_version(self.param)
 
 
-def adam_on_gradient_sequences(dev, kernels: dict, n: int = 1 << 20) -> list[dict]:
+def adam_on_gradient_sequences(dev, classes: dict, n: int = 1 << 20) -> list[dict]:
     """120 steps of the same random gradients (log-uniform 1e-12 .. 1e-3, half of them 0 each step) through each
-    TableAdam kernel and torch's Adam: max and mean |difference| of the parameters over max |parameter|."""
-    import backend.fields.hashgrid_triton as ht
-
+    TableAdam and torch's Adam: max and mean |difference| of the parameters over max |parameter|."""
     gen = torch.Generator(device=dev).manual_seed(0)
     init = torch.randn(n, device=dev, generator=gen) * 1e-4
     grads = []
@@ -131,26 +134,17 @@ def adam_on_gradient_sequences(dev, kernels: dict, n: int = 1 << 20) -> list[dic
         ref.grad = g.clone()
         opt.step()
     out = []
-    print("\n| TableAdam kernel | 120 steps vs torch Adam: max abs diff / max abs param | mean |\n|---|---|---|")
-    original = ht._adam_kernel
-    try:
-        for name, kernel in kernels.items():
-            ht._adam_kernel = kernel
-            p = init.clone().requires_grad_(True)
-            mine = ht.TableAdam(p, lr=1e-2, betas=(0.9, 0.99), eps=1e-15)
-            try:
-                for g in grads:
-                    p.grad = g.clone()
-                    mine.step()
-            except Exception as e:  # noqa: BLE001 (a variant that does not build is reported, the rest run)
-                print(f"| {name} | failed: {e!r:.150} | |", flush=True)
-                continue
-            d = (p.detach() - ref.detach()).abs()
-            scale = float(ref.detach().abs().max())
-            out.append({"kernel": name, "max": float(d.max()) / scale, "mean": float(d.mean()) / scale})
-            print(f"| {name} | {out[-1]['max']:.2e} | {out[-1]['mean']:.2e} |", flush=True)
-    finally:
-        ht._adam_kernel = original
+    print("\n| TableAdam | 120 steps vs torch Adam: max abs diff / max abs param | mean |\n|---|---|---|")
+    for name, cls in classes.items():
+        p = init.clone().requires_grad_(True)
+        mine = cls(p, lr=1e-2, betas=(0.9, 0.99), eps=1e-15)
+        for g in grads:
+            p.grad = g.clone()
+            mine.step()
+        d = (p.detach() - ref.detach()).abs()
+        scale = float(ref.detach().abs().max())
+        out.append({"table_adam": name, "max": float(d.max()) / scale, "mean": float(d.mean()) / scale})
+        print(f"| {name} | {out[-1]['max']:.2e} | {out[-1]['mean']:.2e} |", flush=True)
     return out
 
 
@@ -182,24 +176,20 @@ def main() -> None:
         import backend.fields.hashgrid_triton as ht
 
         result["tiny_gradients"] = adam_on_tiny_gradients(dev)
-        kernels = {"default (hashgrid_triton)": ht._adam_kernel, "IEEE div / sqrt, exp2 / log2": _Launch(False),
-                   "IEEE div / sqrt, pow": _Launch(True)}
-        result["gradient_sequences"] = adam_on_gradient_sequences(dev, kernels)
-        # the default graphed fit with each kernel
-        print("\n| TableAdam kernel in the graphed fit | rel. error after 120 steps (3 runs) |\n|---|---|")
-        original = ht._adam_kernel
+        classes = {"this tree (IEEE division and sqrt, float64 bias corrections)": ht.TableAdam,
+                   "before (Triton's default division and sqrt, exp2 / log2)": TableAdamBefore}
+        result["gradient_sequences"] = adam_on_gradient_sequences(dev, classes)
+        # the default graphed fit with each TableAdam (field._train imports it from hashgrid_triton at each fit)
+        print("\n| TableAdam in the graphed fit | rel. error after 120 steps (3 runs) |\n|---|---|")
+        original = ht.TableAdam
         try:
-            for name, kernel in kernels.items():
-                ht._adam_kernel = kernel
-                try:
-                    errs = [fit_once(pts, samples, cfg, True, None, "table", 120, dev) for _ in range(3)]
-                except Exception as e:  # noqa: BLE001
-                    print(f"| {name} | failed: {e!r:.150} |", flush=True)
-                    continue
-                result.setdefault("graphed_by_kernel", {})[name] = errs
+            for name, cls in classes.items():
+                ht.TableAdam = cls
+                errs = [fit_once(pts, samples, cfg, True, None, "table", 120, dev) for _ in range(3)]
+                result.setdefault("graphed_by_table_adam", {})[name] = errs
                 print(f"| {name} | {' '.join(f'{e:.4f}' for e in errs)} |", flush=True)
         finally:
-            ht._adam_kernel = original
+            ht.TableAdam = original
     dump(args.json, {"bench": "motion_fit_paths_gpu", **result})
 
 

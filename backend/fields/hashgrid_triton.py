@@ -308,18 +308,22 @@ class TritonHashGrid(HashGridEncoding):
 
 
 @triton.jit
-def _adam_kernel(p_ptr, g_ptr, m_ptr, v_ptr, step_ptr, N, lr, beta1, beta2, eps, BLOCK: tl.constexpr):
-    """One Adam step (torch.optim.Adam's update, no weight decay) over a flat float32 table; ``step_ptr`` holds the
-    step count after this step (a device scalar, so a captured graph replays with the count it reads)."""
+def _adam_kernel(p_ptr, g_ptr, m_ptr, v_ptr, coef_ptr, N, beta1, beta2, eps, BLOCK: tl.constexpr):
+    """One Adam step over a flat float32 table, in torch.optim.Adam's arithmetic (no weight decay): IEEE-rounded
+    division and square root, and the bias corrections as ``coef_ptr`` = (lr / (1 - beta1^t), sqrt(1 - beta2^t)),
+    two device scalars computed in float64 (as torch's Adam does on the host), so a captured graph replays with the
+    step it reads. Triton's default division and sqrt and an exp2 / log2 bias correction made graphed fits end
+    ~50 % worse than torch's Adam on the H100 (docs/bench/motion.md, ninth session)."""
     i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     ok = i < N
-    t = tl.load(step_ptr)
+    step_size = tl.load(coef_ptr)
+    bc2_sqrt = tl.load(coef_ptr + 1)
     g = tl.load(g_ptr + i, mask=ok, other=0.0)
-    m = beta1 * tl.load(m_ptr + i, mask=ok, other=0.0) + (1.0 - beta1) * g
-    v = beta2 * tl.load(v_ptr + i, mask=ok, other=0.0) + (1.0 - beta2) * g * g
-    bc1 = 1.0 - tl.exp2(t * tl.log2(beta1))
-    bc2 = 1.0 - tl.exp2(t * tl.log2(beta2))
-    p = tl.load(p_ptr + i, mask=ok, other=0.0) - (lr / bc1) * m / (tl.sqrt(v) / tl.sqrt(bc2) + eps)
+    m = tl.load(m_ptr + i, mask=ok, other=0.0)
+    m = m + (1.0 - beta1) * (g - m)  # lerp, as torch's exp_avg.lerp_
+    v = beta2 * tl.load(v_ptr + i, mask=ok, other=0.0) + (1.0 - beta2) * (g * g)
+    denom = tl.div_rn(tl.sqrt_rn(v), bc2_sqrt) + eps
+    p = tl.load(p_ptr + i, mask=ok, other=0.0) - step_size * tl.div_rn(m, denom)
     tl.store(m_ptr + i, m, mask=ok)
     tl.store(v_ptr + i, v, mask=ok)
     tl.store(p_ptr + i, p, mask=ok)
@@ -329,8 +333,8 @@ class TableAdam:
     """Adam for a hash table on CUDA in one Triton kernel per step: reads the parameter, its gradient and both
     moments once and writes the parameter and moments once (torch's fused Adam over a 16.8 M-entry table ran at
     about a third of the H100's bandwidth, docs/bench/motion.md). The same update as ``torch.optim.Adam`` (no
-    weight decay; bias corrections from the step count on the device), so a CUDA graph can replay it. Skips a
-    step whose gradient is None."""
+    weight decay; bias corrections from the step count on the device, in float64), so a CUDA graph can replay it.
+    Skips a step whose gradient is None."""
 
     def __init__(self, param: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, block: int = 2048):
@@ -341,15 +345,19 @@ class TableAdam:
         self.exp_avg = torch.zeros_like(param)
         self.exp_avg_sq = torch.zeros_like(param)
         self.step_count = torch.zeros((), dtype=torch.float32, device=param.device)
+        self._betas = torch.tensor(self.betas, dtype=torch.float64, device=param.device)
+        self._coef = torch.zeros(2, dtype=torch.float32, device=param.device)  # the kernel's step size, sqrt(bc2)
 
     def step(self) -> None:
         grad = self.param.grad
         if grad is None:
             return
         self.step_count += 1
+        bc = 1.0 - torch.pow(self._betas, self.step_count.double())
+        self._coef.copy_(torch.stack((self.lr / bc[0], bc[1].sqrt())))
         n = self.param.numel()
         _adam_kernel[(triton.cdiv(n, self.block),)](
-            self.param.detach(), grad.contiguous(), self.exp_avg, self.exp_avg_sq, self.step_count, n, self.lr,
+            self.param.detach(), grad.contiguous(), self.exp_avg, self.exp_avg_sq, self._coef, n,
             self.betas[0], self.betas[1], self.eps, BLOCK=self.block, num_warps=8)
         # the kernel writes through a pointer: bump the table's version as an in-place op would, so that what is
         # keyed on it (the encoding's float16 copy, ``TritonHashGrid._read_table``) is made anew. Without it the
