@@ -135,5 +135,6 @@ def short_fits(cfg, pts, samples, dev) -> list[dict]:
         print(f"| {stage} | {row['graphed_vs_eager']:.2e} | {row['eager_vs_eager']:.2e} |", flush=True)
     return out
 
+
 if __name__ == "__main__":
     main()

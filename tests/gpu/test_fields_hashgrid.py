@@ -128,9 +128,11 @@ def test_the_table_adam_kernel_replayed_in_a_graph_is_torch_adam():
 @needs_triton
 def test_motion_field_fit_replayed_as_a_cuda_graph_matches_the_eager_fit():
     """The graphed fit (eager warm-up, one captured step replayed) makes the eager fit's steps. Compared after 10
-    steps from the same state, where two eager runs differ by the rounding of the atomic adds alone: long fits from a
-    fresh Adam drift apart (an entry with a near-zero gradient moves by about lr either way), so there only the
-    quality is compared. The process's first graphed fit warms up with three eager steps, later ones with one."""
+    steps from the same state, where two eager runs differ by the rounding of the atomic adds alone. Long fits drift
+    apart run to run, so they are compared by the median of three: on an H100 and an H200 (docs/bench/motion.md,
+    ninth session) graphed and eager 120-step fits ended at 0.0068-0.0078, and the graphed ones at 0.0094-0.0117
+    while the table's Adam used Triton's approximate division and sqrt. The process's first graphed fit warms up
+    with three eager steps, later ones with one."""
     import numpy as np
 
     from backend.world.motion.field import MotionFieldConfig, new_motion_field
@@ -149,10 +151,11 @@ def test_motion_field_fit_replayed_as_a_cuda_graph_matches_the_eager_fit():
         va, vb = a.velocity(pts), b.velocity(pts)
         return float(np.sqrt(np.square(va - vb).sum(1).mean() / np.square(vb).sum(1).mean()))
 
+    first = {graph: [make(graph).fit(samples).relative_error for _ in range(3)] for graph in (False, True)}
+    assert max(first[False] + first[True]) < 0.03, first
+    assert np.median(first[True]) < 1.2 * np.median(first[False]), first
     long = {graph: make(graph) for graph in (False, True)}
-    for f in long.values():
-        first = f.fit(samples).relative_error
-        assert first < 0.03, first
+    long[False].fit(samples)
     fitted = {k: v.clone() for k, v in long[False].state_dict().items()}
     for f in long.values():
         f.load_state_dict(fitted)
