@@ -1,7 +1,7 @@
 """Host alignment speed on the case of ``bench/motion_update_gpu.py`` (``synthetic_case``: 200k previous samples,
 50k new ones overlapping half of them, vectors rotated 215 / 10 degrees and scaled 2.5x, 20 % outliers): median of
 seven ``align_flow`` calls, with the solved scale and the outliers dropped; then the same with the previous
-samples' ``match_index`` built ahead (its build timed apart). LW_CODE picks the code tree measured
+samples' ``match_index`` built ahead (its build timed apart); then the k-d tree query alone by worker count. LW_CODE picks the code tree measured
 (``bench/gpu_common.py``), e.g. a git worktree of an older commit:
 
     .venv/bin/python bench/motion_align_cpu.py
@@ -41,6 +41,20 @@ def main():
     print(f"with the previous samples' index built ahead (as an expansion does while it outpaints): build median "
           f"{statistics.median(builds):.3f} s, align median {statistics.median(aligns):.3f} s; scale {res.scale:.4f}, "
           f"{res.dropped} outliers dropped")
+    # the alignment's k-d tree query (``align._query``, workers=-1: scipy starts one thread per core each call) with
+    # other worker counts, on the same queries: on a many-core host the thread starts may cost more than they save
+    (_, tree, radius), = index.materials.values()
+    q = new.points[np.all((new.points >= tree.mins - radius) & (new.points <= tree.maxes + radius), axis=1)]
+    cells = []
+    for workers in (1, 2, 4, 8, -1):
+        times = []
+        for _ in range(15):
+            t = time.perf_counter()
+            tree.query(q, k=1, distance_upper_bound=radius, workers=workers)
+            times.append(time.perf_counter() - t)
+        cells.append(f"{workers}: {1e3 * statistics.median(times):.1f} ms")
+    print(f"k-d tree query of the {len(q)} new samples near the previous ones, median of 15, by workers: "
+          + ", ".join(cells))
 
 
 if __name__ == "__main__":
